@@ -1,0 +1,51 @@
+# nbdroot — see README.md. `make demo` boots a diskless client; `make test` runs every tier.
+GO        ?= go
+BUILD     ?= build
+export NBDROOT_CACHE ?= $(HOME)/.cache/nbdroot
+KERNEL    ?= $(NBDROOT_CACHE)/kernel/current
+KMODULES  ?= $(KERNEL)/modules
+HOOKS     ?= base udev net nbd encrypt filesystems
+OUT       ?= $(BUILD)/kernel26.img
+GOFLAGS_BUILD := -trimpath -ldflags=-s
+
+.PHONY: all build initramfs deps test test-unit test-qemu demo bench fuzz clean
+
+all: build
+
+build:
+	@mkdir -p $(BUILD)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BUILD)/nbdroot ./cmd/nbdroot
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BUILD)/nbdroot-init ./cmd/nbdroot-init
+
+deps:
+	scripts/deps.sh all
+
+$(KERNEL)/vmlinuz:
+	scripts/deps.sh kernel
+
+initramfs: build $(KERNEL)/vmlinuz
+	$(BUILD)/nbdroot initramfs --modules $(KMODULES) --hooks "$(HOOKS)" --init $(BUILD)/nbdroot-init -o $(OUT)
+
+# Every tier: unit tests (any machine), privileged host tests (skip unless root) and the QEMU
+# boot tests in test/ (real kernel, real server).
+test: deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout 25m -v ./test/
+
+test-unit:
+	$(GO) test ./...
+
+demo: deps build
+	NBDROOT_KERNEL=$(KERNEL) $(GO) run ./test/cmd/demo -build $(abspath $(BUILD))
+
+bench: deps build
+	NBDROOT_KERNEL=$(KERNEL) $(GO) run ./test/cmd/bench -build $(abspath $(BUILD))
+
+# Short fuzzing of every parser fed by the network or the user; the seed corpora also run as
+# plain tests in `make test`.
+fuzz:
+	scripts/fuzz.sh 20s
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,113 @@
+// Package bootparam turns a kernel command line into a Plan: one typed, validated description
+// of how this machine boots from NBD. Every boot stage reads the Plan; none of them reads the
+// command line again.
+//
+// It parses and validates; it never touches the network, devices or the filesystem.
+package bootparam
+
+import "time"
+
+// Plan is everything the init needs to know from the command line.
+type Plan struct {
+	// IP holds one entry per ip= parameter (several for several NICs); empty when the
+	// cmdline asked for no network configuration.
+	IP []IPConfig `json:"ip"`
+	// BootIF is the MAC address pxelinux put in BOOTIF= (IPAPPEND 2), lower case with colons,
+	// or empty. It names the NIC that PXE-booted.
+	BootIF string `json:"bootif,omitempty"`
+	NBD    NBD    `json:"nbd"`
+	// Crypt is nil unless cryptdevice= asks for a LUKS device to be opened.
+	Crypt *Crypt `json:"crypt,omitempty"`
+	Root  Root   `json:"root"`
+	// Init is the program run as PID 1 after switch_root (init=, default /sbin/init).
+	Init string `json:"init"`
+	// RootDelay is how long to wait for the root device (rootdelay=).
+	RootDelay time.Duration `json:"rootdelay,omitempty"`
+	// Break names the point where the init stops and opens a rescue shell on purpose
+	// (rd.break, nbdroot.shell): "" for none, otherwise a hook name or "switch_root".
+	Break string `json:"break,omitempty"`
+	// Debug makes every hook log its details (nbdroot.debug).
+	Debug bool `json:"debug,omitempty"`
+	// Sources says which parameter set each decision, for `nbdroot cmdline` and error messages.
+	Sources map[string]string `json:"sources,omitempty"`
+}
+
+// IPConfig is one ip= parameter (kernel nfsroot form or dracut's ip=IFACE:MODE).
+type IPConfig struct {
+	// Mode is "dhcp", "static" or "off".
+	Mode     string   `json:"mode"`
+	Address  string   `json:"address,omitempty"`
+	Netmask  string   `json:"netmask,omitempty"`
+	Gateway  string   `json:"gateway,omitempty"`
+	Server   string   `json:"server,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	Device   string   `json:"device,omitempty"`
+	DNS      []string `json:"dns,omitempty"`
+	NTP      string   `json:"ntp,omitempty"`
+	// Autoconf is the autoconf field as written (dhcp, bootp, on, any, …), for display.
+	Autoconf string `json:"autoconf,omitempty"`
+}
+
+// Server is one NBD server address.
+type Server struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+}
+
+// NBD is the NBD connection the root lives on.
+type NBD struct {
+	// Host and Port are the first (preferred) server; Servers lists all of them in failover
+	// order (nbd_server=a:10809,b:10809), Servers[0] being Host:Port.
+	Host    string   `json:"host"`
+	Port    int      `json:"port"`
+	Servers []Server `json:"servers,omitempty"`
+	// Export is the export name; empty asks the server for its default export.
+	Export string `json:"export"`
+	// Device is the kernel device to attach, e.g. /dev/nbd0.
+	Device string `json:"device"`
+	// FromDHCP is true when the server comes from the DHCP root-path (option 17).
+	FromDHCP bool `json:"from_dhcp,omitempty"`
+	// Connections is the number of sockets handed to the kernel (nbdroot.connections);
+	// 0 means the default.
+	Connections int `json:"connections,omitempty"`
+	// Timeout is the kernel's per-request timeout; DeadConnTimeout how long I/O waits for the
+	// keeper to reconnect a dead socket. Zero means the default.
+	Timeout         time.Duration `json:"timeout,omitempty"`
+	DeadConnTimeout time.Duration `json:"dead_conn_timeout,omitempty"`
+	// BlockSize is the block size asked of the kernel (dracut's bs=); 0 means negotiate.
+	BlockSize int `json:"block_size,omitempty"`
+}
+
+// Crypt is a LUKS device to open before the root is mounted (cryptdevice=).
+type Crypt struct {
+	Device  string   `json:"device"`
+	Name    string   `json:"name"`
+	Options []string `json:"options,omitempty"`
+	// Key is nil when the passphrase is asked on the console.
+	Key *CryptKey `json:"key,omitempty"`
+}
+
+// CryptKey says where a keyfile comes from (cryptkey=).
+type CryptKey struct {
+	// Kind is "rootfs" (a file inside the initramfs), "file" (a file on a device) or "raw"
+	// (bytes at an offset of a device).
+	Kind   string `json:"kind"`
+	Device string `json:"device,omitempty"`
+	FSType string `json:"fstype,omitempty"`
+	Path   string `json:"path,omitempty"`
+	Offset int64  `json:"offset,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+}
+
+// Root is the root filesystem to mount.
+type Root struct {
+	// Device is root= as written: /dev/nbd0, /dev/nbd0p1, /dev/mapper/NAME, UUID=…, LABEL=…,
+	// PARTUUID=….
+	Device string `json:"device"`
+	// FSType is rootfstype=; empty means probe.
+	FSType string `json:"fstype,omitempty"`
+	// Flags is rootflags=: comma-separated mount options without ro/rw.
+	Flags string `json:"flags,omitempty"`
+	// RW is true when the root is mounted read-write.
+	RW bool `json:"rw"`
+}

@@ -1,0 +1,63 @@
+// Command nbdroot is the host tool of nbdroot: the NBD server, the initramfs builder, the
+// cmdline explainer, the kernel config check and a client for running systems.
+//
+// Each subcommand lives in its own file and keeps its logic in a package; this file only
+// dispatches.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// command is one subcommand: its name, a one-line summary and its entry point, which returns
+// the process exit status.
+type command struct {
+	name, summary string
+	run           func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "serve exports over NBD (nbd-server compatible)", runServe},
+		{"initramfs", "build the initramfs (kernel26.img) for a kernel", runInitramfs},
+		{"cmdline", "explain a kernel command line as a boot plan", runCmdline},
+		{"kernelcfg", "check that a kernel can boot from NBD", runKernelcfg},
+		{"attach", "connect an NBD export to /dev/nbdN on this machine", runAttach},
+		{"detach", "disconnect /dev/nbdN", runDetach},
+		{"status", "show the NBD devices of this machine", runStatus},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: nbdroot COMMAND [options]\n\ncommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\n'nbdroot COMMAND --help' describes a command's options.\n")
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "nbdroot: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}

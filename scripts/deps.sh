@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs what `make test`, `make demo` and `make bench` need on a fresh Debian machine and
+# fetches the test kernel (Debian linux-image-amd64) into the cache. Idempotent: a second run
+# does nothing but check.
+#
+#   scripts/deps.sh [packages|kernel|all]      (default: all)
+#
+# Environment: NBDROOT_CACHE (default ~/.cache/nbdroot).
+set -euo pipefail
+
+cache=${NBDROOT_CACHE:-$HOME/.cache/nbdroot}
+what=${1:-all}
+
+# command-or-file → Debian package that provides it.
+declare -A need=(
+  [qemu-system-x86_64]=qemu-system-x86
+  [socat]=socat
+  [mkfs.ext4]=e2fsprogs
+  [/bin/busybox]=busybox-static
+  [/usr/lib/PXELINUX/pxelinux.0]=pxelinux
+  [/usr/lib/syslinux/modules/bios/ldlinux.c32]=syslinux-common
+  [nbd-server]=nbd-server
+  [nbd-client]=nbd-client
+  [nbdkit]=nbdkit
+  [qemu-nbd]=qemu-utils
+  [nbdinfo]=libnbd-bin
+  [nbdsh]=python3-libnbd
+  [fio]=fio
+  [cryptsetup]=cryptsetup-bin
+  [ip]=iproute2
+  [zstd]=zstd
+  [xz]=xz-utils
+  [lz4]=lz4
+)
+
+packages() {
+  local missing=()
+  for k in "${!need[@]}"; do
+    if [[ $k == /* ]]; then [[ -e $k ]] && continue
+    else command -v "$k" >/dev/null 2>&1 && continue; fi
+    missing+=("${need[$k]}")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "deps: installing ${missing[*]}" >&2
+  local sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+kernel() {
+  # The kernel is unpacked once per version; "current" points at the newest fetched.
+  if [[ -e $cache/kernel/current/vmlinuz ]]; then return 0; fi
+  local tmp
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  echo "deps: fetching the test kernel (Debian linux-image-amd64)" >&2
+  (cd "$tmp" && apt-get download linux-image-amd64 >/dev/null 2>&1) || {
+    [[ $(id -u) -ne 0 ]] || apt-get update -qq
+    (cd "$tmp" && apt-get download linux-image-amd64 >/dev/null 2>&1)
+  }
+  local meta dep
+  meta=$(ls "$tmp"/linux-image-amd64_*.deb)
+  dep=$(dpkg-deb -f "$meta" Depends | sed -n 's/^\(linux-image-[^ ,]*\).*/\1/p')
+  (cd "$tmp" && apt-get download "$dep" >/dev/null 2>&1)
+  local ver=${dep#linux-image-}
+  local dir=$cache/kernel/$ver
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  dpkg-deb -x "$tmp"/"$dep"_*.deb "$dir.tmp/root"
+  ln -s "root/boot/vmlinuz-$ver" "$dir.tmp/vmlinuz"
+  ln -s "root/boot/config-$ver" "$dir.tmp/config"
+  ln -s "root/lib/modules/$ver" "$dir.tmp/modules"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  ln -sfn "$ver" "$cache/kernel/current"
+  echo "deps: kernel $ver in $dir" >&2
+}
+
+case $what in
+  packages) packages ;;
+  kernel) kernel ;;
+  all) packages; kernel ;;
+  *) echo "usage: $0 [packages|kernel|all]" >&2; exit 2 ;;
+esac
