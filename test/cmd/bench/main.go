@@ -1,0 +1,99 @@
+// Command bench runs nbdroot's benchmarks side by side with their baselines in one run on one
+// machine and prints Markdown tables of ratios (absolute numbers vary by machine; ratios are
+// what the README reports). `make bench` runs it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// env is what every benchmark section gets.
+type env struct {
+	Build  string // directory holding nbdroot and nbdroot-init
+	Kernel string // test kernel directory (vmlinuz, modules, config)
+	Work   string // scratch directory, removed afterwards
+	Quick  bool   // smaller sizes and fewer repetitions, for a smoke run
+}
+
+// section is one benchmark: it returns a Markdown table (with a heading line) or an error.
+type section struct {
+	name string
+	run  func(ctx context.Context, e *env) (string, error)
+}
+
+func sections() []section {
+	return []section{
+		{"server", benchServer},
+		{"luks", benchLUKS},
+		{"boot", benchBoot},
+	}
+}
+
+func main() {
+	var e env
+	only := flag.String("only", "", "comma-separated sections to run (server, luks, boot); default all")
+	out := flag.String("out", "", "also write the tables to this file (e.g. docs/bench.md)")
+	flag.StringVar(&e.Build, "build", "build", "directory with the nbdroot binaries")
+	flag.StringVar(&e.Kernel, "kernel", os.Getenv("NBDROOT_KERNEL"), "test kernel directory")
+	flag.BoolVar(&e.Quick, "quick", false, "small sizes, one repetition (smoke test)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	work, err := os.MkdirTemp("", "nbdroot-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(work)
+	e.Work = work
+	if e.Build, err = filepath.Abs(e.Build); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+
+	var tables []string
+	failed := false
+	for _, s := range sections() {
+		if *only != "" && !contains(strings.Split(*only, ","), s.name) {
+			continue
+		}
+		start := time.Now()
+		fmt.Fprintf(os.Stderr, "bench: %s …\n", s.name)
+		t, err := s.run(ctx, &e)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s: %v\n", s.name, err)
+			failed = true
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", s.name, time.Since(start).Round(time.Second))
+		fmt.Println(t)
+		tables = append(tables, t)
+	}
+	if *out != "" && len(tables) > 0 {
+		hdr := fmt.Sprintf("<!-- written by `make bench` on %s -->\n", time.Now().UTC().Format("2006-01-02"))
+		if err := os.WriteFile(*out, []byte(hdr+strings.Join(tables, "\n")), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			failed = true
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if strings.TrimSpace(x) == s {
+			return true
+		}
+	}
+	return false
+}
