@@ -1,0 +1,208 @@
+// Package nbdclient is the client side of nbdroot: it negotiates with an NBD server (fixed
+// newstyle; NBD_OPT_GO with NBD_OPT_EXPORT_NAME as fallback; NBD_OPT_LIST), hands the
+// negotiated sockets to the kernel through the generic-netlink "nbd" family, and keeps them
+// alive (the Keeper reconnects when the kernel reports a dead link).
+//
+// It never negotiates structured replies or extended headers on a socket it hands to the
+// kernel: the kernel's nbd driver reads only simple replies. It never sets
+// DISCONNECT_ON_CLOSE for a root device.
+package nbdclient
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/nbdroot/nbdroot/nbd"
+)
+
+// ErrOldstyle reports a server that speaks only the oldstyle handshake, which carries no
+// export name and which nbdroot does not implement.
+var ErrOldstyle = errors.New("server speaks the oldstyle handshake (nbd-server -o / before 3.10); fixed newstyle is required")
+
+// ErrNoGo is returned by negotiateGo when the server does not know NBD_OPT_GO; the caller
+// falls back to NBD_OPT_EXPORT_NAME.
+var errNoGo = errors.New("server does not support NBD_OPT_GO")
+
+// Handshake negotiates the export called name on rw (an established connection to a server)
+// and returns what the server said about it. The connection is then in the transmission phase,
+// ready for the kernel. An empty name asks for the server's default export.
+func Handshake(rw io.ReadWriter, name string) (*nbd.ExportInfo, error) {
+	fixed, noZeroes, err := greet(rw)
+	if err != nil {
+		return nil, err
+	}
+	if fixed {
+		info, err := negotiateGo(rw, name)
+		if !errors.Is(err, errNoGo) {
+			return info, err
+		}
+	}
+	return exportName(rw, name, noZeroes)
+}
+
+// List asks the server for its export names (NBD_OPT_LIST) and ends the session with
+// NBD_OPT_ABORT.
+func List(rw io.ReadWriter) ([]string, error) {
+	fixed, _, err := greet(rw)
+	if err != nil {
+		return nil, err
+	}
+	if !fixed {
+		return nil, errors.New("server is not fixed newstyle: it cannot list exports")
+	}
+	if _, err := rw.Write(nbd.AppendOption(nil, nbd.OptList, nil)); err != nil {
+		return nil, fmt.Errorf("send NBD_OPT_LIST: %w", err)
+	}
+	var names []string
+	for {
+		r, data, err := readOptReply(rw, nbd.OptList)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case r.Type == nbd.RepAck:
+			abort(rw)
+			return names, nil
+		case r.Type == nbd.RepServer:
+			if len(data) < 4 || uint64(binary.BigEndian.Uint32(data))+4 > uint64(len(data)) {
+				return nil, fmt.Errorf("NBD_REP_SERVER: %w", nbd.ErrMalformed)
+			}
+			names = append(names, string(data[4:4+binary.BigEndian.Uint32(data)]))
+		case r.Type&nbd.RepFlagError != 0:
+			return nil, &nbd.OptionError{Option: nbd.OptList, Type: r.Type, Message: string(data)}
+		default:
+			return nil, fmt.Errorf("unexpected %s to NBD_OPT_LIST", nbd.RepName(r.Type))
+		}
+	}
+}
+
+// greet reads the server's greeting and sends our client flags. It returns whether the
+// server is fixed newstyle and whether both sides agreed to NO_ZEROES.
+func greet(rw io.ReadWriter) (fixed, noZeroes bool, err error) {
+	var b [18]byte
+	if _, err := io.ReadFull(rw, b[:16]); err != nil {
+		return false, false, fmt.Errorf("read server greeting: %w", err)
+	}
+	if m := binary.BigEndian.Uint64(b[:]); m != nbd.NBDMagic {
+		return false, false, &nbd.MagicError{What: "greeting", Got: m, Want: nbd.NBDMagic}
+	}
+	switch m := binary.BigEndian.Uint64(b[8:]); m {
+	case nbd.IHaveOpt:
+	case nbd.OldstyleMagic:
+		return false, false, ErrOldstyle
+	default:
+		return false, false, &nbd.MagicError{What: "newstyle greeting", Got: m, Want: nbd.IHaveOpt}
+	}
+	if _, err := io.ReadFull(rw, b[16:18]); err != nil {
+		return false, false, fmt.Errorf("read handshake flags: %w", err)
+	}
+	flags := binary.BigEndian.Uint16(b[16:])
+	fixed = flags&nbd.FlagFixedNewstyle != 0
+	noZeroes = flags&nbd.FlagNoZeroes != 0
+	// Only echo bits the server offered: proto.md says a server must drop a client that sets
+	// a flag it does not know.
+	var cf uint32
+	if fixed {
+		cf |= nbd.ClientFlagFixedNewstyle
+	}
+	if noZeroes {
+		cf |= nbd.ClientFlagNoZeroes
+	}
+	if _, err := rw.Write(binary.BigEndian.AppendUint32(nil, cf)); err != nil {
+		return false, false, fmt.Errorf("send client flags: %w", err)
+	}
+	return fixed, noZeroes, nil
+}
+
+// negotiateGo sends NBD_OPT_GO for name, asking for the block size constraints (which
+// promises the server that we honour them) and the export's name and description.
+func negotiateGo(rw io.ReadWriter, name string) (*nbd.ExportInfo, error) {
+	data := nbd.AppendInfoRequest(nil, name, nbd.InfoBlockSize, nbd.InfoName, nbd.InfoDescription)
+	if _, err := rw.Write(nbd.AppendOption(nil, nbd.OptGo, data)); err != nil {
+		return nil, fmt.Errorf("send NBD_OPT_GO: %w", err)
+	}
+	info := &nbd.ExportInfo{Name: name}
+	gotExport := false
+	for {
+		r, data, err := readOptReply(rw, nbd.OptGo)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case r.Type == nbd.RepInfo:
+			if err := nbd.ParseInfo(data, info); err != nil {
+				return nil, err
+			}
+			if len(data) >= 2 && binary.BigEndian.Uint16(data) == nbd.InfoExport {
+				gotExport = true
+			}
+		case r.Type == nbd.RepAck:
+			if !gotExport {
+				return nil, errors.New("server acknowledged NBD_OPT_GO without NBD_INFO_EXPORT (size unknown)")
+			}
+			return info, nil
+		case r.Type == nbd.RepErrUnsup:
+			return nil, errNoGo
+		case r.Type&nbd.RepFlagError != 0:
+			return nil, &nbd.OptionError{Option: nbd.OptGo, Type: r.Type, Message: string(data)}
+		default:
+			// proto.md: a client must ignore reply types it does not understand only for
+			// informational replies; anything else means we are out of step.
+			return nil, fmt.Errorf("unexpected %s to NBD_OPT_GO", nbd.RepName(r.Type))
+		}
+	}
+}
+
+// exportName is the fallback for servers without NBD_OPT_GO (and for non-fixed newstyle
+// servers): the server answers with size and flags, or closes the connection when the export
+// does not exist.
+func exportName(rw io.ReadWriter, name string, noZeroes bool) (*nbd.ExportInfo, error) {
+	if len(name) > nbd.MaxNameLength {
+		return nil, fmt.Errorf("export name of %d bytes is longer than %d", len(name), nbd.MaxNameLength)
+	}
+	if _, err := rw.Write(nbd.AppendOption(nil, nbd.OptExportName, []byte(name))); err != nil {
+		return nil, fmt.Errorf("send NBD_OPT_EXPORT_NAME: %w", err)
+	}
+	n := 10
+	if !noZeroes {
+		n += 124
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(rw, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("server closed the connection after NBD_OPT_EXPORT_NAME: no such export or not allowed")
+		}
+		return nil, fmt.Errorf("read NBD_OPT_EXPORT_NAME reply: %w", err)
+	}
+	return &nbd.ExportInfo{Name: name, Size: binary.BigEndian.Uint64(b), Flags: binary.BigEndian.Uint16(b[8:])}, nil
+}
+
+// readOptReply reads one option reply to opt, refusing data longer than nbd.MaxOptionLength.
+func readOptReply(r io.Reader, opt uint32) (nbd.OptReply, []byte, error) {
+	var h [nbd.OptReplyHeaderSize]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nbd.OptReply{}, nil, fmt.Errorf("read reply to %s: %w", nbd.OptName(opt), err)
+	}
+	rep, err := nbd.ParseOptReply(h[:])
+	if err != nil {
+		return rep, nil, err
+	}
+	if rep.Option != opt {
+		return rep, nil, fmt.Errorf("reply for %s while waiting for %s", nbd.OptName(rep.Option), nbd.OptName(opt))
+	}
+	if rep.Length > nbd.MaxOptionLength {
+		return rep, nil, fmt.Errorf("reply to %s of %d bytes exceeds %d", nbd.OptName(opt), rep.Length, nbd.MaxOptionLength)
+	}
+	data := make([]byte, rep.Length)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return rep, nil, fmt.Errorf("read reply to %s: %w", nbd.OptName(opt), err)
+	}
+	return rep, data, nil
+}
+
+// abort ends a negotiation politely; errors do not matter, the connection is closed next.
+func abort(w io.Writer) {
+	_, _ = w.Write(nbd.AppendOption(nil, nbd.OptAbort, nil))
+}
