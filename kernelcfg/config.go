@@ -190,3 +190,24 @@ func HostRelease() string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// NoConfigError reports that none of the places a kernel config is looked for holds one.
+type NoConfigError struct {
+	Tried []string
+}
+
+func (e *NoConfigError) Error() string {
+	return "no kernel config found (tried " + strings.Join(e.Tried, ", ") + ")"
+}
+
+// FindConfig returns the first of ConfigCandidates(modulesDir, release) that exists, or a
+// *NoConfigError naming them all.
+func FindConfig(modulesDir, release string) (string, error) {
+	tried := ConfigCandidates(modulesDir, release)
+	for _, p := range tried {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", &NoConfigError{Tried: tried}
+}

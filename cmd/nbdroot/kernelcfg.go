@@ -1,12 +1,188 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"strings"
+
+	"github.com/nbdroot/nbdroot/kernelcfg"
 )
 
-// runKernelcfg is being written; until then it says so.
+const kernelcfgUsage = `usage: nbdroot kernelcfg check [--config FILE] [--modules DIR] [--hooks "HOOK…"] [--compression C] [--json]
+       nbdroot kernelcfg fragment [--hooks "HOOK…"] [--compression C]
+
+check tells whether a kernel has what the initramfs hooks need to boot from NBD: each option
+built in, or a module whose file is in the modules dir. Exit status: 0 when nothing needed is
+missing, 1 when something is, 2 on a usage error.
+
+fragment prints a Kconfig fragment with those options, for people who build their own kernel.
+
+'nbdroot kernelcfg check --help' and 'nbdroot kernelcfg fragment --help' list the options.
+`
+
+// runKernelcfg dispatches "nbdroot kernelcfg check|fragment".
 func runKernelcfg(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "nbdroot kernelcfg: not built yet")
-	return 1
+	if len(args) == 0 {
+		fmt.Fprint(stderr, kernelcfgUsage)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, kernelcfgUsage)
+		return 0
+	case "check":
+		return kernelcfgCheck(args[1:], stdout, stderr)
+	case "fragment":
+		return kernelcfgFragment(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "nbdroot kernelcfg: unknown subcommand %q\n\n%s", args[0], kernelcfgUsage)
+	return 2
+}
+
+// hookFlags are the flags check and fragment share.
+type hookFlags struct {
+	hooks, compression string
+}
+
+func (h *hookFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&h.hooks, "hooks", strings.Join(kernelcfg.DefaultHooks, " "),
+		"the `HOOKS` of the image, separated by spaces or commas")
+	fs.StringVar(&h.compression, "compression", kernelcfg.DefaultCompression,
+		"the initramfs compression `C`: zstd, gzip, xz, lz4 or none")
+}
+
+// list splits --hooks; an empty value is an empty list, not the default.
+func (h *hookFlags) list() []string {
+	return strings.FieldsFunc(h.hooks, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+}
+
+// newFlagSet returns a flag set that prints its help (to stdout on --help, stderr otherwise).
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: nbdroot kernelcfg %s\n\noptions:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args; it returns the exit status to return at once, or -1 to go on.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2 // the flag package has printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "nbdroot kernelcfg: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+	return -1
+}
+
+func kernelcfgCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("check", `check [--config FILE] [--modules DIR] [--hooks "HOOK…"] [--compression C] [--json]
+
+Without --config, the config is looked for beside --modules (ROOT/boot/config-VER for
+ROOT/lib/modules/VER), else at /proc/config.gz and /boot/config-$(uname -r). With --modules
+and no config, built-in options are judged from modules.builtin and bool options are unknown.`, stderr)
+	var (
+		hf         hookFlags
+		configPath string
+		modulesDir string
+		asJSON     bool
+	)
+	fs.StringVar(&configPath, "config", "", "the kernel `FILE`: a .config, or gzip like /proc/config.gz")
+	fs.StringVar(&modulesDir, "modules", "", "the kernel's modules `DIR` (/lib/modules/VER, also in a chroot); =m options need their module file there")
+	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	hf.register(fs)
+	if st := parseFlags(fs, args, stdout); st >= 0 {
+		return st
+	}
+	if len(hf.list()) == 0 {
+		fmt.Fprintln(stderr, "nbdroot kernelcfg check: --hooks: no hook given")
+		return 2
+	}
+
+	var cfg *kernelcfg.Config
+	if configPath == "" {
+		p, err := kernelcfg.FindConfig(modulesDir, kernelcfg.HostRelease())
+		var none *kernelcfg.NoConfigError
+		switch {
+		case errors.As(err, &none) && modulesDir != "":
+			// The modules dir alone still tells a lot; the report says what it cannot.
+		case err != nil:
+			fmt.Fprintf(stderr, "nbdroot kernelcfg check: %v: pass --config FILE or --modules DIR\n", err)
+			return 2
+		default:
+			configPath = p
+		}
+	}
+	if configPath != "" {
+		var err error
+		if cfg, err = kernelcfg.Load(configPath); err != nil {
+			fmt.Fprintf(stderr, "nbdroot kernelcfg check: --config: %v\n", err)
+			return 2
+		}
+	}
+	r, err := kernelcfg.Check(cfg, modulesDir, hf.list(), hf.compression)
+	if err != nil {
+		fmt.Fprintf(stderr, "nbdroot kernelcfg check: %s%v\n", flagOf(err), err)
+		return 2
+	}
+	if asJSON {
+		err = r.WriteJSON(stdout)
+	} else {
+		err = r.WriteTable(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nbdroot kernelcfg check: %v\n", err)
+		return 1
+	}
+	if !r.OK() {
+		return 1
+	}
+	return 0
+}
+
+// flagOf names the flag an error of kernelcfg.Check comes from, as a message prefix.
+func flagOf(err error) string {
+	var ae *kernelcfg.ArgError
+	if errors.As(err, &ae) {
+		if ae.Arg == "hook" {
+			return "--hooks: "
+		}
+		return "--" + ae.Arg + ": "
+	}
+	return "--modules: "
+}
+
+func kernelcfgFragment(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("fragment", `fragment [--hooks "HOOK…"] [--compression C]
+
+Prints the Kconfig fragment for the hooks and compression given; merge it with
+scripts/kconfig/merge_config.sh, then make olddefconfig.`, stderr)
+	var hf hookFlags
+	hf.register(fs)
+	if st := parseFlags(fs, args, stdout); st >= 0 {
+		return st
+	}
+	if len(hf.list()) == 0 {
+		fmt.Fprintln(stderr, "nbdroot kernelcfg fragment: --hooks: no hook given")
+		return 2
+	}
+	s, err := kernelcfg.Fragment(hf.list(), hf.compression)
+	if err != nil {
+		fmt.Fprintf(stderr, "nbdroot kernelcfg fragment: %s%v\n", flagOf(err), err)
+		return 2
+	}
+	fmt.Fprint(stdout, s)
+	return 0
 }
