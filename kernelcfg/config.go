@@ -92,6 +92,8 @@ func Parse(r io.Reader) (*Config, error) {
 	return parse(br)
 }
 
+var errTooBig = &ParseError{Msg: fmt.Sprintf("larger than %d MiB", maxConfigSize>>20)}
+
 func parse(r io.Reader) (*Config, error) {
 	lr := &io.LimitedReader{R: r, N: maxConfigSize + 1}
 	sc := bufio.NewScanner(lr)
@@ -112,6 +114,9 @@ func parse(r io.Reader) (*Config, error) {
 		default:
 			m := assignRe.FindStringSubmatch(line)
 			if m == nil {
+				if lr.N <= 0 { // a line cut by the size limit
+					return nil, errTooBig
+				}
 				return nil, &ParseError{Line: n, Text: line, Msg: "want CONFIG_NAME=value or a # comment"}
 			}
 			c.values[m[1]] = strings.TrimSpace(m[2])
@@ -121,10 +126,10 @@ func parse(r io.Reader) (*Config, error) {
 		if errors.Is(err, bufio.ErrTooLong) {
 			return nil, &ParseError{Line: n + 1, Msg: "line longer than 1 MiB"}
 		}
-		return nil, err
+		return nil, fmt.Errorf("read: %w", err)
 	}
 	if lr.N <= 0 {
-		return nil, &ParseError{Msg: fmt.Sprintf("larger than %d MiB", maxConfigSize>>20)}
+		return nil, errTooBig
 	}
 	if len(c.values) == 0 {
 		return nil, &ParseError{Msg: "no CONFIG_ line"}
