@@ -28,8 +28,17 @@ type Plan struct {
 	Break string `json:"break,omitempty"`
 	// Debug makes every hook log its details (nbdroot.debug).
 	Debug bool `json:"debug,omitempty"`
-	// Sources says which parameter set each decision, for `nbdroot cmdline` and error messages.
+	// InitArgs are the words after a bare `--` on the command line: the kernel hands them to
+	// init as arguments, so the init passes them on to Init.
+	InitArgs []string `json:"init_args,omitempty"`
+	// Sources says which parameter set each decision, for `nbdroot cmdline` and error
+	// messages. Keys are the JSON paths of the fields ("nbd.host", "root.rw", "ip[0]", …);
+	// values are the parameter as written ("nbd_server=10.0.0.1"), or start with "default"
+	// when no parameter set the field.
 	Sources map[string]string `json:"sources,omitempty"`
+	// Notes explain parameters that were accepted but did not decide anything: a dialect that
+	// lost to a higher one, a repeated parameter, an option nbdroot does not use.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // IPConfig is one ip= parameter (kernel nfsroot form or dracut's ip=IFACE:MODE).
@@ -44,6 +53,8 @@ type IPConfig struct {
 	Device   string   `json:"device,omitempty"`
 	DNS      []string `json:"dns,omitempty"`
 	NTP      string   `json:"ntp,omitempty"`
+	// MTU is dracut's MTU field; 0 keeps the interface's (or DHCP's) MTU.
+	MTU int `json:"mtu,omitempty"`
 	// Autoconf is the autoconf field as written (dhcp, bootp, on, any, …), for display.
 	Autoconf string `json:"autoconf,omitempty"`
 }

@@ -1,0 +1,166 @@
+package bootparam
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// DefaultPort is the IANA-assigned NBD port, used when no dialect names one.
+const DefaultPort = 10809
+
+// maxExportLen is the longest export name the NBD protocol allows (doc/proto.md: "The
+// export name ... MUST NOT exceed 4096 bytes").
+const maxExportLen = 4096
+
+// parsePort parses a decimal TCP port. It returns a reason when s is not one.
+func parsePort(s string) (int, string) {
+	if s == "" {
+		return 0, "port is empty"
+	}
+	if !allDigits(s) {
+		return 0, "port " + strconv.Quote(s) + " is not a number"
+	}
+	if len(s) > 5 {
+		return 0, "port must be 1-65535"
+	}
+	n, _ := strconv.Atoi(s)
+	if n < 1 || n > 65535 {
+		return 0, "port must be 1-65535"
+	}
+	return n, ""
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHost accepts an IPv4 address, an IPv6 address (brackets already removed, zone
+// allowed) or a DNS host name (RFC 1123 labels). It returns a reason when host is none of
+// them. A name whose last label is all digits is refused (RFC 3696 section 2: top-level
+// labels are never numeric) so that a mistyped address such as 10.0.0.256 is reported
+// rather than looked up in DNS.
+func checkHost(host string) string {
+	if host == "" {
+		return "host is empty"
+	}
+	if strings.Contains(host, ":") {
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+			return "host " + strconv.Quote(host) + " is not an IPv6 address"
+		}
+		return ""
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.IsUnspecified() {
+			return "host 0.0.0.0 is not a server address"
+		}
+		return ""
+	}
+	name := strings.TrimSuffix(host, ".")
+	if len(name) == 0 || len(name) > 253 {
+		return "host name must be 1-253 characters"
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if len(l) == 0 || len(l) > 63 {
+			return "host " + strconv.Quote(host) + " has an empty or over-long (>63) label"
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return "host " + strconv.Quote(host) + " has a label starting or ending with '-'"
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return "host " + strconv.Quote(host) + " is neither an IP address nor a DNS name"
+			}
+		}
+	}
+	if allDigits(labels[len(labels)-1]) {
+		return "host " + strconv.Quote(host) + " is not a valid IPv4 address"
+	}
+	return ""
+}
+
+// splitHostPort splits HOST[:PORT], [IPV6][:PORT] or a bare IPv6 address (which cannot carry
+// a port: its colons would be ambiguous). port is "" when absent. It does not validate.
+func splitHostPort(s string) (host, port string, reason string) {
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return "", "", "'[' without ']'"
+		}
+		host, rest := s[1:end], s[end+1:]
+		switch {
+		case rest == "":
+			return host, "", ""
+		case rest[0] == ':':
+			if rest[1:] == "" {
+				return "", "", "':' without a port"
+			}
+			return host, rest[1:], ""
+		default:
+			return "", "", "unexpected " + strconv.Quote(rest) + " after ']'"
+		}
+	}
+	switch strings.Count(s, ":") {
+	case 0:
+		return s, "", ""
+	case 1:
+		i := strings.IndexByte(s, ':')
+		if s[i+1:] == "" {
+			return "", "", "':' without a port"
+		}
+		return s[:i], s[i+1:], ""
+	default:
+		// Several colons and no brackets: only a whole IPv6 address makes sense.
+		return s, "", ""
+	}
+}
+
+// parseServer parses one HOST[:PORT] / [IPV6]:PORT / IPV6 server address, port defaulting
+// to DefaultPort.
+func parseServer(s string) (Server, string) {
+	host, port, reason := splitHostPort(s)
+	if reason != "" {
+		return Server{}, reason
+	}
+	if r := checkHost(host); r != "" {
+		if strings.Count(s, ":") > 1 && !strings.HasPrefix(s, "[") {
+			return Server{}, r + "; write an IPv6 address with a port as [ADDR]:PORT"
+		}
+		return Server{}, r
+	}
+	srv := Server{Host: host, Port: DefaultPort}
+	if port != "" {
+		p, r := parsePort(port)
+		if r != "" {
+			return Server{}, r
+		}
+		srv.Port = p
+	}
+	return srv, ""
+}
+
+// checkExport validates an export name: UTF-8 without NUL, at most 4096 bytes
+// (NBD doc/proto.md, "Export names").
+func checkExport(name string) string {
+	if len(name) > maxExportLen {
+		return "export name is longer than 4096 bytes"
+	}
+	if !utf8.ValidString(name) {
+		return "export name is not valid UTF-8"
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return "export name contains a NUL byte"
+	}
+	return ""
+}

@@ -1,0 +1,159 @@
+package bootparam
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Validate checks that the Plan is complete and consistent: a server to connect to (a plan
+// still waiting for its DHCP root-path is not complete), valid addresses, ports, devices and
+// names, and a root that the boot can reach (root=/dev/nbdNpM on the attached device,
+// /dev/mapper/NAME opened by cryptdevice=). Parse already ran these checks; call Validate
+// again after changing a Plan, e.g. after ApplyDHCP. Errors are *ParamError naming the
+// parameter behind the field (from Sources).
+func (p *Plan) Validate() error { return p.check(false) }
+
+// errFor builds a ParamError for the field key, naming the parameter that set it when
+// Sources knows one.
+func (p *Plan) errFor(key, value, reason, form string) *ParamError {
+	src := p.Sources[key]
+	if src != "" && !strings.HasPrefix(src, "default") {
+		word, _, _ := strings.Cut(src, " ")
+		if name, v, ok := strings.Cut(word, "="); ok {
+			return perr(name, v, reason, form)
+		}
+		return perr(word, value, reason, form)
+	}
+	return perr(key, value, reason, form)
+}
+
+// check validates the plan; pending allows a server that DHCP has yet to supply.
+func (p *Plan) check(pending bool) error {
+	n := &p.NBD
+	switch {
+	case n.Host == "" && n.FromDHCP && pending:
+	case n.Host == "" && n.FromDHCP:
+		return missing("nbd_server", "the DHCP root-path (option 17) named no server and DHCP gave no server address",
+			"a root-path nbd:SERVER:PORT[:…] | SERVER:PORT/NAME | SERVER,NAME | HOST[:PORT], or nbd_server= on the cmdline")
+	case n.Host == "":
+		return missing("nbd_server", "no NBD server", "nbd_server=HOST[:PORT]")
+	default:
+		if r := checkHost(n.Host); r != "" {
+			return p.errFor("nbd.host", n.Host, r, formNBDServer)
+		}
+		if n.Port < 1 || n.Port > 65535 {
+			return p.errFor("nbd.port", strconv.Itoa(n.Port), "port must be 1-65535", formNBDServer)
+		}
+		if len(n.Servers) > 0 && (n.Servers[0].Host != n.Host || n.Servers[0].Port != n.Port) {
+			return p.errFor("nbd.host", n.Host, "Servers[0] is not Host:Port", formNBDServer)
+		}
+		for _, s := range n.Servers {
+			if r := checkHost(s.Host); r != "" {
+				return p.errFor("nbd.host", s.Host, r, formNBDServer)
+			}
+			if s.Port < 1 || s.Port > 65535 {
+				return p.errFor("nbd.port", strconv.Itoa(s.Port), "port must be 1-65535", formNBDServer)
+			}
+		}
+	}
+	if r := checkExport(n.Export); r != "" {
+		return p.errFor("nbd.export", n.Export, r, formExportName)
+	}
+	base, part, ok := splitNBDName(strings.TrimPrefix(n.Device, "/dev/"))
+	if !ok || part != "" || !strings.HasPrefix(n.Device, "/dev/") {
+		return p.errFor("nbd.device", n.Device, "not an NBD device", formNBDDevice)
+	}
+	if n.Connections < 0 || n.Connections > maxConnections {
+		return p.errFor("nbd.connections", strconv.Itoa(n.Connections), "must be 1-64", "nbdroot.connections=N")
+	}
+	if n.Timeout < 0 || n.Timeout > maxTimeout || n.DeadConnTimeout < 0 || n.DeadConnTimeout > maxTimeout {
+		return p.errFor("nbd.timeout", n.Timeout.String(), "must be 0-24h", "nbdroot.timeout=SECONDS")
+	}
+	if n.BlockSize != 0 {
+		if _, r := parseBlockSize(strconv.Itoa(n.BlockSize)); r != "" {
+			return p.errFor("nbd.block_size", strconv.Itoa(n.BlockSize), r, formDracut)
+		}
+	}
+	if len(p.IP) == 0 {
+		return missing("ip", "no network configuration, but the root is on NBD", formIP)
+	}
+	for i, c := range p.IP {
+		if err := checkIPConfig(c); err != "" {
+			return p.errFor("ip["+strconv.Itoa(i)+"]", c.Address, err, formIP)
+		}
+	}
+	if c := p.Crypt; c != nil {
+		if r := checkBlockDevice(c.Device); r != "" {
+			return p.errFor("crypt", c.Device, r, formCryptDevice)
+		}
+		if r := checkMapperName(c.Name); r != "" {
+			return p.errFor("crypt", c.Name, r, formCryptDevice)
+		}
+	}
+	if p.Root.Device == "" {
+		return missing("root", "nothing names the root file system", formRoot)
+	}
+	if p.Root.Device != n.Device {
+		r, err := parseRootDevice(p.Root.Device)
+		if err != nil {
+			return p.errFor("root.device", p.Root.Device, err.(*ParamError).Reason, formRoot)
+		}
+		switch {
+		case r.kind == rootNBD && r.nbdBase != "/dev/"+base:
+			return p.errFor("root.device", p.Root.Device, "is not on the attached device "+n.Device, formRoot)
+		case r.kind == rootMapper && (p.Crypt == nil || p.Crypt.Name != r.mapperName):
+			return p.errFor("root.device", p.Root.Device, "no cryptdevice= opens mapping "+r.mapperName, formCryptDevice)
+		}
+	}
+	if r := checkFSType(p.Root.FSType); r != "" {
+		return p.errFor("root.fstype", p.Root.FSType, r, "rootfstype=TYPE")
+	}
+	if !strings.HasPrefix(p.Init, "/") {
+		return p.errFor("init", p.Init, "must be an absolute path", "init=/PATH/TO/INIT")
+	}
+	if p.RootDelay < 0 || p.RootDelay > maxTimeout {
+		return p.errFor("rootdelay", p.RootDelay.String(), "must be 0-24h", "rootdelay=SECONDS")
+	}
+	if p.Break != "" {
+		known := false
+		for _, h := range breakPoints {
+			known = known || h == p.Break
+		}
+		if !known {
+			return p.errFor("break", p.Break, "unknown break point", "nbdroot.break="+strings.Join(breakPoints, "|"))
+		}
+	}
+	return nil
+}
+
+// checkIPConfig checks one IPConfig as the net hook will use it.
+func checkIPConfig(c IPConfig) string {
+	addrOK := func(s string) bool { return s == "" || isIPv4(s) }
+	switch c.Mode {
+	case ModeDHCP, ModeOff:
+	case ModeStatic:
+		if !isIPv4(c.Address) {
+			return "static configuration without a client IPv4 address"
+		}
+		if _, r := parseNetmask(c.Netmask); r != "" || c.Netmask == "" || allDigits(c.Netmask) {
+			return "static configuration without a dotted-quad netmask"
+		}
+	default:
+		return "mode " + strconv.Quote(c.Mode) + " is not dhcp, static or off"
+	}
+	if !addrOK(c.Address) || !addrOK(c.Gateway) || !addrOK(c.Server) || !addrOK(c.Netmask) || !addrOK(c.NTP) {
+		return "an address is not IPv4"
+	}
+	for _, d := range c.DNS {
+		if _, err := netip.ParseAddr(d); err != nil {
+			return "DNS server " + strconv.Quote(d) + " is not an address"
+		}
+	}
+	if c.Device != "" {
+		if r := checkIfName(c.Device); r != "" {
+			return r
+		}
+	}
+	return ""
+}
