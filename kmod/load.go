@@ -1,0 +1,240 @@
+package kmod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"runtime"
+	"sync"
+)
+
+// Loader inserts one module file into the kernel. The real one calls finit_module(2)
+// (FinitLoader on Linux); tests use a fake. An error satisfying errors.Is(err,
+// fs.ErrExist) — EEXIST — means the module is already loaded, which is success.
+type Loader interface {
+	Load(path, params string) error
+}
+
+// ModuleError reports a module that could not be loaded: the module, its file and why.
+type ModuleError struct {
+	Module string
+	Path   string
+	Err    error
+}
+
+func (e *ModuleError) Error() string {
+	return fmt.Sprintf("load module %s (%s): %v", e.Module, e.Path, e.Err)
+}
+
+func (e *ModuleError) Unwrap() error { return e.Err }
+
+// DependencyError is the reason of a ModuleError when a module was not attempted because
+// a module it depends on failed.
+type DependencyError struct {
+	Dep string
+}
+
+func (e *DependencyError) Error() string { return "dependency " + e.Dep + " failed" }
+
+// Boot loads the modules of an image's index at boot, in parallel where dependencies
+// allow: a module starts as soon as every module it depends on is loaded, and at most
+// Parallel finit_module calls run at once. It remembers what it loaded, so hooks, coldplug
+// and modprobe requests share the work; it is safe for concurrent use.
+type Boot struct {
+	ix     *Index
+	dir    string
+	loader Loader
+	logf   func(format string, args ...any)
+	sem    chan struct{}
+
+	mu    sync.Mutex
+	state map[string]*loadState
+}
+
+// loadState is one module's load, started once and awaited by everyone who needs it.
+type loadState struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// BootOptions configure a Boot.
+type BootOptions struct {
+	// Parallel bounds concurrent finit_module calls; 0 means max(4, number of CPUs):
+	// module init often sleeps (device probing, firmware), so more loads than CPUs help.
+	Parallel int
+	// Logf receives one line per module loaded or failed; nil discards.
+	Logf func(format string, args ...any)
+}
+
+// NewBoot returns a Boot that loads modules of ix from dir (the directory the index's
+// paths are relative to, /lib/modules/VER) through loader.
+func NewBoot(ix *Index, dir string, loader Loader, opts BootOptions) *Boot {
+	n := opts.Parallel
+	if n <= 0 {
+		n = max(4, runtime.NumCPU())
+	}
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return &Boot{ix: ix, dir: dir, loader: loader, logf: logf, sem: make(chan struct{}, n),
+		state: make(map[string]*loadState)}
+}
+
+// Index returns the index b loads from.
+func (b *Boot) Index() *Index { return b.ix }
+
+// Loaded reports whether b has loaded (or found already loaded) the module called name.
+func (b *Boot) Loaded(name string) bool {
+	b.mu.Lock()
+	st := b.state[name]
+	b.mu.Unlock()
+	if st == nil {
+		return false
+	}
+	select {
+	case <-st.done:
+		return st.err == nil
+	default:
+		return false
+	}
+}
+
+// LoadHook loads the modules the index lists for the hook called hook, optional ones
+// included. Only failures of the hook's required modules and of what they depend on are
+// returned; others — optional modules, soft dependencies — are logged: an accelerated
+// variant refusing a CPU without its instructions (ENODEV) does not stop the boot, the
+// generic one does the work.
+func (b *Boot) LoadHook(ctx context.Context, hook string) error {
+	h, _ := b.ix.Hook(hook)
+	need, _ := b.ix.closure(h.Modules, false)
+	needed := map[string]bool{}
+	for _, m := range need {
+		needed[m] = true
+	}
+	var errs []error
+	for _, err := range b.load(ctx, append(append([]string{}, h.Modules...), h.Optional...), nil) {
+		var me *ModuleError
+		if errors.As(err, &me) && !needed[me.Module] {
+			b.logf("hook %s: module %s not loaded (not required): %v", hook, me.Module, me.Err)
+			continue
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Load loads the named modules (names or aliases) and their dependencies, and waits until
+// all of them are loaded or failed. Failures do not stop independent modules; the
+// returned error joins one *ModuleError per failed module (dependents of a failed module
+// fail with a *DependencyError), plus an ErrUnknownModule error for names the index does
+// not know. Built-in names are satisfied without loading anything.
+func (b *Boot) Load(ctx context.Context, names ...string) error {
+	return errors.Join(b.load(ctx, names, nil)...)
+}
+
+// load is Load with module parameters, returning the errors one by one: params maps a
+// module name to the parameter string given to finit_module when this call is the one that
+// loads it (modprobe NAME a=1 b=2).
+func (b *Boot) load(ctx context.Context, names []string, params map[string]string) []error {
+	order, lookupErr := b.ix.Closure(names)
+	states := make([]*loadState, len(order))
+	var mine []int
+	b.mu.Lock()
+	for i, name := range order {
+		st := b.state[name]
+		if st == nil {
+			st = &loadState{done: make(chan struct{})}
+			b.state[name] = st
+			mine = append(mine, i)
+		}
+		states[i] = st
+	}
+	b.mu.Unlock()
+
+	// One goroutine per module this call starts; each waits for its dependencies (whose
+	// states exist: dependencies come earlier in the closure, or were started before by
+	// another call) and is awaited below before Load returns.
+	var wg sync.WaitGroup
+	for _, i := range mine {
+		m, _ := b.ix.Module(order[i])
+		st := states[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st.err = b.loadOne(ctx, m, params[m.Name])
+			close(st.done)
+		}()
+	}
+	wg.Wait()
+
+	var errs []error
+	if lookupErr != nil {
+		errs = append(errs, lookupErr)
+	}
+	for i, st := range states {
+		select {
+		case <-st.done:
+		case <-ctx.Done():
+			// Started by another call that is still running; report, do not wait.
+			errs = append(errs, &ModuleError{Module: order[i], Err: ctx.Err()})
+			continue
+		}
+		if st.err != nil {
+			errs = append(errs, st.err)
+		}
+	}
+	return errs
+}
+
+// loadOne waits for m's dependencies, then inserts m. Soft dependencies are waited for
+// (they should be there first) but their failure is not m's.
+func (b *Boot) loadOne(ctx context.Context, m Module, params string) error {
+	path := filepath.Join(b.dir, filepath.FromSlash(m.Path))
+	fail := func(err error) error { return &ModuleError{Module: m.Name, Path: m.Path, Err: err} }
+	wait := func(d string) error {
+		b.mu.Lock()
+		dst := b.state[d]
+		b.mu.Unlock()
+		select {
+		case <-dst.done:
+			return dst.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, d := range m.Soft {
+		if wait(d) != nil && ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+	}
+	for _, d := range m.Deps {
+		if err := wait(d); err != nil {
+			if ctx.Err() != nil {
+				return fail(ctx.Err())
+			}
+			return fail(&DependencyError{Dep: d})
+		}
+	}
+	select {
+	case b.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	err := b.loader.Load(path, params)
+	<-b.sem
+	switch {
+	case err == nil:
+		b.logf("module %s loaded", m.Name)
+		return nil
+	case errors.Is(err, fs.ErrExist):
+		// EEXIST: loaded before us (by the kernel's own request_module, or built in
+		// under the same name) — the module is there, which is all we want.
+		return nil
+	default:
+		b.logf("module %s: %v", m.Name, err)
+		return fail(err)
+	}
+}
