@@ -1,0 +1,32 @@
+// Package luks opens LUKS1 and LUKS2 volumes in pure Go: it parses the on-disk headers,
+// derives a keyslot's key with PBKDF2 or Argon2, merges the anti-forensic stripes, checks the
+// volume key against the header's digest, and turns the data segment into a dm-crypt table
+// that it loads through device-mapper ioctls (no cryptsetup, no libdevmapper, no dmsetup).
+//
+// The formats are those of the LUKS1 On-Disk Format Specification 1.2.3 and the LUKS2
+// On-Disk Format Specification 1.1.x as cryptsetup writes them; where the specifications
+// are silent the package follows cryptsetup 2.6 (cited where it matters).
+//
+// What the package owns, and what it must never do:
+//   - It reads the header and keyslot areas through an io.ReaderAt handed in by the caller,
+//     with every length bounded before it is allocated: a hostile header cannot make it
+//     allocate more than a few MiB (Argon2 memory is capped by UnlockOptions).
+//   - It never writes to the LUKS device. (Volume.EncryptPayload writes only to a
+//     destination the caller opens, for building test images.)
+//   - It never logs, and never puts key material into an error or a String method:
+//     Table.String redacts the key. Buffers it derives (KDF output, keyslot plaintext, AF
+//     stripes) are wiped before it returns; the volume key it returns belongs to the caller,
+//     who wipes it with VolumeKey.Wipe. The passphrase belongs to the caller too: the
+//     package only reads it.
+//   - Device-mapper ioctls (Activate, Deactivate) are in dm_linux.go; the message layout
+//     they send is built by pure code in dm.go and unit-tested byte for byte without root.
+//
+// A boot hook uses it like this:
+//
+//	v, err := luks.Open(dev)                         // dev is an *os.File on /dev/nbd0
+//	key, err := v.Unlock(passphrase, nil)            // errors.Is(err, luks.ErrWrongPassphrase)
+//	defer key.Wipe()
+//	size, err := luks.DeviceSize(dev)
+//	table, err := v.Table(key, luks.TableOptions{Device: "/dev/nbd0", DeviceSize: size})
+//	path, err := luks.Activate("nbdcrypt", table)    // "/dev/mapper/nbdcrypt"
+package luks
