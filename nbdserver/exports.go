@@ -1,0 +1,383 @@
+package nbdserver
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/nbdroot/nbdroot/nbd"
+)
+
+// fileKey identifies an image by device and inode, so two export names (or a reload that
+// renames an export) pointing at one file share its descriptor and its writer lock.
+type fileKey struct{ dev, ino uint64 }
+
+// image is one opened backing file, shared by every export and connection that uses it.
+// Its fields other than fb are guarded by Server.mu.
+type image struct {
+	key  fileKey
+	path string
+	fb   *fileBackend
+	refs int // configured exports plus open sessions
+
+	// The exclusive-writer lock: the client identity holding the image read-write and how
+	// many of its connections do (multi-conn and reconnects of one client are allowed).
+	writer      string
+	writerConns int
+	writerExp   string
+}
+
+func (img *image) flush() error {
+	if img.fb.readOnly {
+		return nil
+	}
+	return img.fb.Flush()
+}
+
+func (img *image) close() error {
+	ferr := img.flush()
+	cerr := img.fb.Close()
+	if ferr != nil {
+		return fmt.Errorf("%s: %w", img.path, ferr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("%s: %w", img.path, cerr)
+	}
+	return nil
+}
+
+// export is a configured export bound to its image. Mutable fields are guarded by Server.mu.
+type export struct {
+	cfg     Export
+	img     *image
+	conns   int
+	retired bool // no longer in the configuration; lives on while sessions use it
+	cows    map[string]*overlay
+}
+
+func (e *export) writable() bool { return !e.cfg.ReadOnly }
+
+func (e *export) describe() string {
+	var parts []string
+	parts = append(parts, e.cfg.Path, fmt.Sprintf("%d bytes", e.img.fb.size))
+	switch {
+	case e.cfg.ReadOnly:
+		parts = append(parts, "read-only")
+	case e.cfg.Cow && e.cfg.CowPersistent:
+		parts = append(parts, "copy-on-write, overlays kept in "+e.cfg.CowDir)
+	case e.cfg.Cow:
+		parts = append(parts, "copy-on-write, overlays dropped at disconnect")
+	case e.cfg.Shared:
+		parts = append(parts, "read-write, SHARED between writers")
+	default:
+		parts = append(parts, "read-write, one writer at a time")
+	}
+	if e.cfg.Default {
+		parts = append(parts, "default")
+	}
+	if len(e.cfg.Allow) > 0 {
+		var nets []string
+		for _, p := range e.cfg.Allow {
+			nets = append(nets, p.String())
+		}
+		parts = append(parts, "allow "+strings.Join(nets, " "))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// imageWritable says whether the image file must be opened for writing: cow exports and
+// read-only exports never write to it.
+func imageWritable(e *Export) bool { return !e.ReadOnly && !e.Cow }
+
+// buildExportsLocked opens the images of a new configuration, reusing images already open.
+// On error every image it opened is closed again and nothing is changed.
+func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export, error) {
+	exports := make(map[string]*export, len(cfgs))
+	var opened []*image
+	undo := func() {
+		for _, e := range exports {
+			e.img.refs--
+		}
+		for _, img := range opened {
+			if img.refs == 0 {
+				img.fb.Close()
+				delete(s.images, img.key)
+			}
+		}
+	}
+	users := map[fileKey][]*Export{}
+	var def *export
+	for i := range cfgs {
+		cfg := cfgs[i]
+		st, err := statOrCreate(&cfg)
+		if err != nil {
+			undo()
+			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
+		}
+		key := keyOf(st)
+		for _, other := range users[key] {
+			if imageWritable(&cfg) || imageWritable(other) {
+				undo()
+				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
+					fmt.Errorf("%s is also exported as %q; an image written through one export must not be served by another", cfg.Path, other.Name)}
+			}
+		}
+		users[key] = append(users[key], &cfgs[i])
+		img := s.images[key]
+		if img != nil && imageWritable(&cfg) && img.fb.readOnly {
+			undo()
+			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
+				fmt.Errorf("%s is open read-only for connected clients; it can become writable once they disconnect", cfg.Path)}
+		}
+		if img != nil && !imageWritable(&cfg) && !img.fb.readOnly && img.writer != "" {
+			undo()
+			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
+				fmt.Errorf("%s is being written by %s; it cannot be re-exported read-only or copy-on-write until that client disconnects", cfg.Path, img.writer)}
+		}
+		if img == nil {
+			fb, err := openFile(cfg.Path, !imageWritable(&cfg), false)
+			if err != nil {
+				undo()
+				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
+			}
+			img = &image{key: key, path: cfg.Path, fb: fb}
+			s.images[key] = img
+			opened = append(opened, img)
+		}
+		img.refs++
+		e := &export{cfg: cfg, img: img}
+		exports[cfg.Name] = e
+		if cfg.Default {
+			def = e
+		}
+	}
+	if def == nil && len(exports) == 1 {
+		for _, e := range exports {
+			def = e
+		}
+	}
+	return exports, def, nil
+}
+
+// retireExportLocked drops the configuration's reference to e; its image closes once the
+// last session using it ends.
+func (s *Server) retireExportLocked(e *export) {
+	if e.retired {
+		return
+	}
+	e.retired = true
+	s.unrefImageLocked(e.img)
+}
+
+func (s *Server) unrefImageLocked(img *image) {
+	img.refs--
+	if img.refs == 0 {
+		if err := img.close(); err != nil {
+			s.log.Printf("closing %s: %v", img.path, err)
+		}
+		if s.images[img.key] == img {
+			delete(s.images, img.key)
+		}
+	}
+}
+
+// client is who is asking, as far as policy is concerned.
+type client struct {
+	id   string     // identity for the writer lock and cow overlays: the IP address, or "unix:uid=N"
+	addr netip.Addr // invalid for Unix-socket clients
+	tls  bool
+}
+
+// refusal is an option error reply: the type and a message for the user.
+type refusal struct {
+	typ uint32
+	msg string
+}
+
+func (r *refusal) Error() string { return nbd.RepName(r.typ) + ": " + r.msg }
+
+// lookupLocked finds the export for a requested name; "" means the default export.
+func (s *Server) lookupLocked(name string) (*export, *refusal) {
+	if name == "" {
+		if s.def == nil {
+			return nil, &refusal{nbd.RepErrUnknown, "no default export; ask for one by name"}
+		}
+		return s.def, nil
+	}
+	e := s.exports[name]
+	if e == nil {
+		return nil, &refusal{nbd.RepErrUnknown, fmt.Sprintf("no export named %q", name)}
+	}
+	return e, nil
+}
+
+// allowedLocked applies the allow-list and TLS requirement of an export.
+func (s *Server) allowedLocked(e *export, c client) *refusal {
+	if e.cfg.TLSOnly && !c.tls {
+		return &refusal{nbd.RepErrTLSReqd, fmt.Sprintf("export %q requires TLS", e.cfg.Name)}
+	}
+	if e.cfg.AllowNone && c.addr.IsValid() {
+		return &refusal{nbd.RepErrPolicy, fmt.Sprintf("client %s is not allowed to use export %q", c.addr, e.cfg.Name)}
+	}
+	if len(e.cfg.Allow) > 0 && c.addr.IsValid() {
+		ok := false
+		for _, p := range e.cfg.Allow {
+			if p.Contains(c.addr) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return &refusal{nbd.RepErrPolicy, fmt.Sprintf("client %s is not allowed to use export %q", c.addr, e.cfg.Name)}
+		}
+	}
+	return nil
+}
+
+// grant is what the policy decides for one client and export.
+type grant struct {
+	exp      *export
+	readOnly bool
+	writer   bool   // takes the image's writer lock
+	note     string // why it is read-only, for the log
+}
+
+// decideLocked applies allow-list, connection limits and the exclusive-writer rule.
+func (s *Server) decideLocked(e *export, c client) (grant, *refusal) {
+	if r := s.allowedLocked(e, c); r != nil {
+		return grant{}, r
+	}
+	if e.cfg.MaxConnections > 0 && e.conns >= e.cfg.MaxConnections {
+		return grant{}, &refusal{nbd.RepErrPolicy, fmt.Sprintf("export %q has its maximum of %d connections", e.cfg.Name, e.cfg.MaxConnections)}
+	}
+	g := grant{exp: e}
+	switch {
+	case e.cfg.ReadOnly:
+		g.readOnly = true
+	case e.cfg.Cow, e.cfg.Shared:
+	case e.img.writer == "" || e.img.writer == c.id:
+		g.writer = true
+	case e.cfg.ReadOnlyFallback:
+		g.readOnly = true
+		g.note = fmt.Sprintf("read-only view: %s holds it read-write", e.img.writer)
+	default:
+		return grant{}, &refusal{nbd.RepErrPolicy, fmt.Sprintf(
+			"export %q is in use read-write by %s (one writer at a time; it is free once that client disconnects)",
+			e.cfg.Name, e.img.writer)}
+	}
+	return g, nil
+}
+
+// session is one connection's use of an export: the backend it talks to and what it holds.
+type session struct {
+	s        *Server
+	exp      *export
+	client   client
+	backend  Backend
+	readOnly bool
+	writer   bool
+	cow      *overlay
+	released bool
+}
+
+// openLocked turns a grant into a session, taking the writer lock and a cow overlay.
+func (s *Server) openLocked(g grant, c client) (*session, error) {
+	e := g.exp
+	ss := &session{s: s, exp: e, client: c, readOnly: g.readOnly, backend: e.img.fb}
+	if e.cfg.Cow && !g.readOnly {
+		ov, err := s.overlayLocked(e, c)
+		if err != nil {
+			return nil, err
+		}
+		ss.cow, ss.backend = ov, ov
+	}
+	if g.writer {
+		if e.img.writer == "" {
+			e.img.writerExp = e.cfg.Name
+		}
+		e.img.writer = c.id
+		e.img.writerConns++
+		ss.writer = true
+	}
+	e.conns++
+	e.img.refs++
+	return ss, nil
+}
+
+// release gives back what the session holds; the image closes if it was the last user.
+func (ss *session) release() {
+	s := ss.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss.released {
+		return
+	}
+	ss.released = true
+	e := ss.exp
+	e.conns--
+	if ss.writer {
+		e.img.writerConns--
+		if e.img.writerConns == 0 {
+			e.img.writer, e.img.writerExp = "", ""
+		}
+	}
+	if ss.cow != nil {
+		s.releaseOverlayLocked(e, ss.cow)
+	}
+	s.unrefImageLocked(e.img)
+}
+
+// transmissionFlags are the NBD_FLAG_* bits for a session (proto.md "Transmission flags").
+// CAN_MULTI_CONN is honest because every connection to an image shares one descriptor and
+// a cow client's connections share one overlay, so a FLUSH covers writes acknowledged on
+// all of them.
+func transmissionFlags(e *Export, readOnly, structured bool) uint16 {
+	f := nbd.TransHasFlags | nbd.TransSendFlush | nbd.TransSendFUA | nbd.TransCanMultiConn | nbd.TransSendCache
+	if readOnly {
+		f |= nbd.TransReadOnly
+	} else {
+		f |= nbd.TransSendWriteZeroes | nbd.TransSendFastZero
+		if !e.NoTrim {
+			f |= nbd.TransSendTrim
+		}
+	}
+	if structured {
+		f |= nbd.TransSendDF
+	}
+	if e.Rotational {
+		f |= nbd.TransRotational
+	}
+	return f
+}
+
+var errNoOverlay = errors.New("copy-on-write overlay unavailable")
+
+// statOrCreate stats an export's image, creating it sparse when CreateSize asks for that.
+func statOrCreate(e *Export) (os.FileInfo, error) {
+	st, err := os.Stat(e.Path)
+	if errors.Is(err, os.ErrNotExist) && e.CreateSize > 0 {
+		f, cerr := os.OpenFile(e.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if cerr != nil {
+			return nil, cerr
+		}
+		cerr = f.Truncate(e.CreateSize)
+		if cerr == nil {
+			cerr = f.Close()
+		} else {
+			f.Close()
+		}
+		if cerr != nil {
+			return nil, cerr
+		}
+		return os.Stat(e.Path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if e.CreateSize > 0 && st.Mode().IsRegular() && st.Size() != e.CreateSize {
+		return nil, fmt.Errorf("%s is %d bytes but filesize says %d", e.Path, st.Size(), e.CreateSize)
+	}
+	return st, nil
+}

@@ -1,0 +1,269 @@
+package nbdserver
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+
+	"github.com/nbdroot/nbdroot/nbd"
+)
+
+// fileBackend serves a regular file or a block device through one shared descriptor, so a
+// FLUSH (fdatasync) on any connection covers writes acknowledged on all of them — the reason
+// CAN_MULTI_CONN is honest.
+type fileBackend struct {
+	f        *os.File
+	fd       int
+	size     int64
+	readOnly bool
+	block    bool // a block device: no holes to report, discard via BLKDISCARD
+	sync     bool // every write is durable before its reply (nbd-server "sync")
+
+	// Learned at run time: once the filesystem says a fallocate mode is unsupported we stop
+	// asking, so the fallback path costs no extra syscall.
+	noPunch     atomic.Bool
+	noZeroRange atomic.Bool
+	noNowait    atomic.Bool
+}
+
+var (
+	_ Backend      = (*fileBackend)(nil)
+	_ nowaitReader = (*fileBackend)(nil)
+)
+
+// openFile opens path as a backend. Read-write opens take an exclusive flock (shared for
+// read-only ones) so two server processes cannot export the same image for writing; a
+// read-write block device is opened O_EXCL, which the kernel refuses while it is mounted.
+func openFile(path string, readOnly, syncWrites bool) (*fileBackend, error) {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	block := st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
+	if !st.Mode().IsRegular() && !block {
+		return nil, fmt.Errorf("%s: not a regular file or block device (%s)", path, st.Mode().Type())
+	}
+	if block && !readOnly {
+		flag |= exclFlag
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	b := &fileBackend{f: f, fd: int(f.Fd()), readOnly: readOnly, block: block, sync: syncWrites}
+	if err := lockFile(b.fd, !readOnly); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// lseek(SEEK_END) gives the size of block devices as well as files.
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: size: %w", path, err)
+	}
+	b.size = size
+	return b, nil
+}
+
+// ErrLocked reports that another process holds a conflicting lock on an image.
+var ErrLocked = errors.New("image is locked by another process (another server exporting it?)")
+
+func (b *fileBackend) Size() int64 { return b.size }
+
+func (b *fileBackend) ReadAt(p []byte, off int64) error {
+	for len(p) > 0 {
+		n, err := pread(b.fd, p, off)
+		if err != nil {
+			return &BackendError{"read", off, int64(len(p)), err}
+		}
+		if n == 0 {
+			// The file shrank under us: what lies beyond reads as zeroes, as a hole would.
+			clear(p)
+			return nil
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+func (b *fileBackend) ReadAtNoWait(p []byte, off int64) (bool, error) {
+	if b.noNowait.Load() {
+		return false, nil
+	}
+	n, err := preadNoWait(b.fd, p, off)
+	switch {
+	case err == errWouldBlock:
+		return false, nil
+	case err == errNoNowait:
+		b.noNowait.Store(true)
+		return false, nil
+	case err != nil:
+		return false, &BackendError{"read", off, int64(len(p)), err}
+	case n < len(p):
+		// A partial read means part of the range was not cached (or EOF); let a worker
+		// finish it with a blocking read.
+		return false, nil
+	}
+	return true, nil
+}
+
+func (b *fileBackend) WriteAt(p []byte, off int64, fua bool) error {
+	if b.readOnly {
+		return ErrReadOnly
+	}
+	dsync := fua || b.sync
+	for len(p) > 0 {
+		n, err := pwrite(b.fd, p, off, dsync)
+		if err != nil {
+			return &BackendError{"write", off, int64(len(p)), err}
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+func (b *fileBackend) Flush() error {
+	if b.readOnly {
+		return nil
+	}
+	if err := fdatasync(b.fd); err != nil {
+		return &BackendError{"flush", 0, b.size, err}
+	}
+	return nil
+}
+
+func (b *fileBackend) Trim(off, length int64, fua bool) error {
+	if b.readOnly {
+		return ErrReadOnly
+	}
+	var err error
+	if b.block {
+		err = discard(b.fd, off, length)
+	} else if !b.noPunch.Load() {
+		if err = punchHole(b.fd, off, length); errors.Is(err, errUnsupported) {
+			b.noPunch.Store(true)
+		}
+	}
+	// TRIM is advisory (proto.md): a filesystem that cannot punch holes simply keeps the data.
+	if err != nil && !errors.Is(err, errUnsupported) {
+		return &BackendError{"trim", off, length, err}
+	}
+	if fua || b.sync {
+		return b.Flush()
+	}
+	return nil
+}
+
+func (b *fileBackend) Zero(off, length int64, noHole, fast, fua bool) error {
+	if b.readOnly {
+		return ErrReadOnly
+	}
+	done := false
+	// Without NO_HOLE a punched hole is the cheapest way to read back zeroes; with it the
+	// range must stay allocated, which ZERO_RANGE keeps (proto.md NBD_CMD_WRITE_ZEROES).
+	if !noHole && !b.noPunch.Load() {
+		err := punchHole(b.fd, off, length)
+		switch {
+		case err == nil:
+			done = true
+		case errors.Is(err, errUnsupported):
+			b.noPunch.Store(true)
+		default:
+			return &BackendError{"zero", off, length, err}
+		}
+	}
+	if !done && !b.noZeroRange.Load() {
+		err := zeroRange(b.fd, off, length)
+		switch {
+		case err == nil:
+			done = true
+		case errors.Is(err, errUnsupported):
+			b.noZeroRange.Store(true)
+		default:
+			return &BackendError{"zero", off, length, err}
+		}
+	}
+	if !done {
+		if fast {
+			return ErrNotFast
+		}
+		if err := writeZeroes(b.fd, off, length); err != nil {
+			return &BackendError{"zero", off, length, err}
+		}
+	}
+	if fua || b.sync {
+		return b.Flush()
+	}
+	return nil
+}
+
+func writeZeroes(fd int, off, length int64) error {
+	for length > 0 {
+		n := min(length, int64(len(zeroBuf)))
+		w, err := pwrite(fd, zeroBuf[:n], off, false)
+		if err != nil {
+			return err
+		}
+		off, length = off+int64(w), length-int64(w)
+	}
+	return nil
+}
+
+// zeroBuf is a shared read-only source of zeroes.
+var zeroBuf = make([]byte, 1<<20)
+
+func (b *fileBackend) Extents(off, length int64, fn func(int64, uint32) bool) error {
+	end := off + length
+	if b.block {
+		fn(length, 0)
+		return nil
+	}
+	for off < end {
+		data, err := seekData(b.fd, off)
+		if err != nil {
+			if errors.Is(err, errUnsupported) {
+				fn(end-off, 0)
+				return nil
+			}
+			return &BackendError{"block status", off, end - off, err}
+		}
+		if data < 0 || data >= end {
+			// No data until the end of the range (or of the file).
+			fn(end-off, nbd.StateHole|nbd.StateZero)
+			return nil
+		}
+		if data > off {
+			if !fn(data-off, nbd.StateHole|nbd.StateZero) {
+				return nil
+			}
+			off = data
+		}
+		hole, err := seekHole(b.fd, off)
+		if err != nil {
+			return &BackendError{"block status", off, end - off, err}
+		}
+		if hole > end || hole <= off {
+			hole = end
+		}
+		if !fn(hole-off, 0) {
+			return nil
+		}
+		off = hole
+	}
+	return nil
+}
+
+func (b *fileBackend) Cache(off, length int64) error {
+	if err := willNeed(b.fd, off, length); err != nil && !errors.Is(err, errUnsupported) {
+		return &BackendError{"cache", off, length, err}
+	}
+	return nil
+}
+
+func (b *fileBackend) Close() error { return b.f.Close() }

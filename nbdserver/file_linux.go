@@ -1,0 +1,214 @@
+package nbdserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// exclFlag makes open(2) of a block device fail with EBUSY while it is mounted or otherwise
+// claimed exclusively, so a mounted disk is never exported for writing.
+const exclFlag = os.O_EXCL
+
+var (
+	errWouldBlock  = errors.New("would block")
+	errNoNowait    = errors.New("RWF_NOWAIT not supported")
+	errUnsupported = errors.New("not supported by this file system")
+)
+
+func pread(fd int, p []byte, off int64) (int, error) {
+	for {
+		n, err := unix.Pread(fd, p, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("pread", err)
+		}
+		return n, nil
+	}
+}
+
+// preadNoWait reads only what is already in the page cache (preadv2 RWF_NOWAIT, Linux ≥ 4.14
+// for buffered reads on most file systems). The iovec lives on the stack: no allocation.
+func preadNoWait(fd int, p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	iov := unix.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	n, _, e := unix.Syscall6(unix.SYS_PREADV2, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1,
+		uintptr(off), 0, unix.RWF_NOWAIT)
+	switch e {
+	case 0:
+		return int(n), nil
+	case unix.EAGAIN, unix.EINTR:
+		return 0, errWouldBlock
+	case unix.EOPNOTSUPP, unix.EINVAL, unix.ENOSYS:
+		return 0, errNoNowait
+	}
+	return 0, os.NewSyscallError("preadv2", e)
+}
+
+// pwrite writes p at off; with dsync the data is on stable storage when it returns
+// (pwritev2 RWF_DSYNC, falling back to pwrite + fdatasync on kernels without it).
+func pwrite(fd int, p []byte, off int64, dsync bool) (int, error) {
+	if dsync && len(p) > 0 {
+		iov := unix.Iovec{Base: &p[0]}
+		iov.SetLen(len(p))
+		for {
+			n, _, e := unix.Syscall6(unix.SYS_PWRITEV2, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1,
+				uintptr(off), 0, unix.RWF_DSYNC)
+			switch e {
+			case 0:
+				return int(n), nil
+			case unix.EINTR:
+				continue
+			case unix.EOPNOTSUPP, unix.ENOSYS:
+				// Old kernel: a plain write and a sync give the same guarantee.
+				n, err := pwrite(fd, p, off, false)
+				if err != nil {
+					return n, err
+				}
+				return n, fdatasync(fd)
+			}
+			return 0, os.NewSyscallError("pwritev2", e)
+		}
+	}
+	for {
+		n, err := unix.Pwrite(fd, p, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, os.NewSyscallError("pwrite", err)
+		}
+		return n, nil
+	}
+}
+
+func fdatasync(fd int) error {
+	for {
+		err := unix.Fdatasync(fd)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("fdatasync", err)
+		}
+		return nil
+	}
+}
+
+func fallocate(fd int, mode uint32, off, length int64) error {
+	for {
+		err := unix.Fallocate(fd, mode, off, length)
+		switch err {
+		case nil:
+			return nil
+		case unix.EINTR:
+			continue
+		case unix.EOPNOTSUPP, unix.ENOSYS:
+			return errUnsupported
+		}
+		return os.NewSyscallError("fallocate", err)
+	}
+}
+
+func punchHole(fd int, off, length int64) error {
+	return fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+}
+
+func zeroRange(fd int, off, length int64) error {
+	return fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+}
+
+// discard issues BLKDISCARD on a block device; devices without discard support report
+// errUnsupported, which callers treat as "TRIM ignored".
+func discard(fd int, off, length int64) error {
+	r := [2]uint64{uint64(off), uint64(length)}
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.BLKDISCARD, uintptr(unsafe.Pointer(&r)))
+	switch e {
+	case 0:
+		return nil
+	case unix.EOPNOTSUPP, unix.ENOTTY, unix.EINVAL:
+		return errUnsupported
+	}
+	return os.NewSyscallError("ioctl BLKDISCARD", e)
+}
+
+// seekData returns the next data offset at or after off, or -1 when only a hole follows.
+func seekData(fd int, off int64) (int64, error) {
+	n, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	switch err {
+	case nil:
+		return n, nil
+	case unix.ENXIO:
+		return -1, nil
+	case unix.EINVAL, unix.EOPNOTSUPP:
+		return 0, errUnsupported
+	}
+	return 0, os.NewSyscallError("lseek SEEK_DATA", err)
+}
+
+func seekHole(fd int, off int64) (int64, error) {
+	n, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil {
+		return 0, os.NewSyscallError("lseek SEEK_HOLE", err)
+	}
+	return n, nil
+}
+
+func willNeed(fd int, off, length int64) error {
+	if err := unix.Fadvise(fd, off, length, unix.FADV_WILLNEED); err != nil {
+		return os.NewSyscallError("fadvise", err)
+	}
+	return nil
+}
+
+// lockFile takes a non-blocking flock on the image: exclusive for writers, shared for readers.
+func lockFile(fd int, exclusive bool) error {
+	how := unix.LOCK_SH | unix.LOCK_NB
+	if exclusive {
+		how = unix.LOCK_EX | unix.LOCK_NB
+	}
+	err := unix.Flock(fd, how)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return ErrLocked
+	}
+	if err != nil {
+		return os.NewSyscallError("flock", err)
+	}
+	return nil
+}
+
+func keyOf(fi os.FileInfo) fileKey {
+	st := fi.Sys().(*syscall.Stat_t)
+	return fileKey{dev: uint64(st.Dev), ino: st.Ino}
+}
+
+// unixPeerID names a Unix-socket client by its user (SO_PEERCRED): the socket's file
+// permissions decide who may connect, and one user's connections count as one client.
+func unixPeerID(nc net.Conn) string {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return "unix"
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return "unix"
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return "unix"
+	}
+	return fmt.Sprintf("unix:uid=%d", cred.Uid)
+}

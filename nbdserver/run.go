@@ -1,0 +1,316 @@
+package nbdserver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Options are the settings of `nbdroot serve`, from its flags. Flags add to and override what
+// an nbd-server configuration file (ConfigFile) says.
+type Options struct {
+	Listen     []string // TCP addresses (host:port); port 0 picks a free one
+	Unix       []string // Unix socket paths
+	Exports    []string // --export specs, see ParseExport
+	ConfigFile string   // nbd-server INI file (-C)
+
+	TLSMode          string // "off", "allow", "require"; "" means the file's choice or off
+	TLSCert, TLSKey  string
+	TLSClientCA      string // verify client certificates against this CA bundle
+	MaxConnections   int
+	HandshakeTimeout time.Duration
+	DrainTimeout     time.Duration
+	MaxInFlight      int
+	NoList           bool
+	User, Group      string
+
+	// Log receives the server's log lines (one per connection and handshake outcome) and
+	// the "listening on ADDR" line for each listener.
+	Log io.Writer
+}
+
+// Plan is a loaded configuration: the server Config and where to listen.
+type Plan struct {
+	Config      Config
+	TCP         []string
+	Unix        []string
+	User, Group string
+	Warnings    []string
+}
+
+// Load builds the Plan from the configuration file (if any) and the flags.
+func (o *Options) Load() (*Plan, error) {
+	p := &Plan{}
+	var sf *ServerFile
+	if o.ConfigFile != "" {
+		var err error
+		if sf, err = LoadServerFile(o.ConfigFile); err != nil {
+			return nil, err
+		}
+		p.Warnings = sf.Warnings
+		p.Config.Exports = sf.Exports
+		p.Config.DenyList = !sf.AllowList
+		p.Config.MaxConnections = sf.MaxConnections
+		p.User, p.Group = sf.User, sf.Group
+		if sf.UnixSocket != "" {
+			p.Unix = append(p.Unix, sf.UnixSocket)
+		}
+		if sf.UnixSocket == "" || sf.DualListen {
+			if len(sf.ListenAddrs) == 0 {
+				p.TCP = append(p.TCP, net.JoinHostPort("", sf.Port))
+			}
+			for _, a := range sf.ListenAddrs {
+				p.TCP = append(p.TCP, net.JoinHostPort(a, sf.Port))
+			}
+		}
+	}
+	for _, spec := range o.Exports {
+		e, err := ParseExport(spec)
+		if err != nil {
+			return nil, err
+		}
+		if !filepath.IsAbs(e.Path) {
+			abs, err := filepath.Abs(e.Path)
+			if err != nil {
+				return nil, err
+			}
+			e.Path = abs
+		}
+		if e.CowDir != "" && !filepath.IsAbs(e.CowDir) {
+			abs, err := filepath.Abs(e.CowDir)
+			if err != nil {
+				return nil, err
+			}
+			e.CowDir = abs
+		}
+		p.Config.Exports = append(p.Config.Exports, e)
+	}
+	// Flags replace the file's listeners rather than adding to them: `-C file --listen x`
+	// means "that configuration, but here".
+	if len(o.Listen) > 0 || len(o.Unix) > 0 {
+		p.TCP, p.Unix = o.Listen, o.Unix
+	}
+	if len(p.TCP) == 0 && len(p.Unix) == 0 {
+		p.TCP = []string{net.JoinHostPort("", "10809")}
+	}
+	if o.NoList {
+		p.Config.DenyList = true
+	}
+	if o.MaxConnections > 0 {
+		p.Config.MaxConnections = o.MaxConnections
+	}
+	p.Config.HandshakeTimeout = o.HandshakeTimeout
+	p.Config.DrainTimeout = o.DrainTimeout
+	p.Config.MaxInFlight = o.MaxInFlight
+	if o.User != "" || o.Group != "" {
+		p.User, p.Group = o.User, o.Group
+	}
+
+	cert, key, ca, mode := o.TLSCert, o.TLSKey, o.TLSClientCA, o.TLSMode
+	if sf != nil {
+		if cert == "" && key == "" {
+			cert, key = sf.CertFile, sf.KeyFile
+			if cert == "" {
+				cert = key // nbd-server(5): the certificate may sit in the key file
+			}
+		}
+		if ca == "" {
+			ca = sf.CACertFile
+		}
+		if mode == "" && key != "" {
+			mode = "allow"
+			if sf.ForceTLS {
+				mode = "require"
+			}
+		}
+	}
+	if mode == "" {
+		mode = "off"
+		if cert != "" {
+			mode = "allow"
+		}
+	}
+	m, err := ParseTLSMode(mode)
+	if err != nil {
+		return nil, err
+	}
+	p.Config.TLSMode = m
+	if m != TLSOff {
+		if cert == "" || key == "" {
+			return nil, fmt.Errorf("--tls=%s needs --tls-cert and --tls-key", mode)
+		}
+		if p.Config.TLS, err = LoadTLS(cert, key, ca); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.Config.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// LoadTLS builds the server TLS configuration: a certificate and key (PEM), and optionally a
+// CA bundle that client certificates must chain to. TLS 1.2 is the floor (proto.md "TLS
+// versions").
+func LoadTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("TLS client CA %s: no certificates found", clientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// Listen opens the plan's listeners, or takes systemd's (socket activation) when there are
+// any. A stale Unix socket left by a crashed server is replaced; a live one is an error.
+func (p *Plan) Listen() ([]net.Listener, error) {
+	lns, err := ActivationListeners()
+	if err != nil || len(lns) > 0 {
+		return lns, err
+	}
+	closeAll := func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}
+	for _, a := range p.TCP {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	for _, path := range p.Unix {
+		if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				closeAll()
+				return nil, fmt.Errorf("%s: another server is listening there", path)
+			}
+			os.Remove(path)
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// Run is `nbdroot serve`: it loads the configuration, listens, serves until ctx is cancelled
+// (SIGTERM), then shuts down gracefully — answering what was received, flushing every image
+// — and returns nil. Each value on reload (SIGHUP) re-reads the configuration and applies
+// it without dropping connections; a bad new configuration is logged and the old one kept.
+func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
+	logw := o.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	logger := log.New(logw, "", 0)
+	plan, err := o.Load()
+	if err != nil {
+		return err
+	}
+	for _, w := range plan.Warnings {
+		logger.Printf("warning: %s", w)
+	}
+	lns, err := plan.Listen()
+	if err != nil {
+		return err
+	}
+	closeAll := func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}
+	if err := DropPrivileges(plan.User, plan.Group); err != nil {
+		closeAll()
+		return err
+	}
+	cfg := plan.Config
+	cfg.Logger = logger
+	srv, err := New(cfg)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	if cfg.TLSMode != TLSOff {
+		logger.Printf("TLS %s", cfg.TLSMode)
+	}
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		// The harness and users wait for this exact line; the address has the real port.
+		fmt.Fprintf(logw, "listening on %s\n", ln.Addr())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(serveCtx, ln); err != nil && !errors.Is(err, ErrServerClosed) && serveCtx.Err() == nil {
+				errc <- err
+			}
+		}()
+	}
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Printf("shutting down: answering requests in flight, then flushing")
+			break loop
+		case err := <-errc:
+			runErr = err
+			logger.Printf("listener failed: %v; shutting down", err)
+			break loop
+		case <-reload:
+			np, err := o.Load()
+			if err == nil {
+				ncfg := np.Config
+				ncfg.Logger = logger
+				err = srv.Reload(ncfg)
+			}
+			if err != nil {
+				logger.Printf("reload failed, keeping the current configuration: %v", err)
+				continue
+			}
+			logger.Printf("configuration reloaded")
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), max(srv.config().DrainTimeout, 0)+30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, ErrServerClosed) {
+		logger.Printf("shutdown: %v", err)
+		if runErr == nil && !errors.Is(err, context.DeadlineExceeded) {
+			runErr = err
+		}
+	}
+	stopServing()
+	wg.Wait()
+	logger.Printf("stopped")
+	return runErr
+}

@@ -1,0 +1,696 @@
+package nbdserver
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/nbdroot/nbdroot/nbd"
+)
+
+// The transmission phase is served by one reader goroutine per connection and a small,
+// bounded pool of workers:
+//
+//   - The reader parses requests straight out of a large bufio.Reader, so one read(2)
+//     usually brings many requests.
+//   - Requests that cannot block for long are served by the reader itself: reads already in
+//     the page cache (preadv2 RWF_NOWAIT, data read straight into the outgoing batch) and
+//     small writes (pwrite straight from the read buffer, no copy). Their replies collect in
+//     a batch that goes out in one writev when the reader would otherwise wait for input.
+//   - Everything that may block (cache misses, FUA, FLUSH, TRIM, zeroing, block status,
+//     large transfers) goes to a worker, so a slow fdatasync never stalls reads behind it.
+//     Replies go out in completion order (proto.md allows it; handles tell them apart).
+//
+// Memory is bounded per connection: at most MaxInFlight workers and connPayloadBudget bytes
+// of payload buffers, whatever lengths a client sends.
+const (
+	readBufSize       = 256 << 10
+	arenaSize         = 256 << 10
+	inlineMax         = 128 << 10 // reads and writes up to this size may be served inline
+	holeCheckMin      = 64 << 10  // structured reads at least this large report holes
+	maxReadChunks     = 64        // hole/data chunks in one structured read reply
+	maxExtents        = 1024      // descriptors in one block status reply
+	connPayloadBudget = 64 << 20
+)
+
+// txStats are counted by the connection reader; logged when the connection closes.
+type txStats struct {
+	requests, reads, writes, flushes, other, errors uint64
+	bytesRead, bytesWritten                         uint64
+}
+
+func (st txStats) String() string {
+	return fmt.Sprintf("%d requests (%d reads %s, %d writes %s, %d flushes, %d other, %d errors)",
+		st.requests, st.reads, humanBytes(st.bytesRead), st.writes, humanBytes(st.bytesWritten),
+		st.flushes, st.other, st.errors)
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// tx is the transmission state of one connection.
+type tx struct {
+	c          *conn
+	ss         *session
+	be         Backend
+	nw         nowaitReader // nil if the backend cannot try reads without blocking
+	holes      bool         // the backend can report holes worth sending as hole chunks
+	size       uint64
+	readOnly   bool
+	structured bool
+	metaAlloc  bool
+	fuaAlways  bool // every write is synchronous (export "sync")
+	idle       time.Duration
+
+	br *bufio.Reader
+	w  *replyWriter
+
+	// The reader's outgoing batch: small replies and inline read data are laid out in
+	// arena; big payloads join as their own iovecs.
+	arena    *buffer
+	segStart int
+	iov      [][]byte
+	rel      []releaser
+
+	work       chan *request
+	nworkers   int
+	maxWorkers int
+	wg         sync.WaitGroup
+	budget     *semaphore.Weighted
+
+	stats    txStats
+	shutdown atomic.Bool
+}
+
+// request is one request handed to a worker; it is pooled, and its reply header and buffer
+// live until the reply writer has sent them.
+type request struct {
+	nbd.Request
+	t      *tx
+	buf    *buffer
+	budget int64
+	hdr    [64]byte
+}
+
+var requestPool = sync.Pool{New: func() any { return new(request) }}
+
+func (r *request) release() {
+	if r.buf != nil {
+		r.buf.release()
+		r.buf = nil
+	}
+	if r.budget > 0 {
+		r.t.budget.Release(r.budget)
+		r.budget = 0
+	}
+	r.t = nil
+	requestPool.Put(r)
+}
+
+func (c *conn) transmit(ss *session) txStats {
+	t := &tx{
+		c:          c,
+		ss:         ss,
+		be:         ss.backend,
+		size:       uint64(ss.backend.Size()),
+		readOnly:   ss.readOnly,
+		structured: c.structured,
+		metaAlloc:  c.metaAlloc,
+		fuaAlways:  ss.exp.cfg.Sync,
+		idle:       ss.exp.cfg.IdleTimeout,
+		br:         bufio.NewReaderSize(c.rw, readBufSize),
+		w:          newReplyWriter(c.rw),
+		work:       make(chan *request),
+		maxWorkers: c.cfg.MaxInFlight,
+		budget:     semaphore.NewWeighted(connPayloadBudget),
+	}
+	if nw, ok := t.be.(nowaitReader); ok {
+		t.nw = nw
+	}
+	if fb, ok := t.be.(*fileBackend); ok && !fb.block {
+		t.holes = true
+	}
+	if ov, ok := t.be.(*overlay); ok {
+		_ = ov
+		t.holes = true
+	}
+	err := t.run()
+	if ferr := t.flush(); err == nil {
+		err = ferr
+	}
+	// Every request received is answered before the connection closes (proto.md: DISC
+	// requires handling all outstanding requests).
+	t.wg.Wait()
+	close(t.work)
+	if t.arena != nil {
+		t.arena.release()
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded) && t.shutdown.Load():
+		c.logf("server shutting down: connection closed after draining")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.logf("idle for %v: closing", t.idle)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), isConnReset(err):
+		c.logf("client went away without NBD_CMD_DISC")
+	default:
+		c.logf("closing: %v", err)
+	}
+	return t.stats
+}
+
+// run reads and dispatches requests until DISC, an error or the end of a drain.
+func (t *tx) run() error {
+	for {
+		if t.br.Buffered() < nbd.RequestSize {
+			// About to wait for the client: send what we have first.
+			if err := t.flush(); err != nil {
+				return err
+			}
+			if t.idle > 0 {
+				t.c.setReadDeadline(time.Now().Add(t.idle))
+			}
+		}
+		h, err := t.br.Peek(nbd.RequestSize)
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(h) == 0 {
+				return io.EOF
+			}
+			return err
+		}
+		req, err := nbd.ParseRequest(h)
+		if err != nil {
+			return err
+		}
+		t.br.Discard(nbd.RequestSize)
+		t.stats.requests++
+		if t.c.s.draining.Load() {
+			t.shutdown.Store(true)
+			if req.Type == nbd.CmdDisc {
+				return nil
+			}
+			if err := t.refuseShutdown(req); err != nil {
+				return err
+			}
+			continue
+		}
+		switch req.Type {
+		case nbd.CmdRead:
+			err = t.read(req)
+		case nbd.CmdWrite:
+			err = t.write(req)
+		case nbd.CmdDisc:
+			return nil
+		case nbd.CmdFlush:
+			t.stats.flushes++
+			err = t.simple(req, nbd.CmdFlagFUA, false, false)
+		case nbd.CmdTrim:
+			t.stats.other++
+			err = t.simple(req, nbd.CmdFlagFUA, true, true)
+		case nbd.CmdWriteZeroes:
+			t.stats.other++
+			err = t.simple(req, nbd.CmdFlagFUA|nbd.CmdFlagNoHole|nbd.CmdFlagFastZero, true, true)
+		case nbd.CmdCache:
+			t.stats.other++
+			err = t.simple(req, nbd.CmdFlagFUA, false, true)
+		case nbd.CmdBlockStatus:
+			t.stats.other++
+			if !t.metaAlloc {
+				// proto.md: block status without a selected context SHOULD get EINVAL.
+				err = t.replyError(req, nbd.EINVAL, "no metadata context negotiated")
+				break
+			}
+			err = t.simple(req, nbd.CmdFlagFUA|nbd.CmdFlagReqOne, false, true)
+		default:
+			err = t.replyError(req, nbd.EINVAL, "unknown command")
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// inBounds reports whether [off, off+length) lies inside the export, without overflow.
+func (t *tx) inBounds(r nbd.Request) bool {
+	return r.Offset <= t.size && uint64(r.Length) <= t.size-r.Offset
+}
+
+// refuseShutdown answers a request that arrived after Shutdown began with ESHUTDOWN.
+func (t *tx) refuseShutdown(r nbd.Request) error {
+	if r.Type == nbd.CmdWrite {
+		if r.Length > nbd.MaxPayload {
+			return fmt.Errorf("WRITE of %d bytes (limit %d)", r.Length, nbd.MaxPayload)
+		}
+		if err := t.skip(int(r.Length)); err != nil {
+			return err
+		}
+	}
+	return t.replyError(r, nbd.ESHUTDOWN, "server is shutting down")
+}
+
+func (t *tx) skip(n int) error {
+	if t.br.Buffered() < n {
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	_, err := t.br.Discard(n)
+	return err
+}
+
+func (t *tx) read(r nbd.Request) error {
+	t.stats.reads++
+	allowed := nbd.CmdFlagFUA
+	if t.structured {
+		allowed |= nbd.CmdFlagDF
+	}
+	switch {
+	case r.Flags&^allowed != 0:
+		return t.replyError(r, nbd.EINVAL, "unsupported flags for READ")
+	case r.Length > nbd.MaxPayload:
+		return t.replyError(r, nbd.EINVAL, "READ longer than the 32 MiB maximum block size")
+	case !t.inBounds(r):
+		return t.replyError(r, nbd.EINVAL, "READ beyond the end of the export")
+	case r.Length == 0:
+		return t.replyOK(r)
+	}
+	n := int(r.Length)
+	t.stats.bytesRead += uint64(n)
+	holeCheck := t.structured && t.holes && n >= holeCheckMin && r.Flags&nbd.CmdFlagDF == 0
+	if t.nw != nil && n <= inlineMax && !holeCheck {
+		hl := nbd.SimpleReplySize
+		if t.structured {
+			hl = nbd.OffsetDataHeaderSize
+		}
+		p := t.reserve(hl + n)
+		ok, err := t.nw.ReadAtNoWait(p[hl:], int64(r.Offset))
+		if ok {
+			if t.structured {
+				nbd.AppendOffsetDataHeader(p[:0], r.Handle, nbd.ReplyFlagDone, r.Offset, r.Length)
+			} else {
+				nbd.AppendSimpleReply(p[:0], nbd.SimpleReply{Handle: r.Handle})
+			}
+			return nil
+		}
+		t.unreserve(hl + n)
+		if err != nil {
+			return t.replyError(r, errnoOf(err), "read failed")
+		}
+	}
+	req, err := t.newRequest(r, n)
+	if err != nil {
+		return err
+	}
+	t.dispatch(req)
+	return nil
+}
+
+func (t *tx) write(r nbd.Request) error {
+	t.stats.writes++
+	if r.Length > nbd.MaxPayload {
+		// We cannot answer without reading the payload, and will not buffer it: this client
+		// ignores the block size limits we sent, so it gets a closed connection.
+		return fmt.Errorf("WRITE of %d bytes (limit %d)", r.Length, nbd.MaxPayload)
+	}
+	n := int(r.Length)
+	var errno uint32
+	var msg string
+	switch {
+	case r.Flags&^nbd.CmdFlagFUA != 0:
+		errno, msg = nbd.EINVAL, "unsupported flags for WRITE"
+	case t.readOnly:
+		errno, msg = nbd.EPERM, "export is read-only"
+	case !t.inBounds(r):
+		errno, msg = nbd.ENOSPC, "WRITE beyond the end of the export"
+	}
+	if errno != 0 {
+		if err := t.skip(n); err != nil {
+			return err
+		}
+		return t.replyError(r, errno, msg)
+	}
+	t.stats.bytesWritten += uint64(n)
+	fua := r.Flags&nbd.CmdFlagFUA != 0 || t.fuaAlways
+	if n <= inlineMax && !fua {
+		if t.br.Buffered() < n {
+			if err := t.flush(); err != nil {
+				return err
+			}
+		}
+		p, err := t.br.Peek(n)
+		if err != nil {
+			return err
+		}
+		werr := t.be.WriteAt(p, int64(r.Offset), false)
+		t.br.Discard(n)
+		if werr != nil {
+			return t.replyError(r, errnoOf(werr), "write failed")
+		}
+		return t.replyOK(r)
+	}
+	req, err := t.newRequest(r, n)
+	if err != nil {
+		return err
+	}
+	if t.br.Buffered() < n {
+		if err := t.flush(); err != nil {
+			req.release()
+			return err
+		}
+	}
+	if _, err := io.ReadFull(t.br, req.buf.b); err != nil {
+		req.release()
+		return err
+	}
+	t.dispatch(req)
+	return nil
+}
+
+// simple validates a request without payload and hands it to a worker.
+func (t *tx) simple(r nbd.Request, allowed uint16, writes, ranged bool) error {
+	switch {
+	case r.Flags&^allowed != 0:
+		return t.replyError(r, nbd.EINVAL, "unsupported flags for "+nbd.CmdName(r.Type))
+	case writes && t.readOnly:
+		return t.replyError(r, nbd.EPERM, "export is read-only")
+	case ranged && !t.inBounds(r):
+		if writes {
+			return t.replyError(r, nbd.ENOSPC, nbd.CmdName(r.Type)+" beyond the end of the export")
+		}
+		return t.replyError(r, nbd.EINVAL, nbd.CmdName(r.Type)+" beyond the end of the export")
+	case r.Type == nbd.CmdBlockStatus && r.Length == 0:
+		return t.replyError(r, nbd.EINVAL, "BLOCK_STATUS of zero length")
+	case ranged && r.Length == 0:
+		return t.replyOK(r)
+	}
+	req, err := t.newRequest(r, 0)
+	if err != nil {
+		return err
+	}
+	t.dispatch(req)
+	return nil
+}
+
+// newRequest makes a worker request with an n-byte buffer, within the payload budget.
+func (t *tx) newRequest(r nbd.Request, n int) (*request, error) {
+	req := requestPool.Get().(*request)
+	req.Request, req.t = r, t
+	if n > 0 {
+		if !t.budget.TryAcquire(int64(n)) {
+			if err := t.flush(); err != nil {
+				requestPool.Put(req)
+				return nil, err
+			}
+			if err := t.budget.Acquire(context.Background(), int64(n)); err != nil {
+				requestPool.Put(req)
+				return nil, err
+			}
+		}
+		req.budget = int64(n)
+		req.buf = getBuffer(n)
+	}
+	return req, nil
+}
+
+// dispatch hands a request to an idle worker, starts a worker if the pool is not full, or
+// waits for one (after sending our batch, since waiting may take a while).
+func (t *tx) dispatch(r *request) {
+	t.wg.Add(1)
+	select {
+	case t.work <- r:
+		return
+	default:
+	}
+	if t.nworkers < t.maxWorkers {
+		t.nworkers++
+		go t.worker(r)
+		return
+	}
+	t.flush()
+	t.work <- r
+}
+
+func (t *tx) worker(r *request) {
+	for {
+		t.serve(r)
+		t.wg.Done()
+		var ok bool
+		if r, ok = <-t.work; !ok {
+			return
+		}
+	}
+}
+
+// serve runs one request on a worker and queues its reply.
+func (t *tx) serve(r *request) {
+	off, length := int64(r.Offset), int64(r.Length)
+	fua := r.Flags&nbd.CmdFlagFUA != 0 || t.fuaAlways
+	var err error
+	switch r.Type {
+	case nbd.CmdRead:
+		t.serveRead(r)
+		return
+	case nbd.CmdBlockStatus:
+		t.serveBlockStatus(r)
+		return
+	case nbd.CmdWrite:
+		err = t.be.WriteAt(r.buf.b, off, fua)
+	case nbd.CmdFlush:
+		err = t.be.Flush()
+	case nbd.CmdTrim:
+		err = t.be.Trim(off, length, fua)
+	case nbd.CmdWriteZeroes:
+		err = t.be.Zero(off, length, r.Flags&nbd.CmdFlagNoHole != 0, r.Flags&nbd.CmdFlagFastZero != 0, fua)
+	case nbd.CmdCache:
+		err = t.be.Cache(off, length)
+	}
+	if err != nil {
+		t.workerError(r, errnoOf(err), fmt.Sprintf("%s failed", nbd.CmdName(r.Type)))
+		if !errors.Is(err, ErrNotFast) {
+			t.c.logf("%s %d+%d: %v", nbd.CmdName(r.Type), off, length, err)
+		}
+		return
+	}
+	b := nbd.AppendSimpleReply(r.hdr[:0], nbd.SimpleReply{Handle: r.Handle})
+	t.w.submit2(b, nil, r, nil)
+}
+
+func (t *tx) workerError(r *request, errno uint32, msg string) {
+	var b []byte
+	if t.structured {
+		b = nbd.AppendErrorChunk(r.hdr[:0], r.Handle, nbd.ReplyFlagDone, errno, truncate(msg, len(r.hdr)-nbd.StructuredReplyHdr-6))
+	} else {
+		b = nbd.AppendSimpleReply(r.hdr[:0], nbd.SimpleReply{Error: errno, Handle: r.Handle})
+	}
+	t.w.submit2(b, nil, r, nil)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (t *tx) serveRead(r *request) {
+	off := int64(r.Offset)
+	if t.structured && t.holes && len(r.buf.b) >= holeCheckMin && r.Flags&nbd.CmdFlagDF == 0 {
+		if t.serveSparseRead(r) {
+			return
+		}
+	}
+	if err := t.be.ReadAt(r.buf.b, off); err != nil {
+		t.c.logf("READ %d+%d: %v", off, len(r.buf.b), err)
+		t.workerError(r, errnoOf(err), "read failed")
+		return
+	}
+	var hdr []byte
+	if t.structured {
+		hdr = nbd.AppendOffsetDataHeader(r.hdr[:0], r.Handle, nbd.ReplyFlagDone, r.Offset, r.Length)
+	} else {
+		hdr = nbd.AppendSimpleReply(r.hdr[:0], nbd.SimpleReply{Handle: r.Handle})
+	}
+	t.w.submit2(hdr, r.buf.b, r, nil)
+}
+
+// serveSparseRead answers a structured read with hole chunks for the parts that read as
+// zeroes (proto.md NBD_REPLY_TYPE_OFFSET_HOLE), so sparse images cross the wire cheaply.
+// It reports false, having sent nothing, when the range has no holes worth it.
+func (t *tx) serveSparseRead(r *request) bool {
+	type ext struct {
+		off, n int64
+		hole   bool
+	}
+	var exts [maxReadChunks]ext
+	cnt, holes := 0, 0
+	off, end := int64(r.Offset), int64(r.Offset)+int64(r.Length)
+	pos := off
+	err := t.be.Extents(off, end-off, func(n int64, flags uint32) bool {
+		hole := flags&nbd.StateZero != 0
+		if cnt > 0 && exts[cnt-1].hole == hole {
+			exts[cnt-1].n += n
+		} else {
+			if cnt == len(exts) {
+				cnt = -1
+				return false
+			}
+			exts[cnt] = ext{pos, n, hole}
+			cnt++
+		}
+		pos += n
+		if hole {
+			holes++
+		}
+		return true
+	})
+	if err != nil || cnt <= 0 || holes == 0 || pos < end {
+		return false
+	}
+	hb := getBuffer(cnt * nbd.OffsetHoleSize)
+	hdrs := hb.b[:0]
+	bufs := make([][]byte, 0, 2*cnt)
+	for i := 0; i < cnt; i++ {
+		e := exts[i]
+		var flags uint16
+		if i == cnt-1 {
+			flags = nbd.ReplyFlagDone
+		}
+		start := len(hdrs)
+		if e.hole {
+			hdrs = nbd.AppendOffsetHole(hdrs, r.Handle, flags, uint64(e.off), uint32(e.n))
+			bufs = append(bufs, hdrs[start:])
+			continue
+		}
+		data := r.buf.b[e.off-off : e.off-off+e.n]
+		if err := t.be.ReadAt(data, e.off); err != nil {
+			hb.release()
+			t.c.logf("READ %d+%d: %v", e.off, e.n, err)
+			t.workerError(r, errnoOf(err), "read failed")
+			return true
+		}
+		hdrs = nbd.AppendOffsetDataHeader(hdrs, r.Handle, flags, uint64(e.off), uint32(e.n))
+		bufs = append(bufs, hdrs[start:], data)
+	}
+	t.w.submit(bufs, []releaser{r, hb})
+	return true
+}
+
+func (t *tx) serveBlockStatus(r *request) {
+	limit := maxExtents
+	if r.Flags&nbd.CmdFlagReqOne != 0 {
+		limit = 1
+	}
+	hb := getBuffer(nbd.StructuredReplyHdr + 4 + limit*nbd.ExtentSize)
+	exts := make([]nbd.Extent, 0, min(limit, 64))
+	err := t.be.Extents(int64(r.Offset), int64(r.Length), func(n int64, flags uint32) bool {
+		for n > 0 {
+			// A descriptor length is 32 bits; requests are too, so one split at most.
+			m := min(n, int64(r.Length))
+			if k := len(exts); k > 0 && exts[k-1].Flags == flags && uint64(exts[k-1].Length)+uint64(m) <= uint64(r.Length) {
+				exts[k-1].Length += uint32(m)
+			} else {
+				if len(exts) == limit {
+					return false
+				}
+				exts = append(exts, nbd.Extent{Length: uint32(m), Flags: flags})
+			}
+			n -= m
+		}
+		return true
+	})
+	if err != nil || len(exts) == 0 {
+		hb.release()
+		t.c.logf("BLOCK_STATUS %d+%d: %v", r.Offset, r.Length, err)
+		t.workerError(r, errnoOf(err), "block status failed")
+		return
+	}
+	b := nbd.AppendBlockStatus(hb.b[:0], r.Handle, nbd.ReplyFlagDone, metaAllocID, exts)
+	t.w.submit2(b, nil, r, hb)
+}
+
+// reserve returns n bytes at the end of the reader's batch.
+func (t *tx) reserve(n int) []byte {
+	if t.arena != nil && cap(t.arena.b)-len(t.arena.b) < n {
+		t.flush()
+	}
+	if t.arena == nil {
+		t.arena = getBuffer(arenaSize)
+		t.arena.b = t.arena.b[:0]
+		t.segStart = 0
+	}
+	l := len(t.arena.b)
+	t.arena.b = t.arena.b[:l+n]
+	return t.arena.b[l : l+n]
+}
+
+func (t *tx) unreserve(n int) { t.arena.b = t.arena.b[:len(t.arena.b)-n] }
+
+// flush hands the reader's batch to the reply writer.
+func (t *tx) flush() error {
+	if t.arena != nil && len(t.arena.b) > t.segStart {
+		t.iov = append(t.iov, t.arena.b[t.segStart:])
+		t.rel = append(t.rel, t.arena)
+		t.arena = nil
+	}
+	if len(t.iov) == 0 {
+		return t.w.failed()
+	}
+	err := t.w.submit(t.iov, t.rel)
+	clear(t.iov)
+	clear(t.rel)
+	t.iov, t.rel = t.iov[:0], t.rel[:0]
+	return err
+}
+
+// replyOK queues a successful reply without data from the reader.
+func (t *tx) replyOK(r nbd.Request) error {
+	if t.structured && r.Type == nbd.CmdRead {
+		// proto.md: a READ always gets a structured reply once negotiated.
+		p := t.reserve(nbd.StructuredReplyHdr)
+		nbd.AppendStructuredReply(p[:0], nbd.StructuredReply{Flags: nbd.ReplyFlagDone, Type: nbd.ReplyTypeNone, Handle: r.Handle})
+		return nil
+	}
+	p := t.reserve(nbd.SimpleReplySize)
+	nbd.AppendSimpleReply(p[:0], nbd.SimpleReply{Handle: r.Handle})
+	return nil
+}
+
+// replyError queues an error reply from the reader: an error chunk with a message when
+// structured replies are on, else a simple reply (which for READ carries no data).
+func (t *tx) replyError(r nbd.Request, errno uint32, msg string) error {
+	t.stats.errors++
+	if t.structured {
+		p := t.reserve(nbd.StructuredReplyHdr + 6 + len(msg))
+		nbd.AppendErrorChunk(p[:0], r.Handle, nbd.ReplyFlagDone, errno, msg)
+		return nil
+	}
+	p := t.reserve(nbd.SimpleReplySize)
+	nbd.AppendSimpleReply(p[:0], nbd.SimpleReply{Error: errno, Handle: r.Handle})
+	return nil
+}
+
+func isConnReset(err error) bool {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Syscall == "read" || se.Syscall == "readv" || se.Syscall == "write" || se.Syscall == "writev"
+	}
+	return false
+}

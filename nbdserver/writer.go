@@ -1,0 +1,128 @@
+package nbdserver
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// replyWriter serialises replies from the connection reader and its workers onto one socket.
+//
+// Whoever submits while nobody is writing becomes the writer and keeps writing until the
+// queue is empty; submitters arriving meanwhile only append. Replies that pile up during a
+// write go out together in the next writev (net.Buffers), so under load one syscall carries
+// many replies, and no goroutine exists just to write.
+type replyWriter struct {
+	w io.Writer
+
+	mu      sync.Mutex
+	pending net.Buffers
+	rel     []releaser
+	writing bool
+	err     error
+
+	// Spare slices swapped with pending/rel on every write, so steady state allocates nothing.
+	spareBufs net.Buffers
+	spareRel  []releaser
+}
+
+func newReplyWriter(w io.Writer) *replyWriter {
+	return &replyWriter{w: w,
+		pending: make(net.Buffers, 0, 64), spareBufs: make(net.Buffers, 0, 64),
+		rel: make([]releaser, 0, 64), spareRel: make([]releaser, 0, 64)}
+}
+
+// submit queues bufs (written in order, contiguously) and, once they are written or the
+// connection has failed, releases rel. It returns the first write error of the connection.
+func (w *replyWriter) submit(bufs [][]byte, rel []releaser) error {
+	w.mu.Lock()
+	return w.queueLocked(bufs, rel)
+}
+
+// submit2 is submit for the common worker reply: a header, optional data and what to free.
+func (w *replyWriter) submit2(hdr, data []byte, r1, r2 releaser) error {
+	w.mu.Lock()
+	if w.err != nil {
+		w.mu.Unlock()
+		releaseAll(r1, r2)
+		return w.err
+	}
+	w.pending = append(w.pending, hdr)
+	if len(data) > 0 {
+		w.pending = append(w.pending, data)
+	}
+	if r1 != nil {
+		w.rel = append(w.rel, r1)
+	}
+	if r2 != nil {
+		w.rel = append(w.rel, r2)
+	}
+	return w.writeLocked()
+}
+
+func releaseAll(rs ...releaser) {
+	for _, r := range rs {
+		if r != nil {
+			r.release()
+		}
+	}
+}
+
+func (w *replyWriter) queueLocked(bufs [][]byte, rel []releaser) error {
+	if w.err != nil {
+		w.mu.Unlock()
+		releaseAll(rel...)
+		return w.err
+	}
+	w.pending = append(w.pending, bufs...)
+	w.rel = append(w.rel, rel...)
+	return w.writeLocked()
+}
+
+// writeLocked is entered with w.mu held and returns with it released.
+func (w *replyWriter) writeLocked() error {
+	if w.writing {
+		w.mu.Unlock()
+		return nil
+	}
+	w.writing = true
+	for len(w.pending) > 0 && w.err == nil {
+		bufs, rel := w.pending, w.rel
+		w.pending, w.rel = w.spareBufs[:0], w.spareRel[:0]
+		w.mu.Unlock()
+
+		out := bufs // WriteTo consumes its receiver; keep bufs to recycle the array
+		_, err := out.WriteTo(w.w)
+		for _, r := range rel {
+			r.release()
+		}
+		clear(bufs)
+		clear(rel)
+
+		w.mu.Lock()
+		w.spareBufs, w.spareRel = bufs[:0], rel[:0]
+		if err != nil {
+			w.err = err
+		}
+	}
+	if w.err != nil {
+		// Nothing queued after a failure will ever be written: free it now.
+		for _, r := range w.rel {
+			r.release()
+		}
+		clear(w.pending)
+		clear(w.rel)
+		w.pending, w.rel = w.pending[:0], w.rel[:0]
+	}
+	w.writing = false
+	err := w.err
+	w.mu.Unlock()
+	return err
+}
+
+// failed reports the connection's write error, if any.
+func (w *replyWriter) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
