@@ -368,7 +368,7 @@ func (b *builder) buildNBD() error {
 	}
 	if n.Port == 0 {
 		n.Port = DefaultPort
-		b.src("nbd.port", "default: 10809 (IANA NBD port)")
+		b.src("nbd.port", "default: the IANA NBD port")
 	}
 	if p, ok := b.get("nbd_export"); ok {
 		if r := checkExport(p.Value); r != "" {
@@ -381,7 +381,7 @@ func (b *builder) buildNBD() error {
 		b.src("nbd.export", p.String())
 	}
 	if _, ok := b.plan.Sources["nbd.export"]; !ok {
-		b.src("nbd.export", "default: the server's default export (empty name)")
+		b.src("nbd.export", "default: no export name, the server's default export")
 	}
 	b.win = win
 	return nil
@@ -501,7 +501,7 @@ func (b *builder) buildDevice() error {
 	}
 	if n.Device == "" {
 		n.Device = DefaultDevice
-		b.src("nbd.device", "default: /dev/nbd0")
+		b.src("nbd.device", "default: no root=/dev/nbdN, nbddev= or cryptdevice=/dev/nbdN")
 	}
 	return nil
 }
@@ -637,7 +637,7 @@ func (b *builder) buildMount() error {
 // buildMisc reads init=, rootdelay=, the break/shell knobs and nbdroot.debug.
 func (b *builder) buildMisc() error {
 	b.plan.Init = DefaultInit
-	b.src("init", "default: /sbin/init")
+	b.src("init", "default: no init=")
 	if p, ok := b.get("init"); ok {
 		if !strings.HasPrefix(p.Value, "/") || len(p.Value) > 4096 || strings.ContainsRune(p.Value, 0) {
 			return perr(p.Name, p.Value, "must be an absolute path", "init=/PATH/TO/INIT")

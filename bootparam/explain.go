@@ -1,0 +1,171 @@
+package bootparam
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Explain writes the Plan for a person: one line per decision, each with the parameter
+// that made it or the reason for its default, then the notes. `nbdroot cmdline` prints it.
+func (p *Plan) Explain(w io.Writer) error {
+	ew := &errWriter{w: w}
+	line := func(label, value, key string) {
+		src := p.Sources[key]
+		switch {
+		case src == "":
+			ew.printf("  %-12s %s\n", label, value)
+		case strings.HasPrefix(src, "default"):
+			ew.printf("  %-12s %s  (%s)\n", label, value, src)
+		default:
+			ew.printf("  %-12s %s  (from %s)\n", label, value, src)
+		}
+	}
+
+	ew.printf("network\n")
+	for i, c := range p.IP {
+		line("ip["+strconv.Itoa(i)+"]", describeIP(c), "ip["+strconv.Itoa(i)+"]")
+		if c.Mode == ModeStatic && p.Sources["ip["+strconv.Itoa(i)+"].netmask"] != "" {
+			line("", "netmask "+c.Netmask, "ip["+strconv.Itoa(i)+"].netmask")
+		}
+	}
+	if p.BootIF != "" {
+		line("boot NIC", p.BootIF+" (the NIC that PXE-booted is preferred)", "bootif")
+	}
+
+	n := p.NBD
+	ew.printf("nbd\n")
+	switch {
+	case n.Host == "" && n.FromDHCP:
+		line("server", "from the DHCP root-path (option 17), else the DHCP server", "nbd.host")
+		if s := p.Sources["nbd.port"]; s != "" && !strings.HasPrefix(s, "default") {
+			line("port", strconv.Itoa(n.Port), "nbd.port")
+		}
+	default:
+		line("server", net.JoinHostPort(n.Host, strconv.Itoa(n.Port)), "nbd.host")
+		for _, s := range n.Servers[min(1, len(n.Servers)):] {
+			ew.printf("  %-12s %s\n", "failover", net.JoinHostPort(s.Host, strconv.Itoa(s.Port)))
+		}
+	}
+	line("export", strconv.Quote(n.Export), "nbd.export")
+	line("device", n.Device, "nbd.device")
+	if n.Connections != 0 {
+		line("connections", strconv.Itoa(n.Connections), "nbd.connections")
+	}
+	if n.Timeout != 0 {
+		line("timeout", n.Timeout.String()+" per request", "nbd.timeout")
+	}
+	if n.DeadConnTimeout != 0 {
+		line("dead conn", n.DeadConnTimeout.String()+" to reconnect a dead connection", "nbd.dead_conn_timeout")
+	}
+	if n.BlockSize != 0 {
+		line("block size", strconv.Itoa(n.BlockSize), "nbd.block_size")
+	}
+
+	if c := p.Crypt; c != nil {
+		ew.printf("crypt\n")
+		line("unlock", c.Device+" as /dev/mapper/"+c.Name, "crypt")
+		if len(c.Options) > 0 {
+			line("options", strings.Join(c.Options, ","), "crypt")
+		}
+		key := "passphrase asked on the console"
+		switch k := c.Key; {
+		case k == nil:
+		case k.Kind == "rootfs":
+			key = "key file " + k.Path + " inside the initramfs"
+		case k.Kind == "raw":
+			key = fmt.Sprintf("%d bytes at offset %d of %s", k.Size, k.Offset, k.Device)
+		default:
+			key = "key file " + k.Path + " on " + k.Device + " (" + k.FSType + ", mounted read-only)"
+		}
+		line("key", key, "crypt.key")
+	}
+
+	r := p.Root
+	ew.printf("root\n")
+	line("device", r.Device, "root.device")
+	fstype := r.FSType
+	if fstype == "" {
+		fstype = "probed"
+	}
+	line("fstype", fstype, "root.fstype")
+	if r.Flags != "" {
+		line("options", r.Flags, "root.flags")
+	}
+	mode := "read-only"
+	if r.RW {
+		mode = "read-write"
+	}
+	line("mode", mode, "root.rw")
+	if p.RootDelay != 0 {
+		line("delay", p.RootDelay.String()+" before looking for the root", "rootdelay")
+	}
+	ew.printf("init\n")
+	line("program", p.Init, "init")
+	if len(p.InitArgs) > 0 {
+		ew.printf("  %-12s %s  (after --)\n", "arguments", strings.Join(p.InitArgs, " "))
+	}
+	if p.Break != "" {
+		line("break", "rescue shell before "+p.Break, "break")
+	}
+	if p.Debug {
+		line("debug", "every hook logs its details", "debug")
+	}
+	if len(p.Notes) > 0 {
+		ew.printf("notes\n")
+		for _, note := range p.Notes {
+			ew.printf("  - %s\n", note)
+		}
+	}
+	return ew.err
+}
+
+// describeIP says in words what the net hook will do with one ip= entry.
+func describeIP(c IPConfig) string {
+	dev := "the first interface with carrier"
+	if c.Device != "" {
+		dev = c.Device
+	}
+	var b strings.Builder
+	switch c.Mode {
+	case ModeOff:
+		return "no configuration on " + dev
+	case ModeDHCP:
+		b.WriteString("DHCP on " + dev)
+	case ModeStatic:
+		b.WriteString("static " + c.Address + "/" + c.Netmask + " on " + dev)
+	}
+	if c.Gateway != "" {
+		b.WriteString(", gateway " + c.Gateway)
+	}
+	if c.Hostname != "" {
+		b.WriteString(", hostname " + c.Hostname)
+	}
+	if len(c.DNS) > 0 {
+		b.WriteString(", DNS " + strings.Join(c.DNS, " "))
+	}
+	if c.Server != "" {
+		b.WriteString(", server " + c.Server)
+	}
+	if c.NTP != "" {
+		b.WriteString(", NTP " + c.NTP)
+	}
+	if c.MTU != 0 {
+		b.WriteString(", MTU " + strconv.Itoa(c.MTU))
+	}
+	return b.String()
+}
+
+// errWriter keeps the first write error so that Explain can print freely.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
