@@ -14,8 +14,9 @@ import (
 )
 
 // maxConfigSize bounds what Parse reads (after gunzip): a real .config is about 300 KB, so this
-// only stops a wrong file, or a gzip bomb, from filling memory.
-const maxConfigSize = 16 << 20
+// only stops a wrong file, or a gzip bomb, from filling memory. A variable so that the fuzz
+// test can keep each run short.
+var maxConfigSize int64 = 4 << 20
 
 // Config is a parsed kernel .config: the value of every CONFIG_ symbol it sets, and the kernel
 // version its header names.
@@ -92,7 +93,9 @@ func Parse(r io.Reader) (*Config, error) {
 	return parse(br)
 }
 
-var errTooBig = &ParseError{Msg: fmt.Sprintf("larger than %d MiB", maxConfigSize>>20)}
+func tooBig() error {
+	return &ParseError{Msg: fmt.Sprintf("larger than %d KiB", maxConfigSize>>10)}
+}
 
 func parse(r io.Reader) (*Config, error) {
 	lr := &io.LimitedReader{R: r, N: maxConfigSize + 1}
@@ -115,7 +118,7 @@ func parse(r io.Reader) (*Config, error) {
 			m := assignRe.FindStringSubmatch(line)
 			if m == nil {
 				if lr.N <= 0 { // a line cut by the size limit
-					return nil, errTooBig
+					return nil, tooBig()
 				}
 				return nil, &ParseError{Line: n, Text: line, Msg: "want CONFIG_NAME=value or a # comment"}
 			}
@@ -129,7 +132,7 @@ func parse(r io.Reader) (*Config, error) {
 		return nil, fmt.Errorf("read: %w", err)
 	}
 	if lr.N <= 0 {
-		return nil, errTooBig
+		return nil, tooBig()
 	}
 	if len(c.values) == 0 {
 		return nil, &ParseError{Msg: "no CONFIG_ line"}
