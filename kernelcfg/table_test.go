@@ -2,6 +2,7 @@ package kernelcfg
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -42,6 +43,23 @@ func TestTableWellFormed(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("base has no requirement of %s for %s images", c.Option, c.Name)
+		}
+	}
+}
+
+// TestDocsNameEveryOption keeps docs/kernelcfg.md's table of requirements complete.
+func TestDocsNameEveryOption(t *testing.T) {
+	doc := readFile(t, "../docs/kernelcfg.md")
+	for _, h := range Hooks() {
+		for _, req := range h.Requirements {
+			for _, o := range req.AnyOf {
+				if !strings.Contains(doc, o.Name) || (o.Module != "" && !strings.Contains(doc, "("+o.Module+")")) {
+					t.Errorf("docs/kernelcfg.md does not name %s (%s) of hook %s", o.Name, o.Module, h.Name)
+				}
+			}
+			if req.MinVersion != "" && !strings.Contains(doc, "kernel ≥ "+req.MinVersion) {
+				t.Errorf("docs/kernelcfg.md does not name kernel ≥ %s of hook %s", req.MinVersion, h.Name)
+			}
 		}
 	}
 }
