@@ -101,7 +101,7 @@ func parseIPFields(value string) (IPConfig, error) {
 			return parseDracutIP(value, f)
 		}
 	}
-	if len(f) > 10 {
+	if len(f) > 10 && !(len(f) > 7 && allDigits(f[7])) {
 		return fail("more than 10 fields")
 	}
 	field := func(i int) string {

@@ -129,6 +129,9 @@ func parseDracutNBD(param, value string) (*nbdSpec, error) {
 			return fail("'[' without ']'")
 		}
 		host, rest = rest[1:end], rest[end+1:]
+		if !strings.Contains(host, ":") {
+			return fail("only an IPv6 address goes in brackets")
+		}
 		if rest != "" && rest[0] != ':' {
 			return fail("unexpected " + strconv.Quote(rest) + " after ']'")
 		}
@@ -218,7 +221,14 @@ func parseDebianNBD(param, value string) (*nbdSpec, error) {
 		if len(f) > 3 {
 			return fail("more than 3 comma-separated fields")
 		}
-		host = strings.TrimSuffix(strings.TrimPrefix(f[0], "["), "]")
+		host = f[0]
+		if strings.HasPrefix(host, "[") || strings.HasSuffix(host, "]") {
+			h, ok := strings.CutPrefix(host, "[")
+			if h, ok = strings.CutSuffix(h, "]"); !ok || !strings.Contains(h, ":") {
+				return fail("only an IPv6 address goes in brackets, as [ADDR]")
+			}
+			host = h
+		}
 		portName = f[1]
 		if portName == "" {
 			return fail("the second field (port or export name) is empty")
@@ -247,6 +257,9 @@ func parseDebianNBD(param, value string) (*nbdSpec, error) {
 				return fail("'[' without ']'")
 			}
 			host, rest = rest[1:end], rest[end+1:]
+			if !strings.Contains(host, ":") {
+				return fail("only an IPv6 address goes in brackets")
+			}
 		} else {
 			i := strings.IndexAny(rest, ":/")
 			if i < 0 {

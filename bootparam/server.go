@@ -139,6 +139,9 @@ func parseServer(s string) (Server, string) {
 		}
 		return Server{}, r
 	}
+	if strings.HasPrefix(s, "[") && !strings.Contains(host, ":") {
+		return Server{}, "only an IPv6 address goes in brackets"
+	}
 	srv := Server{Host: host, Port: DefaultPort}
 	if port != "" {
 		p, r := parsePort(port)

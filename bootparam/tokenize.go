@@ -75,12 +75,14 @@ func nextArg(s string, start int) (Param, int) {
 		args = args[1:]
 		inQuote, quoted = true, true
 	}
-	i, equals := 0, -1
+	// equals == 0 means "no '=' yet", as in next_arg(): a word starting with '=' therefore
+	// has no value unless a later '=' splits it ("=a=b" is name "=a", value "b").
+	i, equals := 0, 0
 	for ; i < len(args); i++ {
 		if isSpace(args[i]) && !inQuote {
 			break
 		}
-		if equals < 0 && args[i] == '=' {
+		if equals == 0 && args[i] == '=' {
 			equals = i
 		}
 		if args[i] == '"' {
@@ -91,7 +93,7 @@ func nextArg(s string, start int) (Param, int) {
 	// The word's closing quote is dropped when the word or its value was opened by a quote
 	// (next_arg writes a NUL over args[i-1] in both cases).
 	var p Param
-	if equals < 0 {
+	if equals == 0 {
 		p.Name = word
 	} else {
 		p.Name, p.Value, p.HasValue = word[:equals], word[equals+1:], true
