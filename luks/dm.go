@@ -166,30 +166,65 @@ type dmClient struct {
 	devDir string // "/dev/mapper"
 }
 
-// activate creates device name, loads t as its table and resumes it (which makes the table
-// live), then makes sure devDir/name exists. On failure the half-made device is removed.
-// This is the sequence dmsetup create runs (DM_DEV_CREATE, DM_TABLE_LOAD, DM_DEV_SUSPEND
-// without DM_SUSPEND_FLAG), without udev cookies.
-func (c *dmClient) activate(name string, t *Table) (path string, err error) {
+// activate maps t as device name and returns its node, devDir/name: createDevice with
+// one crypt target, then the node. The kernel is asked to wipe its copy of the table
+// (DM_SECURE_DATA_FLAG) and ours is wiped before returning.
+func (c *dmClient) activate(name string, t *Table) (string, error) {
 	if err := t.validate(); err != nil {
 		return "", fmt.Errorf("luks: activate %s: %w", name, err)
 	}
-	uuid := t.UUIDPrefix + "-" + name
-	if t.UUIDPrefix == "" {
-		uuid = ""
+	uuid := ""
+	if t.UUIDPrefix != "" {
+		uuid = t.UUIDPrefix + "-" + name
+		if len(uuid) >= dmUUIDLen {
+			uuid = uuid[:dmUUIDLen-1] // cryptsetup truncates the same way
+		}
 	}
-	if len(uuid) >= dmUUIDLen {
-		uuid = uuid[:dmUUIDLen-1] // cryptsetup truncates the same way
+	params := t.appendParams(make([]byte, 0, 256+2*len(t.Key)))
+	defer wipe(params)
+	flags := uint32(dmSecureDataFlag)
+	if t.ReadOnly {
+		flags |= dmReadOnlyFlag
 	}
-	create, err := dmMessage(name, uuid, 0, nil)
+	target := dmTarget{start: 0, length: t.Length, targetType: "crypt", params: params}
+	major, minor, err := c.createDevice(name, uuid, flags, []dmTarget{target})
 	if err != nil {
 		return "", fmt.Errorf("luks: activate %s: %w", name, err)
 	}
+	path := filepath.Join(c.devDir, name)
+	if !c.nodes.exists(path) {
+		// Without udev nobody creates /dev/mapper/NAME (devtmpfs only makes /dev/dm-N).
+		if err := c.nodes.mknod(path, major, minor); err != nil && !c.nodes.exists(path) {
+			err = fmt.Errorf("luks: activate %s: creating %s (%d:%d): %w", name, path, major, minor, err)
+			if rerr := c.remove(name); rerr != nil {
+				err = fmt.Errorf("%w (and cleaning up: %v)", err, rerr)
+			}
+			return "", err
+		}
+	}
+	return path, nil
+}
+
+// createDevice creates device name, loads targets as its table and resumes it (which
+// makes the table live): the sequence dmsetup create runs (DM_DEV_CREATE, DM_TABLE_LOAD,
+// DM_DEV_SUSPEND without DM_SUSPEND_FLAG), without udev cookies. loadFlags go with the
+// table (read-only, secure data). On failure the half-made device is removed. The table
+// buffer is wiped after the load.
+func (c *dmClient) createDevice(name, uuid string, loadFlags uint32, targets []dmTarget) (major, minor uint32, err error) {
+	create, err := dmMessage(name, uuid, 0, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	load, err := dmMessage(name, "", loadFlags, targets)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer wipe(load)
 	if err := c.ctl.ioctl(dmDevCreate, create); err != nil {
 		if errors.Is(err, syscall.EBUSY) {
-			return "", fmt.Errorf("luks: activate %s: a device-mapper device of that name exists already: %w", name, err)
+			return 0, 0, fmt.Errorf("a device-mapper device of that name exists already: %w", err)
 		}
-		return "", fmt.Errorf("luks: activate %s: %w", name, err)
+		return 0, 0, err
 	}
 	defer func() {
 		if err != nil {
@@ -198,38 +233,15 @@ func (c *dmClient) activate(name string, t *Table) (path string, err error) {
 			}
 		}
 	}()
-	major, minor := dmDecodeDev(binary.NativeEndian.Uint64(create[dmOffDev:]))
-
-	params := t.appendParams(make([]byte, 0, 256+2*len(t.Key)))
-	defer wipe(params)
-	flags := uint32(dmSecureDataFlag)
-	if t.ReadOnly {
-		flags |= dmReadOnlyFlag
+	major, minor = dmDecodeDev(binary.NativeEndian.Uint64(create[dmOffDev:]))
+	if err := c.ctl.ioctl(dmTableLoad, load); err != nil {
+		return 0, 0, fmt.Errorf("loading the %s table (is the target's module loaded, its cipher available?): %w", targets[0].targetType, err)
 	}
-	load, err := dmMessage(name, "", flags, []dmTarget{{start: 0, length: t.Length, targetType: "crypt", params: params}})
-	if err != nil {
-		return "", fmt.Errorf("luks: activate %s: %w", name, err)
-	}
-	err = c.ctl.ioctl(dmTableLoad, load)
-	wipe(load)
-	if err != nil {
-		return "", fmt.Errorf("luks: activate %s: loading the dm-crypt table (is dm-crypt loaded, and the cipher %s available?): %w", name, t.Cipher, err)
-	}
-	resume, err := dmMessage(name, "", 0, nil)
-	if err != nil {
-		return "", fmt.Errorf("luks: activate %s: %w", name, err)
-	}
+	resume, _ := dmMessage(name, "", 0, nil) // name already checked
 	if err := c.ctl.ioctl(dmDevSuspend, resume); err != nil {
-		return "", fmt.Errorf("luks: activate %s: resuming: %w", name, err)
+		return 0, 0, fmt.Errorf("resuming: %w", err)
 	}
-	path = filepath.Join(c.devDir, name)
-	if !c.nodes.exists(path) {
-		// Without udev nobody creates /dev/mapper/NAME (devtmpfs only makes /dev/dm-N).
-		if err := c.nodes.mknod(path, major, minor); err != nil && !c.nodes.exists(path) {
-			return "", fmt.Errorf("luks: activate %s: creating %s (%d:%d): %w", name, path, major, minor, err)
-		}
-	}
-	return path, nil
+	return major, minor, nil
 }
 
 // remove removes device name (DM_DEV_REMOVE) and its /dev/mapper node.
