@@ -153,12 +153,11 @@ func Check(cfg *Config, modulesDir string, hooks []string, compression string) (
 		r.KernelVersion = cfg.Version
 	}
 	if r.KernelVersion == "" && modulesDir != "" {
-		dir := filepath.Clean(modulesDir)
-		if real, err := filepath.EvalSymlinks(dir); err == nil {
-			dir = real
-		}
-		if _, _, ok := majorMinor(filepath.Base(dir)); ok {
-			r.KernelVersion = filepath.Base(dir)
+		for _, dir := range modulesPaths(modulesDir) {
+			if _, _, ok := majorMinor(filepath.Base(dir)); ok {
+				r.KernelVersion = filepath.Base(dir)
+				break
+			}
 		}
 	}
 
@@ -295,6 +294,24 @@ func majorMinor(v string) (int, int, bool) {
 		return 0, 0, false
 	}
 	return maj, minr, true
+}
+
+// CheckKernel checks the kernel of modulesDir (or, with modulesDir "", the running kernel)
+// with its own config: the first of ConfigCandidates that exists, so ROOT/boot/config-VER for
+// ROOT/lib/modules/VER. When there is none, modulesDir alone is checked (see Check); without
+// modulesDir either, the error is a *NoConfigError.
+func CheckKernel(modulesDir string, hooks []string, compression string) (*Report, error) {
+	var cfg *Config
+	path, err := FindConfig(modulesDir, HostRelease())
+	switch {
+	case err == nil:
+		if cfg, err = Load(path); err != nil {
+			return nil, err
+		}
+	case modulesDir == "":
+		return nil, err
+	}
+	return Check(cfg, modulesDir, hooks, compression)
 }
 
 // validate applies the defaults to hooks and compression and rejects unknown names.

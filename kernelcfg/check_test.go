@@ -2,6 +2,8 @@ package kernelcfg
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -312,5 +314,64 @@ func TestMajorMinor(t *testing.T) {
 		if got, _ := checkVersion(tc.version, tc.min); got != tc.want {
 			t.Errorf("checkVersion(%q, %q) = %q, want %q", tc.version, tc.min, got, tc.want)
 		}
+	}
+}
+
+// Without modules.builtin, a module that has no file may still be built in: unknown, not
+// missing.
+func TestCheckWithoutBuiltinList(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "6.1.0-nolist")
+	os.MkdirAll(filepath.Join(dir, "kernel", "drivers", "block"), 0o755)
+	os.WriteFile(filepath.Join(dir, "modules.order"), []byte("kernel/drivers/block/nbd.ko\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "kernel", "drivers", "block", "nbd.ko"), nil, 0o644)
+	r, err := Check(nil, dir, []string{"nbd", "filesystems"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := byOption(r)
+	if got["BLK_DEV_NBD"].State != Module || got["EXT4_FS"].State != Unknown {
+		t.Errorf("BLK_DEV_NBD %q, EXT4_FS %q; want module, unknown", got["BLK_DEV_NBD"].State, got["EXT4_FS"].State)
+	}
+	if !r.OK() {
+		t.Errorf("missing %q", names(r.Missing()))
+	}
+}
+
+func TestCheckKernel(t *testing.T) {
+	// A chroot holding the synthetic kernel: ROOT/lib/modules/VER with no config beside it yet.
+	root := t.TempDir()
+	mods := filepath.Join(root, "lib", "modules", "6.1.0-synth")
+	os.MkdirAll(filepath.Join(root, "boot"), 0o755)
+	abs, _ := filepath.Abs(synthModules)
+	os.MkdirAll(filepath.Dir(mods), 0o755)
+	if err := os.Symlink(abs, mods); err != nil {
+		t.Fatal(err)
+	}
+	r, err := CheckKernel(mods, []string{"base", "nbd"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config != "" || byOption(r)["DEVTMPFS"].State != Unknown || byOption(r)["BLK_DEV_NBD"].State != Module {
+		t.Errorf("without a config: config %q, DEVTMPFS %q, BLK_DEV_NBD %q; want none, unknown, module",
+			r.Config, byOption(r)["DEVTMPFS"].State, byOption(r)["BLK_DEV_NBD"].State)
+	}
+
+	config := filepath.Join(root, "boot", "config-6.1.0-synth")
+	os.WriteFile(config, []byte(edit(t, readFile(t, synthConfig), map[string]string{"BLK_DEV_NBD": "n"})), 0o644)
+	r, err = CheckKernel(mods, []string{"base", "nbd"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config != config || byOption(r)["DEVTMPFS"].State != BuiltIn {
+		t.Errorf("config %q, DEVTMPFS %q; want %s, built-in", r.Config, byOption(r)["DEVTMPFS"].State, config)
+	}
+	if diff := cmp.Diff([]string{"BLK_DEV_NBD"}, names(r.Missing())); diff != "" {
+		t.Errorf("Missing (-want +got):\n%s", diff)
+	}
+
+	os.WriteFile(config, []byte("garbage\n"), 0o644)
+	var pe *ParseError
+	if _, err := CheckKernel(mods, nil, ""); !errors.As(err, &pe) {
+		t.Errorf("a malformed config beside the modules: %v, want a ParseError", err)
 	}
 }

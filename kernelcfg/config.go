@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -163,8 +164,9 @@ const ProcConfig = "/proc/config.gz"
 // With a modules dir (/lib/modules/VER, possibly inside a chroot such as /mnt/lib/modules/VER)
 // the config must be the one of that kernel: ROOT/boot/config-VER beside it, and the running
 // kernel's own files only when release (`uname -r`) is VER. Without one, the running kernel is
-// meant: /proc/config.gz, then /boot/config-RELEASE. Symlinks in modulesDir are resolved first,
-// so a link named "current/modules" still yields VER.
+// meant: /proc/config.gz, then /boot/config-RELEASE. The modules dir is taken both as given and
+// with its symlinks resolved, so that a link such as the test kernel's "current/modules", and
+// merged-/usr systems (/lib -> usr/lib), both lead to ROOT/boot.
 func ConfigCandidates(modulesDir, release string) []string {
 	if modulesDir == "" {
 		c := []string{ProcConfig}
@@ -173,20 +175,49 @@ func ConfigCandidates(modulesDir, release string) []string {
 		}
 		return c
 	}
-	dir := filepath.Clean(modulesDir)
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = real
-	}
-	ver := filepath.Base(dir)
-	root := filepath.Dir(filepath.Dir(filepath.Dir(dir))) // ROOT of ROOT/lib/modules/VER
-	c := []string{filepath.Join(root, "boot", "config-"+ver)}
-	if ver == release {
-		c = append(c, ProcConfig)
-		if host := "/boot/config-" + release; host != c[0] {
-			c = append(c, host)
+	var c []string
+	add := func(p string) {
+		if !slices.Contains(c, p) {
+			c = append(c, p)
 		}
 	}
+	host := false
+	for _, dir := range modulesPaths(modulesDir) {
+		if root, ok := chrootOf(dir); ok {
+			add(filepath.Join(root, "boot", "config-"+filepath.Base(dir)))
+		}
+		host = host || (release != "" && filepath.Base(dir) == release)
+	}
+	if host {
+		add(ProcConfig)
+		add("/boot/config-" + release)
+	}
 	return c
+}
+
+// modulesPaths returns a modules dir as given and, when different, with symlinks resolved.
+func modulesPaths(modulesDir string) []string {
+	dir := filepath.Clean(modulesDir)
+	paths := []string{dir}
+	if real, err := filepath.EvalSymlinks(dir); err == nil && real != dir {
+		paths = append(paths, real)
+	}
+	return paths
+}
+
+// chrootOf returns ROOT for a modules dir ROOT/lib/modules/VER (or ROOT/usr/lib/modules/VER),
+// and false for a dir whose parent is not named "modules".
+func chrootOf(dir string) (string, bool) {
+	mods := filepath.Dir(dir)
+	if filepath.Base(mods) != "modules" {
+		return "", false
+	}
+	lib := filepath.Dir(mods)
+	root := filepath.Dir(lib)
+	if filepath.Base(lib) == "lib" && filepath.Base(root) == "usr" {
+		root = filepath.Dir(root)
+	}
+	return root, true
 }
 
 // HostRelease returns the running kernel's release (what `uname -r` prints), or "" where it
@@ -205,6 +236,9 @@ type NoConfigError struct {
 }
 
 func (e *NoConfigError) Error() string {
+	if len(e.Tried) == 0 {
+		return "no kernel config found"
+	}
 	return "no kernel config found (tried " + strings.Join(e.Tried, ", ") + ")"
 }
 

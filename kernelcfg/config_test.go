@@ -149,6 +149,13 @@ func TestConfigCandidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	chrootConfig := filepath.Join(root, "boot", "config-6.1.0-9-amd64")
+	// A second chroot whose lib/modules/VER is a link into the first.
+	root2 := t.TempDir()
+	chrootLink := filepath.Join(root2, "lib", "modules", "6.1.0-9-amd64")
+	os.MkdirAll(filepath.Dir(chrootLink), 0o755)
+	if err := os.Symlink(mods, chrootLink); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name, modules, release string
@@ -161,6 +168,9 @@ func TestConfigCandidates(t *testing.T) {
 		{"the running kernel's own modules dir", mods, "6.1.0-9-amd64",
 			[]string{chrootConfig, "/proc/config.gz", "/boot/config-6.1.0-9-amd64"}},
 		{"the host's /lib/modules/VER", "/lib/modules/6.18.0", "6.18.0", []string{"/boot/config-6.18.0", "/proc/config.gz"}},
+		{"merged /usr", "/usr/lib/modules/6.18.0", "", []string{"/boot/config-6.18.0"}},
+		{"a link into another tree: both roots", chrootLink, "6.18.0", []string{filepath.Join(root2, "boot", "config-6.1.0-9-amd64"), chrootConfig}},
+		{"not a modules dir", root, "6.18.0", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, ConfigCandidates(tc.modules, tc.release)); diff != "" {

@@ -39,20 +39,33 @@ type ModulesDir struct {
 	files map[string]string
 }
 
-// OpenModulesDir indexes a /lib/modules/VER directory: modules.builtin, and every module file
-// under it (kernel/, updates/, extra/…), whatever modules.order says, since a file listed there
+// OpenModulesDir indexes a /lib/modules/VER directory (one with modules.order or
+// modules.builtin): modules.builtin, and every module file under it (kernel/, updates/, extra/…), whatever modules.order says, since a file listed there
 // may be absent and only a file on disk can be loaded.
 func OpenModulesDir(dir string) (*ModulesDir, error) {
+	m, err := openModulesDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("modules dir %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+func openModulesDir(dir string) (*ModulesDir, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, err
+		return nil, errors.Unwrap(err) // the *PathError would name dir a second time
 	}
 	if !st.IsDir() {
-		return nil, &fs.PathError{Op: "open modules dir", Path: dir, Err: errors.New("not a directory")}
+		return nil, errors.New("not a directory")
 	}
 	m := &ModulesDir{Dir: dir, files: map[string]string{}}
 	if m.builtin, err = readModuleList(filepath.Join(dir, "modules.builtin")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
+	}
+	// modules_install writes both lists; requiring one keeps a wrong dir (/tmp, /lib/modules)
+	// from being walked and taken for a kernel's.
+	if _, err := os.Stat(filepath.Join(dir, "modules.order")); err != nil && m.builtin == nil {
+		return nil, errors.New("no modules.order or modules.builtin: not a /lib/modules/VER directory")
 	}
 	// The dir itself may be a link (the test kernel's "current/modules"), but below it WalkDir
 	// follows no symlink, so the build/ and source/ links into kernel headers (and the host's
@@ -79,10 +92,7 @@ func OpenModulesDir(dir string) (*ModulesDir, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("modules dir %s: %w", dir, err)
-	}
-	if len(m.files) == 0 && m.builtin == nil {
-		return nil, fmt.Errorf("modules dir %s: no module file and no modules.builtin: not a /lib/modules/VER directory", dir)
+		return nil, err
 	}
 	return m, nil
 }

@@ -111,29 +111,23 @@ and no config, built-in options are judged from modules.builtin and bool options
 		return 2
 	}
 
-	var cfg *kernelcfg.Config
+	var r *kernelcfg.Report
+	var err error
 	if configPath == "" {
-		p, err := kernelcfg.FindConfig(modulesDir, kernelcfg.HostRelease())
-		var none *kernelcfg.NoConfigError
-		switch {
-		case errors.As(err, &none) && modulesDir != "":
-			// The modules dir alone still tells a lot; the report says what it cannot.
-		case err != nil:
-			fmt.Fprintf(stderr, "nbdroot kernelcfg check: %v: pass --config FILE or --modules DIR\n", err)
-			return 2
-		default:
-			configPath = p
-		}
-	}
-	if configPath != "" {
-		var err error
-		if cfg, err = kernelcfg.Load(configPath); err != nil {
-			fmt.Fprintf(stderr, "nbdroot kernelcfg check: --config: %v\n", err)
+		r, err = kernelcfg.CheckKernel(modulesDir, hf.list(), hf.compression)
+	} else {
+		cfg, lerr := kernelcfg.Load(configPath)
+		if lerr != nil {
+			fmt.Fprintf(stderr, "nbdroot kernelcfg check: --config: %v\n", lerr)
 			return 2
 		}
+		r, err = kernelcfg.Check(cfg, modulesDir, hf.list(), hf.compression)
 	}
-	r, err := kernelcfg.Check(cfg, modulesDir, hf.list(), hf.compression)
 	if err != nil {
+		var none *kernelcfg.NoConfigError
+		if errors.As(err, &none) {
+			err = fmt.Errorf("%w: pass --config FILE or --modules DIR", err)
+		}
 		fmt.Fprintf(stderr, "nbdroot kernelcfg check: %s%v\n", flagOf(err), err)
 		return 2
 	}
@@ -152,16 +146,17 @@ and no config, built-in options are judged from modules.builtin and bool options
 	return 0
 }
 
-// flagOf names the flag an error of kernelcfg.Check comes from, as a message prefix.
+// flagOf names the flag behind an unknown hook or compression, as a message prefix; other
+// errors name their file themselves.
 func flagOf(err error) string {
 	var ae *kernelcfg.ArgError
-	if errors.As(err, &ae) {
-		if ae.Arg == "hook" {
-			return "--hooks: "
-		}
-		return "--" + ae.Arg + ": "
+	if !errors.As(err, &ae) {
+		return ""
 	}
-	return "--modules: "
+	if ae.Arg == "hook" {
+		return "--hooks: "
+	}
+	return "--" + ae.Arg + ": "
 }
 
 func kernelcfgFragment(args []string, stdout, stderr io.Writer) int {
