@@ -148,8 +148,7 @@ func (c *conn) transmit(ss *session) txStats {
 	if fb, ok := t.be.(*fileBackend); ok && !fb.block {
 		t.holes = true
 	}
-	if ov, ok := t.be.(*overlay); ok {
-		_ = ov
+	if _, ok := t.be.(*overlay); ok {
 		t.holes = true
 	}
 	err := t.run()
