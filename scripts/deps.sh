@@ -14,6 +14,8 @@ what=${1:-all}
 # command-or-file → Debian package that provides it.
 declare -A need=(
   [qemu-system-x86_64]=qemu-system-x86
+  [/usr/lib/ipxe/qemu/pxe-virtio.rom]=ipxe-qemu
+  [/usr/share/seabios/bios-256k.bin]=seabios
   [socat]=socat
   [mkfs.ext4]=e2fsprogs
   [/bin/busybox]=busybox-static

@@ -1,0 +1,193 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nbdroot/nbdroot/bootparam"
+	"github.com/nbdroot/nbdroot/kmod"
+	"golang.org/x/sys/unix"
+)
+
+// HooksFile lists the image's hooks in boot order, one per line (written by the builder).
+const HooksFile = "/etc/nbdroot/hooks"
+
+// BootConfig is what PID 1 passes to Boot.
+type BootConfig struct {
+	Console io.Writer
+	Sys     System
+	// NewModules returns the image's module loader, once /proc and /sys exist; nil when the
+	// image carries no modules.
+	NewModules func(s *State) ModuleLoader
+	// Rescue opens the rescue shell after a failure (or rd.break) and returns when it exits.
+	Rescue func(s *State, failure error)
+	// Args and Env are the kernel's leftovers for the root's init.
+	Args, Env []string
+	// BeforeSwitch runs just before switch_root (the keeper starts there).
+	BeforeSwitch func(ctx context.Context, s *State) error
+}
+
+// Boot is PID 1's whole job: mount the API filesystems, read the plan from the kernel command
+// line, run the image's hooks and switch to the real root. It never returns: after a failure
+// it opens the rescue shell again and again.
+func Boot(cfg BootConfig) {
+	ctx := context.Background()
+	log := NewLogger(cfg.Console, cfg.Sys.Uptime)
+	s := &State{Log: log, Sys: cfg.Sys, Plan: &bootparam.Plan{}}
+	log.Printf("nbdroot-init starting (pid %d)", os.Getpid())
+
+	start := time.Now()
+	err := Base{}.Run(ctx, s)
+	if err == nil {
+		log.Stage("base", time.Since(start), Base{}.Summary(s))
+		err = s.loadPlan()
+	}
+	if err == nil {
+		s.Hooks = imageHooks()
+		if cfg.NewModules != nil {
+			s.Modules = cfg.NewModules(s)
+		}
+		var hooks []Hook
+		hooks, err = hookList(s.Hooks, cfg)
+		if err == nil {
+			err = Run(ctx, hooks, s)
+		}
+	}
+	// Only failures get here: a successful switch_root replaced this process.
+	for {
+		report(log, err)
+		if cfg.Rescue != nil {
+			cfg.Rescue(s, err)
+			continue
+		}
+		log.Printf("no rescue shell in this image; the system is halted (reboot to retry)")
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
+}
+
+// loadPlan reads /proc/cmdline into the State's Plan.
+func (s *State) loadPlan() error {
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return fail("cmdline", "", "read /proc/cmdline", err)
+	}
+	p, err := bootparam.Parse(strings.TrimSpace(string(b)))
+	if err != nil {
+		return &Failure{Hook: "cmdline", Tried: "read the kernel command line", Err: err}
+	}
+	s.Plan = p
+	s.Log.SetDebug(p.Debug)
+	s.Log.Debugf("cmdline: %s", strings.TrimSpace(string(b)))
+	return nil
+}
+
+// imageHooks reads the image's hook list; an image without one runs the default list.
+func imageHooks() []string {
+	f, err := os.Open(HooksFile)
+	if err != nil {
+		return append([]string(nil), Default...)
+	}
+	defer f.Close()
+	var hooks []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if h := strings.TrimSpace(sc.Text()); h != "" && !strings.HasPrefix(h, "#") {
+			hooks = append(hooks, h)
+		}
+	}
+	return hooks
+}
+
+// hookList turns hook names into the stages to run after base; names accepted for
+// mkinitcpio compatibility that do nothing here are skipped.
+func hookList(names []string, cfg BootConfig) ([]Hook, error) {
+	var out []Hook
+	for _, n := range names {
+		switch n {
+		case "base":
+			// Already done: the plan cannot be read before /proc is mounted.
+		case "udev":
+			out = append(out, Udev{})
+		case "net":
+			out = append(out, Net{})
+		case "nbd":
+			out = append(out, NBD{})
+		case "encrypt":
+			out = append(out, Encrypt{})
+		case "filesystems":
+			out = append(out, Filesystems{})
+		default:
+			if _, ok := Lookup(n); !ok {
+				return nil, &Failure{Hook: "init", Tried: "read " + HooksFile, Err: fmt.Errorf("unknown hook %q", n)}
+			}
+		}
+	}
+	return append(out, SwitchRoot{Args: cfg.Args, Env: cfg.Env, BeforeExec: cfg.BeforeSwitch}), nil
+}
+
+// report prints a failure the way a person at the console needs it.
+func report(log *Logger, err error) {
+	if errors.Is(err, ErrBreak) {
+		log.Printf("boot stopped on request (%v); type 'exit' to continue booting is not supported: reboot when done", err)
+		return
+	}
+	var f *Failure
+	if errors.As(err, &f) {
+		log.Printf("BOOT FAILED in the %s stage", f.Hook)
+		if f.Tried != "" {
+			log.Printf("  tried:     %s", f.Tried)
+		}
+		if f.Param != "" {
+			log.Printf("  parameter: %s", f.Param)
+		}
+		if f.Err != nil {
+			log.Printf("  error:     %v", f.Err)
+		}
+	} else {
+		log.Printf("BOOT FAILED: %v", err)
+	}
+	log.Printf("dropping to the rescue shell")
+}
+
+// Reboot powers the machine off or reboots it; it returns only on failure.
+func Reboot(powerOff bool) error {
+	unix.Sync()
+	cmd := unix.LINUX_REBOOT_CMD_RESTART
+	if powerOff {
+		cmd = unix.LINUX_REBOOT_CMD_POWER_OFF
+	}
+	return unix.Reboot(cmd)
+}
+
+// DefaultConfig is the configuration of a real boot: the console, the running kernel, the
+// image's module index.
+func DefaultConfig(console io.Writer, args, env []string) BootConfig {
+	return BootConfig{
+		Console: console,
+		Sys:     NewSystem(),
+		Args:    args,
+		Env:     env,
+		NewModules: func(s *State) ModuleLoader {
+			dir, err := kmod.ModulesDir("/")
+			if err != nil {
+				s.Log.Debugf("udev: %v (no modules in this image)", err)
+				return nil
+			}
+			ix, err := kmod.OpenIndex(dir)
+			if err != nil {
+				s.Log.Printf("udev: %v", err)
+				return nil
+			}
+			b := kmod.NewBoot(ix, dir, kmod.FinitLoader{}, kmod.BootOptions{Logf: s.Log.Debugf})
+			return &ImageModules{Boot: b, Hooks: s.Hooks, SysDevices: "/sys/devices", Log: s.Log}
+		},
+	}
+}

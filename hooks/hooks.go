@@ -1,0 +1,201 @@
+// Package hooks holds the boot stages of nbdroot-init (base, udev, net, nbd, encrypt,
+// filesystems, switch_root), named like mkinitcpio's hooks, and the runner that executes them
+// in the order the image was built with, printing a timeline.
+//
+// Every stage reads the one Plan made from the kernel command line and the State produced by
+// the stages before it; there is no global state. A failing stage returns a *Failure that says
+// which hook failed, which parameter was involved and what was tried; the init prints it and
+// opens a rescue shell. Nothing here ever exits the process: PID 1 exiting is a kernel panic.
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nbdroot/nbdroot/bootparam"
+)
+
+// Hook is one boot stage.
+type Hook interface {
+	Name() string
+	Run(ctx context.Context, s *State) error
+}
+
+// State is what the stages share: the Plan, where to log, the kernel-facing System, and what
+// earlier stages produced.
+type State struct {
+	Plan *bootparam.Plan
+	// Log receives the timeline and every message meant for the console.
+	Log *Logger
+	// Sys performs everything that touches the kernel; tests use a fake.
+	Sys System
+	// Hooks is the list of hooks in this image, in order (what /etc/nbdroot/hooks says).
+	Hooks []string
+
+	// Modules loads the modules a hook needs (started by udev, awaited by each hook).
+	Modules ModuleLoader
+
+	// Net is filled by the net hook.
+	Net *NetConfig
+	// NBD is filled by the nbd hook.
+	NBD *NBDAttachment
+	// CryptDevice is the unlocked mapper device (/dev/mapper/NAME), filled by encrypt.
+	CryptDevice string
+	// NewRoot is where the root filesystem was mounted by filesystems.
+	NewRoot string
+}
+
+// NetConfig is the network configuration the net hook applied.
+type NetConfig struct {
+	Interface string
+	MAC       string
+	Address   net.IPNet
+	Gateway   net.IP
+	DNS       []net.IP
+	Hostname  string
+	Domain    string
+	MTU       int
+	// Method is "dhcp" or "static".
+	Method string
+	// ServerID, NextServer and RootPath come from the DHCP answer, when there was one.
+	ServerID   net.IP
+	NextServer net.IP
+	RootPath   string
+	LeaseTime  time.Duration
+}
+
+// NBDAttachment is the device the nbd hook connected.
+type NBDAttachment struct {
+	Device   string // /dev/nbdN
+	Index    int
+	Server   string // host:port actually used
+	Export   string
+	Size     uint64
+	Flags    uint16
+	Sockets  int
+	ReadOnly bool
+}
+
+// ModuleLoader loads the kernel modules of the image. Start begins loading everything the
+// image's hooks need, in parallel where dependencies allow; Wait blocks until the modules
+// of one hook are loaded (or failed).
+type ModuleLoader interface {
+	Start(ctx context.Context)
+	Wait(ctx context.Context, hook string) error
+}
+
+// Failure is a failed boot stage, said the way a person at the console needs it.
+type Failure struct {
+	Hook  string // the stage that failed
+	Param string // the cmdline parameter involved, if any (e.g. "nbd_server=10.0.0.1:10809")
+	Tried string // what was tried, in a few words
+	Err   error
+}
+
+func (f *Failure) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s hook failed", f.Hook)
+	if f.Tried != "" {
+		fmt.Fprintf(&b, ": %s", f.Tried)
+	}
+	if f.Err != nil {
+		fmt.Fprintf(&b, ": %v", f.Err)
+	}
+	if f.Param != "" {
+		fmt.Fprintf(&b, " (parameter %s)", f.Param)
+	}
+	return b.String()
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+// fail wraps err into a Failure of hook unless it is one already.
+func fail(hook, param, tried string, err error) error {
+	var f *Failure
+	if errors.As(err, &f) {
+		return err
+	}
+	return &Failure{Hook: hook, Param: param, Tried: tried, Err: err}
+}
+
+// Logger writes the boot's console messages, each prefixed with the uptime, so a boot prints
+// its own timeline.
+type Logger struct {
+	mu     sync.Mutex
+	w      io.Writer
+	uptime func() time.Duration
+	debug  bool
+}
+
+// NewLogger returns a Logger writing to w; uptime reports time since boot.
+func NewLogger(w io.Writer, uptime func() time.Duration) *Logger {
+	return &Logger{w: w, uptime: uptime}
+}
+
+// SetDebug turns debug messages on or off.
+func (l *Logger) SetDebug(on bool) {
+	l.mu.Lock()
+	l.debug = on
+	l.mu.Unlock()
+}
+
+// Printf writes one console line.
+func (l *Logger) Printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "nbdroot: [%8.3f] %s\n", l.uptime().Seconds(), fmt.Sprintf(format, args...))
+}
+
+// Debugf writes a console line when debugging is on (nbdroot.debug).
+func (l *Logger) Debugf(format string, args ...any) {
+	l.mu.Lock()
+	on := l.debug
+	l.mu.Unlock()
+	if on {
+		l.Printf(format, args...)
+	}
+}
+
+// Stage writes the timeline line of a finished stage: name, duration, uptime and a summary.
+func (l *Logger) Stage(name string, d time.Duration, summary string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "nbdroot: [%8.3f] stage %-12s %7.3fs  %s\n", l.uptime().Seconds(), name, d.Seconds(), summary)
+}
+
+// Summarizer is implemented by hooks that can say in a few words what they did.
+type Summarizer interface {
+	Summary(s *State) string
+}
+
+// Run executes hooks in order and returns the first failure as a *Failure. It stops before
+// the hook named by the Plan's Break (rd.break) with ErrBreak.
+func Run(ctx context.Context, hooks []Hook, s *State) error {
+	for _, h := range hooks {
+		if s.Plan != nil && s.Plan.Break != "" && s.Plan.Break == h.Name() {
+			return &Failure{Hook: h.Name(), Tried: "stopped before this stage on request", Param: "rd.break", Err: ErrBreak}
+		}
+		start := time.Now()
+		err := h.Run(ctx, s)
+		d := time.Since(start)
+		if err != nil {
+			s.Log.Stage(h.Name(), d, "FAILED")
+			return fail(h.Name(), "", "", err)
+		}
+		summary := ""
+		if sm, ok := h.(Summarizer); ok {
+			summary = sm.Summary(s)
+		}
+		s.Log.Stage(h.Name(), d, summary)
+	}
+	return nil
+}
+
+// ErrBreak is the "error" of a boot stopped on purpose (rd.break, nbdroot.shell).
+var ErrBreak = errors.New("boot stopped on request")

@@ -1,0 +1,257 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nbdroot/nbdroot/bootparam"
+	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdclient"
+)
+
+// Defaults of the nbd hook, documented in the README.
+const (
+	// DefaultConnectBudget is how long the nbd hook keeps retrying the servers before it
+	// gives up and reports the failure.
+	DefaultConnectBudget = 30 * time.Second
+	// DefaultDeadConnTimeout is how long the kernel holds I/O on a dead connection while the
+	// keeper reconnects: long enough for a server restart or a switch reboot.
+	DefaultDeadConnTimeout = 120 * time.Second
+)
+
+// NBD negotiates with the server (retrying with backoff across the servers of the Plan) and
+// attaches the export to the kernel device through netlink.
+type NBD struct {
+	// Budget bounds the whole connect phase; default DefaultConnectBudget.
+	Budget time.Duration
+}
+
+// Name implements Hook.
+func (NBD) Name() string { return "nbd" }
+
+// Run implements Hook.
+func (h NBD) Run(ctx context.Context, s *State) error {
+	if s.Plan.NBD.FromDHCP && s.Net != nil {
+		// No server on the command line: the DHCP answer names it (root-path, option 17,
+		// or else the DHCP server itself).
+		server := ""
+		if s.Net.ServerID != nil {
+			server = s.Net.ServerID.String()
+		}
+		if err := s.Plan.ApplyDHCP(s.Net.RootPath, server); err != nil {
+			return fail("nbd", "DHCP root-path="+s.Net.RootPath, "read the NBD server from the DHCP answer", err)
+		}
+	}
+	p := s.Plan.NBD
+	servers := serverList(p)
+	if len(servers) == 0 {
+		return fail("nbd", "nbd_server=", "find the NBD server",
+			errors.New("no server on the command line and none from DHCP (root-path, option 17)"))
+	}
+	param := serverParam(s.Plan, servers)
+	index, err := deviceIndex(p.Device)
+	if err != nil {
+		return fail("nbd", "root="+s.Plan.Root.Device, "choose the NBD device", err)
+	}
+	if s.Modules != nil {
+		if err := s.Modules.Wait(ctx, "nbd"); err != nil {
+			return fail("nbd", "", "load the nbd module", err)
+		}
+	}
+
+	budget := h.Budget
+	if budget == 0 {
+		budget = DefaultConnectBudget
+	}
+	conns, addr, err := connect(ctx, s, servers, p.Export, wantConns(p.Connections), budget)
+	if err != nil {
+		return fail("nbd", param, "connect", err)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	info := conns[0].Info
+	bs, err := nbdclient.BlockSize(info, p.BlockSize)
+	if err != nil {
+		return fail("nbd", param, "choose a block size", err)
+	}
+	files := make([]*os.File, 0, len(conns))
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, c := range conns {
+		f, err := c.File()
+		if err != nil {
+			return fail("nbd", param, "hand the socket to the kernel", err)
+		}
+		files = append(files, f)
+	}
+	dead := p.DeadConnTimeout
+	if dead == 0 {
+		dead = DefaultDeadConnTimeout
+	}
+	dev := nbdclient.Device{
+		Index: index, Size: info.Size, BlockSize: bs, ServerFlags: info.Flags,
+		Timeout: p.Timeout, DeadConnTimeout: dead,
+		BackendID: backendID(addr, p.Export),
+	}
+	got, err := s.Sys.AttachNBD(dev, files)
+	if err != nil {
+		return fail("nbd", param, fmt.Sprintf("attach %s (%d bytes) to %s", backendID(addr, p.Export), info.Size, p.Device), err)
+	}
+	s.NBD = &NBDAttachment{
+		Device: fmt.Sprintf("/dev/nbd%d", got), Index: got, Server: addr, Export: p.Export,
+		Size: info.Size, Flags: info.Flags, Sockets: len(files), ReadOnly: info.Flags&nbd.TransReadOnly != 0,
+	}
+	return nil
+}
+
+// Summary implements Summarizer.
+func (NBD) Summary(s *State) string {
+	a := s.NBD
+	if a == nil {
+		return ""
+	}
+	ro := ""
+	if a.ReadOnly {
+		ro = ", read-only"
+	}
+	return fmt.Sprintf("%s ← %s (%s, %d connection(s)%s)", a.Device, backendID(a.Server, a.Export), humanSize(a.Size), a.Sockets, ro)
+}
+
+// wantConns is the number of connections asked for; one unless the cmdline says otherwise.
+func wantConns(n int) int {
+	if n <= 0 {
+		return 1
+	}
+	return n
+}
+
+// connect dials the servers in order, with exponential backoff between rounds, until one
+// answers or the budget is spent. It opens extra connections to the same server when want > 1
+// and the server allows multi-conn.
+func connect(ctx context.Context, s *State, servers []bootparam.Server, export string, want int, budget time.Duration) ([]*nbdclient.Conn, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	backoff := 250 * time.Millisecond
+	var last error
+	for attempt := 1; ; attempt++ {
+		for _, srv := range servers {
+			addr := nbdclient.JoinHostPort(srv.Host, srv.Port)
+			dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := s.Sys.DialNBD(dctx, addr, export)
+			dcancel()
+			if err == nil {
+				conns := []*nbdclient.Conn{c}
+				if want > 1 && c.Info.Flags&nbd.TransCanMultiConn != 0 {
+					for len(conns) < want {
+						dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+						extra, err := s.Sys.DialNBD(dctx, addr, export)
+						dcancel()
+						if err != nil {
+							s.Log.Printf("nbd: extra connection %d to %s: %v (continuing with %d)", len(conns)+1, addr, err, len(conns))
+							break
+						}
+						conns = append(conns, extra)
+					}
+				} else if want > 1 {
+					s.Log.Printf("nbd: %s does not allow multi-conn; using one connection", addr)
+				}
+				return conns, addr, nil
+			}
+			last = err
+			var oe *nbd.OptionError
+			if errors.As(err, &oe) && (oe.Type == nbd.RepErrUnknown || oe.Type == nbd.RepErrPolicy) && len(servers) == 1 {
+				// Retrying cannot make an unknown export appear or lift a policy quickly;
+				// still retry (a server may be reloading), but say so once.
+				if attempt == 1 {
+					s.Log.Printf("nbd: %v", err)
+				}
+			} else {
+				s.Log.Printf("nbd: attempt %d: %v", attempt, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
+			return nil, "", fmt.Errorf("gave up after %d attempt(s) in %s: %w", attempt, budget, last)
+		case <-time.After(backoff):
+		}
+		if backoff *= 2; backoff > 4*time.Second {
+			backoff = 4 * time.Second
+		}
+	}
+}
+
+func serverList(p bootparam.NBD) []bootparam.Server {
+	if len(p.Servers) > 0 {
+		return p.Servers
+	}
+	if p.Host == "" {
+		return nil
+	}
+	port := p.Port
+	if port == 0 {
+		port = nbd.DefaultPort
+	}
+	return []bootparam.Server{{Host: p.Host, Port: port}}
+}
+
+// serverParam names the parameter the server came from, for failure messages.
+func serverParam(p *bootparam.Plan, servers []bootparam.Server) string {
+	if src := p.Sources["nbd.host"]; src != "" {
+		return src
+	}
+	var list []string
+	for _, s := range servers {
+		list = append(list, nbdclient.JoinHostPort(s.Host, s.Port))
+	}
+	return "nbd_server=" + strings.Join(list, ",")
+}
+
+// deviceIndex turns /dev/nbdN into N; empty means /dev/nbd0.
+func deviceIndex(dev string) (int, error) {
+	if dev == "" {
+		return 0, nil
+	}
+	n, ok := strings.CutPrefix(dev, "/dev/nbd")
+	if !ok {
+		return 0, fmt.Errorf("%q is not an NBD device (/dev/nbdN)", dev)
+	}
+	i, err := strconv.Atoi(n)
+	if err != nil || i < 0 {
+		return 0, fmt.Errorf("%q is not an NBD device (/dev/nbdN)", dev)
+	}
+	return i, nil
+}
+
+func backendID(addr, export string) string {
+	if export == "" {
+		return addr
+	}
+	return addr + "/" + export
+}
+
+func humanSize(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,70 @@
+package hooks
+
+import (
+	"context"
+	"net"
+	"os"
+	"time"
+
+	"github.com/nbdroot/nbdroot/nbdclient"
+)
+
+// System is everything the stages do to the kernel. The real one (NewSystem, Linux only)
+// makes syscalls and netlink requests; tests pass a fake and check what the stages asked for.
+type System interface {
+	// Mount and MkdirAll act on the live filesystem tree.
+	Mount(source, target, fstype string, flags uintptr, data string) error
+	MkdirAll(path string, perm os.FileMode) error
+	WriteFile(path string, data []byte, perm os.FileMode) error
+
+	// NICs lists the Ethernet interfaces present now.
+	NICs() ([]NIC, error)
+	// LinkUp sets the interface up and waits until it has carrier or ctx ends.
+	LinkUp(ctx context.Context, name string) error
+	// DHCP asks for a DHCPv4 lease on the interface (which is up).
+	DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error)
+	// Configure applies an address, a default route and the MTU to the interface. It never
+	// flushes what is there: the configuration must survive switch_root.
+	Configure(name string, c *NetConfig) error
+	// SetHostname sets the kernel's hostname.
+	SetHostname(name string) error
+
+	// DialNBD connects to an NBD server and negotiates an export.
+	DialNBD(ctx context.Context, addr, export string) (*nbdclient.Conn, error)
+	// AttachNBD hands negotiated sockets to the kernel (NBD_CMD_CONNECT).
+	AttachNBD(dev nbdclient.Device, socks []*os.File) (int, error)
+
+	// BlockDeviceReady reports whether path is a block device the kernel gave a size.
+	BlockDeviceReady(path string) (bool, error)
+
+	// Uptime is the time since the kernel started.
+	Uptime() time.Duration
+}
+
+// NIC is a network interface candidate for the net hook.
+type NIC struct {
+	Name    string
+	MAC     string // lower case, colon separated
+	Carrier bool
+}
+
+// DHCPRequest is what the net hook asks of a DHCP server.
+type DHCPRequest struct {
+	Hostname string        // sent as option 12 when set
+	Timeout  time.Duration // per attempt
+	Retries  int
+}
+
+// Lease is what a DHCP server answered.
+type Lease struct {
+	Address    net.IPNet
+	Gateway    net.IP
+	DNS        []net.IP
+	Domain     string
+	Hostname   string
+	MTU        int
+	ServerID   net.IP
+	NextServer net.IP
+	RootPath   string
+	LeaseTime  time.Duration
+}
