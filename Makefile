@@ -30,8 +30,9 @@ initramfs: build $(KERNEL)/vmlinuz
 # boot tests in test/ (real kernel, real server).
 test: deps build
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
-	NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout 25m -v ./test/
+	NBDROOT_REQUIRE_PEERS=1 $(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test$$')
+	NBDROOT_REQUIRE_PEERS=1 NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) \
+		$(GO) test -count=1 -timeout 25m -v ./test/
 
 test-unit:
 	$(GO) test ./...

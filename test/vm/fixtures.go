@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -68,7 +67,7 @@ func (e *Env) Close() { os.RemoveAll(e.Work) }
 func (e *Env) Tool(name string) string { return filepath.Join(e.Build, name) }
 
 // cached builds something once per run, keyed by key.
-func (e *Env) cached(t testing.TB, key string, build func(path string) error) string {
+func (e *Env) cached(t TB, key string, build func(path string) error) string {
 	t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -85,7 +84,7 @@ func (e *Env) cached(t testing.TB, key string, build func(path string) error) st
 
 // Initramfs builds an image with `nbdroot initramfs` for the test kernel; args are extra
 // builder flags. Images are built once per distinct argument list.
-func (e *Env) Initramfs(t testing.TB, hooks string, args ...string) string {
+func (e *Env) Initramfs(t TB, hooks string, args ...string) string {
 	t.Helper()
 	key := "initramfs " + hooks + " " + strings.Join(args, " ")
 	return e.cached(t, key, func(path string) error {
@@ -154,7 +153,7 @@ func RootTree(dir string, o RootOptions) error {
 }
 
 // RootImage builds an ext4 image of a busybox root with mkfs.ext4 -d (no mount needed).
-func (e *Env) RootImage(t testing.TB, o RootOptions) string {
+func (e *Env) RootImage(t TB, o RootOptions) string {
 	t.Helper()
 	key := fmt.Sprintf("root %q %d %d", o.Init, o.SizeMB, o.BlockSize)
 	base := e.cached(t, key, func(path string) error {
@@ -217,7 +216,7 @@ var listenRe = regexp.MustCompile(`listening on [^ ]*:(\d+)`)
 
 // StartServer runs `nbdroot serve --listen 127.0.0.1:PORT` (0 = any free port) with args and
 // waits until it listens. The test's cleanup stops it.
-func (e *Env) StartServer(t testing.TB, port int, args ...string) *Server {
+func (e *Env) StartServer(t TB, port int, args ...string) *Server {
 	t.Helper()
 	a := append([]string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)
 	cmd := exec.Command(e.Tool("nbdroot"), a...)
@@ -308,7 +307,7 @@ func (b *syncBuffer) String() string {
 func RequirePeers() bool { return os.Getenv("NBDROOT_REQUIRE_PEERS") == "1" }
 
 // Context returns a context bounded by the test's deadline.
-func Context(t testing.TB) context.Context {
+func Context(t TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx

@@ -19,13 +19,24 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
 // GuestServerIP is where guests reach the NBD server: slirp forwards connections to this
 // address to a socat that connects to the server on the host's loopback.
 const GuestServerIP = "10.0.2.100"
+
+// TB is the part of testing.TB the harness uses, so that `make demo` can drive it too.
+type TB interface {
+	Helper()
+	Name() string
+	Failed() bool
+	Cleanup(func())
+	Logf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Fatal(args ...any)
+	TempDir() string
+}
 
 // Options describe one guest.
 type Options struct {
@@ -57,7 +68,7 @@ type Options struct {
 
 // VM is a running guest.
 type VM struct {
-	t      testing.TB
+	t      TB
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	cancel context.CancelFunc
@@ -72,7 +83,7 @@ type VM struct {
 
 // Start boots a guest; the test's cleanup kills it and, when the test failed, keeps its
 // console log in LogDir.
-func Start(t testing.TB, o Options) *VM {
+func Start(t TB, o Options) *VM {
 	t.Helper()
 	if o.Timeout == 0 {
 		o.Timeout = 3 * time.Minute
@@ -283,7 +294,7 @@ func LogDir() string {
 	return filepath.Join(os.TempDir(), "nbdroot-test-logs")
 }
 
-func saveLog(t testing.TB, log string) string {
+func saveLog(t TB, log string) string {
 	dir := LogDir()
 	os.MkdirAll(dir, 0o755)
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + ".log"
