@@ -64,6 +64,9 @@ type Options struct {
 	ExtraArgs []string
 	// NoNet leaves out the default user network (ExtraArgs provides one).
 	NoNet bool
+	// Wrapper runs QEMU through a command, e.g. {"ip", "netns", "exec", "lab0"} to put it in
+	// a test network namespace where its tap device lives.
+	Wrapper []string
 }
 
 // VM is a running guest.
@@ -93,7 +96,8 @@ func Start(t TB, o Options) *VM {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	argv := append(append([]string(nil), o.Wrapper...), "qemu-system-x86_64")
+	cmd := exec.CommandContext(ctx, argv[0], append(argv[1:], args...)...)
 	cmd.WaitDelay = 5 * time.Second
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
