@@ -181,11 +181,18 @@ func connectTest(t testing.TB, addr, name string, structured bool) *testClient {
 // send queues a request; the handle is chosen by the client.
 func (c *testClient) send(typ, flags uint16, off uint64, length uint32, payload []byte) uint64 {
 	c.t.Helper()
+	h, b := c.queue(typ, flags, off, length, payload)
+	c.write(b)
+	return h
+}
+
+// queue registers a request and returns its wire form, for tests that write requests from
+// another goroutine while reading replies (so neither side's buffers can fill up).
+func (c *testClient) queue(typ, flags uint16, off uint64, length uint32, payload []byte) (uint64, []byte) {
 	c.nextHandle++
 	r := nbd.Request{Type: typ, Flags: flags, Handle: c.nextHandle<<8 | 0x5a, Offset: off, Length: length}
 	c.pending[r.Handle] = r
-	c.write(append(nbd.AppendRequest(nil, r), payload...))
-	return r.Handle
+	return r.Handle, append(nbd.AppendRequest(nil, r), payload...)
 }
 
 // recv reads one complete reply (all chunks of a structured one).
