@@ -117,7 +117,7 @@ func (e *IndexError) Error() string {
 // (a cycle would block the parallel loader forever).
 func ReadIndex(r io.Reader) (*Index, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxIndexLine)
+	sc.Buffer(make([]byte, 0, 4096), maxIndexLine)
 	ix := &Index{}
 	line := 0
 	seenHeader := false
