@@ -47,7 +47,18 @@ type reply struct {
 
 func dialTest(t testing.TB, addr string) *testClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return dialFrom(t, addr, "")
+}
+
+// dialFrom connects from a given loopback source address ("127.0.0.2"), so one machine can
+// play several clients: Linux routes all of 127.0.0.0/8 to lo.
+func dialFrom(t testing.TB, addr, src string) *testClient {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +174,12 @@ func (c *testClient) setMeta(name string, queries ...string) []string {
 // connect does a typical libnbd handshake: structured replies, base:allocation, OPT_GO.
 func connectTest(t testing.TB, addr, name string, structured bool) *testClient {
 	t.Helper()
-	c := dialTest(t, addr)
+	return connectFrom(t, addr, "", name, structured)
+}
+
+func connectFrom(t testing.TB, addr, src, name string, structured bool) *testClient {
+	t.Helper()
+	c := dialFrom(t, addr, src)
 	c.hello(nbd.ClientFlagFixedNewstyle | nbd.ClientFlagNoZeroes)
 	if structured {
 		if typ, _ := c.simpleOption(nbd.OptStructuredReply, nil); typ != nbd.RepAck {
