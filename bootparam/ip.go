@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // IP modes of IPConfig.Mode.
@@ -322,8 +323,15 @@ func checkIfName(s string) string {
 	if len(s) == 0 || len(s) > 15 {
 		return "interface name " + strconv.Quote(s) + " must be 1-15 characters"
 	}
-	if s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n\v\f\r") {
+	if s == "." || s == ".." || strings.ContainsAny(s, "/:") {
 		return "interface name " + strconv.Quote(s) + " is not valid"
+	}
+	for _, r := range s {
+		// Control characters and spaces: dev_valid_name refuses whitespace, and a name that
+		// is not UTF-8 cannot be written back into the JSON plan or /run/net-IFACE.conf.
+		if r <= ' ' || r == 0x7f || r == utf8.RuneError {
+			return "interface name " + strconv.Quote(s) + " is not valid"
+		}
 	}
 	return ""
 }

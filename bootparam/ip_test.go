@@ -95,6 +95,8 @@ func TestParseIPErrors(t *testing.T) {
 		{"10.0.0.5:::::a/b", "interface name"},
 		{"10.0.0.5:::::averyveryverylongname", "must be 1-15 characters"},
 		{"10.0.0.5::::::dhcp", "ambiguous"},
+		{"\xd2:off", "interface name"},
+		{"eth\x01:dhcp", "interface name"},
 		{":::255.255.255.0:::off", "gateway or netmask without a client address"},
 		{"::::::dhcp:dns", `dns0 "dns"`},
 		{"::::::dhcp:10.0.0.1:x", `dns1 "x"`},

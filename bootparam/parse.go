@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults of a Plan, used when no parameter decides.
@@ -107,6 +108,11 @@ func (b *builder) get(name string) (Param, bool) {
 
 // collect sorts one parameter into the builder; unknown ones are dropped.
 func (b *builder) collect(p Param) error {
+	if !utf8.ValidString(p.Value) && b.reads(p) {
+		// Every value we read ends up in paths, names and the JSON plan; bytes that are
+		// not UTF-8 would be altered on the way, so they are refused up front.
+		return perr(p.Name, p.Value, "not valid UTF-8", "UTF-8 text")
+	}
 	switch {
 	case p.Name == "ip" && p.HasValue:
 		b.ips = append(b.ips, p)
@@ -142,6 +148,11 @@ func (b *builder) collect(p Param) error {
 
 // fixRepeatNotes replaces the placeholder of repeat notes with the winning value, now that
 // the last occurrence is known.
+// reads says whether Parse reads p (as opposed to leaving it to the kernel or the init).
+func (b *builder) reads(p Param) bool {
+	return p.Name == "ip" || p.Name == "netroot" || valueParams[p.Name] || strings.HasPrefix(p.Name, "nbdroot.")
+}
+
 func (b *builder) fixRepeatNotes() {
 	for i, n := range b.plan.Notes {
 		name, _, ok := strings.Cut(n, " is given more than once")

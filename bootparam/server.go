@@ -54,16 +54,14 @@ func checkHost(host string) string {
 		return "host is empty"
 	}
 	if strings.Contains(host, ":") {
-		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.Is6() {
 			return "host " + strconv.Quote(host) + " is not an IPv6 address"
 		}
-		return ""
+		return checkUnicast(a)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
-		if a.IsUnspecified() {
-			return "host 0.0.0.0 is not a server address"
-		}
-		return ""
+		return checkUnicast(a)
 	}
 	name := strings.TrimSuffix(host, ".")
 	if len(name) == 0 || len(name) > 253 {
@@ -164,6 +162,20 @@ func checkExport(name string) string {
 	}
 	if strings.IndexByte(name, 0) >= 0 {
 		return "export name contains a NUL byte"
+	}
+	return ""
+}
+
+// checkUnicast refuses addresses no server can have: unspecified (0.0.0.0, ::), multicast
+// and the IPv4 limited broadcast address.
+func checkUnicast(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified():
+		return "host " + a.String() + " is the unspecified address, not a server"
+	case a.IsMulticast():
+		return "host " + a.String() + " is a multicast address, not a server"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "host 255.255.255.255 is the broadcast address, not a server"
 	}
 	return ""
 }
