@@ -88,7 +88,7 @@ func (p *Plan) Explain(w io.Writer) error {
 	line("device", r.Device, "root.device")
 	fstype := r.FSType
 	if fstype == "" {
-		fstype = "probed"
+		fstype = "probed from the superblock"
 	}
 	line("fstype", fstype, "root.fstype")
 	if r.Flags != "" {

@@ -157,7 +157,7 @@ func TestExplain(t *testing.T) {
 		"  timeout      30s per request  (from nbdroot.timeout=30)\n",
 		"  unlock       /dev/nbd0 as /dev/mapper/nbdcrypt",
 		"  key          key file /k inside the initramfs  (from cryptkey=rootfs:/k)\n",
-		"  mode         read-only  (default: read-only (the kernel mounts the root read-only unless rw))\n",
+		"  mode         read-only  (default: the kernel mounts the root read-only unless rw)\n",
 		"  delay        2s before looking for the root  (from rootdelay=2)\n",
 		"  arguments    single  (after --)\n",
 		"  break        rescue shell before filesystems  (from rd.break=pre-mount)\n",

@@ -611,7 +611,7 @@ func (b *builder) buildMount() error {
 		b.src("root.fstype", w.source)
 	}
 	if r.FSType == "" {
-		b.src("root.fstype", "default: probed from the superblock")
+		b.src("root.fstype", "default: no rootfstype=")
 	}
 	var rw *bool
 	rwSource := ""
@@ -640,7 +640,7 @@ func (b *builder) buildMount() error {
 		r.RW = *rw
 		b.src("root.rw", rwSource)
 	default:
-		b.src("root.rw", "default: read-only (the kernel mounts the root read-only unless rw)")
+		b.src("root.rw", "default: the kernel mounts the root read-only unless rw")
 	}
 	return nil
 }
@@ -750,6 +750,7 @@ func (b *builder) buildNetwork() error {
 		b.src("ip[0]", "default: no ip=, DHCP (the root is on the network)")
 	}
 	var dhcp, static *IPConfig
+	staticKey := ""
 	for i := range pl.IP {
 		c := &pl.IP[i]
 		switch c.Mode {
@@ -759,7 +760,7 @@ func (b *builder) buildNetwork() error {
 			}
 		case ModeStatic:
 			if static == nil || (static.Server == "" && c.Server != "") {
-				static = c
+				static, staticKey = c, "ip["+strconv.Itoa(i)+"]"
 			}
 		}
 	}
@@ -775,7 +776,7 @@ func (b *builder) buildNetwork() error {
 		n.FromDHCP = false
 		n.Host = static.Server
 		n.Servers = []Server{{Host: n.Host, Port: n.Port}}
-		b.src("nbd.host", pl.Sources["nbd.host"]+"; static ip= SERVER field "+static.Server)
+		b.src("nbd.host", pl.Sources[staticKey]+" (its SERVER field: the network is static, so no DHCP root-path can name the server)")
 		return nil
 	}
 	return missing("nbd_server", "no NBD server is named and ip= is static, so no DHCP root-path can name one",
