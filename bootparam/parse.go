@@ -498,7 +498,7 @@ func (b *builder) buildDevice() error {
 			continue
 		}
 		if c.dev != n.Device {
-			return perr(c.p.Name, c.p.Value, "is on "+c.dev+" but "+claims[0].p.String()+" is on "+n.Device+"; one NBD device is attached", formNBDDevice)
+			return perr(c.p.Name, c.p.Value, "needs "+c.dev+" but "+claims[0].p.String()+" needs "+n.Device+"; a boot attaches one NBD device", formNBDDevice)
 		}
 	}
 	if w := b.win; w != nil && w.device != "" {
