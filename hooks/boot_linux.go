@@ -12,6 +12,7 @@ import (
 
 	"github.com/nbdroot/nbdroot/bootparam"
 	"github.com/nbdroot/nbdroot/kmod"
+	"github.com/nbdroot/nbdroot/rescue"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,8 +56,18 @@ func Boot(cfg BootConfig) {
 		}
 		var hooks []Hook
 		hooks, err = hookList(s.Hooks, cfg)
-		if err == nil {
+		for err == nil {
 			err = Run(ctx, hooks, s)
+			var f *Failure
+			if !errors.As(err, &f) || !errors.Is(err, ErrBreak) || cfg.Rescue == nil {
+				break
+			}
+			// rd.break: the shell opens before the stage; leaving it resumes the boot there.
+			log.Printf("rd.break: stopped before the %s stage; 'exit' resumes the boot", f.Hook)
+			cfg.Rescue(s, err)
+			s.Plan.Break = ""
+			hooks = from(hooks, f.Hook)
+			err = nil
 		}
 	}
 	// Only failures get here: a successful switch_root replaced this process.
@@ -64,6 +75,7 @@ func Boot(cfg BootConfig) {
 		report(log, err)
 		if cfg.Rescue != nil {
 			cfg.Rescue(s, err)
+			log.Printf("the boot cannot continue after a failure: reboot, or fix it and 'exit' for the shell again")
 			continue
 		}
 		log.Printf("no rescue shell in this image; the system is halted (reboot to retry)")
@@ -71,6 +83,16 @@ func Boot(cfg BootConfig) {
 			time.Sleep(time.Hour)
 		}
 	}
+}
+
+// from returns the hooks starting at the one called name.
+func from(hooks []Hook, name string) []Hook {
+	for i, h := range hooks {
+		if h.Name() == name {
+			return hooks[i:]
+		}
+	}
+	return nil
 }
 
 // loadPlan reads /proc/cmdline into the State's Plan.
@@ -135,10 +157,6 @@ func hookList(names []string, cfg BootConfig) ([]Hook, error) {
 
 // report prints a failure the way a person at the console needs it.
 func report(log *Logger, err error) {
-	if errors.Is(err, ErrBreak) {
-		log.Printf("boot stopped on request (%v); type 'exit' to continue booting is not supported: reboot when done", err)
-		return
-	}
 	var f *Failure
 	if errors.As(err, &f) {
 		log.Printf("BOOT FAILED in the %s stage", f.Hook)
@@ -175,6 +193,14 @@ func DefaultConfig(console io.Writer, args, env []string) BootConfig {
 		Sys:     NewSystem(),
 		Args:    args,
 		Env:     env,
+		Rescue: func(s *State, failure error) {
+			sh := rescue.Shell{In: os.Stdin, Out: console, Err: console,
+				Banner: "\nnbdroot rescue shell: 'help' lists the commands, 'exit' leaves.\n"}
+			if err := sh.Run(context.Background()); err != nil {
+				s.Log.Printf("rescue shell: %v", err)
+				time.Sleep(time.Second) // no busy loop if the console is gone
+			}
+		},
 		NewModules: func(s *State) ModuleLoader {
 			dir, err := kmod.ModulesDir("/")
 			if err != nil {

@@ -182,7 +182,7 @@ func Run(ctx context.Context, hooks []Hook, s *State) error {
 			return &Failure{Hook: h.Name(), Tried: "stopped before this stage on request", Param: "rd.break", Err: ErrBreak}
 		}
 		start := time.Now()
-		err := h.Run(ctx, s)
+		err := runHook(ctx, h, s)
 		d := time.Since(start)
 		if err != nil {
 			s.Log.Stage(h.Name(), d, "FAILED")
@@ -195,6 +195,16 @@ func Run(ctx context.Context, hooks []Hook, s *State) error {
 		s.Log.Stage(h.Name(), d, summary)
 	}
 	return nil
+}
+
+// runHook runs one hook and turns a panic into a Failure: PID 1 must never die of a bug.
+func runHook(ctx context.Context, h Hook, s *State) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &Failure{Hook: h.Name(), Tried: "run", Err: fmt.Errorf("internal error (panic): %v", p)}
+		}
+	}()
+	return h.Run(ctx, s)
 }
 
 // ErrBreak is the "error" of a boot stopped on purpose (rd.break, nbdroot.shell).

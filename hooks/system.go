@@ -36,6 +36,8 @@ type System interface {
 
 	// BlockDeviceReady reports whether path is a block device the kernel gave a size.
 	BlockDeviceReady(path string) (bool, error)
+	// FindBlockDevice returns the device answering to UUID=, LABEL=, PARTUUID= or PARTLABEL=.
+	FindBlockDevice(spec string) (string, error)
 
 	// Uptime is the time since the kernel started.
 	Uptime() time.Duration

@@ -10,12 +10,17 @@ import (
 
 	"github.com/nbdroot/nbdroot/hooks"
 	"github.com/nbdroot/nbdroot/kmod"
+	"github.com/nbdroot/nbdroot/rescue"
 )
 
 func main() {
-	switch filepath.Base(os.Args[0]) {
+	name := filepath.Base(os.Args[0])
+	switch name {
 	case "modprobe":
 		os.Exit(kmod.Modprobe("/", os.Args[1:]))
+	}
+	if code, ok := rescue.RunApplet(name, os.Args[1:]); ok {
+		os.Exit(code)
 	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "nbdroot-init: this is the initramfs's /init and runs as PID 1 only")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -147,9 +146,6 @@ func resolveRoot(ctx context.Context, s *State) (string, error) {
 	if dev == "" {
 		return "", fail("filesystems", "root=", "find the root device", errors.New("no root= on the kernel command line"))
 	}
-	if strings.Contains(dev, "=") {
-		return "", fail("filesystems", param, "resolve "+dev, errors.New("UUID=/LABEL=/PARTUUID= roots are not resolved yet"))
-	}
 	wait := s.Plan.RootDelay
 	if wait <= 0 {
 		wait = 10 * time.Second
@@ -157,14 +153,23 @@ func resolveRoot(ctx context.Context, s *State) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for {
-		ok, err := s.Sys.BlockDeviceReady(dev)
-		if ok {
+		var ok bool
+		var err error
+		if strings.Contains(dev, "=") {
+			// UUID=, LABEL=, PARTUUID=, PARTLABEL=: look at every device until one answers.
+			var found string
+			if found, err = s.Sys.FindBlockDevice(dev); err == nil {
+				return found, nil
+			}
+		} else if ok, err = s.Sys.BlockDeviceReady(dev); ok {
 			return dev, nil
 		}
 		select {
 		case <-ctx.Done():
 			why := fmt.Errorf("%s did not appear within %s", dev, wait)
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
+			if strings.Contains(dev, "=") {
+				why = fmt.Errorf("within %s: %w", wait, err)
+			} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 				why = fmt.Errorf("%s is not usable after %s: %w", dev, wait, err)
 			}
 			return "", fail("filesystems", param, "wait for the root device (rootdelay= waits longer)", why)
@@ -175,37 +180,16 @@ func resolveRoot(ctx context.Context, s *State) (string, error) {
 
 // ProbeFSType reads the filesystem type from the superblock of dev.
 func ProbeFSType(dev string) (string, error) {
-	f, err := os.Open(dev)
+	b, err := readHead(dev, probeSize)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	buf := make([]byte, 68*1024)
-	n, err := f.ReadAt(buf, 0)
-	if n < 2048 {
-		return "", fmt.Errorf("read superblock of %s: %w", filepath.Base(dev), err)
-	}
-	return fsTypeOf(buf[:n])
-}
-
-// fsTypeOf recognises the filesystems a thin client root plausibly uses, by magic number.
-func fsTypeOf(b []byte) (string, error) {
-	le16 := func(off int) uint16 { return uint16(b[off]) | uint16(b[off+1])<<8 }
-	le32 := func(off int) uint32 { return uint32(le16(off)) | uint32(le16(off+2))<<16 }
-	switch {
-	case len(b) >= 1024+0x68 && le16(1024+0x38) == 0xEF53:
-		// ext2/3/4 share a magic; ext4 mounts all three.
-		return "ext4", nil
-	case string(b[0:4]) == "XFSB":
-		return "xfs", nil
-	case len(b) >= 0x10040+8 && string(b[0x10040:0x10048]) == "_BHRfS_M":
-		return "btrfs", nil
-	case le32(0) == 0x73717368:
-		return "squashfs", nil
-	case len(b) >= 0x1000 && string(b[0:6]) == "LUKS\xba\xbe":
+	switch id := Identify(b); id.Type {
+	case "":
+		return "", errors.New("no known filesystem signature (ext4, xfs, btrfs, squashfs, vfat)")
+	case "crypto_LUKS":
 		return "", errors.New("the device is LUKS-encrypted: add cryptdevice=DEVICE:NAME and root=/dev/mapper/NAME")
-	case string(b[0x52:0x5a]) == "FAT32   " || string(b[0x36:0x3e]) == "FAT16   " || string(b[0x36:0x3e]) == "FAT12   ":
-		return "vfat", nil
+	default:
+		return id.Type, nil
 	}
-	return "", errors.New("no known filesystem signature (ext4, xfs, btrfs, squashfs, vfat)")
 }

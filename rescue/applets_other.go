@@ -1,0 +1,5 @@
+//go:build !linux
+
+package rescue
+
+func addPlatformApplets(map[string]Applet) {}
