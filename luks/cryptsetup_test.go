@@ -2,13 +2,16 @@ package luks
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These helpers drive the real cryptsetup on plain files (no dm-crypt needed: luksFormat,
@@ -29,10 +32,17 @@ func needCryptsetup(t testing.TB) string {
 	return p
 }
 
+// cryptsetupTimeout bounds every cryptsetup run: with the small KDF costs the tests use,
+// each takes well under a second; a run that does not finish has been given real costs by
+// mistake or waits for input, and must fail rather than hang the suite.
+const cryptsetupTimeout = 2 * time.Minute
+
 // runCryptsetup runs cryptsetup with args, feeding stdin, and fails the test on error.
 func runCryptsetup(t testing.TB, stdin []byte, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("cryptsetup", args...)
+	ctx, cancel := context.WithTimeout(context.Background(), cryptsetupTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "cryptsetup", args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -104,6 +114,27 @@ func dumpVolumeKey(t testing.TB, img string, pass []byte) []byte {
 		t.Fatalf("cannot parse MK dump %q: %v", m[1], err)
 	}
 	return key
+}
+
+var (
+	luks1OffsetRE = regexp.MustCompile(`Payload offset:\s*(\d+)`)
+	luks2OffsetRE = regexp.MustCompile(`(?s)Data segments:.*?offset:\s*(\d+) \[bytes\]`)
+)
+
+// dumpDataOffset asks cryptsetup luksDump where the data segment starts, in bytes.
+func dumpDataOffset(t testing.TB, img string) int64 {
+	t.Helper()
+	out := runCryptsetup(t, nil, "luksDump", img)
+	if m := luks2OffsetRE.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return n
+	}
+	if m := luks1OffsetRE.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return n * 512
+	}
+	t.Fatalf("no data offset in luksDump output:\n%s", out)
+	return 0
 }
 
 // openImage opens img and parses its header, failing the test on error.

@@ -35,7 +35,7 @@ func TestUnlockMatchesCryptsetup(t *testing.T) {
 	tests := []struct {
 		name string
 		args []string
-		want Segment // fields compared: Cipher, SectorSize, Dynamic
+		want Segment // fields compared: Cipher, SectorSize, Dynamic (Offset from luksDump)
 		kdf  string
 		hash string
 		size int64
@@ -76,7 +76,8 @@ func TestUnlockMatchesCryptsetup(t *testing.T) {
 			want := dumpVolumeKey(t, img, pass)
 			v, _ := openImage(t, img)
 
-			got := Segment{Cipher: v.Segment.Cipher, SectorSize: v.Segment.SectorSize, Dynamic: v.Segment.Dynamic}
+			tc.want.Offset = dumpDataOffset(t, img)
+			got := Segment{Cipher: v.Segment.Cipher, SectorSize: v.Segment.SectorSize, Dynamic: v.Segment.Dynamic, Offset: v.Segment.Offset}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("segment (-want +got):\n%s", diff)
 			}
