@@ -60,7 +60,10 @@ func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data strin
 	return nil
 }
 
-func (f *fakeSys) MkdirAll(path string, perm os.FileMode) error { f.record("mkdir %s", path); return nil }
+func (f *fakeSys) MkdirAll(path string, perm os.FileMode) error {
+	f.record("mkdir %s", path)
+	return nil
+}
 
 func (f *fakeSys) WriteFile(path string, data []byte, perm os.FileMode) error {
 	f.mu.Lock()

@@ -172,7 +172,7 @@ func TestResolveIn(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(root, "lib/systemd/systemd"), []byte("#!"), 0o755)
 	os.WriteFile(filepath.Join(root, "usr/bin/data"), []byte("x"), 0o644)
-	os.Symlink("/lib/systemd/systemd", filepath.Join(root, "sbin/init"))   // absolute, as Debian has it
+	os.Symlink("/lib/systemd/systemd", filepath.Join(root, "sbin/init"))  // absolute, as Debian has it
 	os.Symlink("../lib/systemd/systemd", filepath.Join(root, "sbin/rel")) // relative
 	os.Symlink("/sbin/loop", filepath.Join(root, "sbin/loop"))
 	os.Symlink("usr/bin", filepath.Join(root, "bin")) // merged /usr
