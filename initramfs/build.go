@@ -174,6 +174,9 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(specs) == 0 {
+		return nil, errors.New("no hooks: an image needs at least the base hook")
+	}
 	comp := opts.Compression
 	if comp == "" {
 		comp = DefaultCompression

@@ -137,7 +137,11 @@ func ParseHooks(s string) ([]string, error) {
 		}
 		s = strings.Join(words, " ")
 	}
-	return strings.Fields(strings.ReplaceAll(s, ",", " ")), nil
+	words := strings.Fields(strings.ReplaceAll(s, ",", " "))
+	if len(words) == 0 {
+		return nil, nil
+	}
+	return words, nil
 }
 
 // UnknownHookError reports a hook name nbdroot does not know.

@@ -1,0 +1,132 @@
+package initramfs
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseHooks(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"base udev net nbd filesystems", []string{"base", "udev", "net", "nbd", "filesystems"}},
+		{`HOOKS="base udev net nbd usbinput keymap encrypt filesystems"`, []string{"base", "udev", "net", "nbd", "usbinput", "keymap", "encrypt", "filesystems"}},
+		{"HOOKS=(base udev net)", []string{"base", "udev", "net"}},
+		{"HOOKS=('base' \"udev\")", []string{"base", "udev"}},
+		{"  base,udev , net ", []string{"base", "udev", "net"}},
+		{"", nil},
+	}
+	for _, tt := range tests {
+		got, err := ParseHooks(tt.in)
+		if err != nil {
+			t.Errorf("ParseHooks(%q): %v", tt.in, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ParseHooks(%q) (-want +got):\n%s", tt.in, diff)
+		}
+	}
+	if _, err := ParseHooks(`HOOKS="base udev`); err == nil {
+		t.Error("unterminated quote: no error")
+	}
+}
+
+func TestReadConfig(t *testing.T) {
+	conf := `# vim:set ft=sh
+# MODULES=(commented out)
+MODULES=(e1000e # the office NICs
+   igb)
+BINARIES=()
+FILES="/etc/nbdroot/extra.conf"
+HOOKS=(base udev autodetect modconf block filesystems)
+# the seed's line, which wins because it comes last:
+HOOKS="base udev net nbd usbinput keymap encrypt filesystems"
+COMPRESSION="xz"
+#COMPRESSION="lz4"
+`
+	got, err := ReadConfig(strings.NewReader(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Hooks:       []string{"base", "udev", "net", "nbd", "usbinput", "keymap", "encrypt", "filesystems"},
+		Modules:     []string{"e1000e", "igb"},
+		Files:       []string{"/etc/nbdroot/extra.conf"},
+		Compression: "xz",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+
+	_, err = ReadConfig(strings.NewReader("MODULES=(a b\nc\n"))
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Line != 1 {
+		t.Errorf("unterminated array: err = %v, want a ConfigError at line 1", err)
+	}
+}
+
+func TestCheckHooks(t *testing.T) {
+	specs, err := CheckHooks([]string{"base", "udev", "net", "udev", "keymap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.Name)
+	}
+	if diff := cmp.Diff([]string{"base", "udev", "net", "keymap"}, names); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	_, err = CheckHooks([]string{"base", "autodetect"})
+	var ue *UnknownHookError
+	if !errors.As(err, &ue) || ue.Name != "autodetect" {
+		t.Fatalf("err = %v, want UnknownHookError for autodetect", err)
+	}
+	for _, k := range []string{"base", "udev", "net", "nbd", "encrypt", "filesystems", "usbinput", "keymap"} {
+		if !strings.Contains(err.Error(), k) {
+			t.Errorf("%q does not list %s", err, k)
+		}
+	}
+}
+
+// FuzzReadConfig feeds arbitrary config files (user input): no panic, and every word read
+// is free of whitespace and quotes.
+func FuzzReadConfig(f *testing.F) {
+	f.Add("HOOKS=(base udev\n net)\nMODULES=(a # c\n b)\n")
+	f.Add(`HOOKS="base udev" COMPRESSION='zstd'`)
+	f.Add("FILES=(\n")
+	f.Add("HOOKS=(a))\nHOOKS=b#c")
+	f.Fuzz(func(t *testing.T, conf string) {
+		cfg, err := ReadConfig(strings.NewReader(conf))
+		if err != nil {
+			return
+		}
+		for _, w := range append(append(append([]string{}, cfg.Hooks...), cfg.Modules...), cfg.Files...) {
+			if strings.ContainsAny(w, " \t\n") {
+				t.Errorf("word %q contains whitespace", w)
+			}
+		}
+	})
+}
+
+// FuzzParseHooks feeds arbitrary --hooks values: no panic, and no empty or blank names.
+func FuzzParseHooks(f *testing.F) {
+	f.Add("base udev net")
+	f.Add(`HOOKS="base udev"`)
+	f.Add("HOOKS=(a,b)")
+	f.Fuzz(func(t *testing.T, s string) {
+		hooks, err := ParseHooks(s)
+		if err != nil {
+			return
+		}
+		for _, h := range hooks {
+			if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " \t\n,") {
+				t.Errorf("hook name %q", h)
+			}
+		}
+	})
+}
