@@ -53,7 +53,7 @@ func TestHostNICDrivers(t *testing.T) {
 		"eth1":   {"1", "e1000e", ""},
 		"wlan0":  {"1", "iwlwifi", "yes"},
 		"lo":     {"772", "", ""},
-		"br0":    {"1", "", ""},    // virtual: no device
+		"br0":    {"1", "", ""},      // virtual: no device
 		"ib0":    {"32", "mlx5", ""}, // InfiniBand
 	})
 	got, err := HostNICDrivers(net)
