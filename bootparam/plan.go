@@ -2,6 +2,13 @@
 // of how this machine boots from NBD. Every boot stage reads the Plan; none of them reads the
 // command line again.
 //
+// Parse reads every dialect a PXE fleet uses (the seed's nbd_server=, dracut's root=nbd:,
+// Debian's nbdroot=, mkinitcpio-nbd's nbd_host=, the kernel's ip=, mkinitcpio's
+// cryptdevice=, …) and settles conflicts with one precedence (docs/cmdline.md). A plan whose
+// server comes from DHCP is completed after the lease with (*Plan).ApplyDHCP, which reads
+// the root-path (option 17) with ParseRootPath. Every problem is a *ParamError whose message
+// is one line naming the parameter, its value and the expected form.
+//
 // It parses and validates; it never touches the network, devices or the filesystem.
 package bootparam
 
@@ -9,8 +16,8 @@ import "time"
 
 // Plan is everything the init needs to know from the command line.
 type Plan struct {
-	// IP holds one entry per ip= parameter (several for several NICs); empty when the
-	// cmdline asked for no network configuration.
+	// IP holds one entry per ip= parameter (several for several NICs). Parse adds one DHCP
+	// entry when there is no ip=: the root is on the network, so the network is needed.
 	IP []IPConfig `json:"ip"`
 	// BootIF is the MAC address pxelinux put in BOOTIF= (IPAPPEND 2), lower case with colons,
 	// or empty. It names the NIC that PXE-booted.
@@ -24,7 +31,8 @@ type Plan struct {
 	// RootDelay is how long to wait for the root device (rootdelay=).
 	RootDelay time.Duration `json:"rootdelay,omitempty"`
 	// Break names the point where the init stops and opens a rescue shell on purpose
-	// (rd.break, nbdroot.shell): "" for none, otherwise a hook name or "switch_root".
+	// (nbdroot.break=, nbdroot.shell, rd.break): "" for none, otherwise the name of the hook
+	// before which it stops (base, udev, net, nbd, encrypt, filesystems) or "switch_root".
 	Break string `json:"break,omitempty"`
 	// Debug makes every hook log its details (nbdroot.debug).
 	Debug bool `json:"debug,omitempty"`
@@ -43,16 +51,26 @@ type Plan struct {
 
 // IPConfig is one ip= parameter (kernel nfsroot form or dracut's ip=IFACE:MODE).
 type IPConfig struct {
-	// Mode is "dhcp", "static" or "off".
-	Mode     string   `json:"mode"`
-	Address  string   `json:"address,omitempty"`
-	Netmask  string   `json:"netmask,omitempty"`
-	Gateway  string   `json:"gateway,omitempty"`
-	Server   string   `json:"server,omitempty"`
-	Hostname string   `json:"hostname,omitempty"`
-	Device   string   `json:"device,omitempty"`
-	DNS      []string `json:"dns,omitempty"`
-	NTP      string   `json:"ntp,omitempty"`
+	// Mode is ModeDHCP, ModeStatic or ModeOff. With DHCP, the fields given explicitly
+	// (Hostname, Gateway, DNS) win over the lease, as with the kernel's ip=.
+	Mode string `json:"mode"`
+	// Address is the client's IPv4 address (CLIENT); set exactly when Mode is static.
+	Address string `json:"address,omitempty"`
+	// Netmask is a dotted quad; for a static entry without NETMASK, the classful default.
+	Netmask string `json:"netmask,omitempty"`
+	// Gateway is the default gateway (GW).
+	Gateway string `json:"gateway,omitempty"`
+	// Server is the SERVER field: the kernel's root server, used as the NBD server when a
+	// static network leaves the server open.
+	Server string `json:"server,omitempty"`
+	// Hostname is HOSTNAME, possibly with a domain (name.domain).
+	Hostname string `json:"hostname,omitempty"`
+	// Device is the interface name; empty means any.
+	Device string `json:"device,omitempty"`
+	// DNS holds DNS0 and DNS1, in order, when given.
+	DNS []string `json:"dns,omitempty"`
+	// NTP is NTP0.
+	NTP string `json:"ntp,omitempty"`
 	// MTU is dracut's MTU field; 0 keeps the interface's (or DHCP's) MTU.
 	MTU int `json:"mtu,omitempty"`
 	// Autoconf is the autoconf field as written (dhcp, bootp, on, any, …), for display.
@@ -61,8 +79,11 @@ type IPConfig struct {
 
 // Server is one NBD server address.
 type Server struct {
+	// Host is an IPv4 or IPv6 address (without brackets) or a DNS name; join it with the
+	// port through net.JoinHostPort.
 	Host string `json:"host"`
-	Port int    `json:"port"`
+	// Port is a TCP port, 1-65535.
+	Port int `json:"port"`
 }
 
 // NBD is the NBD connection the root lives on.
@@ -76,7 +97,9 @@ type NBD struct {
 	Export string `json:"export"`
 	// Device is the kernel device to attach, e.g. /dev/nbd0.
 	Device string `json:"device"`
-	// FromDHCP is true when the server comes from the DHCP root-path (option 17).
+	// FromDHCP is true when the server comes from DHCP: the root-path (option 17), else the
+	// DHCP server's address. Host is empty until (*Plan).ApplyDHCP fills it after the lease;
+	// FromDHCP stays true afterwards, to say where the server came from.
 	FromDHCP bool `json:"from_dhcp,omitempty"`
 	// Connections is the number of sockets handed to the kernel (nbdroot.connections);
 	// 0 means the default.
@@ -91,8 +114,12 @@ type NBD struct {
 
 // Crypt is a LUKS device to open before the root is mounted (cryptdevice=).
 type Crypt struct {
-	Device  string   `json:"device"`
-	Name    string   `json:"name"`
+	// Device is the LUKS device: a /dev/ path or UUID=, LABEL=, PARTUUID=, PARTLABEL=.
+	Device string `json:"device"`
+	// Name is the mapping's name: the unlocked device is /dev/mapper/Name.
+	Name string `json:"name"`
+	// Options are the canonical names of the options given: allow-discards,
+	// no-read-workqueue, no-write-workqueue, sector-size=N.
 	Options []string `json:"options,omitempty"`
 	// Key is nil when the passphrase is asked on the console.
 	Key *CryptKey `json:"key,omitempty"`
@@ -102,12 +129,15 @@ type Crypt struct {
 type CryptKey struct {
 	// Kind is "rootfs" (a file inside the initramfs), "file" (a file on a device) or "raw"
 	// (bytes at an offset of a device).
-	Kind   string `json:"kind"`
+	Kind string `json:"kind"`
+	// Device holds the key ("file" and "raw"); FSType is its file system ("file").
 	Device string `json:"device,omitempty"`
 	FSType string `json:"fstype,omitempty"`
-	Path   string `json:"path,omitempty"`
-	Offset int64  `json:"offset,omitempty"`
-	Size   int64  `json:"size,omitempty"`
+	// Path is the key file: inside the initramfs ("rootfs") or on Device ("file").
+	Path string `json:"path,omitempty"`
+	// Offset and Size locate the key bytes on Device ("raw").
+	Offset int64 `json:"offset,omitempty"`
+	Size   int64 `json:"size,omitempty"`
 }
 
 // Root is the root filesystem to mount.
