@@ -346,6 +346,9 @@ func (t *tx) write(r nbd.Request) error {
 		}
 		return t.replyError(r, errno, msg)
 	}
+	if n == 0 {
+		return t.replyOK(r)
+	}
 	t.stats.bytesWritten += uint64(n)
 	fua := r.Flags&nbd.CmdFlagFUA != 0 || t.fuaAlways
 	if n <= inlineMax && !fua {
