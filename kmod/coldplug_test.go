@@ -71,6 +71,35 @@ func TestColdplugMissingSysfs(t *testing.T) {
 	}
 }
 
+func TestModaliasesThroughBus(t *testing.T) {
+	sys := t.TempDir()
+	devices := filepath.Join(sys, "devices")
+	writeDevice(t, filepath.Join(devices, "pci0000:00/0000:00:03.0"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00")
+	writeDevice(t, filepath.Join(devices, "pci0000:00/0000:00:03.0/virtio0"), "virtio:d00000001v00001AF4")
+	// A device outside any bus directory is not seen: the bus directories are the index.
+	writeDevice(t, filepath.Join(devices, "virtual/misc/x"), "misc:x")
+	for bus, dev := range map[string]string{
+		"pci":    "pci0000:00/0000:00:03.0",
+		"virtio": "pci0000:00/0000:00:03.0/virtio0",
+	} {
+		dir := filepath.Join(sys, "bus", bus, "devices")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("../../../devices", dev), filepath.Join(dir, filepath.Base(dev))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Modaliases(devices)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", "virtio:d00000001v00001AF4"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Modaliases (-want +got):\n%s", diff)
+	}
+}
+
 func TestModaliases(t *testing.T) {
 	sys := t.TempDir()
 	writeDevice(t, filepath.Join(sys, "a"), "pci:x")
