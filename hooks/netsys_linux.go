@@ -14,30 +14,38 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The network half of the real System: links through netlink, DHCPv4 through
-// insomniacslk/dhcp's nclient4.
+// The network half of the real System: links, addresses and routes through netlink, DHCPv4
+// through insomniacslk/dhcp's nclient4 (a raw packet socket, so it works before the interface
+// has an address). Nothing here flushes an address or sets a link down: the configuration
+// must survive switch_root.
 
+// NICs lists the Ethernet devices in the kernel's probe order (interface index): the
+// "first" NIC is the one the kernel found first, not the one whose name sorts first
+// (eth10 before eth2).
 func (*linuxSystem) NICs() ([]NIC, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
+	sort.Slice(links, func(i, j int) bool { return links[i].Attrs().Index < links[j].Attrs().Index })
 	var nics []NIC
 	for _, l := range links {
 		a := l.Attrs()
+		// Physical Ethernet only: bridges, veths, taps and VLANs have a link kind, so their
+		// Type is not "device".
 		if a.EncapType != "ether" || len(a.HardwareAddr) != 6 || l.Type() != "device" {
 			continue
 		}
 		nics = append(nics, NIC{Name: a.Name, MAC: a.HardwareAddr.String(), Carrier: a.RawFlags&unix.IFF_LOWER_UP != 0})
 	}
-	sort.Slice(nics, func(i, j int) bool { return nics[i].Name < nics[j].Name })
 	return nics, nil
 }
 
+// LinkUp sets the link up and polls for IFF_LOWER_UP (carrier) until ctx ends.
 func (*linuxSystem) LinkUp(ctx context.Context, name string) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
-		return err
+		return fmt.Errorf("find %s: %w", name, err)
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
@@ -45,7 +53,7 @@ func (*linuxSystem) LinkUp(ctx context.Context, name string) error {
 	for {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
-			return err
+			return fmt.Errorf("find %s: %w", name, err)
 		}
 		if l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0 {
 			return nil
@@ -58,17 +66,28 @@ func (*linuxSystem) LinkUp(ctx context.Context, name string) error {
 	}
 }
 
+// DHCP runs one DISCOVER/OFFER/REQUEST/ACK exchange; nclient4 retransmits each message
+// req.Retries times, req.Timeout apart.
 func (*linuxSystem) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
-	c, err := nclient4.New(name, nclient4.WithTimeout(req.Timeout), nclient4.WithRetry(req.Retries))
+	opts := []nclient4.ClientOpt{}
+	if req.Timeout > 0 {
+		opts = append(opts, nclient4.WithTimeout(req.Timeout))
+	}
+	if req.Retries > 0 {
+		opts = append(opts, nclient4.WithRetry(req.Retries))
+	}
+	c, err := nclient4.New(name, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("DHCP client on %s: %w", name, err)
 	}
 	defer c.Close()
 	mods := []dhcpv4.Modifier{
+		// Option 60 lets a server give nbdroot clients their own root-path.
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("nbdroot")),
 		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
 			dhcpv4.OptionHostName, dhcpv4.OptionDomainName, dhcpv4.OptionRootPath, dhcpv4.OptionInterfaceMTU,
-			dhcpv4.OptionBroadcastAddress, dhcpv4.OptionNTPServers),
+			dhcpv4.OptionBroadcastAddress, dhcpv4.OptionNetworkInformationServiceDomain, dhcpv4.OptionNTPServers,
+			dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionBootfileName),
 	}
 	if req.Hostname != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(req.Hostname)))
@@ -80,57 +99,43 @@ func (*linuxSystem) DHCP(ctx context.Context, name string, req DHCPRequest) (*Le
 	return leaseFrom(l.ACK), nil
 }
 
-// leaseFrom reads the parts of a DHCPACK the boot uses.
-func leaseFrom(ack *dhcpv4.DHCPv4) *Lease {
-	mask := ack.SubnetMask()
-	if mask == nil {
-		mask = ack.YourIPAddr.DefaultMask()
-	}
-	l := &Lease{
-		Address:    net.IPNet{IP: ack.YourIPAddr.To4(), Mask: mask},
-		DNS:        ack.DNS(),
-		Domain:     ack.DomainName(),
-		Hostname:   ack.HostName(),
-		ServerID:   ack.ServerIdentifier(),
-		NextServer: ack.ServerIPAddr,
-		RootPath:   ack.RootPath(),
-		LeaseTime:  ack.IPAddressLeaseTime(0),
-	}
-	if r := ack.Router(); len(r) > 0 {
-		l.Gateway = r[0]
-	}
-	if mtu, err := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, ack.Options); err == nil {
-		l.MTU = int(mtu)
-	}
-	if l.NextServer != nil && l.NextServer.IsUnspecified() {
-		l.NextServer = nil
-	}
-	return l
-}
-
+// Configure sets the MTU, adds the address (AddrReplace: an address already there, e.g.
+// from a previous attempt, is updated, others are left alone) and, when c has a gateway,
+// the default route. A gateway outside the subnet gets a link route first, as DHCP servers
+// handing out /32 addresses expect (RFC 3442 section 4 describes the same for option 121).
 func (*linuxSystem) Configure(name string, c *NetConfig) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
-		return err
+		return fmt.Errorf("find %s: %w", name, err)
 	}
-	if c.MTU >= 576 && c.MTU != l.Attrs().MTU {
+	// RFC 2132 section 5.1: the minimum legal MTU is 68.
+	if c.MTU >= 68 && c.MTU != l.Attrs().MTU {
 		if err := netlink.LinkSetMTU(l, c.MTU); err != nil {
 			return fmt.Errorf("set MTU %d: %w", c.MTU, err)
 		}
 	}
-	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: &c.Address}); err != nil {
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: c.Address.IP, Mask: c.Address.Mask}}
+	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("add address %s: %w", c.Address.String(), err)
 	}
-	if c.Gateway != nil && !c.Gateway.IsUnspecified() {
-		r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: c.Gateway}
+	gw := c.Gateway.To4()
+	if gw == nil || gw.IsUnspecified() {
+		return nil
+	}
+	idx := l.Attrs().Index
+	if !c.Address.Contains(gw) {
+		r := &netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}
 		if err := netlink.RouteReplace(r); err != nil {
-			return fmt.Errorf("default route via %s: %w", c.Gateway, err)
+			return fmt.Errorf("route to gateway %s: %w", gw, err)
 		}
+	}
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Gw: gw}); err != nil {
+		return fmt.Errorf("default route via %s: %w", gw, err)
 	}
 	return nil
 }
 
+// SetHostname sets the kernel's host name (it survives switch_root).
 func (*linuxSystem) SetHostname(name string) error {
 	return os.NewSyscallError("sethostname", unix.Sethostname([]byte(name)))
 }
-

@@ -69,4 +69,12 @@ type Lease struct {
 	NextServer net.IP
 	RootPath   string
 	LeaseTime  time.Duration
+	// Broadcast is option 28, nil when the server gave none.
+	Broadcast net.IP
+	// Search is the domain search list (option 119, RFC 3397), without final dots.
+	Search []string
+	// NISDomain is option 40; BootFile is option 67, else the BOOTP file field. Neither is
+	// used by the boot; they are recorded for the root (klibc's NISDOMAIN and filename).
+	NISDomain string
+	BootFile  string
 }
