@@ -307,10 +307,17 @@ func (b *builder) buildNBD() error {
 	port, hasPort := b.get("nbd_port")
 	if hasHost {
 		const form = "nbd_host=HOST nbd_name=NAME [nbd_port=PORT]"
-		if r := checkHost(host.Value); r != "" {
+		h := host.Value
+		if v6, ok := strings.CutPrefix(h, "["); ok {
+			// nbd-client takes a bare IPv6 address; brackets are tolerated.
+			if h, ok = strings.CutSuffix(v6, "]"); !ok || !strings.Contains(h, ":") {
+				return perr(host.Name, host.Value, "only an IPv6 address goes in brackets, as [ADDR]", form)
+			}
+		}
+		if r := checkHost(h); r != "" {
 			return perr(host.Name, host.Value, r, form)
 		}
-		spec := &nbdSpec{source: host.String(), servers: []Server{{Host: host.Value, Port: DefaultPort}}}
+		spec := &nbdSpec{source: host.String(), servers: []Server{{Host: h, Port: DefaultPort}}}
 		if hasPort {
 			p, r := parsePort(port.Value)
 			if r != "" {

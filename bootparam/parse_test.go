@@ -72,6 +72,10 @@ func TestParse(t *testing.T) {
 			plan(dhcpIP, withExport(server("10.0.0.1", 10809), "root"), rootNBD0)},
 		{"mkinitcpio-nbd with port", "ip=dhcp nbd_host=10.0.0.1 nbd_name=root nbd_port=10900 root=/dev/nbd0",
 			plan(dhcpIP, withExport(server("10.0.0.1", 10900), "root"), rootNBD0)},
+		{"mkinitcpio-nbd IPv6", "nbd_host=fd00::1 nbd_name=root root=/dev/nbd0",
+			plan(defaultIP, withExport(server("fd00::1", 10809), "root"), rootNBD0)},
+		{"mkinitcpio-nbd IPv6 in brackets", "nbd_host=[fd00::1] nbd_name=root root=/dev/nbd0",
+			plan(defaultIP, withExport(server("fd00::1", 10809), "root"), rootNBD0)},
 		{"mkinitcpio-nbd without name", "ip=dhcp nbd_host=nbd.lan root=/dev/nbd0",
 			plan(dhcpIP, server("nbd.lan", 10809), rootNBD0)},
 
@@ -443,6 +447,7 @@ func TestParseErrors(t *testing.T) {
 		{"nbd_name without nbd_host", "nbd_name=root root=/dev/nbd0", "nbd_host", "nbd_name=root needs nbd_host=", true},
 		{"nbd_port without nbd_host", "nbd_port=10809 root=/dev/nbd0", "nbd_host", "nbd_port=10809 needs nbd_host=", true},
 		{"nbd_port bad", "nbd_host=10.0.0.1 nbd_port=x root=/dev/nbd0", "nbd_port", "not a number", false},
+		{"nbd_host bad bracket", "nbd_host=[fd00::1 root=/dev/nbd0", "nbd_host", "only an IPv6 address goes in brackets", false},
 		{"nbd_host bad", "nbd_host=-x root=/dev/nbd0", "nbd_host", "label starting or ending with '-'", false},
 	}
 	for _, tt := range tests {
