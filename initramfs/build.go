@@ -48,8 +48,9 @@ type Options struct {
 	Init string
 	// Hooks are the hooks in boot order; nil means hooks.Default.
 	Hooks []string
-	// AddModules are extra modules (names or aliases) loaded at boot after the hooks'
-	// own; each must exist.
+	// AddModules are extra modules (names or aliases), loaded at the start of the boot
+	// with the first hook, like mkinitcpio's MODULES. Each must exist to build the image;
+	// at boot a failure to load one is logged, not fatal.
 	AddModules []string
 	// Files are extra files, copied with their permission bits; a directory is copied
 	// with its contents.
@@ -288,8 +289,10 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 			firmware[fw] = true
 		}
 	}
-	// Each hook loads what its own requests resolved to, with their dependencies; the
-	// modules named by --add-module are loaded with the last hook that runs.
+	// Each hook loads what its own requests resolved to, with their dependencies. The
+	// modules of --add-module (mkinitcpio's MODULES) belong to the first hook, so they are
+	// loaded at the start of the boot as mkinitcpio does; they had to exist to build the
+	// image, but at boot a failure is logged and the boot goes on, as there.
 	for i, s := range specs {
 		var required, optional []string
 		for _, m := range s.Modules {
@@ -298,9 +301,9 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 		for _, m := range s.OptionalModules {
 			optional = append(optional, cl.Resolved[m]...)
 		}
-		if i == len(specs)-1 {
+		if i == 0 {
 			for _, m := range opts.AddModules {
-				required = append(required, cl.Resolved[m]...)
+				optional = append(optional, cl.Resolved[m]...)
 			}
 		}
 		if len(required)+len(optional) == 0 {

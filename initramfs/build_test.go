@@ -241,10 +241,11 @@ func TestBuildLayout(t *testing.T) {
 		}
 	}
 	wantHooks := []kmod.Hook{
+		{Name: "base", Optional: []string{"tg3"}}, // --add-module: first hook
 		{Name: "udev", Optional: []string{"virtio_pci"}},
 		{Name: "nbd", Modules: []string{"nbd"}},
 		{Name: "encrypt", Modules: []string{"dm_mod", "dm_crypt", "xts", "ecb"}, Optional: []string{"aesni_intel", "essiv", "sha512_generic"}},
-		{Name: "filesystems", Modules: []string{"ext4", "tg3"}},
+		{Name: "filesystems", Modules: []string{"ext4"}},
 	}
 	if diff := cmp.Diff(wantHooks, ix.Hooks); diff != "" {
 		t.Errorf("index hooks (-want +got):\n%s", diff)
