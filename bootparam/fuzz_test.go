@@ -85,7 +85,17 @@ func FuzzParse(f *testing.F) {
 		if err := json.Unmarshal(b, &back); err != nil {
 			t.Fatalf("Unmarshal: %v", err)
 		}
-		if diff := cmp.Diff(p, &back); diff != "" {
+		// Words after -- belong to the init and are kept byte for byte in the Plan; JSON
+		// can only carry them as UTF-8 (invalid bytes become U+FFFD), so compare them so.
+		want := *p
+		want.InitArgs = nil
+		for _, a := range p.InitArgs {
+			var s string
+			j, _ := json.Marshal(a)
+			json.Unmarshal(j, &s)
+			want.InitArgs = append(want.InitArgs, s)
+		}
+		if diff := cmp.Diff(&want, &back); diff != "" {
 			t.Fatalf("JSON round trip (-parsed +decoded):\n%s", diff)
 		}
 		if err := p.Explain(io.Discard); err != nil {

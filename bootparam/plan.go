@@ -37,7 +37,8 @@ type Plan struct {
 	// Debug makes every hook log its details (nbdroot.debug).
 	Debug bool `json:"debug,omitempty"`
 	// InitArgs are the words after a bare `--` on the command line: the kernel hands them to
-	// init as arguments, so the init passes them on to Init.
+	// init as arguments, so the init passes them on to Init. They are kept byte for byte
+	// (JSON shows invalid UTF-8 as U+FFFD).
 	InitArgs []string `json:"init_args,omitempty"`
 	// Sources says which parameter set each decision, for `nbdroot cmdline` and error
 	// messages. Keys are the JSON paths of the fields ("nbd.host", "root.rw", "ip[0]", …);
