@@ -2,6 +2,7 @@ package luks
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 )
@@ -31,6 +32,9 @@ const (
 func parseLUKS1(dev io.ReaderAt) (*Volume, error) {
 	var h [luks1HeaderSize]byte
 	if err := readAt(dev, h[:], 0, "LUKS1 header"); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &CorruptHeaderError{Copy: "luks1", Offset: 0, Err: fmt.Errorf("truncated: %w", err)}
+		}
 		return nil, fmt.Errorf("luks: %w", err)
 	}
 	v, err := decodeLUKS1(h[:])
