@@ -40,14 +40,18 @@ func (e *DependencyError) Error() string { return "dependency " + e.Dep + " fail
 
 // Boot loads the modules of an image's index at boot, in parallel where dependencies
 // allow: a module starts as soon as every module it depends on is loaded, and at most
-// Parallel finit_module calls run at once. It remembers what it loaded, so hooks, coldplug
-// and modprobe requests share the work; it is safe for concurrent use.
+// Parallel finit_module calls run at once. When more modules are ready than may load, the
+// network drivers (and what they need) go first, then each hook's modules in boot order:
+// the network is on every nbdroot boot's critical path, ext4 is not needed until the end.
+// Boot remembers what it loaded, so hooks, coldplug and modprobe requests share the work;
+// it is safe for concurrent use.
 type Boot struct {
 	ix     *Index
 	dir    string
 	loader Loader
 	logf   func(format string, args ...any)
-	sem    chan struct{}
+	sem    *prioSem
+	prio   map[string]int // lower loads first; absent = last
 
 	mu    sync.Mutex
 	state map[string]*loadState
@@ -79,8 +83,27 @@ func NewBoot(ix *Index, dir string, loader Loader, opts BootOptions) *Boot {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Boot{ix: ix, dir: dir, loader: loader, logf: logf, sem: make(chan struct{}, n),
-		state: make(map[string]*loadState)}
+	return &Boot{ix: ix, dir: dir, loader: loader, logf: logf, sem: newPrioSem(n),
+		prio: priorities(ix), state: make(map[string]*loadState)}
+}
+
+// priorities ranks the modules of ix for loading: the NIC drivers and their dependencies 0,
+// then the modules of the i-th hook (with dependencies) i+1; a module keeps its best rank.
+func priorities(ix *Index) map[string]int {
+	prio := map[string]int{}
+	rank := func(names []string, p int) {
+		all, _ := ix.Closure(names)
+		for _, m := range all {
+			if old, ok := prio[m]; !ok || p < old {
+				prio[m] = p
+			}
+		}
+	}
+	rank(ix.NICs, 0)
+	for i, h := range ix.Hooks {
+		rank(append(append([]string{}, h.Modules...), h.Optional...), i+1)
+	}
+	return prio
 }
 
 // Index returns the index b loads from.
@@ -218,13 +241,15 @@ func (b *Boot) loadOne(ctx context.Context, m Module, params string) error {
 			return fail(&DependencyError{Dep: d})
 		}
 	}
-	select {
-	case b.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fail(ctx.Err())
+	p, ok := b.prio[m.Name]
+	if !ok {
+		p = len(b.ix.Hooks) + 1
+	}
+	if err := b.sem.acquire(ctx, p); err != nil {
+		return fail(err)
 	}
 	err := b.loader.Load(path, params)
-	<-b.sem
+	b.sem.release()
 	switch {
 	case err == nil:
 		b.logf("module %s loaded", m.Name)
