@@ -92,11 +92,11 @@ func (*linuxSystem) DHCP(ctx context.Context, name string, req DHCPRequest) (*Le
 	if req.Hostname != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(req.Hostname)))
 	}
-	l, err := c.Request(ctx, mods...)
+	ack, err := requestLease(ctx, c, mods...)
 	if err != nil {
 		return nil, err
 	}
-	return leaseFrom(l.ACK), nil
+	return leaseFrom(ack), nil
 }
 
 // Configure sets the MTU, adds the address (AddrReplace: an address already there, e.g.
