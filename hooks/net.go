@@ -408,6 +408,9 @@ func (n Net) bringUp(ctx context.Context, s *State, e ipEntry, c choice) (*link,
 			s.Log.Printf("net: %s: ignoring DHCP domain name %q: not a valid domain name", name, nc.Domain)
 			nc.Domain = ""
 		}
+		if err := cmdlineOverrides(e.cfg, nc, l); err != nil {
+			return nil, fail("net", e.param, "read the fields given with DHCP", err)
+		}
 	}
 	if e.cfg.MTU != 0 {
 		// dracut's ip=…:MTU wins over DHCP's option 26.
@@ -416,6 +419,38 @@ func (n Net) bringUp(ctx context.Context, s *State, e ipEntry, c choice) (*link,
 	l.nc = nc
 	l.uptime = s.Sys.Uptime()
 	return l, nil
+}
+
+// cmdlineOverrides applies the fields an ip= in DHCP mode gives (SERVER, GW, NETMASK, DNS0,
+// DNS1): they win over the lease, as in the kernel's ipconfig, which only takes from the
+// DHCP answer what the command line left empty (ic_do_bootp_ext, ic_bootp_recv_reply).
+func cmdlineOverrides(c bootparam.IPConfig, nc *NetConfig, l *link) error {
+	if c.Netmask != "" {
+		mask := net.IPMask(net.ParseIP(c.Netmask).To4())
+		if ones, bits := mask.Size(); bits != 32 || ones == 0 {
+			return fmt.Errorf("netmask %q is not an IPv4 netmask", c.Netmask)
+		}
+		nc.Address.Mask = mask
+	}
+	if c.Gateway != "" {
+		gw := net.ParseIP(c.Gateway).To4()
+		if gw == nil {
+			return fmt.Errorf("gateway %q is not an IPv4 address", c.Gateway)
+		}
+		nc.Gateway = gw
+	}
+	if len(c.DNS) > 0 {
+		nc.DNS = nil
+		for _, d := range c.DNS {
+			if ip := net.ParseIP(d).To4(); ip != nil {
+				nc.DNS = append(nc.DNS, ip)
+			}
+		}
+	}
+	if ip := net.ParseIP(c.Server).To4(); ip != nil {
+		l.rootServer = ip
+	}
+	return nil
 }
 
 // dhcp asks for a lease until one comes or the DHCP budget is spent. Each attempt is a whole

@@ -548,6 +548,26 @@ func TestNetDHCPPrecedence(t *testing.T) {
 	}
 }
 
+// TestNetDHCPCmdlineFields: the address fields an ip= gives with DHCP win over the lease, as
+// in the kernel.
+func TestNetDHCPCmdlineFields(t *testing.T) {
+	f := newNetFake(NIC{Name: "eth0", MAC: mac0, Carrier: true})
+	f.answers["eth0"] = []dhcpAnswer{{lease: fullLease()}}
+	_, _, err := runNet(t, "ip=:10.9.9.9:10.77.0.254:255.255.0.0::eth0:dhcp:10.9.9.53 nbd_server=10.0.0.1 root=/dev/nbd0", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.configured["eth0"]
+	got := fmt.Sprintf("%s gw %v dns %v", c.Address.String(), c.Gateway, c.DNS)
+	if want := "10.77.0.100/16 gw 10.77.0.254 dns [10.9.9.53]"; got != want {
+		t.Errorf("configured %s, want %s", got, want)
+	}
+	conf, _ := f.file("/run/net-eth0.conf")
+	if vars, _ := parseShellVars(conf); vars["ROOTSERVER"] != "10.9.9.9" || vars["IPV4DNS0"] != "10.9.9.53" {
+		t.Errorf("/run/net-eth0.conf:\n%s", conf)
+	}
+}
+
 func TestNetSeveralIP(t *testing.T) {
 	f := newNetFake(NIC{Name: "eth0", MAC: mac0, Carrier: true}, NIC{Name: "eth1", MAC: mac1, Carrier: true})
 	l0 := lease("10.0.2.15", 24, "10.0.2.2")
@@ -819,7 +839,8 @@ func TestShellQuoting(t *testing.T) {
 }
 
 // parseShellVars reads KEY='value' assignments in the quoting shellQuote writes: single
-// quotes, with '\'' and '\!' for the two escaped characters. Values may span lines.
+// quotes, a quote or an exclamation mark closed out of them and backslash-escaped. Values
+// may span lines.
 func parseShellVars(s string) (map[string]string, error) {
 	vars := map[string]string{}
 	for len(s) > 0 {
