@@ -5,6 +5,9 @@
 //
 // # Image layout (the contract with cmd/nbdroot-init)
 //
+// The paths and names below are declared in package initramfs/layout, which the init
+// imports (this package re-exports them).
+//
 //	/init                       the nbdroot-init binary, mode 0755
 //	/sbin/modprobe              symlink to /init: the kernel's request_module helper
 //	/bin/sh /bin/ls /bin/cat /bin/ip /bin/mount /bin/umount /bin/dmesg

@@ -1,54 +1,26 @@
 package initramfs
 
-// The image layout: the contract between this builder and the init (cmd/nbdroot-init).
-// Paths are absolute inside the image.
+import "github.com/nbdroot/nbdroot/initramfs/layout"
+
+// The image layout, re-exported from package layout, which the init imports instead of
+// this package to stay small.
 const (
 	// InitPath is the nbdroot-init binary, the program the kernel runs as PID 1.
-	InitPath = "/init"
+	InitPath = layout.InitPath
 	// HooksPath lists the hook names to run, in boot order, one per line.
-	HooksPath = "/etc/nbdroot/hooks"
-	// ModulesRoot holds one directory per kernel release (/lib/modules/VER) with the module
-	// files at their usual relative paths and the boot index kmod.IndexName.
-	ModulesRoot = "/lib/modules"
+	HooksPath = layout.HooksPath
+	// ModulesRoot holds /lib/modules/VER with the modules and the index kmod.IndexName.
+	ModulesRoot = layout.ModulesRoot
 	// NewRoot is where the init mounts the root filesystem before switch_root.
-	NewRoot = "/newroot"
+	NewRoot = layout.NewRoot
 )
 
-// Applets are the names under which the init binary is installed as symlinks to /init;
-// the init dispatches on argv[0]. /sbin/modprobe is what the kernel runs for its module
-// requests (request_module, /proc/sys/kernel/modprobe); the others make up the rescue
-// shell's toolkit.
-var Applets = []string{
-	"/sbin/modprobe",
-	"/bin/sh",
-	"/bin/ls",
-	"/bin/cat",
-	"/bin/ip",
-	"/bin/mount",
-	"/bin/umount",
-	"/bin/dmesg",
-	"/sbin/switch_root",
-	"/sbin/reboot",
-	"/sbin/poweroff",
-}
+// Applets are the names under which the init binary is installed as symlinks to /init
+// (layout.Applets): /sbin/modprobe and the rescue shell's toolkit.
+var Applets = layout.Applets
 
-// Dirs are the directories every image has, whether or not a file lives in them: the
-// init mounts proc, sysfs, devtmpfs and tmpfs on the first ones, and /newroot is the
-// mount point of the root filesystem.
-var Dirs = []string{"/bin", "/dev", "/etc", "/lib", "/newroot", "/proc", "/run", "/sbin", "/sys", "/tmp"}
+// Dirs are the directories every image has (layout.Dirs).
+var Dirs = layout.Dirs
 
-// Node is a device node of the image.
-type Node struct {
-	Path         string
-	Mode         uint32 // permission bits
-	Major, Minor uint32
-}
-
-// Nodes are the character devices the image carries. The kernel opens /dev/console of
-// the rootfs for /init's stdin/stdout/stderr before running it (init/main.c,
-// console_on_rootfs) — before any devtmpfs is mounted — so without it PID 1 starts without
-// a console. /dev/null is for the same early window.
-var Nodes = []Node{
-	{Path: "/dev/console", Mode: 0o600, Major: 5, Minor: 1},
-	{Path: "/dev/null", Mode: 0o666, Major: 1, Minor: 3},
-}
+// Nodes are the device nodes every image has (layout.Nodes).
+var Nodes = layout.Nodes
