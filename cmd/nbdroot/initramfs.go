@@ -55,7 +55,7 @@ func runInitramfs(args []string, stdout, stderr io.Writer) int {
 		files      listFlag
 		keyfiles   listFlag
 	)
-	fs.Var(&addModules, "add-module", "also include and load module `NAME` (name or alias; repeatable)")
+	fs.Var(&addModules, "add-module", "also include module `NAME` (name or alias) and load it at the start of the boot (repeatable)")
 	fs.Var(&files, "file", "add file or directory `SRC[:DST]` (repeatable)")
 	fs.Var(&keyfiles, "keyfile", "add a keyfile `SRC[:DST]` with mode 0400 (repeatable)")
 	fs.Usage = func() {
