@@ -275,13 +275,7 @@ func (n Net) autoNIC(ctx context.Context, s *State, e ipEntry, claimed map[strin
 		}
 		return choice{}, fail("net", e.param, "find a network interface", why)
 	}
-	var candidates []NIC
-	for _, nic := range nics {
-		if free(nic) {
-			candidates = append(candidates, nic)
-		}
-	}
-	nic, err := n.firstWithCarrier(ctx, s, candidates)
+	nic, err := n.firstWithCarrier(ctx, s, free)
 	if err != nil {
 		return choice{}, fail("net", e.param, "find an interface with carrier", err)
 	}
@@ -313,41 +307,76 @@ func (n Net) waitNIC(ctx context.Context, s *State, match func(NIC) bool) (*NIC,
 	}
 }
 
-// firstWithCarrier sets every candidate up at once and returns the first, in the given
-// (probe) order, that had carrier when the first carrier came. The others stay up: an
-// interface is never set down again.
-func (n Net) firstWithCarrier(ctx context.Context, s *State, nics []NIC) (NIC, error) {
+// firstWithCarrier sets every candidate up at once and returns the first, in probe order,
+// that had carrier when the first carrier came. NICs whose driver loads during the wait join
+// in: the cable may be on the slower one. The others stay up: an interface is never set down
+// again.
+func (n Net) firstWithCarrier(ctx context.Context, s *State, candidate func(NIC) bool) (NIC, error) {
 	cctx, cancel := context.WithTimeout(ctx, n.Carrier)
 	defer cancel()
 	type result struct {
-		i   int
-		err error
+		name string
+		err  error
 	}
-	results := make(chan result, len(nics))
-	for i, nic := range nics {
-		go func() { results <- result{i, s.Sys.LinkUp(cctx, nic.Name)} }()
-	}
-	up := make([]bool, len(nics))
+	results := make(chan result)
+	started := map[string]bool{}
+	var order []NIC // every candidate seen, in probe order
+	up := map[string]bool{}
 	var other []error
-	for range nics {
-		r := <-results
-		switch {
-		case r.err == nil:
-			up[r.i] = true
-			cancel() // one has carrier: stop waiting for the others
-		case !errors.Is(r.err, context.DeadlineExceeded) && !errors.Is(r.err, context.Canceled):
-			other = append(other, r.err)
+	pending := 0
+	start := func() error {
+		nics, err := s.Sys.NICs()
+		if err != nil {
+			return err
+		}
+		order = order[:0]
+		for _, nic := range nics {
+			if !candidate(nic) {
+				continue
+			}
+			order = append(order, nic)
+			if !started[nic.Name] {
+				started[nic.Name] = true
+				pending++
+				go func() { results <- result{nic.Name, s.Sys.LinkUp(cctx, nic.Name)} }()
+			}
+		}
+		return nil
+	}
+	err := start()
+	tick := time.NewTicker(n.poll)
+	defer tick.Stop()
+	// Every LinkUp started is waited for before returning: each goroutine ends by sending
+	// its result, and cancel makes the ones still waiting for carrier give up.
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			switch {
+			case r.err == nil:
+				up[r.name] = true
+				cancel() // one has carrier: stop waiting for the others
+			case !errors.Is(r.err, context.DeadlineExceeded) && !errors.Is(r.err, context.Canceled):
+				other = append(other, r.err)
+			}
+		case <-tick.C:
+			if err == nil && cctx.Err() == nil {
+				err = start()
+			}
 		}
 	}
-	for i, ok := range up {
-		if ok {
-			return nics[i], nil
+	if err != nil {
+		return NIC{}, err
+	}
+	for _, nic := range order {
+		if up[nic.Name] {
+			return nic, nil
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return NIC{}, err
 	}
-	err := fmt.Errorf("no interface got carrier within %s (tried: %s): is a cable plugged in?", n.Carrier, nicList(nics))
+	err = fmt.Errorf("no interface got carrier within %s (tried: %s): is a cable plugged in?", n.Carrier, nicList(order))
 	if len(other) > 0 {
 		err = fmt.Errorf("%w; %w", err, errors.Join(other...))
 	}

@@ -29,6 +29,9 @@ type netFake struct {
 	// nics is what NICs returns once hidden calls have passed (drivers still loading).
 	nics   []NIC
 	hidden int
+	// late NICs join the list after lateAfter more calls (a slower driver).
+	late      []NIC
+	lateAfter int
 	// carrier: LinkUp returns at once for these, otherwise when its context ends.
 	carrier map[string]bool
 	// answers are the DHCP results per interface, consumed in order; the last one repeats.
@@ -65,7 +68,11 @@ func (f *netFake) NICs() ([]NIC, error) {
 		f.hidden--
 		return nil, nil
 	}
-	return append([]NIC(nil), f.nics...), nil
+	if f.lateAfter > 0 {
+		f.lateAfter--
+		return append([]NIC(nil), f.nics...), nil
+	}
+	return append(append([]NIC(nil), f.nics...), f.late...), nil
 }
 
 func (f *netFake) LinkUp(ctx context.Context, name string) error {
@@ -181,6 +188,7 @@ func TestNetChoosesNIC(t *testing.T) {
 		cmdline string
 		nics    []NIC
 		hidden  int
+		late    []NIC
 		// wantIf is the interface configured; on failure wantErr are substrings of the
 		// error and wantParam the parameter the failure names.
 		wantIf    string
@@ -212,6 +220,9 @@ func TestNetChoosesNIC(t *testing.T) {
 		{name: "no ip= at all is DHCP on the first with carrier", cmdline: strings.TrimSpace(server),
 			nics:   []NIC{{Name: "eth0", MAC: mac0}, {Name: "eth1", MAC: mac1, Carrier: true}},
 			wantIf: "eth1"},
+		{name: "the NIC with the cable appears during the carrier wait", cmdline: "ip=dhcp" + server,
+			nics: []NIC{{Name: "eth0", MAC: mac0}}, late: []NIC{{Name: "eth1", MAC: mac1, Carrier: true}},
+			wantIf: "eth1", wantUps: []string{"eth0", "eth1"}},
 		{name: "NIC appears while drivers load", cmdline: "ip=dhcp" + server, hidden: 3,
 			nics: []NIC{{Name: "eth0", MAC: mac0, Carrier: true}}, wantIf: "eth0"},
 		{name: "BOOTIF NIC taken by another ip=", cmdline: "ip=eth1:dhcp ip=dhcp" + bootif1 + server,
@@ -256,6 +267,11 @@ func TestNetChoosesNIC(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newNetFake(tt.nics...)
 			f.hidden = tt.hidden
+			f.late, f.lateAfter = tt.late, 3
+			for _, n := range tt.late {
+				f.carrier[n.Name] = n.Carrier
+				f.answers[n.Name] = []dhcpAnswer{{lease: lease("10.0.2.15", 24, "10.0.2.2")}}
+			}
 			for _, n := range tt.nics {
 				f.answers[n.Name] = []dhcpAnswer{{lease: lease("10.0.2.15", 24, "10.0.2.2")}}
 			}
