@@ -193,6 +193,8 @@ func DefaultConfig(console io.Writer, args, env []string) BootConfig {
 		Sys:     NewSystem(),
 		Args:    args,
 		Env:     env,
+		// The keeper of the root's NBD device outlives the initramfs (keeper_linux.go).
+		BeforeSwitch: StartKeeper,
 		Rescue: func(s *State, failure error) {
 			sh := rescue.Shell{In: os.Stdin, Out: console, Err: console,
 				Banner: "\nnbdroot rescue shell: 'help' lists the commands, 'exit' leaves.\n"}

@@ -72,12 +72,15 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 	if err != nil {
 		return fail("nbd", param, "connect", err)
 	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+	defer nbdclient.CloseAll(conns)
 	info := conns[0].Info
+	readOnly := info.Flags&nbd.TransReadOnly != 0
+	if readOnly && s.Plan.Root.RW {
+		// The kernel makes the device read-only (NBD_FLAG_READ_ONLY): a read-write mount
+		// would fail with a less helpful error.
+		s.Log.Printf("nbd: %s is read-only (NBD_FLAG_READ_ONLY): mounting the root read-only despite rw", backendID(addr, p.Export))
+		s.Plan.Root.RW = false
+	}
 	bs, err := nbdclient.BlockSize(info, p.BlockSize)
 	if err != nil {
 		return fail("nbd", param, "choose a block size", err)
@@ -95,24 +98,41 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 		}
 		files = append(files, f)
 	}
-	dead := p.DeadConnTimeout
-	if dead == 0 {
-		dead = DefaultDeadConnTimeout
-	}
 	dev := nbdclient.Device{
 		Index: index, Size: info.Size, BlockSize: bs, ServerFlags: info.Flags,
-		Timeout: p.Timeout, DeadConnTimeout: dead,
-		BackendID: backendID(addr, p.Export),
+		Timeout: p.Timeout, DeadConnTimeout: deadConnTimeout(p),
+		BackendID: backendID(addr, p.Export), MaxRequest: info.MaxBlock,
 	}
 	got, err := s.Sys.AttachNBD(dev, files)
+	if errors.Is(err, nbdclient.ErrNoFamily) {
+		// Kernels before 4.12: the ioctl interface, whose NBD_DO_IT must be held by a
+		// process that survives switch_root — the keeper, started now.
+		s.Log.Printf("nbd: %v; attaching through the ioctl interface", err)
+		got, err = attachLegacy(s, dev, files, addr, servers, p.Export)
+	}
+	var se *nbdclient.SetupError
+	if errors.As(err, &se) {
+		// Connected; only the partition scan or the request size failed. The root may well
+		// not need either: say so and let the filesystems stage decide.
+		s.Log.Printf("nbd: %v", err)
+		got, err = se.Index, nil
+	}
 	if err != nil {
 		return fail("nbd", param, fmt.Sprintf("attach %s (%d bytes) to %s", backendID(addr, p.Export), info.Size, p.Device), err)
 	}
 	s.NBD = &NBDAttachment{
 		Device: fmt.Sprintf("/dev/nbd%d", got), Index: got, Server: addr, Export: p.Export,
-		Size: info.Size, Flags: info.Flags, Sockets: len(files), ReadOnly: info.Flags&nbd.TransReadOnly != 0,
+		Size: info.Size, Flags: info.Flags, Sockets: len(files), ReadOnly: readOnly,
 	}
 	return nil
+}
+
+// deadConnTimeout is the plan's dead-connection timeout, or the default.
+func deadConnTimeout(p bootparam.NBD) time.Duration {
+	if p.DeadConnTimeout > 0 {
+		return p.DeadConnTimeout
+	}
+	return DefaultDeadConnTimeout
 }
 
 // Summary implements Summarizer.
@@ -148,29 +168,14 @@ func connect(ctx context.Context, s *State, servers []bootparam.Server, export s
 		for _, srv := range servers {
 			addr := nbdclient.JoinHostPort(srv.Host, srv.Port)
 			dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-			c, err := s.Sys.DialNBD(dctx, addr, export)
+			conns, err := nbdclient.DialConns(dctx, s.Sys.DialNBD, addr, export, want, func(msg string) { s.Log.Printf("nbd: %s", msg) })
 			dcancel()
 			if err == nil {
-				conns := []*nbdclient.Conn{c}
-				if want > 1 && c.Info.Flags&nbd.TransCanMultiConn != 0 {
-					for len(conns) < want {
-						dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-						extra, err := s.Sys.DialNBD(dctx, addr, export)
-						dcancel()
-						if err != nil {
-							s.Log.Printf("nbd: extra connection %d to %s: %v (continuing with %d)", len(conns)+1, addr, err, len(conns))
-							break
-						}
-						conns = append(conns, extra)
-					}
-				} else if want > 1 {
-					s.Log.Printf("nbd: %s does not allow multi-conn; using one connection", addr)
-				}
 				return conns, addr, nil
 			}
 			last = err
 			var oe *nbd.OptionError
-			if errors.As(err, &oe) && (oe.Type == nbd.RepErrUnknown || oe.Type == nbd.RepErrPolicy) && len(servers) == 1 {
+			if errors.As(err, &oe) && (oe.Type == nbd.RepErrUnknown || oe.Type == nbd.RepErrPolicy) {
 				// Retrying cannot make an unknown export appear or lift a policy quickly;
 				// still retry (a server may be reloading), but say so once.
 				if attempt == 1 {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,13 +39,33 @@ func (e *DialError) Error() string {
 
 func (e *DialError) Unwrap() error { return e.Err }
 
+// Socket options of every connection handed to the kernel. The kernel's nbd driver notices
+// a dead peer only when a read or write on the socket fails; these make that happen within
+// about half a minute instead of TCP's default of a quarter of an hour, so that the keeper
+// gets its LINK_DEAD event while DEAD_CONN_TIMEOUT still holds the I/O.
+const (
+	// keepIdle, keepInterval and keepCount: an idle connection is probed after 10 s and
+	// declared dead after 3 unanswered probes 5 s apart.
+	keepIdle     = 10 * time.Second
+	keepInterval = 5 * time.Second
+	keepCount    = 3
+	// userTimeout bounds how long sent data may stay unacknowledged (TCP_USER_TIMEOUT,
+	// RFC 5482) while requests are in flight, when keepalive does not apply.
+	userTimeout = 30 * time.Second
+)
+
 // Dial connects to the NBD server at addr (host:port), negotiates export and returns the
 // connection ready for the kernel. The context bounds connection and negotiation together.
-// Sockets get TCP_NODELAY (requests are small and latency-bound) and keepalive (a dead peer
-// is noticed even when the filesystem is idle).
+// Sockets get TCP_NODELAY (requests are small and latency-bound), keepalive and a user
+// timeout (a dead peer is noticed even when the filesystem is idle).
+//
+// Every error is a *DialError naming the server, port and export.
 func Dial(ctx context.Context, addr, export string) (*Conn, error) {
 	fail := func(err error) error { return &DialError{Server: addr, Export: export, Err: err} }
-	d := net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3}}
+	d := net.Dialer{
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepIdle, Interval: keepInterval, Count: keepCount},
+		Control:         setUserTimeout,
+	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fail(explainDial(err))
@@ -65,6 +87,11 @@ func Dial(ctx context.Context, addr, export string) (*Conn, error) {
 		if !stopped || ctx.Err() != nil {
 			return nil, fail(fmt.Errorf("handshake: %w", context.Cause(ctx)))
 		}
+		err = explainHandshake(err)
+		var oe *nbd.OptionError
+		if errors.As(err, &oe) && oe.Type == nbd.RepErrUnknown {
+			err = withExportList(ctx, addr, err)
+		}
 		return nil, fail(err)
 	}
 	tc.SetDeadline(time.Time{})
@@ -85,6 +112,63 @@ func explainDial(err error) error {
 	return err
 }
 
+// explainHandshake adds what a failure during negotiation usually means.
+func explainHandshake(err error) error {
+	var oe *nbd.OptionError
+	var me *nbd.MagicError
+	switch {
+	case errors.As(err, &oe):
+		switch oe.Type {
+		case nbd.RepErrPolicy:
+			return fmt.Errorf("%w (the server's access policy refuses this client: check its allow list)", err)
+		case nbd.RepErrTLSReqd:
+			return fmt.Errorf("%w (the export requires TLS, which nbdroot does not hand to the kernel)", err)
+		case nbd.RepErrBlockSizeReqd:
+			return fmt.Errorf("%w (the server insists on block size constraints)", err)
+		}
+	case errors.As(err, &me):
+		return fmt.Errorf("%w (is this port an NBD server?)", err)
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("the server closed the connection during the handshake (it refused this client, or is not an NBD server): %w", err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("short read: the server closed the connection mid-message: %w", err)
+	case errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("the server reset the connection during the handshake: %w", err)
+	}
+	return err
+}
+
+// withExportList adds the server's export names to an "unknown export" error, on a second
+// connection; the original error stands alone when listing fails.
+func withExportList(ctx context.Context, addr string, err error) error {
+	var d net.Dialer
+	c, derr := d.DialContext(ctx, "tcp", addr)
+	if derr != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	} else {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+	}
+	names, lerr := List(c)
+	if lerr != nil {
+		return err
+	}
+	for i, n := range names {
+		if n == "" {
+			names[i] = `"" (default)`
+		} else {
+			names[i] = strconv.Quote(n)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("%w (the server lists no exports)", err)
+	}
+	return fmt.Errorf("%w (the server offers: %s)", err, strings.Join(names, ", "))
+}
+
 // File returns a blocking duplicate of the connection's socket for the kernel. The caller
 // closes it after the kernel took its own reference (NBD_CMD_CONNECT or RECONFIGURE).
 func (c *Conn) File() (*os.File, error) {
@@ -98,6 +182,51 @@ func (c *Conn) File() (*os.File, error) {
 		return nil, os.NewSyscallError("set blocking", err)
 	}
 	return f, nil
+}
+
+// DialFunc negotiates one connection; Dial is the real one, tests pass fakes.
+type DialFunc func(ctx context.Context, addr, export string) (*Conn, error)
+
+// DialConns opens up to want connections to export at addr. The first one decides: more are
+// opened only when the server advertises NBD_FLAG_CAN_MULTI_CONN (proto.md: without it,
+// writes on one connection need not be visible on another, and the kernel refuses several
+// sockets), and only while they describe the same export. A failure of the first connection
+// is returned; later failures leave fewer connections and are reported through note.
+func DialConns(ctx context.Context, dial DialFunc, addr, export string, want int, note func(string)) ([]*Conn, error) {
+	first, err := dial(ctx, addr, export)
+	if err != nil {
+		return nil, err
+	}
+	conns := []*Conn{first}
+	if want > 1 && first.Info.Flags&nbd.TransCanMultiConn == 0 {
+		if note != nil {
+			note(fmt.Sprintf("%s does not allow multi-conn (no NBD_FLAG_CAN_MULTI_CONN); using one connection", addr))
+		}
+		return conns, nil
+	}
+	for len(conns) < want {
+		c, err := dial(ctx, addr, export)
+		if err == nil && (c.Info.Size != first.Info.Size || c.Info.Flags != first.Info.Flags) {
+			c.Close()
+			err = fmt.Errorf("it describes the export differently (size %d flags %#x, first %d %#x)",
+				c.Info.Size, c.Info.Flags, first.Info.Size, first.Info.Flags)
+		}
+		if err != nil {
+			if note != nil {
+				note(fmt.Sprintf("extra connection %d to %s: %v; continuing with %d", len(conns)+1, addr, err, len(conns)))
+			}
+			break
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// CloseAll closes every connection.
+func CloseAll(conns []*Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // BlockSize picks the logical block size for the kernel device: the wanted size when given,
@@ -114,6 +243,9 @@ func BlockSize(info nbd.ExportInfo, want int) (uint32, error) {
 	if bs < 512 || bs > 4096 || bs&(bs-1) != 0 {
 		return 0, fmt.Errorf("block size %d: the kernel needs a power of two from 512 to 4096", bs)
 	}
+	if info.MinBlock != 0 && bs < info.MinBlock {
+		return 0, fmt.Errorf("block size %d is below the server's minimum %d", bs, info.MinBlock)
+	}
 	if info.MaxBlock != 0 && bs > info.MaxBlock {
 		return 0, fmt.Errorf("block size %d exceeds the server's maximum %d", bs, info.MaxBlock)
 	}
@@ -123,4 +255,29 @@ func BlockSize(info nbd.ExportInfo, want int) (uint32, error) {
 // JoinHostPort formats a server address for Dial.
 func JoinHostPort(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// ParseServer splits SERVER[:PORT] (IPv6 in brackets) into host:port for Dial, with the
+// IANA port 10809 when none is given.
+func ParseServer(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("empty server address")
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		// No port: a bare name or address, IPv6 possibly in brackets.
+		h := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+		if strings.ContainsAny(h, "[]") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
+			return "", fmt.Errorf("%q is not SERVER[:PORT]", s)
+		}
+		return JoinHostPort(h, nbd.DefaultPort), nil
+	}
+	if host == "" {
+		return "", fmt.Errorf("%q has no host", s)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+	}
+	return JoinHostPort(host, p), nil
 }

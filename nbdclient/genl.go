@@ -63,6 +63,10 @@ type Device struct {
 	// BackendID names what is attached (server and export), shown in
 	// /sys/block/nbdN/backend (kernel 5.14+); older kernels ignore it.
 	BackendID string
+	// MaxRequest is the server's maximum request size (NBD_INFO_BLOCK_SIZE), 0 for none.
+	// The netlink family has no attribute for it: after connecting, the device's
+	// max_sectors_kb is lowered to fit (see Kernel.Connect).
+	MaxRequest uint32
 }
 
 // encodeConnect builds the attributes of NBD_CMD_CONNECT for dev and the socket fds.
@@ -100,16 +104,25 @@ func encodeConnect(dev Device, fds []int) ([]byte, error) {
 	return ae.Encode()
 }
 
-// encodeReconfigure builds NBD_CMD_RECONFIGURE for device index with replacement sockets.
-// The kernel only swaps in sockets for connections it already marked dead.
-func encodeReconfigure(index int, deadConn time.Duration, fds []int) ([]byte, error) {
+// encodeReconfigure builds NBD_CMD_RECONFIGURE for dev.Index with replacement sockets. The
+// kernel only swaps in sockets for connections it already marked dead. A device connected
+// with a backend identifier must be reconfigured with the same one: the kernel refuses the
+// request otherwise ("must specify backend", "backend image doesn't match").
+// dev.DeadConnTimeout, when set, replaces the device's; zero leaves it.
+func encodeReconfigure(dev Device, fds []int) ([]byte, error) {
+	if dev.Index < 0 {
+		return nil, errors.New("reconfigure: no device index")
+	}
 	ae := netlink.NewAttributeEncoder()
-	ae.Uint32(attrIndex, uint32(index))
-	if deadConn > 0 {
-		ae.Uint64(attrDeadConnTimeout, uint64(seconds(deadConn)))
+	ae.Uint32(attrIndex, uint32(dev.Index))
+	if dev.DeadConnTimeout > 0 {
+		ae.Uint64(attrDeadConnTimeout, uint64(seconds(dev.DeadConnTimeout)))
 	}
 	if len(fds) > 0 {
 		encodeSockets(ae, fds)
+	}
+	if dev.BackendID != "" {
+		ae.String(attrBackendID, dev.BackendID)
 	}
 	return ae.Encode()
 }
@@ -140,7 +153,7 @@ func seconds(d time.Duration) int64 {
 }
 
 // decodeIndex reads NBD_ATTR_INDEX from the kernel's reply to NBD_CMD_CONNECT and from
-// NBD_CMD_LINK_DEAD events.
+// NBD_CMD_LINK_DEAD events (drivers/block/nbd.c, nbd_connect_reply and nbd_mcast_index).
 func decodeIndex(msgs []genetlink.Message) (int, error) {
 	for _, m := range msgs {
 		ad, err := netlink.NewAttributeDecoder(m.Data)
@@ -202,6 +215,24 @@ func decodeStatus(msgs []genetlink.Message) ([]DeviceStatus, error) {
 		if err := ad.Err(); err != nil {
 			return nil, err
 		}
+	}
+	return out, nil
+}
+
+// decodeLinkDead returns the device indexes of the NBD_CMD_LINK_DEAD events among msgs
+// (other commands on the multicast group are ignored). The kernel sends one event per
+// socket it marks dead, each carrying NBD_ATTR_INDEX.
+func decodeLinkDead(msgs []genetlink.Message) ([]int, error) {
+	var out []int
+	for _, m := range msgs {
+		if m.Header.Command != cmdLinkDead {
+			continue
+		}
+		idx, err := decodeIndex([]genetlink.Message{m})
+		if err != nil {
+			return out, fmt.Errorf("NBD_CMD_LINK_DEAD: %w", err)
+		}
+		out = append(out, idx)
 	}
 	return out, nil
 }

@@ -167,11 +167,11 @@ func TestStatusDecode(t *testing.T) {
 }
 
 func TestReconfigureMessage(t *testing.T) {
-	b, err := encodeReconfigure(2, 90*time.Second, []int{7})
+	b, err := encodeReconfigure(Device{Index: 2, DeadConnTimeout: 90 * time.Second, BackendID: "10.0.0.1:10809/root"}, []int{7})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"01": uint64(2), "08": uint64(90), "07[02]/01[00]/01": uint64(7)}
+	want := map[string]any{"01": uint64(2), "08": uint64(90), "07[02]/01[00]/01": uint64(7), "10": "10.0.0.1:10809/root\x00"}
 	if diff := cmp.Diff(want, attrs(t, b)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

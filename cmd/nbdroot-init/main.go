@@ -10,6 +10,7 @@ import (
 
 	"github.com/nbdroot/nbdroot/hooks"
 	"github.com/nbdroot/nbdroot/kmod"
+	"github.com/nbdroot/nbdroot/nbdclient"
 	"github.com/nbdroot/nbdroot/rescue"
 )
 
@@ -18,6 +19,9 @@ func main() {
 	switch name {
 	case "modprobe":
 		os.Exit(kmod.Modprobe("/", os.Args[1:]))
+	case nbdclient.KeeperArgv0:
+		// The keeper of the root's NBD device, re-executed by the init before switch_root.
+		os.Exit(nbdclient.KeeperMain())
 	}
 	if code, ok := rescue.RunApplet(name, os.Args[1:]); ok {
 		os.Exit(code)

@@ -1,0 +1,104 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"github.com/nbdroot/nbdroot/bootparam"
+	"github.com/nbdroot/nbdroot/nbdclient"
+)
+
+// StartKeeper is the init's BeforeSwitch: it starts the keeper of the root's NBD device (see
+// nbdclient.Keeper), a process that outlives the initramfs and reconnects the device when
+// the server restarts or the network drops. It runs just before switch_root, the last
+// moment the init's own binary exists as a file; the keeper needs no file after it reported
+// ready (server names are resolved here).
+//
+// A keeper that cannot start does not stop the boot: the root works without it, only not
+// across a server restart, and the console says so.
+func StartKeeper(ctx context.Context, s *State) error {
+	a := s.NBD
+	if a == nil {
+		return nil
+	}
+	if st, err := nbdclient.QueryKeeper(a.Index); err == nil {
+		s.Log.Printf("keeper: pid %d already keeps %s", st.Pid, a.Device)
+		return nil
+	}
+	t := keeperTarget(ctx, s)
+	pid, _, err := nbdclient.StartKeeper(nbdclient.KeeperSpec{Target: t}, nbdclient.KeeperStart{})
+	if errors.Is(err, nbdclient.ErrKeeperRunning) {
+		return nil
+	}
+	if err != nil {
+		s.Log.Printf("keeper: WARNING: %v: %s will not survive a server restart", err, a.Device)
+		return nil
+	}
+	s.Log.Printf("keeper: pid %d keeps %s (servers %v, dead-connection timeout %s; messages in the kernel log)",
+		pid, a.Device, t.Servers, t.DeadConnTimeout)
+	return nil
+}
+
+// keeperTarget describes the root's device for the keeper: the server in use first, then
+// the others of the plan in failover order, every name resolved now.
+func keeperTarget(ctx context.Context, s *State) nbdclient.KeeperTarget {
+	a := s.NBD
+	servers := []string{resolveAddr(ctx, s, a.Server)}
+	for _, srv := range serverList(s.Plan.NBD) {
+		addr := nbdclient.JoinHostPort(srv.Host, srv.Port)
+		if addr != a.Server {
+			servers = append(servers, resolveAddr(ctx, s, addr))
+		}
+	}
+	return nbdclient.KeeperTarget{
+		Index: a.Index, Servers: servers, Export: a.Export, Size: a.Size, Flags: a.Flags,
+		Connections: a.Sockets, DeadConnTimeout: deadConnTimeout(s.Plan.NBD),
+		// The identifier NBD_CMD_CONNECT carried (nbd hook): RECONFIGURE must repeat it,
+		// whichever server the keeper reconnects to.
+		BackendID: backendID(a.Server, a.Export),
+	}
+}
+
+// resolveAddr turns host:port into ip:port. A name that does not resolve is kept (the
+// keeper then cannot reach that server after switch_root, and the console says so).
+func resolveAddr(ctx context.Context, s *State, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || net.ParseIP(host) != nil {
+		return addr
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil || len(ips) == 0 {
+		s.Log.Printf("keeper: WARNING: cannot resolve %s (%v): the keeper will not reach it after switch_root", host, err)
+		return addr
+	}
+	return net.JoinHostPort(ips[0].IP.String(), port)
+}
+
+// attachLegacy attaches the root through the ioctl interface (no netlink family): the
+// keeper is started now and attaches the device itself, because NBD_DO_IT blocks for as
+// long as the device runs and must be held by a process that survives switch_root.
+func attachLegacy(s *State, dev nbdclient.Device, socks []*os.File, addr string, servers []bootparam.Server, export string) (int, error) {
+	t := nbdclient.KeeperTarget{Index: dev.Index, Export: export, Size: dev.Size, Flags: dev.ServerFlags,
+		Connections: len(socks), DeadConnTimeout: 0}
+	t.Servers = append(t.Servers, addr)
+	for _, srv := range servers {
+		if a := nbdclient.JoinHostPort(srv.Host, srv.Port); a != addr {
+			t.Servers = append(t.Servers, a)
+		}
+	}
+	ctx := context.Background()
+	for i, a := range t.Servers {
+		t.Servers[i] = resolveAddr(ctx, s, a)
+	}
+	pid, idx, err := nbdclient.StartKeeper(nbdclient.KeeperSpec{Target: t, Legacy: &dev}, nbdclient.KeeperStart{Socks: socks})
+	if err != nil {
+		return -1, err
+	}
+	s.Log.Printf("nbd: keeper pid %d owns /dev/nbd%d through the ioctl interface (no dead-connection timeout: I/O fails while the server is away)", pid, idx)
+	return idx, nil
+}

@@ -1,0 +1,366 @@
+package nbdclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nbdroot/nbdroot/nbd"
+)
+
+// Level is a syslog severity, as /dev/kmsg takes it ("<3>message").
+type Level int
+
+// The severities the keeper logs with.
+const (
+	LevelErr     Level = 3
+	LevelWarning Level = 4
+	LevelInfo    Level = 6
+)
+
+// KeeperTarget is what a keeper keeps connected. It is plain data, so the init can hand it
+// to the keeper process as JSON: resolved addresses only, because the keeper runs after
+// switch_root with no files of the initramfs left (no resolv.conf, no hosts file).
+type KeeperTarget struct {
+	// Index is the N of /dev/nbdN.
+	Index int `json:"index"`
+	// Servers are host:port addresses in failover order; Servers[0] is the one attached.
+	Servers []string `json:"servers"`
+	Export  string   `json:"export"`
+	// Size and Flags are the export's size and transmission flags at attach time: a
+	// reconnect must find the same size, and a writable device must stay writable.
+	Size  uint64 `json:"size"`
+	Flags uint16 `json:"flags"`
+	// Connections is the number of sockets the device was attached with.
+	Connections int `json:"connections"`
+	// DeadConnTimeout is how long the kernel holds I/O on a dead device (for the logs).
+	DeadConnTimeout time.Duration `json:"dead_conn_timeout"`
+	// BackendID is the identifier the device was connected with; NBD_CMD_RECONFIGURE must
+	// repeat it.
+	BackendID string `json:"backend_id,omitempty"`
+}
+
+// LinkSource tells the keeper about dead links: *LinkEvents (the kernel's netlink
+// multicast) or *LegacySession (NBD_DO_IT returning). Next returns device indexes,
+// ErrEventsLost when notices may have been dropped, ErrNotConfigured when the device was
+// disconnected on request, and another error once closed.
+type LinkSource interface {
+	Next() ([]int, error)
+	Close() error
+}
+
+// DeviceKernel is the kernel side the keeper needs: *Kernel or *LegacySession.
+type DeviceKernel interface {
+	Reconfigure(dev Device, socks []*os.File) error
+	Status(index int) ([]DeviceStatus, error)
+}
+
+var (
+	_ LinkSource   = (*LinkEvents)(nil)
+	_ LinkSource   = (*LegacySession)(nil)
+	_ DeviceKernel = (*Kernel)(nil)
+	_ DeviceKernel = (*LegacySession)(nil)
+)
+
+// Keeper defaults.
+const (
+	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between reconnect rounds: the
+	// first retry comes quickly (a restarting server is back within seconds), later ones
+	// at most every 4 s, with ±20% jitter so that a room of clients does not hammer a
+	// server that just came back in lockstep.
+	DefaultMinBackoff = 250 * time.Millisecond
+	DefaultMaxBackoff = 4 * time.Second
+	// DefaultStatusInterval is how often the keeper asks the kernel whether its device
+	// still exists, to exit after someone else disconnected it.
+	DefaultStatusInterval = 30 * time.Second
+	// DefaultDialTimeout bounds one connection attempt, handshake included.
+	DefaultDialTimeout = 10 * time.Second
+)
+
+// Keeper keeps one NBD device connected: when the kernel reports a dead link it negotiates
+// new connections (to the same server first, then to the next of Target.Servers) and hands
+// them to the kernel before DEAD_CONN_TIMEOUT expires, retrying with backoff for as long as
+// it takes. It never disconnects the device.
+//
+// The kernel sends NBD_CMD_LINK_DEAD once per socket it marks dead, and none when a device
+// is disconnected on request. The keeper answers every notice (and a lost-notice report)
+// with as many sockets as the device has connections: the kernel puts them in the place of
+// dead ones and drops the rest, so it needs no knowledge of which sockets died.
+type Keeper struct {
+	Target KeeperTarget
+	Dial   DialFunc
+	Kernel DeviceKernel
+	Links  LinkSource
+	// Logf receives every message; the keeper process writes them to /dev/kmsg.
+	Logf func(level Level, format string, args ...any)
+	// Zero values mean the defaults above.
+	MinBackoff, MaxBackoff time.Duration
+	StatusInterval         time.Duration
+	DialTimeout            time.Duration
+
+	mu    sync.Mutex
+	state KeeperState
+	cur   int // index into Target.Servers of the server in use
+}
+
+// KeeperState is what a keeper reports about itself (nbdroot status).
+type KeeperState struct {
+	Device     string    `json:"device"`
+	Server     string    `json:"server"`
+	Export     string    `json:"export"`
+	State      string    `json:"state"` // "watching" or "reconnecting"
+	Since      time.Time `json:"since"`
+	Reconnects int       `json:"reconnects"`
+	LastError  string    `json:"last_error,omitempty"`
+	Pid        int       `json:"pid,omitempty"`
+}
+
+// State returns a snapshot of the keeper's state.
+func (k *Keeper) State() KeeperState {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.state
+}
+
+func (k *Keeper) setState(f func(s *KeeperState)) {
+	k.mu.Lock()
+	f(&k.state)
+	k.mu.Unlock()
+}
+
+func (k *Keeper) logf(level Level, format string, args ...any) {
+	if k.Logf != nil {
+		k.Logf(level, format, args...)
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (k *Keeper) dev() string { return fmt.Sprintf("nbd%d", k.Target.Index) }
+
+// Run keeps the device connected until ctx ends, the device is disconnected (nil), or the
+// link notices fail (the error). It closes Links when it returns.
+func (k *Keeper) Run(ctx context.Context) error {
+	if len(k.Target.Servers) == 0 {
+		return errors.New("keeper: no server to reconnect to")
+	}
+	k.setState(func(s *KeeperState) {
+		*s = KeeperState{Device: "/dev/" + k.dev(), Server: k.Target.Servers[0], Export: k.Target.Export,
+			State: "watching", Since: time.Now()}
+	})
+	// One pending repair at most: notices that arrive while one is pending are covered by it.
+	trigger := make(chan string, 1)
+	post := func(why string) {
+		select {
+		case trigger <- why:
+		default:
+		}
+	}
+	readerErr := make(chan error, 1)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			idx, err := k.Links.Next()
+			switch {
+			case errors.Is(err, ErrEventsLost):
+				k.logf(LevelWarning, "%s: link notices were lost; reconnecting in case one was for this device", k.dev())
+				post("link notices were lost")
+				continue
+			case err != nil:
+				readerErr <- err
+				return
+			}
+			for _, i := range idx {
+				if i == k.Target.Index {
+					post("the kernel reported a dead connection")
+				}
+			}
+		}
+	}()
+	defer func() {
+		k.Links.Close()
+		<-readerDone
+	}()
+	status := time.NewTicker(orDefault(k.StatusInterval, DefaultStatusInterval))
+	defer status.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case why := <-trigger:
+			if err := k.repair(ctx, why); err != nil {
+				if errors.Is(err, ErrNotConfigured) {
+					k.logf(LevelInfo, "%s was disconnected; the keeper exits", k.dev())
+					return nil
+				}
+				return err
+			}
+		case err := <-readerErr:
+			if errors.Is(err, ErrNotConfigured) {
+				k.logf(LevelInfo, "%s was disconnected; the keeper exits", k.dev())
+				return nil
+			}
+			k.logf(LevelErr, "%s: cannot receive link notices any more: %v; the keeper exits", k.dev(), err)
+			return err
+		case <-status.C:
+			st, err := k.Kernel.Status(k.Target.Index)
+			if err == nil && !connected(st, k.Target.Index) {
+				k.logf(LevelInfo, "%s is no longer connected (disconnected by another program); the keeper exits", k.dev())
+				return nil
+			}
+		}
+	}
+}
+
+func connected(st []DeviceStatus, index int) bool {
+	for _, s := range st {
+		if s.Index == index {
+			return s.Connected
+		}
+	}
+	return false
+}
+
+// repair reconnects until it succeeds, the device turns out disconnected, or ctx ends.
+func (k *Keeper) repair(ctx context.Context, why string) error {
+	start := time.Now()
+	t := k.Target
+	k.mu.Lock()
+	cur := k.cur
+	k.mu.Unlock()
+	k.setState(func(s *KeeperState) { s.State, s.Since = "reconnecting", start })
+	wait := "I/O fails at once"
+	if t.DeadConnTimeout > 0 {
+		wait = fmt.Sprintf("I/O waits up to %s", t.DeadConnTimeout)
+	}
+	k.logf(LevelWarning, "%s: %s; reconnecting to %s (%s)", k.dev(), why, backendID(t.Servers[cur], t.Export), wait)
+	backoff := orDefault(k.MinBackoff, DefaultMinBackoff)
+	maxBackoff := orDefault(k.MaxBackoff, DefaultMaxBackoff)
+	expired := false
+	lastMsg, repeats := "", 0
+	for attempt := 1; ; attempt++ {
+		for i := range t.Servers {
+			s := (cur + i) % len(t.Servers)
+			n, err := k.reconnect(ctx, t.Servers[s])
+			if err == nil {
+				k.mu.Lock()
+				k.cur = s
+				k.mu.Unlock()
+				k.setState(func(st *KeeperState) {
+					st.State, st.Since, st.Server, st.LastError = "watching", time.Now(), t.Servers[s], ""
+					st.Reconnects++
+				})
+				k.logf(LevelInfo, "%s: reconnected to %s after %s (%d attempt(s), %d socket(s) handed to the kernel)",
+					k.dev(), backendID(t.Servers[s], t.Export), time.Since(start).Round(time.Millisecond), attempt, n)
+				if expired {
+					k.logf(LevelWarning, "%s: requests made while the dead-connection timeout had expired failed with EIO; check the filesystem", k.dev())
+				}
+				return nil
+			}
+			if errors.Is(err, ErrNotConfigured) {
+				return err
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			msg := err.Error()
+			k.setState(func(st *KeeperState) { st.LastError = msg })
+			// The first failure of a kind is logged, then one in ten: a long outage must not
+			// flood the kernel log.
+			if msg != lastMsg || repeats%10 == 9 {
+				k.logf(LevelWarning, "%s: reconnect attempt %d: %v", k.dev(), attempt, err)
+				lastMsg, repeats = msg, 0
+			} else {
+				repeats++
+			}
+		}
+		if !expired && time.Since(start) >= t.DeadConnTimeout {
+			expired = true
+			k.logf(LevelErr, "%s: no server for %s, the dead-connection timeout (%s, nbdroot.deadconn=): the kernel now fails I/O on /dev/%s with EIO; still trying to reconnect",
+				k.dev(), time.Since(start).Round(time.Second), t.DeadConnTimeout, k.dev())
+		}
+		jittered := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(jittered):
+		}
+		if backoff *= 2; backoff > maxBackoff {
+			backoff = maxBackoff
+		}
+	}
+}
+
+// reconnect negotiates fresh connections with addr and hands them to the kernel; it returns
+// how many it handed over.
+func (k *Keeper) reconnect(ctx context.Context, addr string) (int, error) {
+	t := k.Target
+	dctx, cancel := context.WithTimeout(ctx, orDefault(k.DialTimeout, DefaultDialTimeout))
+	defer cancel()
+	want := t.Connections
+	if want < 1 {
+		want = 1
+	}
+	conns, err := DialConns(dctx, k.Dial, addr, t.Export, want, func(s string) { k.logf(LevelInfo, "%s: %s", k.dev(), s) })
+	if err != nil {
+		return 0, err
+	}
+	defer CloseAll(conns)
+	if err := compatible(t, conns[0].Info); err != nil {
+		return 0, fmt.Errorf("%s: %w", backendID(addr, t.Export), err)
+	}
+	files := make([]*os.File, 0, len(conns))
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for _, c := range conns {
+		f, err := c.File()
+		if err != nil {
+			return 0, err
+		}
+		files = append(files, f)
+	}
+	if err := k.Kernel.Reconfigure(Device{Index: t.Index, BackendID: t.BackendID}, files); err != nil {
+		// The kernel's refusals are not specific (EINVAL for a device disconnected meanwhile
+		// as for a bad request): ask whether the device is still there.
+		if st, serr := k.Kernel.Status(t.Index); serr == nil && !connected(st, t.Index) {
+			return 0, fmt.Errorf("%w: %v", ErrNotConfigured, err)
+		}
+		return 0, err
+	}
+	return len(files), nil
+}
+
+// compatible refuses to hand the kernel a connection to an export that is not the one the
+// device was attached to: another size would corrupt the filesystem's idea of the disk, and
+// a writable device on a read-only export turns every write into an error.
+func compatible(t KeeperTarget, info nbd.ExportInfo) error {
+	if info.Size != t.Size {
+		return fmt.Errorf("the export is now %d bytes, the device has %d: refusing it (another export, or a resized image?)", info.Size, t.Size)
+	}
+	if t.Flags&nbd.TransReadOnly == 0 && info.Flags&nbd.TransReadOnly != 0 {
+		return errors.New("the export is now read-only but the device was attached writable: refusing it")
+	}
+	return nil
+}
+
+// backendID names an attachment: server, and export when there is one.
+func backendID(addr, export string) string {
+	if export == "" {
+		return addr
+	}
+	return addr + "/" + strings.TrimPrefix(export, "/")
+}

@@ -1,0 +1,42 @@
+package nbdclient
+
+import (
+	"errors"
+	"os"
+	"time"
+)
+
+// KeeperArgv0 is the keeper process's argv[0]. systemd spares processes whose argv[0] begins
+// with '@' when it kills everything at shutdown or before switching root
+// (https://systemd.io/ROOT_STORAGE_DAEMONS/): the keeper of the root device must live as
+// long as the root is mounted.
+const KeeperArgv0 = "@nbdroot-keeper"
+
+// KeeperSpec is everything a keeper process needs, handed over on a pipe as JSON.
+type KeeperSpec struct {
+	Target KeeperTarget `json:"target"`
+	// Legacy is set when the kernel has no netlink family: the keeper attaches the device
+	// itself, through the ioctl interface, with the sockets it inherits, and owns
+	// NBD_DO_IT for as long as the device runs.
+	Legacy *Device `json:"legacy,omitempty"`
+}
+
+// KeeperStart says how to start the keeper process.
+type KeeperStart struct {
+	// Exe is the binary to run (default /proc/self/exe: the running binary, which in the
+	// initramfs is the init itself).
+	Exe string
+	// Args follow argv[0] (the init needs none; nbdroot runs "attach --run-keeper").
+	Args []string
+	// Socks are inherited by the keeper: the negotiated sockets of a Legacy attach.
+	Socks []*os.File
+	// Ready bounds the wait for the keeper's readiness (default 30 s: a Legacy attach
+	// includes the partition scan).
+	Ready time.Duration
+}
+
+// ErrKeeperRunning reports that a keeper for the device already runs.
+var ErrKeeperRunning = errors.New("a keeper for this device is already running")
+
+// ErrNoKeeper reports that no keeper answers for a device.
+var ErrNoKeeper = errors.New("no keeper runs for this device")

@@ -1,0 +1,325 @@
+package nbdclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Descriptors of the keeper process (ExtraFiles start at 3).
+const (
+	keeperSpecFD  = 3
+	keeperReadyFD = 4
+	keeperSockFD  = 5
+)
+
+// StartKeeper starts a keeper process for spec and waits until it reports ready: its
+// netlink sockets and /dev/kmsg open, its memory locked, and for a Legacy spec the device
+// running. From then on it needs no file at all, so the caller may switch_root and delete
+// the initramfs. It returns the keeper's pid and the device index (chosen by the keeper for
+// a Legacy attach of index -1).
+func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
+	exe := o.Exe
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		return 0, -1, err
+	}
+	defer specR.Close()
+	defer specW.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return 0, -1, err
+	}
+	defer readyR.Close()
+	defer readyW.Close()
+	cmd := exec.Command(exe, o.Args...)
+	cmd.Args[0] = KeeperArgv0
+	cmd.ExtraFiles = append([]*os.File{specR, readyW}, o.Socks...)
+	// Async preemption signals would interrupt NBD_DO_IT in the ioctl mode; the keeper has
+	// nothing to preempt anyway.
+	cmd.Env = []string{"GODEBUG=asyncpreemptoff=1"}
+	cmd.Dir = "/"
+	// A session of its own: no terminal's hangup or ^C reaches it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, -1, fmt.Errorf("start the keeper: %w", err)
+	}
+	specR.Close()
+	readyW.Close()
+	// Nobody waits for the keeper: it outlives this process (and after switch_root, the
+	// root's init reaps it if it ever exits).
+	go cmd.Wait()
+	if err := json.NewEncoder(specW).Encode(spec); err != nil {
+		cmd.Process.Kill()
+		return 0, -1, fmt.Errorf("hand the keeper its configuration: %w", err)
+	}
+	specW.Close()
+	wait := o.Ready
+	if wait == 0 {
+		wait = 30 * time.Second
+	}
+	readyR.SetReadDeadline(time.Now().Add(wait))
+	line, err := bufio.NewReader(readyR).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, -1, fmt.Errorf("the keeper did not report ready within %s", wait)
+		}
+		return 0, -1, fmt.Errorf("the keeper exited before it was ready (%v)", err)
+	}
+	line = strings.TrimSpace(line)
+	if msg, ok := strings.CutPrefix(line, "error: "); ok {
+		if strings.Contains(msg, ErrKeeperRunning.Error()) {
+			return 0, -1, ErrKeeperRunning
+		}
+		return 0, -1, fmt.Errorf("keeper: %s", msg)
+	}
+	var idx int
+	if _, err := fmt.Sscanf(line, "ready %d", &idx); err != nil {
+		cmd.Process.Kill()
+		return 0, -1, fmt.Errorf("keeper: unexpected readiness line %q", line)
+	}
+	return cmd.Process.Pid, idx, nil
+}
+
+// keeperSocket is the keeper's control socket, in the abstract namespace: it needs no file,
+// so it works after switch_root, and it names the device, so two keepers of one device
+// cannot both run.
+func keeperSocket(index int) string { return "@nbdroot-keeper/nbd" + strconv.Itoa(index) }
+
+// KeeperMain is the keeper process (argv[0] KeeperArgv0). It reads its KeeperSpec from
+// descriptor 3, reports readiness on descriptor 4, and keeps the device connected until it
+// is disconnected. Its messages go to the kernel log (/dev/kmsg): after switch_root the
+// console belongs to the root's init. It returns the exit status.
+func KeeperMain() int {
+	specF := os.NewFile(keeperSpecFD, "keeper-spec")
+	readyF := os.NewFile(keeperReadyFD, "keeper-ready")
+	if specF == nil || readyF == nil {
+		fmt.Fprintln(os.Stderr, "nbdroot-keeper: started without its descriptors; the keeper is started by nbdroot-init or nbdroot attach --keep")
+		return 2
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(readyF, "error: %v\n", err)
+		return 1
+	}
+	var spec KeeperSpec
+	if err := json.NewDecoder(specF).Decode(&spec); err != nil {
+		return fail(fmt.Errorf("read the configuration: %w", err))
+	}
+	specF.Close()
+
+	// Survive what kills ordinary processes at shutdown or on a terminal's hangup; SIGKILL
+	// cannot be ignored, and systemd does not send it to '@' processes.
+	signal.Ignore(unix.SIGTERM, unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGPIPE,
+		unix.SIGUSR1, unix.SIGUSR2, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(fmt.Errorf("open /dev/kmsg: %w", err))
+	}
+	log := &kmsgLog{w: kmsg, pid: os.Getpid()}
+	// The keeper must run when memory is short and the root is unreachable: never chosen
+	// by the OOM killer, never paged out (its pages could only come back from... the root).
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0); err != nil {
+		log.Logf(LevelWarning, "cannot protect the keeper from the OOM killer: %v", err)
+	}
+	if err := lockMemory(); err != nil {
+		log.Logf(LevelWarning, "cannot lock the keeper's memory: %v", err)
+	}
+
+	var (
+		kernel DeviceKernel
+		links  LinkSource
+	)
+	t := spec.Target
+	if spec.Legacy != nil {
+		var socks []*os.File
+		for fd := keeperSockFD; ; fd++ {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+				break
+			}
+			socks = append(socks, os.NewFile(uintptr(fd), "nbd-socket"))
+		}
+		path := "/dev/nbd" + strconv.Itoa(t.Index)
+		sess, err := AttachLegacy(path, t.Index, *spec.Legacy, socks)
+		for _, s := range socks {
+			s.Close()
+		}
+		var se *SetupError
+		if errors.As(err, &se) {
+			log.Logf(LevelWarning, "%v", err)
+		} else if err != nil {
+			return fail(err)
+		}
+		kernel, links = sess, sess
+	} else {
+		k, err := OpenKernel()
+		if err != nil {
+			return fail(err)
+		}
+		ev, err := OpenLinkEvents()
+		if err != nil {
+			return fail(err)
+		}
+		kernel, links = k, ev
+	}
+	keeper := &Keeper{Target: t, Dial: Dial, Kernel: kernel, Links: links, Logf: log.Logf}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	ln, err := net.Listen("unix", keeperSocket(t.Index))
+	if err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			return fail(fmt.Errorf("nbd%d: %w", t.Index, ErrKeeperRunning))
+		}
+		return fail(fmt.Errorf("control socket: %w", err))
+	}
+	go serveControl(ln, keeper, stop, log)
+	if err := os.Chdir("/"); err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(readyF, "ready %d\n", t.Index)
+	readyF.Close()
+	mode := "netlink"
+	if spec.Legacy != nil {
+		mode = "ioctl"
+	}
+	log.Logf(LevelInfo, "keeping /dev/nbd%d connected to %s (%s, %d connection(s), dead-connection timeout %s)",
+		t.Index, strings.Join(t.Servers, ", "), mode, t.Connections, t.DeadConnTimeout)
+	err = keeper.Run(ctx)
+	ln.Close()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Logf(LevelErr, "keeper of /dev/nbd%d stopped: %v", t.Index, err)
+		return 1
+	}
+	return 0
+}
+
+// lockMemory locks the keeper's pages in memory: those mapped now, and later ones as they
+// are touched (MCL_ONFAULT, Linux 4.4+), so the Go runtime's address space reservations
+// do not become resident at once.
+func lockMemory() error {
+	err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT)
+	if errors.Is(err, unix.EINVAL) {
+		err = unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE)
+	}
+	return err
+}
+
+// kmsgLog writes one kernel log record per message.
+type kmsgLog struct {
+	mu  sync.Mutex
+	w   io.Writer
+	pid int
+}
+
+// Logf implements Keeper.Logf.
+func (l *kmsgLog) Logf(level Level, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "<%d>nbdroot-keeper[%d]: %s\n", level, l.pid, fmt.Sprintf(format, args...))
+}
+
+// serveControl answers "status" and "stop" on the control socket until it is closed.
+func serveControl(ln net.Listener, k *Keeper, stop func(), log *kmsgLog) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				return
+			}
+			st := k.State()
+			st.Pid = os.Getpid()
+			switch strings.TrimSpace(line) {
+			case "status":
+				json.NewEncoder(c).Encode(st)
+			case "stop":
+				if uid, err := peerUID(c); err != nil || uid != 0 {
+					fmt.Fprintln(c, `{"error":"only root may stop the keeper"}`)
+					return
+				}
+				log.Logf(LevelInfo, "asked to stop: /dev/nbd%d is no longer kept", k.Target.Index)
+				json.NewEncoder(c).Encode(st)
+				stop()
+			default:
+				fmt.Fprintln(c, `{"error":"unknown request"}`)
+			}
+		}()
+	}
+}
+
+func peerUID(c net.Conn) (uint32, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0, errors.New("not a unix socket")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return cred.Uid, nil
+}
+
+// QueryKeeper asks the keeper of /dev/nbd<index> for its state.
+func QueryKeeper(index int) (*KeeperState, error) { return keeperRequest(index, "status") }
+
+// StopKeeper asks the keeper of /dev/nbd<index> to exit (root only); the device stays
+// connected.
+func StopKeeper(index int) (*KeeperState, error) { return keeperRequest(index, "stop") }
+
+func keeperRequest(index int, req string) (*KeeperState, error) {
+	c, err := net.DialTimeout("unix", keeperSocket(index), 2*time.Second)
+	if err != nil {
+		if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOENT) {
+			return nil, ErrNoKeeper
+		}
+		return nil, fmt.Errorf("keeper of nbd%d: %w", index, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintln(c, req); err != nil {
+		return nil, fmt.Errorf("keeper of nbd%d: %w", index, err)
+	}
+	var reply struct {
+		KeeperState
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(c).Decode(&reply); err != nil {
+		return nil, fmt.Errorf("keeper of nbd%d: %w", index, err)
+	}
+	if reply.Error != "" {
+		return nil, fmt.Errorf("keeper of nbd%d: %s", index, reply.Error)
+	}
+	return &reply.KeeperState, nil
+}

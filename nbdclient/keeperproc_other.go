@@ -1,0 +1,28 @@
+//go:build !linux
+
+package nbdclient
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+var errLinuxOnly = errors.New("the NBD keeper is Linux only")
+
+// StartKeeper is Linux only.
+func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
+	return 0, -1, errLinuxOnly
+}
+
+// KeeperMain is Linux only.
+func KeeperMain() int {
+	fmt.Fprintln(os.Stderr, errLinuxOnly)
+	return 2
+}
+
+// QueryKeeper is Linux only.
+func QueryKeeper(index int) (*KeeperState, error) { return nil, ErrNoKeeper }
+
+// StopKeeper is Linux only.
+func StopKeeper(index int) (*KeeperState, error) { return nil, ErrNoKeeper }

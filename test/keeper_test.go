@@ -1,0 +1,135 @@
+package test
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbdroot/nbdroot/test/vm"
+)
+
+// checksumLoop is a root init that writes files of fresh random data through the NBD root and
+// reads each back from the device (page cache dropped) comparing checksums, for iters
+// rounds a second apart; then it checks every file again and prints a verdict line:
+// KEEPER-DONE errors=N mismatches=M.
+func checksumLoop(iters int) string {
+	return fmt.Sprintf(`echo "`+vm.Marker+` init=$0"
+errors=0; mismatches=0
+: > /run/sums
+for i in $(seq 1 %d); do
+	dd if=/dev/urandom of=/run/src bs=64k count=8 2>/dev/null
+	want=$(md5sum < /run/src); want=${want%%%% *}
+	echo "$want /data.$i" >> /run/sums
+	if ! dd if=/run/src of=/data.$i bs=64k conv=fsync 2>/run/dd.err; then
+		echo "KEEPER-IOERR write $i: $(cat /run/dd.err)"; errors=$((errors+1))
+	fi
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
+	got=$(md5sum < /data.$i) || { echo "KEEPER-IOERR read $i"; errors=$((errors+1)); }
+	got=${got%%%% *}
+	if [ "$got" != "$want" ]; then echo "KEEPER-MISMATCH $i"; mismatches=$((mismatches+1)); fi
+	echo "KEEPER-ITER $i"
+	sleep 1
+done
+echo 3 > /proc/sys/vm/drop_caches
+while read want file; do
+	got=$(md5sum < $file); got=${got%%%% *}
+	[ "$got" = "$want" ] || { echo "KEEPER-MISMATCH final $file"; mismatches=$((mismatches+1)); }
+done < /run/sums
+echo "KEEPER-DONE errors=$errors mismatches=$mismatches"
+dmesg | grep -E 'nbd|keeper' | tail -20
+sync
+poweroff -f
+`, iters)
+}
+
+// keeperLine matches the keeper's kernel log lines on the console.
+func keeperLine(msg string) string { return `nbdroot-keeper\[\d+\]: ` + msg }
+
+// TestKeeperServerRestart kills the server while the booted root writes and verifies data,
+// and restarts it on the same port a few seconds later: the keeper reconnects, the loop
+// sees no I/O error and every checksum matches.
+func TestKeeperServerRestart(t *testing.T) {
+	e := needEnv(t)
+	t.Parallel()
+	img := e.RootImage(t, vm.RootOptions{Init: checksumLoop(14)})
+	srv := e.StartServer(t, 0, "--export", "root="+img)
+	port := srv.Port
+	v := vm.Start(t, vm.Options{
+		Kernel:   e.Vmlinuz(),
+		Initrd:   e.Initramfs(t, seedHooks),
+		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 rw console=ttyS0",
+		Forwards: map[int]int{10809: port},
+		Timeout:  bootTimeout + 2*time.Minute,
+	})
+	v.Expect(`keeper: pid \d+ keeps /dev/nbd0`, bootTimeout)
+	v.Expect(keeperLine(`keeping /dev/nbd0 connected`), 30*time.Second)
+	_, off := v.ExpectAfter(0, `KEEPER-ITER 3\b`, bootTimeout)
+	srv.Kill()
+	t.Logf("server killed at iteration 3")
+	_, off = v.ExpectAfter(off, keeperLine(`nbd0: .*reconnecting to`), 60*time.Second)
+	time.Sleep(3 * time.Second)
+	srv = e.StartServer(t, port, "--export", "root="+img)
+	t.Logf("server restarted on port %d", port)
+	m, _ := v.ExpectAfter(off, keeperLine(`nbd0: reconnected to \S+ after (\S+)`), 60*time.Second)
+	t.Logf("keeper: reconnected after %s", m[1])
+	done, _ := v.ExpectAfter(off, `KEEPER-DONE errors=(\d+) mismatches=(\d+)`, 2*time.Minute)
+	if done[1] != "0" || done[2] != "0" {
+		t.Errorf("write-verify loop across the restart: %s I/O error(s), %s checksum mismatch(es)", done[1], done[2])
+	}
+	if regexp.MustCompile(`KEEPER-(IOERR|MISMATCH)`).MatchString(v.Console()) {
+		t.Errorf("the loop reported failures:\n%s", grepLines(v.Console(), "KEEPER-IOERR", "KEEPER-MISMATCH"))
+	}
+	if strings.Contains(v.Console(), "I/O error") {
+		t.Errorf("the kernel reported I/O errors:\n%s", grepLines(v.Console(), "error"))
+	}
+	if err := v.Wait(60 * time.Second); err != nil {
+		t.Errorf("guest did not power off: %v", err)
+	}
+}
+
+// TestKeeperDeadConnExpires keeps the server away longer than a short dead-connection
+// timeout: the kernel log says so clearly (the keeper's line and the kernel's I/O errors),
+// the guest does not hang silently, and the keeper still reconnects once the server is back.
+func TestKeeperDeadConnExpires(t *testing.T) {
+	e := needEnv(t)
+	t.Parallel()
+	img := e.RootImage(t, vm.RootOptions{Init: checksumLoop(14)})
+	srv := e.StartServer(t, 0, "--export", "root="+img)
+	port := srv.Port
+	const deadconn = 4
+	v := vm.Start(t, vm.Options{
+		Kernel:   e.Vmlinuz(),
+		Initrd:   e.Initramfs(t, seedHooks),
+		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 rw nbdroot.deadconn=" + strconv.Itoa(deadconn) + " console=ttyS0",
+		Forwards: map[int]int{10809: port},
+		Timeout:  bootTimeout + 2*time.Minute,
+	})
+	v.Expect(`keeper: pid \d+ keeps /dev/nbd0 .*dead-connection timeout 4s`, bootTimeout)
+	_, off := v.ExpectAfter(0, `KEEPER-ITER 2\b`, bootTimeout)
+	srv.Kill()
+	_, off = v.ExpectAfter(off, keeperLine(`nbd0: no server for \S+, the dead-connection timeout \(4s, nbdroot.deadconn=\): the kernel now fails I/O on /dev/nbd0 with EIO`), 90*time.Second)
+	// The kernel itself reports the failed requests.
+	v.ExpectAfter(off, `(I/O error, dev nbd0|Dead connection, failed to find a fallback|shutting down sockets)`, 60*time.Second)
+	srv = e.StartServer(t, port, "--export", "root="+img)
+	v.ExpectAfter(off, keeperLine(`nbd0: reconnected to`), 60*time.Second)
+	v.ExpectAfter(off, keeperLine(`nbd0: requests made while the dead-connection timeout had expired failed with EIO`), 10*time.Second)
+	t.Logf("kernel and keeper lines:\n%s", grepLines(v.Console(), "nbd"))
+}
+
+// grepLines returns the console lines containing any of subs.
+func grepLines(console string, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(console, "\n") {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				out = append(out, strings.TrimRight(l, "\r"))
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
