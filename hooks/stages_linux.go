@@ -43,8 +43,9 @@ func (Base) Run(ctx context.Context, s *State) error {
 // Summary implements Summarizer.
 func (Base) Summary(*State) string { return "/proc /sys /dev /run mounted" }
 
-// Udev starts loading the image's modules (in parallel, by dependency) and returns at once:
-// each later stage waits only for the modules it needs, so DHCP can run while dm-crypt loads.
+// Udev starts loading the image's modules (in parallel, by dependency) and the drivers of the
+// devices present, and returns at once: each later stage waits only for the modules it needs,
+// so DHCP can run while dm-crypt loads.
 type Udev struct{}
 
 // Name implements Hook.
@@ -56,7 +57,7 @@ func (Udev) Run(ctx context.Context, s *State) error {
 		return nil
 	}
 	s.Modules.Start(ctx)
-	return s.Modules.Wait(ctx, "udev")
+	return nil
 }
 
 // Summary implements Summarizer.

@@ -59,6 +59,9 @@ func main() {
 		os.Exit(1)
 	}
 
+	// The boot-test harness takes the binaries from here instead of building them.
+	os.Setenv("NBDROOT_BUILD", e.Build)
+
 	var tables []string
 	failed := false
 	for _, s := range sections() {
