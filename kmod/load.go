@@ -44,7 +44,9 @@ func (e *DependencyError) Error() string { return "dependency " + e.Dep + " fail
 // network drivers (and what they need) go first, then each hook's modules in boot order:
 // the network is on every nbdroot boot's critical path, ext4 is not needed until the end.
 // Boot remembers what it loaded, so hooks, coldplug and modprobe requests share the work;
-// it is safe for concurrent use.
+// it is safe for concurrent use. Outcomes are final, a cancelled load included: at boot a
+// cancellation means the init gave up, and a retry from the rescue shell is a modprobe
+// process with a Boot of its own.
 type Boot struct {
 	ix     *Index
 	dir    string
