@@ -37,11 +37,12 @@ type nbdJSON struct {
 	nbdAlias
 	Timeout         jsonDuration `json:"timeout,omitempty"`
 	DeadConnTimeout jsonDuration `json:"dead_conn_timeout,omitempty"`
+	ConnectTimeout  jsonDuration `json:"connect_timeout,omitempty"`
 }
 
 // MarshalJSON writes the NBD connection with durations as strings ("30s").
 func (n NBD) MarshalJSON() ([]byte, error) {
-	return json.Marshal(nbdJSON{nbdAlias(n), jsonDuration(n.Timeout), jsonDuration(n.DeadConnTimeout)})
+	return json.Marshal(nbdJSON{nbdAlias(n), jsonDuration(n.Timeout), jsonDuration(n.DeadConnTimeout), jsonDuration(n.ConnectTimeout)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -52,6 +53,7 @@ func (n *NBD) UnmarshalJSON(b []byte) error {
 	}
 	*n = NBD(v.nbdAlias)
 	n.Timeout, n.DeadConnTimeout = time.Duration(v.Timeout), time.Duration(v.DeadConnTimeout)
+	n.ConnectTimeout = time.Duration(v.ConnectTimeout)
 	return nil
 }
 

@@ -34,7 +34,7 @@ var dracutBreaks = map[string]string{
 
 // knobs are our own nbdroot.* parameters; an unknown one is a typo, not someone else's
 // parameter, so it is an error.
-var knobs = []string{"connections", "timeout", "deadconn", "debug", "shell", "break"}
+var knobs = []string{"connections", "timeout", "deadconn", "connect", "tries", "debug", "shell", "break"}
 
 // valueParams are the parameters Parse reads; for each only the last occurrence counts
 // (the kernel calls a __setup handler per occurrence, the shell scripts of every dialect
@@ -133,7 +133,7 @@ func (b *builder) collect(p Param) error {
 			known = known || k == knob
 		}
 		if !known {
-			return perr(p.Name, p.Value, "unknown nbdroot knob", "nbdroot.connections=N | nbdroot.timeout=SECONDS | nbdroot.deadconn=SECONDS | nbdroot.debug | nbdroot.shell | nbdroot.break=HOOK")
+			return perr(p.Name, p.Value, "unknown nbdroot knob", "nbdroot.connections=N | nbdroot.timeout=SECONDS | nbdroot.deadconn=SECONDS | nbdroot.connect=SECONDS | nbdroot.tries=N | nbdroot.debug | nbdroot.shell | nbdroot.break=HOOK")
 		}
 	case !p.HasValue || !valueParams[p.Name]:
 		return nil
@@ -445,6 +445,7 @@ func (b *builder) buildKnobs() error {
 	}{
 		{"nbdroot.timeout", "nbd.timeout", &n.Timeout},
 		{"nbdroot.deadconn", "nbd.dead_conn_timeout", &n.DeadConnTimeout},
+		{"nbdroot.connect", "nbd.connect_timeout", &n.ConnectTimeout},
 	} {
 		p, ok := b.get(k.param)
 		if !ok {
@@ -456,6 +457,15 @@ func (b *builder) buildKnobs() error {
 		}
 		*k.dst = d
 		b.src(k.key, p.String())
+	}
+	if p, ok := b.get("nbdroot.tries"); ok {
+		const form = "nbdroot.tries=N with N 1-99"
+		t, err := strconv.Atoi(p.Value)
+		if err != nil || !allDigits(p.Value) || t < 1 || t > 99 {
+			return perr(p.Name, p.Value, "not a number of tries from 1 to 99", form)
+		}
+		b.plan.Tries = t
+		b.src("tries", p.String())
 	}
 	return nil
 }

@@ -34,6 +34,9 @@ type Plan struct {
 	// (nbdroot.break=, nbdroot.shell, rd.break): "" for none, otherwise the name of the hook
 	// before which it stops (base, udev, net, nbd, encrypt, filesystems) or "switch_root".
 	Break string `json:"break,omitempty"`
+	// Tries is how many passphrases the encrypt hook asks for before it gives up
+	// (nbdroot.tries); zero means the default.
+	Tries int `json:"tries,omitempty"`
 	// Debug makes every hook log its details (nbdroot.debug).
 	Debug bool `json:"debug,omitempty"`
 	// InitArgs are the words after a bare `--` on the command line: the kernel hands them to
@@ -109,6 +112,9 @@ type NBD struct {
 	// keeper to reconnect a dead socket. Zero means the default.
 	Timeout         time.Duration `json:"timeout,omitempty"`
 	DeadConnTimeout time.Duration `json:"dead_conn_timeout,omitempty"`
+	// ConnectTimeout bounds how long the init keeps trying the servers before it reports
+	// the failure (nbdroot.connect); zero means the default.
+	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
 	// BlockSize is the block size asked of the kernel (dracut's bs=); 0 means negotiate.
 	BlockSize int `json:"block_size,omitempty"`
 }
