@@ -265,8 +265,16 @@ func ParseServer(s string) (string, error) {
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		// No port: a bare name or address, IPv6 possibly in brackets.
-		h := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+		// No port: a name or an address; IPv6 may come in brackets, and must be one then.
+		h := s
+		if strings.HasPrefix(s, "[") || strings.HasSuffix(s, "]") {
+			inner, ok := strings.CutPrefix(s, "[")
+			inner, ok2 := strings.CutSuffix(inner, "]")
+			if !ok || !ok2 || net.ParseIP(inner) == nil || !strings.Contains(inner, ":") {
+				return "", fmt.Errorf("%q is not SERVER[:PORT]", s)
+			}
+			h = inner
+		}
 		if strings.ContainsAny(h, "[]") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
 			return "", fmt.Errorf("%q is not SERVER[:PORT]", s)
 		}

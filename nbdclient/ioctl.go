@@ -235,7 +235,11 @@ func (s *LegacySession) own() {
 		}()
 		err := s.ioctl(s.fd, nbdDoIt, 0)
 		close(quit)
-		answer(&IoctlError{Request: "NBD_DO_IT", Err: fmt.Errorf("returned at once: %v", err)})
+		early := errors.New("returned at once")
+		if err != nil {
+			early = fmt.Errorf("returned at once: %w", err)
+		}
+		answer(&IoctlError{Request: "NBD_DO_IT", Err: early})
 		<-helperDone
 		if !started {
 			continue

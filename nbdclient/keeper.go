@@ -247,7 +247,23 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 	k.logf(LevelWarning, "%s: %s; reconnecting to %s (%s)", k.dev(), why, backendID(t.Servers[cur], t.Export), wait)
 	backoff := orDefault(k.MinBackoff, DefaultMinBackoff)
 	maxBackoff := orDefault(k.MaxBackoff, DefaultMaxBackoff)
+	// The kernel fails requests once they waited DEAD_CONN_TIMEOUT: say so when it happens,
+	// in the kernel log next to the kernel's own I/O errors.
+	expiry := time.NewTimer(t.DeadConnTimeout)
+	defer expiry.Stop()
 	expired := false
+	expire := func() {
+		if expired {
+			return
+		}
+		expired = true
+		if t.DeadConnTimeout <= 0 {
+			k.logf(LevelErr, "%s: the device has no dead-connection timeout: I/O on /dev/%s fails with EIO until the keeper reconnects", k.dev(), k.dev())
+			return
+		}
+		k.logf(LevelErr, "%s: no server for %s, the dead-connection timeout (%s, nbdroot.deadconn=): the kernel now fails I/O on /dev/%s with EIO; still trying to reconnect",
+			k.dev(), time.Since(start).Round(time.Second), t.DeadConnTimeout, k.dev())
+	}
 	lastMsg, repeats := "", 0
 	for attempt := 1; ; attempt++ {
 		for i := range t.Servers {
@@ -263,7 +279,7 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 				})
 				k.logf(LevelInfo, "%s: reconnected to %s after %s (%d attempt(s), %d socket(s) handed to the kernel)",
 					k.dev(), backendID(t.Servers[s], t.Export), time.Since(start).Round(time.Millisecond), attempt, n)
-				if expired {
+				if expired && t.DeadConnTimeout > 0 {
 					k.logf(LevelWarning, "%s: requests made while the dead-connection timeout had expired failed with EIO; check the filesystem", k.dev())
 				}
 				return nil
@@ -285,16 +301,18 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 				repeats++
 			}
 		}
-		if !expired && time.Since(start) >= t.DeadConnTimeout {
-			expired = true
-			k.logf(LevelErr, "%s: no server for %s, the dead-connection timeout (%s, nbdroot.deadconn=): the kernel now fails I/O on /dev/%s with EIO; still trying to reconnect",
-				k.dev(), time.Since(start).Round(time.Second), t.DeadConnTimeout, k.dev())
-		}
-		jittered := time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(jittered):
+		pause := time.NewTimer(time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64())))
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				pause.Stop()
+				return ctx.Err()
+			case <-expiry.C:
+				expire()
+			case <-pause.C:
+				break wait
+			}
 		}
 		if backoff *= 2; backoff > maxBackoff {
 			backoff = maxBackoff

@@ -223,21 +223,30 @@ func OpenLinkEvents() (*LinkEvents, error) {
 	return e, nil
 }
 
-// NewLinkEvents joins the nbd multicast group on c; tests pass a genltest connection.
+// NewLinkEvents joins the nbd multicast group on c.
 func NewLinkEvents(c *genetlink.Conn) (*LinkEvents, error) {
 	fam, err := lookupFamily(c)
 	if err != nil {
 		return nil, err
 	}
+	id, err := mcastGroup(fam)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.JoinGroup(id); err != nil {
+		return nil, fmt.Errorf("join netlink group %s: %w", genlMcGroup, err)
+	}
+	return &LinkEvents{c: c}, nil
+}
+
+// mcastGroup finds the ID of "nbd_mc_group" (the kernel assigns group IDs at registration).
+func mcastGroup(fam genetlink.Family) (uint32, error) {
 	for _, g := range fam.Groups {
 		if g.Name == genlMcGroup {
-			if err := c.JoinGroup(g.ID); err != nil {
-				return nil, fmt.Errorf("join netlink group %s: %w", genlMcGroup, err)
-			}
-			return &LinkEvents{c: c}, nil
+			return g.ID, nil
 		}
 	}
-	return nil, fmt.Errorf("the nbd netlink family has no %q multicast group", genlMcGroup)
+	return 0, fmt.Errorf("the nbd netlink family has no %q multicast group", genlMcGroup)
 }
 
 // Next blocks until the kernel reports dead links and returns their device indexes (one

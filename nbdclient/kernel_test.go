@@ -176,3 +176,95 @@ func TestReconfigureMessage(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+func TestLinkEvents(t *testing.T) {
+	linkDead := func(idx uint32) genetlink.Message {
+		ae := netlink.NewAttributeEncoder()
+		ae.Uint32(attrIndex, idx)
+		b, _ := ae.Encode()
+		return genetlink.Message{Header: genetlink.Header{Command: cmdLinkDead, Version: 1}, Data: b}
+	}
+	other := genetlink.Message{Header: genetlink.Header{Command: cmdConnect, Version: 1}}
+	batches := [][]genetlink.Message{{other}, {linkDead(2), linkDead(2), other}, nil}
+	errs := []error{nil, nil, os.NewSyscallError("recvmsg", syscall.ENOBUFS)}
+	n := 0
+	c := genltest.Dial(func(greq genetlink.Message, nreq netlink.Message) ([]genetlink.Message, error) {
+		i := n
+		n++
+		if i >= len(batches) {
+			return nil, errors.New("closed")
+		}
+		return batches[i], errs[i]
+	})
+	e := &LinkEvents{c: c}
+	defer e.Close()
+	// A batch without LINK_DEAD is skipped; one event per dead socket.
+	idx, err := e.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]int{2, 2}, idx); diff != "" {
+		t.Errorf("indexes (-want +got):\n%s", diff)
+	}
+	if _, err := e.Next(); !errors.Is(err, ErrEventsLost) {
+		t.Errorf("ENOBUFS: err = %v, want ErrEventsLost", err)
+	}
+}
+
+func TestMcastGroup(t *testing.T) {
+	id, err := mcastGroup(testFamily)
+	if err != nil || id != 9 {
+		t.Errorf("mcastGroup = %d, %v; want 9", id, err)
+	}
+	if _, err := mcastGroup(genetlink.Family{Name: "nbd"}); err == nil {
+		t.Error("a family without the group was accepted")
+	}
+}
+
+func TestReconfigureErrors(t *testing.T) {
+	c := genltest.Dial(genltest.ServeFamily(testFamily, func(genetlink.Message, netlink.Message) ([]genetlink.Message, error) {
+		return nil, genltest.Error(int(syscall.EINVAL))
+	}))
+	k, err := NewKernel(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	err = k.Reconfigure(Device{Index: 1, BackendID: "a:1/root"}, nil)
+	if !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), `another backend identifier than "a:1/root"`) {
+		t.Errorf("Reconfigure = %v", err)
+	}
+	if _, err := encodeReconfigure(Device{Index: -1}, nil); err == nil {
+		t.Error("reconfigure without an index encoded")
+	}
+	if err := k.Disconnect(1); !errors.Is(err, ErrNotConfigured) {
+		t.Errorf("Disconnect EINVAL = %v, want ErrNotConfigured", err)
+	}
+}
+
+func TestConnectSetup(t *testing.T) {
+	c := genltest.Dial(genltest.ServeFamily(testFamily, func(genetlink.Message, netlink.Message) ([]genetlink.Message, error) {
+		return nil, nil // an old kernel: no index in the reply
+	}))
+	k, err := NewKernel(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	var setupFor int
+	k.setup = func(index int, dev Device) error {
+		setupFor = index
+		return errors.New("partition scan: no")
+	}
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	idx, err := k.Connect(Device{Index: 4, Size: 1 << 20}, []*os.File{r})
+	var se *SetupError
+	if idx != 4 || !errors.As(err, &se) || se.Index != 4 || setupFor != 4 {
+		t.Errorf("Connect = %d, %v (setup for %d); want 4 and a SetupError", idx, err, setupFor)
+	}
+	if _, err := k.Connect(Device{Index: -1, Size: 1 << 20}, []*os.File{r}); err == nil {
+		t.Error("a reply without an index for a kernel-chosen device was accepted")
+	}
+}
