@@ -215,7 +215,7 @@ func DefaultConfig(console io.Writer, args, env []string) BootConfig {
 				return nil
 			}
 			b := kmod.NewBoot(ix, dir, kmod.FinitLoader{}, kmod.BootOptions{Logf: s.Log.Debugf})
-			return &ImageModules{Boot: b, Hooks: s.Hooks, SysBus: "/sys/bus", Log: s.Log}
+			return &ImageModules{Boot: b, Hooks: s.Hooks, SysDevices: "/sys/devices", Log: s.Log}
 		},
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/bootparam"
+	"github.com/nbdroot/nbdroot/luks"
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
@@ -31,6 +32,11 @@ type fakeSys struct {
 	attach    func(dev nbdclient.Device, socks []*os.File) (int, error)
 	ready     func(path string) (bool, error)
 	find      func(spec string) (string, error)
+	devices   map[string]string // device path → image file OpenDevice opens
+	passes    []string          // answers AskPassphrase gives, in order
+	prompts   []string
+	activate  func(name string, table *luks.Table) (string, error)
+	tables    []string // ActivateCrypt's tables, key redacted
 }
 
 type fakeMount struct {
@@ -131,6 +137,37 @@ func (f *fakeSys) FindBlockDevice(spec string) (string, error) {
 }
 
 func (f *fakeSys) Uptime() time.Duration { return 1500 * time.Millisecond }
+
+func (f *fakeSys) OpenDevice(path string) (*os.File, error) {
+	if img, ok := f.devices[path]; ok {
+		return os.Open(img)
+	}
+	return nil, &os.PathError{Op: "open", Path: path, Err: os.ErrNotExist}
+}
+
+func (f *fakeSys) Unmount(target string) error { f.record("umount %s", target); return nil }
+
+func (f *fakeSys) AskPassphrase(ctx context.Context, prompt string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prompts = append(f.prompts, prompt)
+	if len(f.passes) == 0 {
+		return nil, errors.New("console closed")
+	}
+	p := f.passes[0]
+	f.passes = f.passes[1:]
+	return []byte(p), nil
+}
+
+func (f *fakeSys) ActivateCrypt(name string, table *luks.Table) (string, error) {
+	f.mu.Lock()
+	f.tables = append(f.tables, table.String())
+	f.mu.Unlock()
+	if f.activate != nil {
+		return f.activate(name, table)
+	}
+	return "/dev/mapper/" + name, nil
+}
 
 // newTestState returns a State over a fake System with a plan parsed from cmdline, and the
 // buffer the logger writes to.

@@ -132,7 +132,7 @@ func TestFilesystems(t *testing.T) {
 			name:    "device never appears",
 			cmdline: "ip=dhcp nbd_server=10.0.0.1 root=/dev/nbd0p1 rootdelay=1",
 			sys:     &fakeSys{ready: func(string) (bool, error) { return false, os.ErrNotExist }},
-			wantErr: "filesystems hook failed: wait for the root device (rootdelay= waits longer): /dev/nbd0p1 did not appear within 1s (parameter root=/dev/nbd0p1)",
+			wantErr: "filesystems hook failed: wait for the root device (rootdelay= waits longer): /dev/nbd0p1 did not appear within 1s: no such device (parameter root=/dev/nbd0p1)",
 		},
 		{
 			name:    "mount refused",

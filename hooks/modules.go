@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 
 	"github.com/nbdroot/nbdroot/kmod"
@@ -21,9 +18,10 @@ type ImageModules struct {
 	Boot *kmod.Boot
 	// Hooks are the image's hooks, in order.
 	Hooks []string
-	// SysBus is the sysfs bus directory scanned for coldplug (normally /sys/bus).
-	SysBus string
-	Log    *Logger
+	// SysDevices is the sysfs device tree for coldplug (normally /sys/devices; kmod reads
+	// the bus directories beside it).
+	SysDevices string
+	Log        *Logger
 
 	once sync.Once
 	mu   sync.Mutex
@@ -32,10 +30,6 @@ type ImageModules struct {
 }
 
 var _ ModuleLoader = (*ImageModules)(nil)
-
-// maxColdplugRounds bounds the rescans: a driver can create devices another driver binds to
-// (virtio_pci creates the virtio devices virtio_net drives); real chains are 2-3 deep.
-const maxColdplugRounds = 5
 
 // Start implements ModuleLoader.
 func (m *ImageModules) Start(ctx context.Context) {
@@ -57,7 +51,7 @@ func (m *ImageModules) Start(ctx context.Context) {
 			defer close(nicChain)
 			err := m.Boot.LoadHook(ctx, "udev")
 			err = errors.Join(err, m.Boot.LoadHook(ctx, "net"))
-			if cerr := m.coldplug(ctx); cerr != nil && m.Log != nil {
+			if _, cerr := m.Boot.Coldplug(ctx, m.SysDevices); cerr != nil && m.Log != nil {
 				// A device whose driver fails to load is reported, not fatal: the NIC
 				// the boot needs may be another one.
 				m.Log.Printf("udev: coldplug: %v", cerr)
@@ -92,38 +86,6 @@ func (m *ImageModules) finish(hook string, err error) {
 	}
 	m.errs[hook] = err
 	close(ch)
-}
-
-// coldplug loads the modules matching the modalias of every device on the buses, rescanning
-// after each round because drivers create devices. It reads /sys/bus/*/devices/*/modalias
-// rather than walking all of /sys/devices: a few dozen files instead of thousands, which
-// matters on a slow CPU.
-func (m *ImageModules) coldplug(ctx context.Context) error {
-	seen := map[string]bool{}
-	var errs []error
-	for range maxColdplugRounds {
-		files, _ := filepath.Glob(filepath.Join(m.SysBus, "*", "devices", "*", "modalias"))
-		var want []string
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			alias := strings.TrimSpace(string(b))
-			if err != nil || alias == "" || seen[alias] {
-				continue
-			}
-			seen[alias] = true
-			want = append(want, m.Boot.Index().Match(kmod.NormalizeAlias(alias))...)
-		}
-		if len(want) == 0 {
-			break
-		}
-		if err := m.Boot.Load(ctx, want...); err != nil {
-			errs = append(errs, err)
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Wait implements ModuleLoader.

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -140,6 +137,9 @@ func rootDevice(s *State) string {
 	return dev
 }
 
+// mountReadOnly is MS_RDONLY, for the portable stages.
+const mountReadOnly = unix.MS_RDONLY
+
 // resolveRoot waits for the root device to be ready, up to rootdelay= (default 10 s).
 func resolveRoot(ctx context.Context, s *State) (string, error) {
 	dev := rootDevice(s)
@@ -147,36 +147,11 @@ func resolveRoot(ctx context.Context, s *State) (string, error) {
 	if dev == "" {
 		return "", fail("filesystems", "root=", "find the root device", errors.New("no root= on the kernel command line"))
 	}
-	wait := s.Plan.RootDelay
-	if wait <= 0 {
-		wait = 10 * time.Second
+	found, err := waitDevice(ctx, s, dev, s.Plan.RootDelay)
+	if err != nil {
+		return "", fail("filesystems", param, "wait for the root device (rootdelay= waits longer)", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	for {
-		var ok bool
-		var err error
-		if strings.Contains(dev, "=") {
-			// UUID=, LABEL=, PARTUUID=, PARTLABEL=: look at every device until one answers.
-			var found string
-			if found, err = s.Sys.FindBlockDevice(dev); err == nil {
-				return found, nil
-			}
-		} else if ok, err = s.Sys.BlockDeviceReady(dev); ok {
-			return dev, nil
-		}
-		select {
-		case <-ctx.Done():
-			why := fmt.Errorf("%s did not appear within %s", dev, wait)
-			if strings.Contains(dev, "=") {
-				why = fmt.Errorf("within %s: %w", wait, err)
-			} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-				why = fmt.Errorf("%s is not usable after %s: %w", dev, wait, err)
-			}
-			return "", fail("filesystems", param, "wait for the root device (rootdelay= waits longer)", why)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return found, nil
 }
 
 // ProbeFSType reads the filesystem type from the superblock of dev.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nbdroot/nbdroot/luks"
 	"github.com/nbdroot/nbdroot/nbdclient"
 	"golang.org/x/sys/unix"
 )
@@ -72,6 +73,16 @@ func (*linuxSystem) BlockDeviceReady(path string) (bool, error) {
 }
 
 func (*linuxSystem) Uptime() time.Duration { return Uptime() }
+
+func (*linuxSystem) OpenDevice(path string) (*os.File, error) { return os.Open(path) }
+
+func (*linuxSystem) Unmount(target string) error {
+	return os.NewSyscallError("umount", unix.Unmount(target, 0))
+}
+
+func (*linuxSystem) ActivateCrypt(name string, table *luks.Table) (string, error) {
+	return luks.Activate(name, table)
+}
 
 // Uptime reads CLOCK_BOOTTIME: the time since the kernel started, what dmesg shows.
 func Uptime() time.Duration {

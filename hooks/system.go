@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/nbdroot/nbdroot/luks"
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
@@ -38,6 +39,15 @@ type System interface {
 	BlockDeviceReady(path string) (bool, error)
 	// FindBlockDevice returns the device answering to UUID=, LABEL=, PARTUUID= or PARTLABEL=.
 	FindBlockDevice(spec string) (string, error)
+	// OpenDevice opens a block device (or, in tests, an image file) for reading.
+	OpenDevice(path string) (*os.File, error)
+	// Unmount detaches the filesystem mounted on target.
+	Unmount(target string) error
+
+	// AskPassphrase asks for a secret on every console, with echo off. The caller wipes it.
+	AskPassphrase(ctx context.Context, prompt string) ([]byte, error)
+	// ActivateCrypt maps a dm-crypt table as /dev/mapper/NAME and returns that path.
+	ActivateCrypt(name string, table *luks.Table) (string, error)
 
 	// Uptime is the time since the kernel started.
 	Uptime() time.Duration

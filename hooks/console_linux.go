@@ -1,0 +1,108 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// activeConsoles lists the terminals the kernel prints its console on
+// (/sys/class/tty/console/active: "tty0 ttyS0"), as /dev paths; /dev/console when unknown.
+func activeConsoles() []string {
+	b, err := os.ReadFile("/sys/class/tty/console/active")
+	var out []string
+	if err == nil {
+		for _, name := range strings.Fields(string(b)) {
+			out = append(out, "/dev/"+name)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"/dev/console"}
+	}
+	return out
+}
+
+// AskPassphrase asks on every active console (a thin client may have a screen and a serial
+// line; whoever answers first wins), with echo off, and returns the line typed without its
+// newline. The caller wipes it.
+func (*linuxSystem) AskPassphrase(ctx context.Context, prompt string) ([]byte, error) {
+	type answer struct {
+		line []byte
+		err  error
+	}
+	var ttys []*os.File
+	for _, path := range activeConsoles() {
+		f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
+		if err != nil {
+			continue
+		}
+		ttys = append(ttys, f)
+	}
+	if len(ttys) == 0 {
+		return nil, errors.New("no console to ask the passphrase on")
+	}
+	answers := make(chan answer, len(ttys))
+	var restore []func()
+	for _, tty := range ttys {
+		if t, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS); err == nil {
+			saved := *t
+			t.Lflag &^= unix.ECHO
+			t.Lflag |= unix.ICANON
+			if unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETS, t) == nil {
+				fd := int(tty.Fd())
+				restore = append(restore, func() { unix.IoctlSetTermios(fd, unix.TCSETS, &saved) })
+			}
+		}
+		fmt.Fprint(tty, prompt)
+	}
+	var wg sync.WaitGroup
+	for _, tty := range ttys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			line, err := bufio.NewReaderSize(tty, 512).ReadSlice('\n')
+			// Copy out of the reader's buffer: the caller owns and wipes the result.
+			answers <- answer{append([]byte(nil), line...), err}
+			clear(line)
+		}()
+	}
+	defer func() {
+		for _, r := range restore {
+			r()
+		}
+		// Closing the other consoles ends their pending reads.
+		for _, tty := range ttys {
+			tty.Close()
+		}
+		wg.Wait()
+	}()
+	var last error
+	for range ttys {
+		select {
+		case a := <-answers:
+			if a.err == nil {
+				for _, tty := range ttys {
+					fmt.Fprint(tty, "\n")
+				}
+				return trimNewline(a.line), nil
+			}
+			last = a.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return nil, fmt.Errorf("read the passphrase: %w", last)
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
