@@ -488,8 +488,9 @@ func cmdlineOverrides(c bootparam.IPConfig, nc *NetConfig, l *link) error {
 func (n Net) dhcp(ctx context.Context, s *State, name string, cfg bootparam.IPConfig) (*Lease, error) {
 	dctx, cancel := context.WithTimeout(ctx, n.DHCP)
 	defer cancel()
-	// RFC 2131 section 4.1 asks for a 4 s first retransmission; 2 s gets a lost packet back
-	// sooner on a boot that waits for it, and the server sees at most one packet per 2 s.
+	// nclient4 sends each message up to Retries times and doubles the wait every time, as
+	// RFC 2131 section 4.1 asks; starting at 2 s rather than its 4 s gets a lost packet back
+	// sooner on a boot that waits for it.
 	req := DHCPRequest{Hostname: cfg.Hostname, Timeout: 2 * time.Second, Retries: 3}
 	backoff := n.backoff
 	for attempt := 1; ; attempt++ {

@@ -66,8 +66,8 @@ func (*linuxSystem) LinkUp(ctx context.Context, name string) error {
 	}
 }
 
-// DHCP runs one DISCOVER/OFFER/REQUEST/ACK exchange; nclient4 retransmits each message
-// req.Retries times, req.Timeout apart.
+// DHCP runs one DISCOVER/OFFER/REQUEST/ACK exchange; nclient4 sends each message up to
+// req.Retries times, waiting req.Timeout for the first answer and twice as long each time.
 func (*linuxSystem) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
 	opts := []nclient4.ClientOpt{}
 	if req.Timeout > 0 {
