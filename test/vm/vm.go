@@ -314,3 +314,6 @@ func tail(s string, lines int) string {
 	}
 	return strings.Join(parts, "\n")
 }
+
+// Match reports whether the regular expression re matches s.
+func Match(s, re string) bool { return regexp.MustCompile(re).MatchString(s) }

@@ -312,13 +312,16 @@ type benchTB struct {
 	failed   bool
 }
 
-func (r *benchTB) Helper()                           {}
-func (r *benchTB) Name() string                      { return "bench" }
-func (r *benchTB) Failed() bool                      { return r.failed }
-func (r *benchTB) Cleanup(f func())                  { r.cleanups = append(r.cleanups, f) }
-func (r *benchTB) Logf(format string, args ...any)   { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-func (r *benchTB) Fatal(args ...any)                 { r.Fatalf("%s", fmt.Sprint(args...)) }
-func (r *benchTB) Fatalf(format string, args ...any) { r.failed = true; panic(fmt.Sprintf(format, args...)) }
+func (r *benchTB) Helper()                         {}
+func (r *benchTB) Name() string                    { return "bench" }
+func (r *benchTB) Failed() bool                    { return r.failed }
+func (r *benchTB) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
+func (r *benchTB) Logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+func (r *benchTB) Fatal(args ...any)               { r.Fatalf("%s", fmt.Sprint(args...)) }
+func (r *benchTB) Fatalf(format string, args ...any) {
+	r.failed = true
+	panic(fmt.Sprintf(format, args...))
+}
 func (r *benchTB) TempDir() string {
 	d, err := os.MkdirTemp("", "nbdroot-bench-")
 	if err != nil {

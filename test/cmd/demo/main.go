@@ -33,13 +33,16 @@ type runner struct {
 	tmp      []string
 }
 
-func (r *runner) Helper()                           {}
-func (r *runner) Name() string                      { return "demo" }
-func (r *runner) Failed() bool                      { return r.failed }
-func (r *runner) Cleanup(f func())                  { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Logf(format string, args ...any)   { fmt.Printf(format+"\n", args...) }
-func (r *runner) Fatal(args ...any)                 { r.Fatalf("%s", fmt.Sprint(args...)) }
-func (r *runner) Fatalf(format string, args ...any) { r.failed = true; panic(fmt.Sprintf(format, args...)) }
+func (r *runner) Helper()                         {}
+func (r *runner) Name() string                    { return "demo" }
+func (r *runner) Failed() bool                    { return r.failed }
+func (r *runner) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
+func (r *runner) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+func (r *runner) Fatal(args ...any)               { r.Fatalf("%s", fmt.Sprint(args...)) }
+func (r *runner) Fatalf(format string, args ...any) {
+	r.failed = true
+	panic(fmt.Sprintf(format, args...))
+}
 func (r *runner) TempDir() string {
 	d, err := os.MkdirTemp("", "nbdroot-demo-")
 	if err != nil {
