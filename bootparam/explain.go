@@ -26,7 +26,7 @@ func (p *Plan) Explain(w io.Writer) error {
 
 	ew.printf("network\n")
 	for i, c := range p.IP {
-		line("ip["+strconv.Itoa(i)+"]", describeIP(c), "ip["+strconv.Itoa(i)+"]")
+		line("ip["+strconv.Itoa(i)+"]", describeIP(c, p.BootIF), "ip["+strconv.Itoa(i)+"]")
 		if c.Mode == ModeStatic && p.Sources["ip["+strconv.Itoa(i)+"].netmask"] != "" {
 			line("", "netmask "+c.Netmask, "ip["+strconv.Itoa(i)+"].netmask")
 		}
@@ -122,11 +122,15 @@ func (p *Plan) Explain(w io.Writer) error {
 	return ew.err
 }
 
-// describeIP says in words what the net hook will do with one ip= entry.
-func describeIP(c IPConfig) string {
+// describeIP says in words what the net hook will do with one ip= entry; bootif is the
+// BOOTIF MAC address, which picks the NIC of an entry without a device.
+func describeIP(c IPConfig, bootif string) string {
 	dev := "the first interface with carrier"
-	if c.Device != "" {
+	switch {
+	case c.Device != "":
 		dev = c.Device
+	case bootif != "":
+		dev = "the interface with MAC " + bootif + " (BOOTIF)"
 	}
 	var b strings.Builder
 	switch c.Mode {

@@ -147,7 +147,7 @@ func TestExplain(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []string{
-		"  ip[0]        DHCP on the first interface with carrier  (from ip=::::::dhcp)\n",
+		"  ip[0]        DHCP on the interface with MAC 52:54:00:12:34:56 (BOOTIF)  (from ip=::::::dhcp)\n",
 		"  boot NIC     52:54:00:12:34:56",
 		"  server       192.168.0.1:10809  (from nbd_server=192.168.0.1:10809,[fd00::1]:10810)\n",
 		"  failover     [fd00::1]:10810\n",
