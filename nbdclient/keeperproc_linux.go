@@ -54,7 +54,7 @@ func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
 	cmd.ExtraFiles = append([]*os.File{specR, readyW}, o.Socks...)
 	// Async preemption signals would interrupt NBD_DO_IT in the ioctl mode; the keeper has
 	// nothing to preempt anyway.
-	cmd.Env = []string{"GODEBUG=asyncpreemptoff=1"}
+	cmd.Env = []string{"GODEBUG=asyncpreemptoff=1", keeperEnv}
 	cmd.Dir = "/"
 	// A session of its own: no terminal's hangup or ^C reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -99,6 +99,17 @@ func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
 	return cmd.Process.Pid, idx, nil
 }
 
+// keeperEnv marks a process started by StartKeeper, whose descriptors 3 and 4 are its pipes.
+const keeperEnv = "NBDROOT_KEEPER_FDS=3,4"
+
+func envName(kv string) string  { k, _, _ := strings.Cut(kv, "="); return k }
+func envValue(kv string) string { _, v, _ := strings.Cut(kv, "="); return v }
+
+func isPipe(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
+}
+
 // keeperSocket is the keeper's control socket, in the abstract namespace: it needs no file,
 // so it works after switch_root, and it names the device, so two keepers of one device
 // cannot both run.
@@ -109,12 +120,12 @@ func keeperSocket(index int) string { return "@nbdroot-keeper/nbd" + strconv.Ito
 // is disconnected. Its messages go to the kernel log (/dev/kmsg): after switch_root the
 // console belongs to the root's init. It returns the exit status.
 func KeeperMain() int {
-	specF := os.NewFile(keeperSpecFD, "keeper-spec")
-	readyF := os.NewFile(keeperReadyFD, "keeper-ready")
-	if specF == nil || readyF == nil {
-		fmt.Fprintln(os.Stderr, "nbdroot-keeper: started without its descriptors; the keeper is started by nbdroot-init or nbdroot attach --keep")
+	if os.Getenv(envName(keeperEnv)) != envValue(keeperEnv) || !isPipe(keeperSpecFD) || !isPipe(keeperReadyFD) {
+		fmt.Fprintln(os.Stderr, "nbdroot-keeper: started without its descriptors; the keeper is started by nbdroot-init before switch_root or by nbdroot attach --keep")
 		return 2
 	}
+	specF := os.NewFile(keeperSpecFD, "keeper-spec")
+	readyF := os.NewFile(keeperReadyFD, "keeper-ready")
 	fail := func(err error) int {
 		fmt.Fprintf(readyF, "error: %v\n", err)
 		return 1

@@ -1,21 +1,316 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
+const attachUsage = `usage: nbdroot attach SERVER[:PORT] [options]
+
+Connect an NBD export to /dev/nbdN on this machine, through the kernel's netlink
+interface (or its ioctl interface on kernels without it), and print the device.
+SERVER is a name or an address (IPv6 in brackets with a port); PORT defaults to 10809.
+
+options:
+  --export NAME              the export (default: the server's default export)
+  --device /dev/nbdN         the device (default: the first free one)
+  --connections N            sockets to the server (default 1; more only when the server
+                             advertises multi-conn)
+  --timeout D                per-request timeout (default: the kernel's)
+  --dead-conn-timeout D      how long I/O waits for a reconnect when the server goes away
+                             (default 2m with --keep, none without)
+  --block-size N             logical block size 512-4096 (default: the server's minimum)
+  --keep                     start a keeper that reconnects when the server restarts
+  --ioctl                    use the ioctl interface (it always starts a keeper)
+  --json                     print the attachment as JSON
+  -h, --help                 print this help
+
+Durations are Go durations or seconds: 30, 30s, 2m.
+
+exit status: 0 attached; 1 the attach failed (or the keeper did not start: the device then
+stays attached); 2 the usage is wrong.
+
+examples:
+  nbdroot attach 192.168.0.1 --export root --keep
+  nbdroot attach [fd00::1]:10900 --device /dev/nbd3 --connections 2
+`
+
+const detachUsage = `usage: nbdroot detach /dev/nbdN
+
+Stop the device's keeper, if it has one, and disconnect the device (the kernel sends
+NBD_CMD_DISC to the server). Unmount what is mounted from it first.
+
+exit status: 0 detached; 1 the detach failed; 2 the usage is wrong.
+`
+
+const statusUsage = `usage: nbdroot status [--json] [--all] [/dev/nbdN]
+
+Show this machine's connected NBD devices: size, block size, read-only, what they are
+connected to, the process that connected them, and their keeper (server in use,
+reconnects, state).
+
+options:
+  --json     print JSON
+  --all      include devices that are not connected
+  -h, --help print this help
+
+exit status: 0 shown; 1 the kernel has no nbd driver or the device is unknown; 2 the usage
+is wrong.
+`
+
+// parseInterleaved parses flags that may come before, between or after the positional
+// arguments (nbdroot attach HOST --export root), and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+// durationFlag accepts Go durations and plain seconds.
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		*f.d = d
+		return nil
+	}
+	var n uint
+	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && fmt.Sprint(n) == s {
+		*f.d = time.Duration(n) * time.Second
+		return nil
+	}
+	return fmt.Errorf("%q is not a duration (30, 30s, 2m)", s)
+}
+
+// usageError prints a usage problem and returns exit status 2.
+func usageError(stderr io.Writer, cmd, usage string, err error) int {
+	fmt.Fprintf(stderr, "nbdroot %s: %v\n\n%s", cmd, err, usage)
+	return 2
+}
+
+// runAttach implements `nbdroot attach`; `attach --run-keeper` is the keeper process it
+// starts (argv[0] @nbdroot-keeper).
 func runAttach(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "nbdroot attach: not built yet")
-	return 1
+	if len(args) > 0 && args[0] == "--run-keeper" {
+		return nbdclient.KeeperMain()
+	}
+	fs := flag.NewFlagSet("nbdroot attach", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	r := nbdclient.AttachRequest{Device: -1, Keeper: nbdclient.KeeperStart{Args: []string{"attach", "--run-keeper"}}}
+	fs.StringVar(&r.Export, "export", "", "")
+	device := fs.String("device", "", "")
+	fs.IntVar(&r.Connections, "connections", 1, "")
+	fs.Var(durationFlag{&r.Timeout}, "timeout", "")
+	fs.Var(durationFlag{&r.DeadConnTimeout}, "dead-conn-timeout", "")
+	fs.IntVar(&r.BlockSize, "block-size", 0, "")
+	fs.BoolVar(&r.Keep, "keep", false, "")
+	fs.BoolVar(&r.Ioctl, "ioctl", false, "")
+	asJSON := fs.Bool("json", false, "")
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, attachUsage)
+		return 0
+	}
+	if err != nil {
+		return usageError(stderr, "attach", attachUsage, err)
+	}
+	if len(pos) != 1 {
+		return usageError(stderr, "attach", attachUsage, errors.New("give exactly one SERVER[:PORT]"))
+	}
+	if r.Server, err = nbdclient.ParseServer(pos[0]); err != nil {
+		return usageError(stderr, "attach", attachUsage, err)
+	}
+	if *device != "" {
+		if r.Device, err = nbdclient.DeviceNumber(*device); err != nil {
+			return usageError(stderr, "attach", attachUsage, err)
+		}
+	}
+	if r.Connections < 1 || r.Connections > 64 {
+		return usageError(stderr, "attach", attachUsage, fmt.Errorf("--connections %d: must be 1-64", r.Connections))
+	}
+	if r.BlockSize != 0 && (r.BlockSize < 512 || r.BlockSize > 4096 || r.BlockSize&(r.BlockSize-1) != 0) {
+		return usageError(stderr, "attach", attachUsage, fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", r.BlockSize))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, err := nbdclient.Attach(ctx, r, func(s string) { fmt.Fprintf(stderr, "nbdroot attach: %s\n", s) })
+	if a == nil {
+		fmt.Fprintf(stderr, "nbdroot attach: %v\n", err)
+		return 1
+	}
+	for _, w := range a.Warnings {
+		fmt.Fprintf(stderr, "nbdroot attach: warning: %s\n", w)
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(a, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		fmt.Fprintln(stdout, a.Device)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nbdroot attach: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
+// runDetach implements `nbdroot detach`.
 func runDetach(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "nbdroot detach: not built yet")
-	return 1
+	fs := flag.NewFlagSet("nbdroot detach", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, detachUsage)
+		return 0
+	}
+	if err != nil {
+		return usageError(stderr, "detach", detachUsage, err)
+	}
+	if len(pos) != 1 {
+		return usageError(stderr, "detach", detachUsage, errors.New("give exactly one /dev/nbdN"))
+	}
+	idx, err := nbdclient.DeviceNumber(pos[0])
+	if err != nil {
+		return usageError(stderr, "detach", detachUsage, err)
+	}
+	if err := nbdclient.Detach(idx); err != nil {
+		fmt.Fprintf(stderr, "nbdroot detach: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
+// runStatus implements `nbdroot status`.
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "nbdroot status: not built yet")
-	return 1
+	fs := flag.NewFlagSet("nbdroot status", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	asJSON := fs.Bool("json", false, "")
+	all := fs.Bool("all", false, "")
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, statusUsage)
+		return 0
+	}
+	if err != nil {
+		return usageError(stderr, "status", statusUsage, err)
+	}
+	if len(pos) > 1 {
+		return usageError(stderr, "status", statusUsage, errors.New("give at most one device"))
+	}
+	only := -1
+	if len(pos) == 1 {
+		if only, err = nbdclient.DeviceNumber(pos[0]); err != nil {
+			return usageError(stderr, "status", statusUsage, err)
+		}
+	}
+	devs, err := nbdclient.Status(*all || only >= 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "nbdroot status: %v\n", err)
+		return 1
+	}
+	if only >= 0 {
+		var one []nbdclient.DeviceInfo
+		for _, d := range devs {
+			if d.Index == only {
+				one = append(one, d)
+			}
+		}
+		if len(one) == 0 {
+			fmt.Fprintf(stderr, "nbdroot status: /dev/nbd%d: no such NBD device\n", only)
+			return 1
+		}
+		devs = one
+	}
+	if *asJSON {
+		if devs == nil {
+			devs = []nbdclient.DeviceInfo{}
+		}
+		b, _ := json.MarshalIndent(devs, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+		return 0
+	}
+	printStatus(stdout, devs)
+	return 0
+}
+
+func printStatus(w io.Writer, devs []nbdclient.DeviceInfo) {
+	if len(devs) == 0 {
+		fmt.Fprintln(w, "no connected NBD devices")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tSTATE\tSIZE\tBLOCK\tBACKEND\tPID\tKEEPER")
+	for _, d := range devs {
+		state := "free"
+		if d.Connected {
+			state = "connected"
+			if d.ReadOnly {
+				state += ",ro"
+			}
+		}
+		keeper := "-"
+		if k := d.Keeper; k != nil {
+			keeper = fmt.Sprintf("pid %d, %s via %s, %d reconnect(s)", k.Pid, k.State, k.Server, k.Reconnects)
+			if k.LastError != "" {
+				keeper += ", last error: " + k.LastError
+			}
+		}
+		backend, pid := dash(d.Backend), "-"
+		if d.Pid > 0 {
+			pid = fmt.Sprint(d.Pid)
+		}
+		size, block := "-", "-"
+		if d.Connected {
+			size, block = humanBytes(d.Size), fmt.Sprint(d.BlockSize)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Device, state, size, block, backend, pid, keeper)
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "-"
+	}
+	return s
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
