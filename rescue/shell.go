@@ -8,6 +8,7 @@
 package rescue
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -63,8 +64,15 @@ func (s *Shell) Run(ctx context.Context) error {
 	if prompt == "" {
 		prompt = "nbdroot# "
 	}
+	// The interpreter copies a stdin that is not an *os.File through a pipe in the
+	// background, which would race with our own line reading for the input: give it the
+	// console itself when there is one, and no stdin otherwise.
+	var stdin io.Reader
+	if f, ok := s.In.(*os.File); ok {
+		stdin = f
+	}
 	r, err := interp.New(
-		interp.StdIO(s.In, s.Out, s.Err),
+		interp.StdIO(stdin, s.Out, s.Err),
 		interp.Env(expand.ListEnviron(env...)),
 		interp.Interactive(true),
 		interp.ExecHandlers(appletHandler(applets)),
@@ -75,43 +83,50 @@ func (s *Shell) Run(ctx context.Context) error {
 	if s.Banner != "" {
 		fmt.Fprint(s.Out, s.Banner)
 	}
+	// Lines are read one at a time and parsed once a statement is complete, so a syntax
+	// error costs only the statement it is in, never the rest of the input.
+	in := bufio.NewReader(s.In)
+	var stmt strings.Builder
 	fmt.Fprint(s.Out, prompt)
-	parser := syntax.NewParser()
-	var runErr error
-	err = parser.Interactive(s.In, func(stmts []*syntax.Stmt) bool {
-		if parser.Incomplete() {
-			fmt.Fprint(s.Out, "> ")
-			return true
-		}
-		for _, st := range stmts {
-			err := r.Run(ctx, st)
-			if r.Exited() {
-				return false
+	for {
+		line, err := in.ReadString('\n')
+		if line == "" && err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
 			}
-			if err != nil {
-				if _, ok := interp.IsExitStatus(err); !ok {
-					fmt.Fprintln(s.Err, err)
+			return err
+		}
+		stmt.WriteString(line)
+		f, perr := syntax.NewParser().Parse(strings.NewReader(stmt.String()), "")
+		switch {
+		case perr != nil && syntax.IsIncomplete(perr) && err == nil:
+			fmt.Fprint(s.Out, "> ")
+			continue
+		case perr != nil:
+			fmt.Fprintln(s.Err, perr)
+		default:
+			// Statement by statement: running a whole File means "end of script, exit".
+			for _, st := range f.Stmts {
+				rerr := r.Run(ctx, st)
+				if r.Exited() {
+					return nil
+				}
+				if rerr != nil {
+					if _, ok := interp.IsExitStatus(rerr); !ok {
+						fmt.Fprintln(s.Err, rerr)
+					}
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
 			}
-			if ctx.Err() != nil {
-				runErr = ctx.Err()
-				return false
-			}
+		}
+		stmt.Reset()
+		if err != nil {
+			return nil // end of input after a last line without a newline
 		}
 		fmt.Fprint(s.Out, prompt)
-		return true
-	})
-	if runErr != nil {
-		return runErr
 	}
-	var perr syntax.ParseError
-	if errors.As(err, &perr) {
-		// A syntax error ends Interactive; report it and start over rather than leave the
-		// console without a shell.
-		fmt.Fprintln(s.Err, err)
-		return s.Run(ctx)
-	}
-	return err
 }
 
 // appletHandler runs applets in-process and everything else with the default handler.
