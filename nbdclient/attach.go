@@ -178,10 +178,22 @@ func Attach(ctx context.Context, r AttachRequest, note func(string)) (*Attachmen
 	return a, nil
 }
 
-// Detach stops the keeper of /dev/nbd<index>, if any, and disconnects the device.
+// Detach disconnects /dev/nbd<index> and ends its keeper, if any. A netlink device's keeper
+// is stopped first (a disconnect on request sends no LINK_DEAD, but the keeper must not
+// answer anything meanwhile); a device held through the ioctl interface is disconnected
+// first, and its keeper exits once NBD_DO_IT returns.
 func Detach(index int) error {
-	if _, err := StopKeeper(index); err != nil && !errors.Is(err, ErrNoKeeper) {
+	ks, err := QueryKeeper(index)
+	if err != nil && !errors.Is(err, ErrNoKeeper) {
 		return err
+	}
+	if ks != nil && ks.Interface == "ioctl" {
+		return DisconnectLegacy("/dev/nbd" + strconv.Itoa(index))
+	}
+	if ks != nil {
+		if _, err := StopKeeper(index); err != nil && !errors.Is(err, ErrNoKeeper) {
+			return err
+		}
 	}
 	k, err := OpenKernel()
 	if errors.Is(err, ErrNoFamily) {

@@ -102,6 +102,8 @@ type Keeper struct {
 	MinBackoff, MaxBackoff time.Duration
 	StatusInterval         time.Duration
 	DialTimeout            time.Duration
+	// Interface is reported in the state: "netlink" or "ioctl".
+	Interface string
 
 	mu    sync.Mutex
 	state KeeperState
@@ -110,10 +112,13 @@ type Keeper struct {
 
 // KeeperState is what a keeper reports about itself (nbdroot status).
 type KeeperState struct {
-	Device     string    `json:"device"`
-	Server     string    `json:"server"`
-	Export     string    `json:"export"`
-	State      string    `json:"state"` // "watching" or "reconnecting"
+	Device string `json:"device"`
+	Server string `json:"server"`
+	Export string `json:"export"`
+	State  string `json:"state"` // "watching" or "reconnecting"
+	// Interface is "netlink", or "ioctl" when the keeper holds the device itself (then
+	// stopping the keeper would disconnect it).
+	Interface  string    `json:"interface,omitempty"`
 	Since      time.Time `json:"since"`
 	Reconnects int       `json:"reconnects"`
 	LastError  string    `json:"last_error,omitempty"`
@@ -156,7 +161,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 	k.setState(func(s *KeeperState) {
 		*s = KeeperState{Device: "/dev/" + k.dev(), Server: k.Target.Servers[0], Export: k.Target.Export,
-			State: "watching", Since: time.Now()}
+			State: "watching", Since: time.Now(), Interface: k.Interface}
 	})
 	// One pending repair at most: notices that arrive while one is pending are covered by it.
 	trigger := make(chan string, 1)

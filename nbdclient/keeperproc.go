@@ -19,6 +19,8 @@ type KeeperSpec struct {
 	// itself, through the ioctl interface, with the sockets it inherits, and owns
 	// NBD_DO_IT for as long as the device runs.
 	Legacy *Device `json:"legacy,omitempty"`
+	// Sockets is how many sockets the keeper inherits (set by StartKeeper).
+	Sockets int `json:"sockets,omitempty"`
 }
 
 // KeeperStart says how to start the keeper process.

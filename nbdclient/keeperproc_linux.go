@@ -49,6 +49,7 @@ func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
 	}
 	defer readyR.Close()
 	defer readyW.Close()
+	spec.Sockets = len(o.Socks)
 	cmd := exec.Command(exe, o.Args...)
 	cmd.Args[0] = KeeperArgv0
 	cmd.ExtraFiles = append([]*os.File{specR, readyW}, o.Socks...)
@@ -161,11 +162,8 @@ func KeeperMain() int {
 	t := spec.Target
 	if spec.Legacy != nil {
 		var socks []*os.File
-		for fd := keeperSockFD; ; fd++ {
-			if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
-				break
-			}
-			socks = append(socks, os.NewFile(uintptr(fd), "nbd-socket"))
+		for i := 0; i < spec.Sockets; i++ {
+			socks = append(socks, os.NewFile(uintptr(keeperSockFD+i), "nbd-socket"))
 		}
 		path := "/dev/nbd" + strconv.Itoa(t.Index)
 		sess, err := AttachLegacy(path, t.Index, *spec.Legacy, socks)
@@ -191,6 +189,11 @@ func KeeperMain() int {
 		kernel, links = k, ev
 	}
 	keeper := &Keeper{Target: t, Dial: Dial, Kernel: kernel, Links: links, Logf: log.Logf}
+	mode := "netlink"
+	if spec.Legacy != nil {
+		mode = "ioctl"
+	}
+	keeper.Interface = mode
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	ln, err := net.Listen("unix", keeperSocket(t.Index))
@@ -206,12 +209,12 @@ func KeeperMain() int {
 	}
 	fmt.Fprintf(readyF, "ready %d\n", t.Index)
 	readyF.Close()
-	mode := "netlink"
-	if spec.Legacy != nil {
-		mode = "ioctl"
+	dead := "no dead-connection timeout"
+	if t.DeadConnTimeout > 0 {
+		dead = "dead-connection timeout " + t.DeadConnTimeout.String()
 	}
-	log.Logf(LevelInfo, "keeping /dev/nbd%d connected to %s (%s, %d connection(s), dead-connection timeout %s)",
-		t.Index, strings.Join(t.Servers, ", "), mode, t.Connections, t.DeadConnTimeout)
+	log.Logf(LevelInfo, "keeping /dev/nbd%d connected to %s (%s, %d connection(s), %s)",
+		t.Index, strings.Join(t.Servers, ", "), mode, t.Connections, dead)
 	err = keeper.Run(ctx)
 	ln.Close()
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -268,6 +271,12 @@ func serveControl(ln net.Listener, k *Keeper, stop func(), log *kmsgLog) {
 			case "stop":
 				if uid, err := peerUID(c); err != nil || uid != 0 {
 					fmt.Fprintln(c, `{"error":"only root may stop the keeper"}`)
+					return
+				}
+				if st.Interface == "ioctl" {
+					// NBD_DO_IT dies with this process: stopping it would disconnect the
+					// device without telling the server.
+					fmt.Fprintln(c, `{"error":"this keeper holds the device through the ioctl interface: detach the device instead (nbdroot detach), and the keeper exits"}`)
 					return
 				}
 				log.Logf(LevelInfo, "asked to stop: /dev/nbd%d is no longer kept", k.Target.Index)
