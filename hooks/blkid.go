@@ -3,6 +3,8 @@ package hooks
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"unicode/utf16"
 )
@@ -154,4 +156,19 @@ func Matches(spec string, id Identity, part *Partition) bool {
 		return part != nil && part.Label != "" && part.Label == val
 	}
 	return false
+}
+
+// readHead reads up to n bytes from the start of a device or file.
+func readHead(path string, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	m, err := io.ReadFull(f, b)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return nil, err
+	}
+	return b[:m], nil
 }

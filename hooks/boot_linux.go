@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/bootparam"
+	"github.com/nbdroot/nbdroot/hooks/catalog"
 	"github.com/nbdroot/nbdroot/kmod"
 	"github.com/nbdroot/nbdroot/rescue"
 	"golang.org/x/sys/unix"
@@ -115,7 +116,7 @@ func (s *State) loadPlan() error {
 func imageHooks() []string {
 	f, err := os.Open(HooksFile)
 	if err != nil {
-		return append([]string(nil), Default...)
+		return append([]string(nil), catalog.Default...)
 	}
 	defer f.Close()
 	var hooks []string
@@ -147,7 +148,7 @@ func hookList(names []string, cfg BootConfig) ([]Hook, error) {
 		case "filesystems":
 			out = append(out, Filesystems{})
 		default:
-			if _, ok := Lookup(n); !ok {
+			if _, ok := catalog.Lookup(n); !ok {
 				return nil, &Failure{Hook: "init", Tried: "read " + HooksFile, Err: fmt.Errorf("unknown hook %q", n)}
 			}
 		}

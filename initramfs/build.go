@@ -13,7 +13,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nbdroot/nbdroot/hooks"
+	"github.com/nbdroot/nbdroot/hooks/catalog"
 	"github.com/nbdroot/nbdroot/kmod"
 	"github.com/nbdroot/nbdroot/kmod/depmod"
 )
@@ -46,7 +46,7 @@ type Options struct {
 	ModulesDir string
 	// Init is the nbdroot-init binary to install as /init. Required.
 	Init string
-	// Hooks are the hooks in boot order; nil means hooks.Default.
+	// Hooks are the hooks in boot order; nil means catalog.Default.
 	Hooks []string
 	// AddModules are extra modules (names or aliases), loaded at the start of the boot
 	// with the first hook, like mkinitcpio's MODULES. Each must exist to build the image;
@@ -169,7 +169,7 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 	}
 	hookNames := opts.Hooks
 	if hookNames == nil {
-		hookNames = hooks.Default
+		hookNames = catalog.Default
 	}
 	specs, err := CheckHooks(hookNames)
 	if err != nil {

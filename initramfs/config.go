@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/nbdroot/nbdroot/hooks"
+	"github.com/nbdroot/nbdroot/hooks/catalog"
 )
 
 // Config is what the builder reads from a mkinitcpio.conf-style file: the arrays (or
@@ -157,18 +157,18 @@ func (e *UnknownHookError) Error() string {
 // CheckHooks returns the specs of the named hooks in the order given (the boot order), or
 // an *UnknownHookError for the first name the catalog does not have. Duplicates are
 // dropped.
-func CheckHooks(names []string) ([]hooks.Spec, error) {
-	var out []hooks.Spec
+func CheckHooks(names []string) ([]catalog.Spec, error) {
+	var out []catalog.Spec
 	seen := map[string]bool{}
 	for _, n := range names {
 		if seen[n] {
 			continue
 		}
 		seen[n] = true
-		s, ok := hooks.Lookup(n)
+		s, ok := catalog.Lookup(n)
 		if !ok {
 			var known []string
-			for _, k := range hooks.Catalog() {
+			for _, k := range catalog.Catalog() {
 				known = append(known, k.Name)
 			}
 			return nil, &UnknownHookError{Name: n, Known: known}

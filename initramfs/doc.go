@@ -24,7 +24,7 @@
 //	extra files at their destination; keyfiles with mode 0400
 //
 // Every hook of /etc/nbdroot/hooks is listed, including those accepted only for mkinitcpio
-// compatibility (hooks.Spec.Runs false), so the init sees the line the user wrote.
+// compatibility (catalog.Spec.Runs false), so the init sees the line the user wrote.
 //
 // # Reproducibility
 //

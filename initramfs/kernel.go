@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/nbdroot/nbdroot/hooks"
+	"github.com/nbdroot/nbdroot/hooks/catalog"
 	"github.com/nbdroot/nbdroot/kernelcfg"
 	"github.com/nbdroot/nbdroot/kmod/depmod"
 )
@@ -32,7 +32,7 @@ func kernelWarnings(opts Options, d *depmod.Dir, hookNames []string, comp Compre
 	// for mkinitcpio compatibility (Runs == false) are not its business.
 	var checked []string
 	for _, h := range hookNames {
-		if s, ok := hooks.Lookup(h); ok && s.Runs {
+		if s, ok := catalog.Lookup(h); ok && s.Runs {
 			checked = append(checked, h)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // The named NIC policies: which network drivers an image carries for the hooks that need
-// the network (hooks.Spec.NICs).
+// the network (catalog.Spec.NICs).
 const (
 	// NICsCommon is a curated list of the Ethernet drivers of client-class machines
 	// (CommonNICs): thin clients, desktops, laptops and virtual machines.

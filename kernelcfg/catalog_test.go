@@ -4,29 +4,29 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nbdroot/nbdroot/hooks"
+	"github.com/nbdroot/nbdroot/hooks/catalog"
 	"github.com/nbdroot/nbdroot/kernelcfg"
 )
 
-// TestTableFollowsCatalog keeps the requirement table in step with hooks.Catalog, which the
+// TestTableFollowsCatalog keeps the requirement table in step with catalog.Catalog, which the
 // builder and the init follow: the same hooks in the same order, the same default list, and
 // every module a hook requires is the module of one of its required options. It is an external
 // test so that hooks may import kernelcfg without a cycle.
 func TestTableFollowsCatalog(t *testing.T) {
-	var catalog, table []string
-	for _, s := range hooks.Catalog() {
-		catalog = append(catalog, s.Name)
+	var names, table []string
+	for _, s := range catalog.Catalog() {
+		names = append(names, s.Name)
 	}
 	for _, h := range kernelcfg.Hooks() {
 		table = append(table, h.Name)
 	}
-	if diff := cmp.Diff(catalog, table); diff != "" {
+	if diff := cmp.Diff(names, table); diff != "" {
 		t.Errorf("hooks (-catalog +table):\n%s", diff)
 	}
-	if diff := cmp.Diff(hooks.Default, kernelcfg.DefaultHooks); diff != "" {
-		t.Errorf("default hooks (-hooks.Default +DefaultHooks):\n%s", diff)
+	if diff := cmp.Diff(catalog.Default, kernelcfg.DefaultHooks); diff != "" {
+		t.Errorf("default hooks (-catalog.Default +DefaultHooks):\n%s", diff)
 	}
-	for _, spec := range hooks.Catalog() {
+	for _, spec := range catalog.Catalog() {
 		var h kernelcfg.Hook
 		for _, x := range kernelcfg.Hooks() {
 			if x.Name == spec.Name {

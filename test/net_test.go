@@ -1,3 +1,5 @@
+//go:build linux
+
 package test
 
 // The net hook's boot tests: the guest's root prints its network configuration as the init

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command nbdroot-init is the /init of an nbdroot initramfs: it boots the machine from a root
 // filesystem on NBD (see package hooks). The same binary answers to the names of the image's
 // helper programs (modprobe for the kernel's module requests, the rescue applets).

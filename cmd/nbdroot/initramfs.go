@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nbdroot/nbdroot/hooks"
+	"github.com/nbdroot/nbdroot/hooks/catalog"
 	"github.com/nbdroot/nbdroot/initramfs"
 )
 
@@ -43,7 +43,7 @@ func runInitramfs(args []string, stdout, stderr io.Writer) int {
 		modules    = fs.String("modules", "", "client kernel's modules directory `DIR` (/lib/modules/VER)")
 		root       = fs.String("root", "", "take the modules from the chroot `CHROOT` (CHROOT/lib/modules/VER)")
 		kver       = fs.String("kver", "", "kernel release `VER` under --root (default: the only one there)")
-		hooksArg   = fs.String("hooks", "", "hooks in boot order: \"base udev net\" or a mkinitcpio line HOOKS=(…) (default: "+strings.Join(hooks.Default, " ")+")")
+		hooksArg   = fs.String("hooks", "", "hooks in boot order: \"base udev net\" or a mkinitcpio line HOOKS=(…) (default: "+strings.Join(catalog.Default, " ")+")")
 		config     = fs.String("config", "", "read HOOKS, MODULES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
 		nics       = fs.String("nics", "", "NIC drivers for the net hook: common, host-only, universal, or a comma `LIST` of drivers and policies (default "+initramfs.DefaultNICs+")")
 		comp       = fs.String("compression", "", "image compression: "+strings.Join(initramfs.Compressions(), ", ")+" (default "+string(initramfs.DefaultCompression)+")")

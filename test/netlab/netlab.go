@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netlab builds private networks for nbdroot's QEMU boot tests: a network namespace
 // of the test's own with a bridge, the server's address on that bridge, tap devices for QEMU
 // guests, a DHCPv4 server and a DNS server written in Go, and `nbdroot serve` bound inside.

@@ -1,4 +1,7 @@
-package hooks
+// Package catalog declares nbdroot's boot hooks: their names, what each does and the kernel
+// modules it needs. The image builder reads it to pick modules; the init reads it to accept
+// the hook names of an image. It depends on nothing, so the host tool does not link the init.
+package catalog
 
 // Spec declares what one boot stage needs inside the image: the builder reads it to pick
 // modules and files; the init reads the image's list of specs to run the stages in order.
