@@ -37,6 +37,7 @@ const (
 	arenaSize         = 256 << 10
 	inlineMax         = 128 << 10 // reads and writes up to this size may be served inline
 	holeCheckMin      = 64 << 10  // structured reads at least this large report holes
+	sendfileMin       = 64 << 10  // reads at least this large go out with sendfile
 	maxReadChunks     = 64        // hole/data chunks in one structured read reply
 	maxExtents        = 1024      // descriptors in one block status reply
 	connPayloadBudget = 64 << 20
@@ -73,6 +74,7 @@ type tx struct {
 	be         Backend
 	nw         nowaitReader // nil if the backend cannot try reads without blocking
 	holes      bool         // the backend can report holes worth sending as hole chunks
+	fileFD     int          // the image's descriptor for sendfile, or -1
 	size       uint64
 	readOnly   bool
 	structured bool
@@ -145,8 +147,12 @@ func (c *conn) transmit(ss *session) txStats {
 	if nw, ok := t.be.(nowaitReader); ok {
 		t.nw = nw
 	}
-	if fb, ok := t.be.(*fileBackend); ok && !fb.block {
-		t.holes = true
+	t.fileFD = -1
+	if fb, ok := t.be.(*fileBackend); ok {
+		t.holes = !fb.block
+		if t.w.sendfile != nil {
+			t.fileFD = fb.fd
+		}
 	}
 	if _, ok := t.be.(*overlay); ok {
 		t.holes = true
@@ -294,19 +300,18 @@ func (t *tx) read(r nbd.Request) error {
 	n := int(r.Length)
 	t.stats.bytesRead += uint64(n)
 	holeCheck := t.structured && t.holes && n >= holeCheckMin && r.Flags&nbd.CmdFlagDF == 0
+	if holeCheck && t.nw != nil && n <= bigInlineMax && t.allData(int64(r.Offset), int64(n)) {
+		holeCheck = false
+	}
+	hl := nbd.SimpleReplySize
+	if t.structured {
+		hl = nbd.OffsetDataHeaderSize
+	}
 	if t.nw != nil && n <= inlineMax && !holeCheck {
-		hl := nbd.SimpleReplySize
-		if t.structured {
-			hl = nbd.OffsetDataHeaderSize
-		}
 		p := t.reserve(hl + n)
 		ok, err := t.nw.ReadAtNoWait(p[hl:], int64(r.Offset))
 		if ok {
-			if t.structured {
-				nbd.AppendOffsetDataHeader(p[:0], r.Handle, nbd.ReplyFlagDone, r.Offset, r.Length)
-			} else {
-				nbd.AppendSimpleReply(p[:0], nbd.SimpleReply{Handle: r.Handle})
-			}
+			t.readHeader(p[:0], r)
 			return nil
 		}
 		t.unreserve(hl + n)
@@ -314,12 +319,65 @@ func (t *tx) read(r nbd.Request) error {
 			return t.replyError(r, errnoOf(err), "read failed")
 		}
 	}
+	if t.fileFD >= 0 && n >= sendfileMin {
+		// A worker sends it with sendfile (see serveRead); no buffer needed.
+		req, err := t.newRequest(r, 0)
+		if err != nil {
+			return err
+		}
+		t.dispatch(req)
+		return nil
+	}
 	req, err := t.newRequest(r, n)
 	if err != nil {
 		return err
 	}
+	if t.nw != nil && n > inlineMax && n <= bigInlineMax && !holeCheck {
+		// Too big for the batch, but maybe cached: read it here and send the buffer as its
+		// own iovec, sparing a worker handoff.
+		ok, err := t.nw.ReadAtNoWait(req.buf.b, int64(r.Offset))
+		if ok {
+			t.readHeader(t.reserve(hl)[:0], r)
+			t.appendBig(req.buf.b, req)
+			return nil
+		}
+		if err != nil {
+			req.release()
+			return t.replyError(r, errnoOf(err), "read failed")
+		}
+	}
 	t.dispatch(req)
 	return nil
+}
+
+// readHeader writes the reply header of a successful read into b (which has room for it).
+func (t *tx) readHeader(b []byte, r nbd.Request) {
+	if t.structured {
+		nbd.AppendOffsetDataHeader(b, r.Handle, nbd.ReplyFlagDone, r.Offset, r.Length)
+	} else {
+		nbd.AppendSimpleReply(b, nbd.SimpleReply{Handle: r.Handle})
+	}
+}
+
+// allData reports whether a range is all allocated data, so a structured read of it needs
+// no hole chunks.
+func (t *tx) allData(off, n int64) bool {
+	all := false
+	t.be.Extents(off, n, func(l int64, flags uint32) bool {
+		all = l == n && flags&nbd.StateZero == 0
+		return false
+	})
+	return all
+}
+
+// appendBig adds a buffer to the batch as its own iovec; rel frees it once it is sent.
+func (t *tx) appendBig(b []byte, rel releaser) {
+	if t.arena != nil && len(t.arena.b) > t.segStart {
+		t.iov = append(t.iov, t.arena.b[t.segStart:])
+		t.segStart = len(t.arena.b)
+	}
+	t.iov = append(t.iov, b)
+	t.rel = append(t.rel, rel)
 }
 
 func (t *tx) write(r nbd.Request) error {
@@ -381,6 +439,15 @@ func (t *tx) write(r nbd.Request) error {
 	if _, err := io.ReadFull(t.br, req.buf.b); err != nil {
 		req.release()
 		return err
+	}
+	if !fua && n <= bigInlineMax {
+		// A page-cache write: cheaper here than a worker handoff.
+		werr := t.be.WriteAt(req.buf.b, int64(r.Offset), false)
+		req.release()
+		if werr != nil {
+			return t.replyError(r, errnoOf(werr), "write failed")
+		}
+		return t.replyOK(r)
 	}
 	t.dispatch(req)
 	return nil
@@ -514,6 +581,26 @@ func truncate(s string, n int) string {
 
 func (t *tx) serveRead(r *request) {
 	off := int64(r.Offset)
+	if r.buf == nil {
+		// The sendfile path: unless the range has holes to report, the data goes from the
+		// page cache to the socket without a copy through this process.
+		if !t.structured || !t.holes || r.Length < holeCheckMin || r.Flags&nbd.CmdFlagDF != 0 || t.allData(off, int64(r.Length)) {
+			var hdr []byte
+			if t.structured {
+				hdr = nbd.AppendOffsetDataHeader(r.hdr[:0], r.Handle, nbd.ReplyFlagDone, r.Offset, r.Length)
+			} else {
+				hdr = nbd.AppendSimpleReply(r.hdr[:0], nbd.SimpleReply{Handle: r.Handle})
+			}
+			t.w.sendFile(hdr, t.fileFD, off, int(r.Length), r)
+			return
+		}
+		if err := t.budget.Acquire(context.Background(), int64(r.Length)); err != nil {
+			t.workerError(r, nbd.ENOMEM, "out of buffers")
+			return
+		}
+		r.budget = int64(r.Length)
+		r.buf = getBuffer(int(r.Length))
+	}
 	if t.structured && t.holes && len(r.buf.b) >= holeCheckMin && r.Flags&nbd.CmdFlagDF == 0 {
 		if t.serveSparseRead(r) {
 			return
@@ -647,8 +734,11 @@ func (t *tx) unreserve(n int) { t.arena.b = t.arena.b[:len(t.arena.b)-n] }
 
 // flush hands the reader's batch to the reply writer.
 func (t *tx) flush() error {
-	if t.arena != nil && len(t.arena.b) > t.segStart {
-		t.iov = append(t.iov, t.arena.b[t.segStart:])
+	if t.arena != nil && len(t.arena.b) > 0 {
+		// The arena goes with the batch, also when only earlier segments of it are queued.
+		if len(t.arena.b) > t.segStart {
+			t.iov = append(t.iov, t.arena.b[t.segStart:])
+		}
 		t.rel = append(t.rel, t.arena)
 		t.arena = nil
 	}
@@ -696,3 +786,8 @@ func isConnReset(err error) bool {
 	}
 	return false
 }
+
+// bigInlineMax bounds the larger reads (when sendfile is not available) and writes the
+// reader serves itself rather than handing them to a worker: a page-cache copy costs less
+// than the handoff.
+const bigInlineMax = nbd.MaxPayload

@@ -14,8 +14,13 @@ import (
 // many replies, and no goroutine exists just to write.
 type replyWriter struct {
 	w io.Writer
+	// sendfile copies file data to the socket without passing through user space; nil
+	// when the connection cannot (TLS).
+	sendfile func(fd int, off int64, n int) error
 
 	mu      sync.Mutex
+	idle    *sync.Cond // signalled when writing ends, for sendFile callers waiting their turn
+	waiters int
 	pending net.Buffers
 	rel     []releaser
 	writing bool
@@ -27,9 +32,55 @@ type replyWriter struct {
 }
 
 func newReplyWriter(w io.Writer) *replyWriter {
-	return &replyWriter{w: w,
+	rw := &replyWriter{w: w,
 		pending: make(net.Buffers, 0, 64), spareBufs: make(net.Buffers, 0, 64),
 		rel: make([]releaser, 0, 64), spareRel: make([]releaser, 0, 64)}
+	rw.idle = sync.NewCond(&rw.mu)
+	rw.sendfile = socketSendfile(w)
+	return rw
+}
+
+// sendFile sends hdr followed by n bytes of the file fd at off, then frees rel. It waits to
+// become the writer itself, so a sendfile that has to wait for the disk holds up only
+// this worker and the replies queued behind it — never the connection reader.
+func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel releaser) error {
+	w.mu.Lock()
+	for w.writing && w.err == nil {
+		w.waiters++
+		w.idle.Wait()
+		w.waiters--
+	}
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		releaseAll(rel)
+		return err
+	}
+	w.writing = true
+	bufs, rels := w.pending, w.rel
+	w.pending, w.rel = w.spareBufs[:0], w.spareRel[:0]
+	w.mu.Unlock()
+
+	bufs = append(bufs, hdr)
+	out := bufs
+	_, err := out.WriteTo(w.w)
+	if err == nil {
+		err = w.sendfile(fd, off, n)
+	}
+	for _, r := range rels {
+		r.release()
+	}
+	releaseAll(rel)
+	clear(bufs)
+	clear(rels)
+
+	w.mu.Lock()
+	w.spareBufs, w.spareRel = bufs[:0], rels[:0]
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	w.writing = false
+	return w.writeLocked()
 }
 
 // submit queues bufs (written in order, contiguously) and, once they are written or the
@@ -115,6 +166,9 @@ func (w *replyWriter) writeLocked() error {
 		w.pending, w.rel = w.pending[:0], w.rel[:0]
 	}
 	w.writing = false
+	if w.waiters > 0 {
+		w.idle.Broadcast()
+	}
 	err := w.err
 	w.mu.Unlock()
 	return err
