@@ -8,7 +8,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"runtime"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/ripemd160" //nolint:staticcheck // LUKS1 allows ripemd160; we only read such headers.
@@ -101,32 +103,59 @@ func (k *KDF) checkArgon2() error {
 // pbkdf2 is PBKDF2 (RFC 8018 §5.2) with HMAC over h. It is ours rather than crypto/pbkdf2
 // because that one takes the password as a string (a copy we could not wipe) and keeps its
 // HMAC pads out of reach; this one pre-keys the HMAC once (the inner and outer states after
-// absorbing ipad/opad are saved and restored per block, as OpenSSL does), which is as fast
+// absorbing ipad/opad are saved and restored per message, as OpenSSL does), which is as fast
 // as the standard library, and wipes every intermediate before it returns.
+//
+// The output blocks T_1, T_2, … are independent, so when the key is longer than one digest
+// (a 512-bit XTS key from SHA-256 is two blocks, LUKS2's default) they are computed on
+// separate cores: the unlock takes the time of one block, where cryptsetup (OpenSSL)
+// computes them one after the other.
 func pbkdf2(h func() hash.Hash, password, salt []byte, iter uint32, keyLen int) []byte {
-	prf := newHMAC(h, password)
-	defer prf.wipe()
-	size := prf.size
-	out := make([]byte, 0, (keyLen+size-1)/size*size)
-	u := make([]byte, size)
-	t := make([]byte, size)
-	defer wipe(u)
-	defer wipe(t)
-	var ctr [4]byte
-	for block := uint32(1); len(out) < keyLen; block++ {
-		binary.BigEndian.PutUint32(ctr[:], block)
-		prf.sum(u, salt, ctr[:])
-		copy(t, u)
-		for i := uint32(1); i < iter; i++ {
-			prf.sum(u, u)
-			for j := range t {
-				t[j] ^= u[j]
-			}
+	size := h().Size()
+	blocks := (keyLen + size - 1) / size
+	out := make([]byte, blocks*size)
+	workers := min(blocks, runtime.GOMAXPROCS(0))
+	if workers <= 1 || iter < 1000 {
+		// Not worth a goroutine: one core, one block, or a trivial count (digests of
+		// test images, AF checks).
+		prf := newHMAC(h, password)
+		for b := range blocks {
+			pbkdf2Block(prf, salt, iter, uint32(b+1), out[b*size:(b+1)*size])
 		}
-		out = append(out, t...)
+		prf.wipe()
+	} else {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				prf := newHMAC(h, password)
+				defer prf.wipe()
+				for b := w; b < blocks; b += workers {
+					pbkdf2Block(prf, salt, iter, uint32(b+1), out[b*size:(b+1)*size])
+				}
+			}()
+		}
+		wg.Wait()
 	}
 	wipe(out[keyLen:])
 	return out[:keyLen]
+}
+
+// pbkdf2Block computes T_block = U_1 xor … xor U_iter into t.
+func pbkdf2Block(prf *hmacState, salt []byte, iter, block uint32, t []byte) {
+	u := make([]byte, prf.size)
+	defer wipe(u)
+	var ctr [4]byte
+	binary.BigEndian.PutUint32(ctr[:], block)
+	prf.sum(u, salt, ctr[:])
+	copy(t, u)
+	for i := uint32(1); i < iter; i++ {
+		prf.sum(u, u)
+		for j := range t {
+			t[j] ^= u[j]
+		}
+	}
 }
 
 // hmacState is HMAC (RFC 2104) keyed once: inner and outer hold the hash state after the

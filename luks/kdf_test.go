@@ -62,6 +62,25 @@ func TestPBKDF2MatchesStdlib(t *testing.T) {
 	}
 }
 
+// TestPBKDF2ParallelBlocks covers the path that computes output blocks on several cores
+// (iteration counts of 1000 and more, keys longer than one digest).
+func TestPBKDF2ParallelBlocks(t *testing.T) {
+	for _, c := range []struct {
+		hash   string
+		keyLen int
+	}{{"sha1", 64}, {"sha256", 64}, {"sha256", 100}, {"sha512", 200}, {"sha256", 32}} {
+		h, _ := newHash(c.hash)
+		pass, salt := []byte("parallel"), []byte("salt for the blocks")
+		want, err := stdpbkdf2.Key(h, string(pass), salt, 1500, c.keyLen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pbkdf2(h, pass, salt, 1500, c.keyLen); !bytes.Equal(got, want) {
+			t.Errorf("%s, %d bytes: differs from crypto/pbkdf2", c.hash, c.keyLen)
+		}
+	}
+}
+
 func TestAFRoundTrip(t *testing.T) {
 	for _, name := range []string{"sha1", "sha256", "sha512", "ripemd160"} {
 		h, _ := newHash(name)
