@@ -91,7 +91,9 @@ func (c *conn) serve() {
 	c.nc.SetWriteDeadline(dl)
 	ss, err := c.negotiate()
 	if err != nil {
-		if !errors.Is(err, errAborted) {
+		if errors.Is(err, errAborted) {
+			c.logf("client ended the negotiation without choosing an export")
+		} else {
 			c.logf("handshake failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
 		}
 		return

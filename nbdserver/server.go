@@ -169,45 +169,39 @@ func (s *Server) isClosed() bool {
 }
 
 func (s *Server) startConn(nc net.Conn) {
-	s.mu.Lock()
-	if s.closed || s.draining.Load() {
-		s.mu.Unlock()
-		nc.Close()
-		return
+	if c := s.register(nc); c != nil {
+		go s.run(c)
 	}
-	if len(s.conns) >= s.cfg.MaxConnections {
-		n := len(s.conns)
-		s.mu.Unlock()
-		s.log.Printf("conn %s: refused: %d connections already (limit %d)", nc.RemoteAddr(), n, s.cfg.MaxConnections)
-		nc.Close()
-		return
-	}
-	c := newConn(s, nc, s.cfg)
-	s.conns[c] = struct{}{}
-	s.connWG.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.connWG.Done()
-		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
 }
 
 // ServeConn serves one already-accepted connection and returns when it ends. It is what
 // Serve runs for each connection; tests and inetd-style callers may use it directly.
 func (s *Server) ServeConn(nc net.Conn) {
+	if c := s.register(nc); c != nil {
+		s.run(c)
+	}
+}
+
+// register admits a connection within the limits, or closes it with a log line.
+func (s *Server) register(nc net.Conn) *conn {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed || s.draining.Load() {
-		s.mu.Unlock()
 		nc.Close()
-		return
+		return nil
+	}
+	if n := len(s.conns); n >= s.cfg.MaxConnections {
+		s.log.Printf("conn %s: refused: %d connections already (limit %d)", nc.RemoteAddr(), n, s.cfg.MaxConnections)
+		nc.Close()
+		return nil
 	}
 	c := newConn(s, nc, s.cfg)
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
-	s.mu.Unlock()
+	return c
+}
+
+func (s *Server) run(c *conn) {
 	defer s.connWG.Done()
 	c.serve()
 	s.mu.Lock()
@@ -294,7 +288,8 @@ func (s *Server) closeImages() error {
 	return errors.Join(errs...)
 }
 
-// Flush makes every image durable (fdatasync); the serve command calls it on its way out.
+// Flush makes every image durable (fdatasync), as a FLUSH from a client would; in-process
+// users call it before looking at an image behind the server's back.
 func (s *Server) Flush() error {
 	s.mu.Lock()
 	imgs := make([]*image, 0, len(s.images))

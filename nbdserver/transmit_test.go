@@ -373,3 +373,32 @@ func TestConcurrentConnections(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// An export's idle timeout closes connections that send nothing.
+func TestIdleTimeout(t *testing.T) {
+	s := startServer(t, oneExport(t, func(e *Export) { e.IdleTimeout = 100 * time.Millisecond }))
+	c := connectTest(t, s.addr, "root", false)
+	c.pread(0, 1)
+	expectClosed(t, c)
+	waitFor(t, "the idle log line", func() bool { return strings.Contains(s.logs.String(), "idle for 100ms") })
+}
+
+func TestServerFlushAndClose(t *testing.T) {
+	cfg := oneExport(t)
+	s := startServer(t, cfg)
+	c := connectTest(t, s.addr, "root", false)
+	c.pwrite(0, []byte("flushed"), 0)
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, c)
+	if file, _ := os.ReadFile(cfg.Exports[0].Path); !bytes.HasPrefix(file, []byte("flushed")) {
+		t.Error("write lost")
+	}
+	if err := s.Close(); !errors.Is(err, ErrServerClosed) {
+		t.Errorf("second Close: %v", err)
+	}
+}

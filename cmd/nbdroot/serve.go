@@ -60,7 +60,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o nbdserver.Options
 	var listen, unix, exports multiFlag
-	fs.Var(&listen, "listen", "TCP address to listen on, host:port (repeatable; default :10809)")
+	fs.Var(&listen, "listen", "TCP address to listen on, host:port (repeatable; default: the configuration file's, else :10809)")
 	fs.Var(&unix, "unix", "Unix socket path to listen on (repeatable)")
 	fs.Var(&exports, "export", "export NAME=PATH[,option…] (repeatable; see above)")
 	fs.StringVar(&o.ConfigFile, "C", "", "nbd-server configuration file (INI, nbd-server(5))")
