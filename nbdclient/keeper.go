@@ -108,6 +108,45 @@ type Keeper struct {
 	mu    sync.Mutex
 	state KeeperState
 	cur   int // index into Target.Servers of the server in use
+	// covered: dead-link notices received before this instant were answered by the last
+	// successful reconnect (owned by Run's goroutine).
+	covered time.Time
+}
+
+// noticeBox holds at most one pending repair: the reason and time of the latest notice.
+type noticeBox struct {
+	mu  sync.Mutex
+	why string
+	at  time.Time
+	ch  chan struct{}
+}
+
+func (b *noticeBox) signal() <-chan struct{} { return b.channel() }
+
+func (b *noticeBox) channel() chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{}, 1)
+	}
+	return b.ch
+}
+
+func (b *noticeBox) post(why string) {
+	ch := b.channel()
+	b.mu.Lock()
+	b.why, b.at = why, time.Now()
+	b.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (b *noticeBox) take() (string, time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.why, b.at
 }
 
 // KeeperState is what a keeper reports about itself (nbdroot status).
@@ -163,14 +202,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 		*s = KeeperState{Device: "/dev/" + k.dev(), Server: k.Target.Servers[0], Export: k.Target.Export,
 			State: "watching", Since: time.Now(), Interface: k.Interface}
 	})
-	// One pending repair at most: notices that arrive while one is pending are covered by it.
-	trigger := make(chan string, 1)
-	post := func(why string) {
-		select {
-		case trigger <- why:
-		default:
-		}
-	}
+	// Notices are folded into one pending repair, which remembers the latest notice: a
+	// notice older than the start of the last successful reconnect is covered by it (the
+	// kernel sends one LINK_DEAD per dead socket, and every repair hands over as many
+	// sockets as the device has).
+	var pending noticeBox
 	readerErr := make(chan error, 1)
 	readerDone := make(chan struct{})
 	go func() {
@@ -180,7 +216,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			switch {
 			case errors.Is(err, ErrEventsLost):
 				k.logf(LevelWarning, "%s: link notices were lost; reconnecting in case one was for this device", k.dev())
-				post("link notices were lost")
+				pending.post("link notices were lost")
 				continue
 			case err != nil:
 				readerErr <- err
@@ -188,7 +224,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			}
 			for _, i := range idx {
 				if i == k.Target.Index {
-					post("the kernel reported a dead connection")
+					pending.post("the kernel reported a dead connection")
 				}
 			}
 		}
@@ -203,7 +239,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case why := <-trigger:
+		case <-pending.signal():
+			why, at := pending.take()
+			if at.Before(k.covered) {
+				continue
+			}
 			if err := k.repair(ctx, why); err != nil {
 				if errors.Is(err, ErrNotConfigured) {
 					k.logf(LevelInfo, "%s was disconnected; the keeper exits", k.dev())
@@ -273,8 +313,10 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 	for attempt := 1; ; attempt++ {
 		for i := range t.Servers {
 			s := (cur + i) % len(t.Servers)
+			began := time.Now()
 			n, err := k.reconnect(ctx, t.Servers[s])
 			if err == nil {
+				k.covered = began
 				k.mu.Lock()
 				k.cur = s
 				k.mu.Unlock()

@@ -442,3 +442,24 @@ func TestKeeperRefusalIsRetried(t *testing.T) {
 		t.Errorf("last error kept after the reconnect: %q", st.LastError)
 	}
 }
+
+func TestNoticeBox(t *testing.T) {
+	var b noticeBox
+	b.post("first")
+	first := time.Now()
+	b.post("second")
+	select {
+	case <-b.signal():
+	default:
+		t.Fatal("no signal after a notice")
+	}
+	select {
+	case <-b.signal():
+		t.Fatal("two signals for one pending repair")
+	default:
+	}
+	why, at := b.take()
+	if why != "second" || at.Before(first) {
+		t.Errorf("take = %q at %v; want the latest notice", why, at)
+	}
+}

@@ -49,45 +49,68 @@ poweroff -f
 // keeperLine matches the keeper's kernel log lines on the console.
 func keeperLine(msg string) string { return `nbdroot-keeper\[\d+\]: ` + msg }
 
-// TestKeeperServerRestart kills the server while the booted root writes and verifies data,
+// TestKeeperServerRestart stops the server while the booted root writes and verifies data,
 // and restarts it on the same port a few seconds later: the keeper reconnects, the loop
-// sees no I/O error and every checksum matches.
+// sees no I/O error and every checksum matches. The server is killed (a crash) or stopped
+// (SIGTERM: it drains and flushes), with one connection or several.
 func TestKeeperServerRestart(t *testing.T) {
 	e := needEnv(t)
-	t.Parallel()
-	img := e.RootImage(t, vm.RootOptions{Init: checksumLoop(14)})
-	srv := e.StartServer(t, 0, "--export", "root="+img)
-	port := srv.Port
-	v := vm.Start(t, vm.Options{
-		Kernel:   e.Vmlinuz(),
-		Initrd:   e.Initramfs(t, seedHooks),
-		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 rw console=ttyS0",
-		Forwards: map[int]int{10809: port},
-		Timeout:  bootTimeout + 2*time.Minute,
-	})
-	v.Expect(`keeper: pid \d+ keeps /dev/nbd0`, bootTimeout)
-	v.Expect(keeperLine(`keeping /dev/nbd0 connected`), 30*time.Second)
-	_, off := v.ExpectAfter(0, `KEEPER-ITER 3\b`, bootTimeout)
-	srv.Kill()
-	t.Logf("server killed at iteration 3")
-	_, off = v.ExpectAfter(off, keeperLine(`nbd0: .*reconnecting to`), 60*time.Second)
-	time.Sleep(3 * time.Second)
-	srv = e.StartServer(t, port, "--export", "root="+img)
-	t.Logf("server restarted on port %d", port)
-	m, _ := v.ExpectAfter(off, keeperLine(`nbd0: reconnected to \S+ after (\S+)`), 60*time.Second)
-	t.Logf("keeper: reconnected after %s", m[1])
-	done, _ := v.ExpectAfter(off, `KEEPER-DONE errors=(\d+) mismatches=(\d+)`, 2*time.Minute)
-	if done[1] != "0" || done[2] != "0" {
-		t.Errorf("write-verify loop across the restart: %s I/O error(s), %s checksum mismatch(es)", done[1], done[2])
-	}
-	if regexp.MustCompile(`KEEPER-(IOERR|MISMATCH)`).MatchString(v.Console()) {
-		t.Errorf("the loop reported failures:\n%s", grepLines(v.Console(), "KEEPER-IOERR", "KEEPER-MISMATCH"))
-	}
-	if strings.Contains(v.Console(), "I/O error") {
-		t.Errorf("the kernel reported I/O errors:\n%s", grepLines(v.Console(), "error"))
-	}
-	if err := v.Wait(60 * time.Second); err != nil {
-		t.Errorf("guest did not power off: %v", err)
+	for _, tc := range []struct {
+		name  string
+		conns int
+		stop  func(*vm.Server)
+		args  []string
+	}{
+		{"killed", 1, (*vm.Server).Kill, nil},
+		// A graceful stop must not answer the kernel with ESHUTDOWN (the kernel turns any
+		// error reply into EIO): --drain-timeout=-1s closes the connections once the
+		// requests in flight are answered, and the keeper reconnects.
+		{"stopped with 2 connections", 2, (*vm.Server).Stop, []string{"--drain-timeout=-1s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			img := e.RootImage(t, vm.RootOptions{Init: checksumLoop(14)})
+			args := append([]string{"--export", "root=" + img}, tc.args...)
+			srv := e.StartServer(t, 0, args...)
+			port := srv.Port
+			v := vm.Start(t, vm.Options{
+				Kernel: e.Vmlinuz(),
+				Initrd: e.Initramfs(t, seedHooks),
+				Append: "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 rw nbdroot.connections=" +
+					strconv.Itoa(tc.conns) + " console=ttyS0",
+				Forwards: map[int]int{10809: port},
+				Timeout:  bootTimeout + 2*time.Minute,
+			})
+			v.Expect(`keeper: pid \d+ keeps /dev/nbd0`, bootTimeout)
+			v.Expect(keeperLine(fmt.Sprintf(`keeping /dev/nbd0 connected to \S+ \(netlink, %d connection\(s\)`, tc.conns)), 30*time.Second)
+			_, off := v.ExpectAfter(0, `KEEPER-ITER 3\b`, bootTimeout)
+			tc.stop(srv)
+			t.Logf("server %s at iteration 3", tc.name)
+			_, off = v.ExpectAfter(off, keeperLine(`nbd0: .*reconnecting to`), 60*time.Second)
+			time.Sleep(3 * time.Second)
+			srv = e.StartServer(t, port, args...)
+			t.Logf("server restarted on port %d", port)
+			m, _ := v.ExpectAfter(off, keeperLine(`nbd0: reconnected to \S+ after (\S+) \(\d+ attempt\(s\), (\d+) socket`), 60*time.Second)
+			t.Logf("keeper: reconnected after %s, %s socket(s)", m[1], m[2])
+			if m[2] != strconv.Itoa(tc.conns) {
+				t.Errorf("the keeper handed %s socket(s) to the kernel, want %d", m[2], tc.conns)
+			}
+			done, _ := v.ExpectAfter(off, `KEEPER-DONE errors=(\d+) mismatches=(\d+)`, 2*time.Minute)
+			if done[1] != "0" || done[2] != "0" {
+				t.Errorf("write-verify loop across the restart: %s I/O error(s), %s checksum mismatch(es)", done[1], done[2])
+			}
+			out := v.Console()
+			if regexp.MustCompile(`KEEPER-(IOERR|MISMATCH)`).MatchString(out) {
+				t.Errorf("the loop reported failures:\n%s", grepLines(out, "KEEPER-IOERR", "KEEPER-MISMATCH"))
+			}
+			if strings.Contains(out, "I/O error") || strings.Contains(out, "Other side returned error") {
+				t.Errorf("the kernel reported I/O errors:\n%s", grepLines(out, "error"))
+			}
+			t.Logf("kernel and keeper lines:\n%s", grepLines(out, "nbd0", "keeper"))
+			if err := v.Wait(60 * time.Second); err != nil {
+				t.Errorf("guest did not power off: %v", err)
+			}
+		})
 	}
 }
 
