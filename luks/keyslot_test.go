@@ -3,9 +3,11 @@ package luks
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -176,4 +178,50 @@ func TestKeyFileErrors(t *testing.T) {
 			t.Errorf("ReadKeyAt(%d, %d) accepted", c.off, c.size)
 		}
 	}
+}
+
+// TestUnlockDeviceProblems: a keyslot area past the end of the device is that keyslot's
+// problem (others are still tried); an I/O error stops the unlock at once.
+func TestUnlockDeviceProblems(t *testing.T) {
+	needCryptsetup(t)
+	a, b := []byte("alpha"), []byte("beta")
+	path := luksFormat(t, t.TempDir(), 8<<20, a, cat([]string{"--type", "luks1"}, fastLUKS1)...)
+	luksAddKey(t, path, a, b, fastLUKS1...)
+	img := readFile(t, path)
+	v, err := openBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := v.Keyslot(1)
+	cut := img[:k1.AreaOffset+100] // keyslot 1's area is cut short
+
+	v, _ = openBytes(cut)
+	if _, err := v.Unlock(a, nil); err != nil {
+		t.Errorf("keyslot 0 on the truncated device: %v", err)
+	}
+	_, err = v.Unlock(b, nil)
+	var ke *KeyslotError
+	if !errors.Is(err, ErrWrongPassphrase) || !errors.As(err, &ke) || ke.Keyslot != 1 || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("keyslot 1 past the end: %v, want ErrWrongPassphrase naming keyslot 1's short read", err)
+	}
+
+	v, _ = Open(&failingReader{data: img, failFrom: 4096, err: syscall.EIO})
+	_, err = v.Unlock(a, nil)
+	if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrWrongPassphrase) {
+		t.Errorf("I/O error: %v, want EIO and not ErrWrongPassphrase", err)
+	}
+}
+
+// failingReader serves data but fails reads at or after failFrom.
+type failingReader struct {
+	data     []byte
+	failFrom int64
+	err      error
+}
+
+func (r *failingReader) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > r.failFrom {
+		return 0, r.err
+	}
+	return bytes.NewReader(r.data).ReadAt(p, off)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 )
 
@@ -125,7 +126,8 @@ func (v *Volume) unlockOrder(named []int) ([]*Keyslot, error) {
 // errMismatch is a keyslot that decrypted to a key the digest rejects: a wrong passphrase.
 var errMismatch = errors.New("digest mismatch")
 
-// readError is a failure to read the device, which no other keyslot can fix.
+// readError is a failure to read the device (an I/O error, not a short device), which no
+// other keyslot can fix.
 type readError struct{ err error }
 
 func (e *readError) Error() string { return e.err.Error() }
@@ -171,6 +173,11 @@ func (v *Volume) openKeyslot(k *Keyslot, passphrase []byte, maxMemKiB uint32) ([
 	area := make([]byte, k.afLength())
 	defer wipe(area)
 	if err := readAt(v.dev, area, k.AreaOffset, "keyslot area"); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// The area lies past the end of the device: this keyslot's header entry is
+			// wrong (or the device truncated); other keyslots may still open.
+			return nil, err
+		}
 		return nil, &readError{err}
 	}
 
