@@ -58,6 +58,8 @@ type Options struct {
 	NICModel string
 	// MemoryMB defaults to 512.
 	MemoryMB int
+	// CPUs is the number of virtual CPUs (default 1). More than one uses multi-threaded TCG.
+	CPUs int
 	// Timeout is the hard limit of the whole guest run (default 3 minutes).
 	Timeout time.Duration
 	// ExtraArgs are appended to QEMU's arguments (e.g. a tap netdev).
@@ -141,7 +143,14 @@ func qemuArgs(o Options) ([]string, error) {
 	if os.Getenv("NBDROOT_KVM") == "1" {
 		accel = "kvm:tcg"
 	}
-	args := []string{"-accel", accel, "-m", fmt.Sprint(mem), "-smp", "1",
+	cpus := o.CPUs
+	if cpus == 0 {
+		cpus = 1
+	}
+	if cpus > 1 && accel == "tcg" {
+		accel = "tcg,thread=multi"
+	}
+	args := []string{"-accel", accel, "-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-nodefaults"}
 	if !o.PXE {
 		app := o.Append

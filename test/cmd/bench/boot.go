@@ -131,6 +131,9 @@ func benchBoot(ctx context.Context, e *env) (table string, err error) {
 	return b.String(), nil
 }
 
+// bootCPUs is the number of virtual CPUs of the benchmark guest.
+var bootCPUs = 1
+
 var (
 	runInitRe = regexp.MustCompile(`\[ *(\d+\.\d+)\] Run /init as init process`)
 	rootRe    = regexp.MustCompile(`ROOT-INIT-UPTIME (\d+\.\d+)`)
@@ -140,7 +143,7 @@ func bootOnce(r *benchTB, venv *vm.Env, initrd string, port int) (float64, error
 	v := vm.Start(r, vm.Options{
 		Kernel: venv.Vmlinuz(), Initrd: initrd,
 		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 console=ttyS0",
-		Forwards: map[int]int{10809: port}, Timeout: 3 * time.Minute,
+		Forwards: map[int]int{10809: port}, Timeout: 3 * time.Minute, CPUs: bootCPUs,
 	})
 	defer v.Kill()
 	if err := v.Wait(3 * time.Minute); err != nil && !strings.Contains(v.Console(), "ROOT-INIT-UPTIME") {

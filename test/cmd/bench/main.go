@@ -43,6 +43,7 @@ func main() {
 	flag.StringVar(&e.Build, "build", "build", "directory with the nbdroot binaries")
 	flag.StringVar(&e.Kernel, "kernel", os.Getenv("NBDROOT_KERNEL"), "test kernel directory")
 	flag.BoolVar(&e.Quick, "quick", false, "small sizes, one repetition (smoke test)")
+	flag.IntVar(&bootCPUs, "cpus", 1, "virtual CPUs of the boot benchmark's guest")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
