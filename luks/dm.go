@@ -57,6 +57,7 @@ const (
 	dmTableLoad
 )
 
+// String returns the kernel name of the command, for error messages.
 func (c dmCmd) String() string {
 	return [...]string{"DM_VERSION", "DM_DEV_CREATE", "DM_DEV_REMOVE", "DM_DEV_SUSPEND", "DM_TABLE_LOAD"}[c]
 }

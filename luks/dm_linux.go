@@ -54,6 +54,7 @@ func openDMControl() (*linuxDMControl, error) {
 	return &linuxDMControl{f: f}, nil
 }
 
+// Close closes the control node.
 func (c *linuxDMControl) Close() error { return c.f.Close() }
 
 // dmRequests maps our commands to the ioctl request numbers x/sys/unix computed for this

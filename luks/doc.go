@@ -14,10 +14,13 @@
 //   - It never writes to the LUKS device. (Volume.EncryptPayload writes only to a
 //     destination the caller opens, for building test images.)
 //   - It never logs, and never puts key material into an error or a String method:
-//     Table.String redacts the key. Buffers it derives (KDF output, keyslot plaintext, AF
-//     stripes) are wiped before it returns; the volume key it returns belongs to the caller,
-//     who wipes it with VolumeKey.Wipe. The passphrase belongs to the caller too: the
-//     package only reads it.
+//     Table.String and VolumeKey.String redact the key. Buffers it derives (KDF output,
+//     HMAC states, keyslot plaintext, AF intermediates, the hex table sent to the kernel)
+//     are wiped before it returns. What Go does not let it reach is not: the expanded AES
+//     key schedules inside crypto/aes and the Argon2 memory inside x/crypto/argon2 are left
+//     to the garbage collector. Ownership: the passphrase belongs to the caller (the package
+//     only reads it); the *VolumeKey Unlock returns belongs to the caller (VolumeKey.Wipe);
+//     a *Table holds its own copy of the key (Table.Wipe).
 //   - Device-mapper ioctls (Activate, Deactivate) are in dm_linux.go; the message layout
 //     they send is built by pure code in dm.go and unit-tested byte for byte without root.
 //

@@ -21,6 +21,7 @@ type UnsupportedError struct {
 	Name string // the value found in the header, e.g. "serpent-xts-plain64"
 }
 
+// Error names what is unsupported and the value found.
 func (e *UnsupportedError) Error() string {
 	return fmt.Sprintf("luks: unsupported %s %q", e.What, e.Name)
 }
@@ -33,10 +34,12 @@ type CorruptHeaderError struct {
 	Err    error  // what is wrong with it
 }
 
+// Error says which copy is corrupt, where, and why.
 func (e *CorruptHeaderError) Error() string {
 	return fmt.Sprintf("luks: corrupt %s header at offset %d: %v", e.Copy, e.Offset, e.Err)
 }
 
+// Unwrap returns the reason.
 func (e *CorruptHeaderError) Unwrap() error { return e.Err }
 
 // HeaderCopiesError is returned when both LUKS2 header copies are unusable. Each copy's
@@ -45,6 +48,7 @@ type HeaderCopiesError struct {
 	Primary, Secondary error
 }
 
+// Error gives both copies' reasons.
 func (e *HeaderCopiesError) Error() string {
 	return fmt.Sprintf("luks: both LUKS2 header copies are unusable: primary: %v; secondary: %v",
 		unprefixed(e.Primary), unprefixed(e.Secondary))
@@ -60,10 +64,12 @@ type KeyslotError struct {
 	Err     error
 }
 
+// Error names the keyslot and the reason.
 func (e *KeyslotError) Error() string {
 	return fmt.Sprintf("keyslot %d: %v", e.Keyslot, unprefixed(e.Err))
 }
 
+// Unwrap returns the reason.
 func (e *KeyslotError) Unwrap() error { return e.Err }
 
 // unprefixed drops the "luks: " prefix of a nested error message so composed messages read

@@ -270,6 +270,7 @@ type luks2Config struct {
 // u64 is a LUKS2 JSON uint64: a string of decimal digits.
 type u64 uint64
 
+// UnmarshalJSON accepts only a JSON string of decimal digits, as LUKS2 writes them.
 func (n *u64) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {

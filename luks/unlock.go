@@ -130,7 +130,10 @@ var errMismatch = errors.New("digest mismatch")
 // other keyslot can fix.
 type readError struct{ err error }
 
+// Error returns the read error's text.
 func (e *readError) Error() string { return e.err.Error() }
+
+// Unwrap returns the read error.
 func (e *readError) Unwrap() error { return e.err }
 
 // openKeyslot runs one keyslot: KDF, area decryption, AF merge, digest check (LUKS1 spec

@@ -19,6 +19,8 @@ const (
 	PriorityHigh   Priority = 2 // tried before the normal ones
 )
 
+// String returns "ignore", "normal" or "high" (`cryptsetup config --priority` calls high
+// "prefer").
 func (p Priority) String() string {
 	switch p {
 	case PriorityIgnore:
