@@ -360,3 +360,37 @@ func TestCrashSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d trials, %d flushed writes checked after SIGKILL, none lost", trials, len(durable))
 }
+
+// user/group (nbd-server's settings, or --user/--group) are switched to after listening
+// and before the images are opened.
+func TestProcessDropPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch user")
+	}
+	dir, err := os.MkdirTemp("", "nbdserver-privs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	img := filepath.Join(dir, "disk.img")
+	os.WriteFile(img, pattern(0, testSize), 0o666)
+	os.Chmod(img, 0o666) // whatever the umask
+	p := startProc(t, Options{Listen: []string{"127.0.0.1:0"}, Exports: []string{"root=" + img}, User: "nobody", Group: "nogroup"})
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "Uid:") && !strings.Contains(line, "65534") {
+			t.Errorf("server still runs as %s", line)
+		}
+	}
+	c := connectTest(t, p.addr, "root", false)
+	c.pwrite(0, []byte("as nobody"), nbd.CmdFlagFUA)
+	c.disconnect()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
