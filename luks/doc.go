@@ -10,7 +10,8 @@
 // What the package owns, and what it must never do:
 //   - It reads the header and keyslot areas through an io.ReaderAt handed in by the caller,
 //     with every length bounded before it is allocated: a hostile header cannot make it
-//     allocate more than a few MiB (Argon2 memory is capped by UnlockOptions).
+//     allocate more than a few MiB, plus the Argon2 memory of a keyslot, which is capped
+//     (DefaultMaxMemoryKiB, 1 GiB, unless UnlockOptions.MaxMemoryKiB says otherwise).
 //   - It never writes to the LUKS device. (Volume.EncryptPayload writes only to a
 //     destination the caller opens, for building test images.)
 //   - It never logs, and never puts key material into an error or a String method:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -121,6 +122,33 @@ func TestArgon2MemoryLimit(t *testing.T) {
 	}
 	if _, err := v.Unlock(pass, &UnlockOptions{MaxMemoryKiB: 64}); err != nil {
 		t.Errorf("Unlock at the memory limit: %v", err)
+	}
+}
+
+// TestArgon2DefaultMemoryLimit: a header asking for more than 1 GiB (here 3 GiB, which the
+// format allows) is refused by default, before anything is allocated, and can be allowed.
+func TestArgon2DefaultMemoryLimit(t *testing.T) {
+	img, _ := baseLUKS2Image(t)
+	editLUKS2JSON(t, img, func(m map[string]any) {
+		kdf := obj(m, "keyslots", "0", "kdf")
+		for k := range kdf {
+			delete(kdf, k)
+		}
+		kdf["type"], kdf["time"], kdf["memory"], kdf["cpus"], kdf["salt"] = "argon2id", 1, 3<<20, 1, "c2FsdA=="
+	})
+	v, err := openBytes(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = v.Unlock([]byte(basePass), nil)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "3145728 KiB of memory, over the limit of 1048576 KiB") {
+		t.Fatalf("Unlock = %v, want the default memory limit", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("Unlock allocated %d MiB before refusing", grew>>20)
 	}
 }
 

@@ -9,15 +9,23 @@ import (
 )
 
 // UnlockOptions tunes Unlock. The zero value (or a nil pointer) tries every keyslot of
-// priority normal or high, high first, with no memory limit beyond the format's own.
+// priority normal or high, high first, with Argon2 memory up to DefaultMaxMemoryKiB.
 type UnlockOptions struct {
 	// Keyslots, when not empty, are the only keyslots tried, in this order, whatever their
 	// priority (this is how a keyslot of priority "ignore" is opened).
 	Keyslots []int
-	// MaxMemoryKiB, when not 0, skips Argon2 keyslots that need more memory than this
-	// (a thin client with 512 MiB cannot run a 1 GiB Argon2 keyslot; it would be killed).
+	// MaxMemoryKiB skips Argon2 keyslots that need more memory than this, before anything
+	// is allocated: a thin client with 512 MiB cannot run a 1 GiB Argon2 keyslot, it would
+	// be killed by the OOM killer, and as PID 1 that is a kernel panic. 0 means
+	// DefaultMaxMemoryKiB; a boot hook sets it from the client's available memory.
 	MaxMemoryKiB uint32
 }
+
+// DefaultMaxMemoryKiB is the Argon2 memory Unlock allows when UnlockOptions.MaxMemoryKiB is
+// 0: 1 GiB, the most cryptsetup chooses by itself for a new keyslot, so every keyslot made
+// with cryptsetup's defaults fits while a hostile header cannot make us allocate the 4 GiB
+// the format allows. Set MaxMemoryKiB explicitly to go above it.
+const DefaultMaxMemoryKiB = 1 << 20
 
 // VolumeKey is the volume (master) key Unlock recovered. It belongs to the caller, who
 // calls Wipe when the key has been handed to the kernel. Printing it shows no key bytes.
@@ -68,6 +76,10 @@ func (v *Volume) Unlock(passphrase []byte, opts *UnlockOptions) (*VolumeKey, err
 	if opts == nil {
 		opts = &UnlockOptions{}
 	}
+	maxMem := opts.MaxMemoryKiB
+	if maxMem == 0 {
+		maxMem = DefaultMaxMemoryKiB
+	}
 	order, err := v.unlockOrder(opts.Keyslots)
 	if err != nil {
 		return nil, err
@@ -78,7 +90,7 @@ func (v *Volume) Unlock(passphrase []byte, opts *UnlockOptions) (*VolumeKey, err
 	var skipped []error
 	tried := 0
 	for _, k := range order {
-		key, err := v.openKeyslot(k, passphrase, opts.MaxMemoryKiB)
+		key, err := v.openKeyslot(k, passphrase, maxMem)
 		var rerr *readError
 		switch {
 		case err == nil:
