@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -52,7 +53,13 @@ func (Encrypt) Run(ctx context.Context, s *State) error {
 	if err != nil {
 		return fail("encrypt", param, "read the LUKS header of "+dev, err)
 	}
+	if vol.HeaderProblem != nil {
+		// The volume opens with the other copy; say so, the header wants repairing.
+		s.Log.Printf("encrypt: warning: %s uses the %s LUKS2 header copy: %v", dev, vol.HeaderCopy, vol.HeaderProblem)
+	}
 	key, err := unlock(ctx, s, vol, c, dev)
+	// Argon2 may have used hundreds of MiB the init keeps no use for.
+	debug.FreeOSMemory()
 	if err != nil {
 		return fail("encrypt", param, "unlock "+dev, err)
 	}
@@ -95,10 +102,13 @@ func (Encrypt) Summary(s *State) string {
 // unlock opens a keyslot with the keyfile when there is one, falling back to asking for the
 // passphrase (as mkinitcpio's encrypt hook does), up to Plan.Tries times.
 func unlock(ctx context.Context, s *State, vol *luks.Volume, c *bootparam.Crypt, dev string) (*luks.VolumeKey, error) {
+	// A keyslot whose Argon2 needs more memory than the client has would get PID 1 killed by
+	// the OOM killer: refuse it with a clear error instead.
+	opts := &luks.UnlockOptions{MaxMemoryKiB: s.Sys.MemAvailableKiB() / 2}
 	if c.Key != nil {
 		kf, err := readKey(ctx, s, c.Key)
 		if err == nil {
-			key, uerr := vol.Unlock(kf, nil)
+			key, uerr := vol.Unlock(kf, opts)
 			clear(kf)
 			if uerr == nil {
 				return key, nil
@@ -118,7 +128,7 @@ func unlock(ctx context.Context, s *State, vol *luks.Volume, c *bootparam.Crypt,
 			return nil, err
 		}
 		start := time.Now()
-		key, err := vol.Unlock(pass, nil)
+		key, err := vol.Unlock(pass, opts)
 		clear(pass)
 		if err == nil {
 			s.Log.Printf("encrypt: keyslot %d opened in %.2fs", key.Keyslot, time.Since(start).Seconds())

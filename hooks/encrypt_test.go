@@ -117,3 +117,29 @@ func TestEncryptNotLUKS(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestEncryptArgon2TooBig refuses a keyslot whose Argon2 needs more memory than half of what
+// the client has, instead of letting the OOM killer take PID 1.
+func TestEncryptArgon2TooBig(t *testing.T) {
+	needTool(t, "cryptsetup")
+	img := filepath.Join(t.TempDir(), "argon.img")
+	os.WriteFile(img, make([]byte, 24<<20), 0o600)
+	cmd := exec.Command("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "argon2id",
+		"--pbkdf-memory", "32768", "--pbkdf-parallel", "1", "--pbkdf-force-iterations", "4", "--key-file", "-", img)
+	cmd.Stdin = strings.NewReader("pw")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("luksFormat: %v\n%s", err, out)
+	}
+	sys := &fakeSys{devices: map[string]string{"/dev/nbd0": img}, passes: []string{"pw"}, memKiB: 16 << 10}
+	s, _, err := newTestState("ip=dhcp nbd_server=10.0.0.1 cryptdevice=/dev/nbd0:c root=/dev/mapper/c", sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Encrypt{}.Run(context.Background(), s)
+	if err == nil || !strings.Contains(err.Error(), "memory") {
+		t.Fatalf("err = %v, want a refusal naming memory", err)
+	}
+	if len(sys.tables) != 0 {
+		t.Error("a table was activated")
+	}
+}

@@ -37,6 +37,7 @@ type fakeSys struct {
 	prompts   []string
 	activate  func(name string, table *luks.Table) (string, error)
 	tables    []string // ActivateCrypt's tables, key redacted
+	memKiB    uint32   // MemAvailableKiB; 0 means 512 MiB
 }
 
 type fakeMount struct {
@@ -137,6 +138,13 @@ func (f *fakeSys) FindBlockDevice(spec string) (string, error) {
 }
 
 func (f *fakeSys) Uptime() time.Duration { return 1500 * time.Millisecond }
+
+func (f *fakeSys) MemAvailableKiB() uint32 {
+	if f.memKiB != 0 {
+		return f.memKiB
+	}
+	return 512 << 10
+}
 
 func (f *fakeSys) OpenDevice(path string) (*os.File, error) {
 	if img, ok := f.devices[path]; ok {

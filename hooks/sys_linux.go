@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,6 +77,20 @@ func (*linuxSystem) BlockDeviceReady(path string) (bool, error) {
 func (*linuxSystem) Uptime() time.Duration { return Uptime() }
 
 func (*linuxSystem) OpenDevice(path string) (*os.File, error) { return os.Open(path) }
+
+func (*linuxSystem) MemAvailableKiB() uint32 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemAvailable:" {
+			n, _ := strconv.ParseUint(f[1], 10, 32)
+			return uint32(n)
+		}
+	}
+	return 0
+}
 
 func (*linuxSystem) Unmount(target string) error {
 	return os.NewSyscallError("umount", unix.Unmount(target, 0))

@@ -51,6 +51,8 @@ type System interface {
 
 	// Uptime is the time since the kernel started.
 	Uptime() time.Duration
+	// MemAvailableKiB is the memory the kernel says is available (MemAvailable), 0 if unknown.
+	MemAvailableKiB() uint32
 }
 
 // NIC is a network interface candidate for the net hook.
