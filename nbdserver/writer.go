@@ -52,6 +52,7 @@ func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel release
 	}
 	if w.err != nil {
 		err := w.err
+		w.idle.Broadcast()
 		w.mu.Unlock()
 		releaseAll(rel)
 		return err
@@ -167,7 +168,11 @@ func (w *replyWriter) writeLocked() error {
 	}
 	w.writing = false
 	if w.waiters > 0 {
-		w.idle.Broadcast()
+		if w.err != nil {
+			w.idle.Broadcast() // everyone waiting learns of the failure
+		} else {
+			w.idle.Signal() // one waiter takes the turn, and signals the next when done
+		}
 	}
 	err := w.err
 	w.mu.Unlock()
