@@ -346,3 +346,75 @@ func TestAttachCLIInGuest(t *testing.T) {
 		t.Errorf("guest did not power off cleanly: %v", err)
 	}
 }
+
+// measureScript times reads and writes of the root device from inside the guest: the whole
+// device read sequentially, the same read by four readers in parallel, and a file written
+// with fsync. It prints "MEASURE name start end" lines in /proc/uptime seconds.
+const measureScript = `echo "` + vm.Marker + `"
+t() { read t0 _ < /proc/uptime; "$@"; read t1 _ < /proc/uptime; echo "MEASURE $name $t0 $t1"; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+seqread() { dd if=/dev/nbd0 of=/dev/null bs=1M 2>/dev/null; }
+parread() { for i in 0 1 2 3; do dd if=/dev/nbd0 of=/dev/null bs=1M skip=$((i*64)) count=64 2>/dev/null & done; wait; }
+write() { dd if=/dev/zero of=/bench bs=1M count=64 conv=fsync 2>/dev/null; }
+for round in 1 2 3; do
+	drop; name=seqread t seqread
+	drop; name=parread t parread
+	rm -f /bench; drop; name=write t write
+done
+echo MEASURE-DONE
+poweroff -f
+`
+
+// TestMeasureMultiConn measures 1, 2 and 4 connections (NBDROOT_MEASURE=1 runs it; it
+// decides nbdroot.connections' default, documented in docs/client.md).
+func TestMeasureMultiConn(t *testing.T) {
+	if os.Getenv("NBDROOT_MEASURE") != "1" {
+		t.Skip("set NBDROOT_MEASURE=1 to measure")
+	}
+	e := needEnv(t)
+	img := e.RootImage(t, vm.RootOptions{Init: measureScript, SizeMB: 256})
+	re := regexp.MustCompile(`MEASURE (\w+) ([\d.]+) ([\d.]+)`)
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-5s %-6s %-28s %-28s %-28s\n", "vCPUs", "conns", "seq read 256 MiB (MiB/s)", "4 readers 256 MiB (MiB/s)", "write 64 MiB+fsync (MiB/s)")
+	for _, cpus := range []int{1, 2} {
+		for _, conns := range []int{1, 2, 4} {
+			srv := e.StartServer(t, 0, "--export", "root="+img)
+			v := vm.Start(t, vm.Options{
+				Kernel: e.Vmlinuz(),
+				Initrd: e.Initramfs(t, seedHooks),
+				Append: fmt.Sprintf("ip=::::::dhcp nbd_server=%s:10809 root=/dev/nbd0 rw nbdroot.connections=%d console=ttyS0",
+					vm.GuestServerIP, conns),
+				Forwards:  map[int]int{10809: srv.Port},
+				ExtraArgs: []string{"-smp", strconv.Itoa(cpus)},
+				Timeout:   10 * time.Minute,
+			})
+			v.Expect(`MEASURE-DONE`, 9*time.Minute)
+			rates := map[string][]float64{}
+			for _, m := range re.FindAllStringSubmatch(v.Console(), -1) {
+				t0, _ := strconv.ParseFloat(m[2], 64)
+				t1, _ := strconv.ParseFloat(m[3], 64)
+				mib := 256.0
+				if m[1] == "write" {
+					mib = 64
+				}
+				rates[m[1]] = append(rates[m[1]], mib/(t1-t0))
+			}
+			cell := func(name string) string {
+				r := rates[name]
+				if len(r) == 0 {
+					return "-"
+				}
+				lo, hi, sum := r[0], r[0], 0.0
+				for _, x := range r {
+					lo, hi, sum = min(lo, x), max(hi, x), sum+x
+				}
+				return fmt.Sprintf("%.1f (%.1f-%.1f)", sum/float64(len(r)), lo, hi)
+			}
+			fmt.Fprintf(&table, "%-5d %-6d %-28s %-28s %-28s\n", cpus, conns, cell("seqread"), cell("parread"), cell("write"))
+			v.Wait(time.Minute)
+			v.Kill()
+			srv.Stop()
+		}
+	}
+	t.Logf("mean (min-max) of 3 rounds:\n%s", table.String())
+}
