@@ -248,6 +248,16 @@ func TestPartitionedRoot(t *testing.T) {
 // whole each time, with status and detach in between.
 const attachScript = `echo "` + vm.Marker + `"
 show() { echo "== $*"; "$@" 2>&1; echo "== rc=$?"; }
+for p in /proc/[0-9]*; do
+	case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in "@nbdroot-keeper"*) kp=${p#/proc/}; break;; esac
+done
+echo "ROOT-KEEPER pid=$kp cmdline=$(tr '\0' ' ' < /proc/$kp/cmdline)"
+ls -l /proc/$kp/exe /proc/$kp/root /proc/$kp/cwd
+echo "KEEPER-MEM $(grep -E '^(VmRSS|VmHWM|VmLck)' /proc/$kp/status | tr -s ' \t\n' ' ')"
+echo "KEEPER-OOM $(cat /proc/$kp/oom_score_adj)"
+for sig in TERM HUP INT QUIT USR1 PIPE; do kill -$sig $kp; done
+sleep 1
+[ -d /proc/$kp ] && echo "KEEPER-SURVIVED-SIGNALS"
 show nbdroot attach ` + vm.GuestServerIP + `:10809 --export data --keep --json
 dev=$(nbdroot status --json | grep -o '"/dev/nbd[1-9][0-9]*"' | head -1 | tr -d '"')
 echo "DEV=$dev"
@@ -313,7 +323,17 @@ func TestAttachCLIInGuest(t *testing.T) {
 	v.Expect(`ATTACH-SCRIPT-DONE`, 2*time.Minute)
 	out := v.Console()
 	t.Logf("guest:\n%s", grepLines(out, "==", "DEV=", "DATA-MD5", "nbd", "keeper", "IOCTL"))
+	if m := regexp.MustCompile(`KEEPER-MEM (.*)`).FindStringSubmatch(out); m != nil {
+		t.Logf("root keeper memory: %s", strings.TrimSpace(m[1]))
+	}
 	for _, re := range []string{
+		// the root's keeper: '@' name, binary and root from the deleted initramfs, never
+		// chosen by the OOM killer, deaf to the signals that end ordinary processes
+		`ROOT-KEEPER pid=\d+ cmdline=@nbdroot-keeper `,
+		`/proc/\d+/exe -> /init \(deleted\)`,
+		`KEEPER-MEM .*VmLck:\s+[1-9]\d* kB`,
+		`KEEPER-OOM -1000`,
+		`KEEPER-SURVIVED-SIGNALS`,
 		// netlink with a keeper, on the first free device
 		`"interface": "netlink"`, `"keeper_pid": \d+`, `DEV=/dev/nbd1\b`,
 		`DATA-MD5 netlink ` + want,
