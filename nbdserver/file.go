@@ -26,6 +26,10 @@ type fileBackend struct {
 	noPunch     atomic.Bool
 	noZeroRange atomic.Bool
 	noNowait    atomic.Bool
+
+	// residency is a read-only mapping of the image used only to ask mincore(2) whether a
+	// range is in the page cache; it is never read, so it cannot fault. Nil if unavailable.
+	residency []byte
 }
 
 var (
@@ -68,7 +72,17 @@ func openFile(path string, readOnly, syncWrites bool) (*fileBackend, error) {
 		return nil, fmt.Errorf("%s: size: %w", path, err)
 	}
 	b.size = size
+	b.residency = mapForResidency(b.fd, size)
 	return b, nil
+}
+
+// cached reports whether [off, off+n) is all in the page cache, so reading it will not
+// wait for the disk. False when it cannot tell.
+func (b *fileBackend) cached(off, n int64) bool {
+	if b.residency == nil || off < 0 || n <= 0 || off+n > int64(len(b.residency)) {
+		return false
+	}
+	return resident(b.residency, off, n)
 }
 
 // ErrLocked reports that another process holds a conflicting lock on an image.
@@ -266,4 +280,8 @@ func (b *fileBackend) Cache(off, length int64) error {
 	return nil
 }
 
-func (b *fileBackend) Close() error { return b.f.Close() }
+func (b *fileBackend) Close() error {
+	unmapResidency(b.residency)
+	b.residency = nil
+	return b.f.Close()
+}

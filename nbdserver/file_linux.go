@@ -214,10 +214,12 @@ func unixPeerID(nc net.Conn) string {
 	return fmt.Sprintf("unix:uid=%d", cred.Uid)
 }
 
-// socketSendfile returns a function that sends file data to the connection with
-// sendfile(2) — the socket takes page-cache pages by reference, so the data is copied once
-// (by the receiver) instead of three times — or nil when w is not a plain socket.
-func socketSendfile(w io.Writer) func(fd int, off int64, n int) error {
+// socketSendfile returns a function that sends some buffers (reply headers) and then file
+// data to the connection: the buffers with MSG_MORE, so the kernel packs them with the data
+// that follows, and the data with sendfile(2) — the socket takes page-cache pages by
+// reference, so the data is copied once (by the receiver) instead of three times. It
+// returns nil when w is not a plain socket.
+func socketSendfile(w io.Writer) func(bufs [][]byte, fd int, off int64, n int) error {
 	sc, ok := w.(syscall.Conn)
 	if !ok {
 		return nil
@@ -226,7 +228,38 @@ func socketSendfile(w io.Writer) func(fd int, off int64, n int) error {
 	if err != nil {
 		return nil
 	}
-	return func(in int, off int64, n int) error {
+	return func(bufs [][]byte, in int, off int64, n int) error {
+		for len(bufs) > 0 {
+			var sent int
+			var serr error
+			werr := rc.Write(func(out uintptr) bool {
+				for {
+					sent, serr = unix.SendmsgBuffers(int(out), bufs, nil, nil, unix.MSG_MORE|unix.MSG_NOSIGNAL)
+					switch serr {
+					case unix.EINTR:
+						continue
+					case unix.EAGAIN:
+						return false
+					}
+					return true
+				}
+			})
+			if werr != nil {
+				return werr
+			}
+			if serr != nil {
+				return os.NewSyscallError("sendmsg", serr)
+			}
+			for sent > 0 && len(bufs) > 0 {
+				if sent >= len(bufs[0]) {
+					sent -= len(bufs[0])
+					bufs = bufs[1:]
+				} else {
+					bufs[0] = bufs[0][sent:]
+					sent = 0
+				}
+			}
+		}
 		for n > 0 {
 			var sent int
 			var serr error
@@ -268,4 +301,53 @@ func socketSendfile(w io.Writer) func(fd int, off int64, n int) error {
 		}
 		return nil
 	}
+}
+
+// mapForResidency maps the image read-only for mincore(2). The kernel reports page-cache
+// residency of a file mapping only to callers that may write the file (or own it); for
+// others every page looks absent and reads simply take the worker path.
+func mapForResidency(fd int, size int64) []byte {
+	if size <= 0 || size != int64(int(size)) {
+		return nil
+	}
+	m, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+func unmapResidency(m []byte) {
+	if m != nil {
+		unix.Munmap(m)
+	}
+}
+
+const pageSize = 4096
+
+// resident asks mincore about the pages under [off, off+n) of the mapping m.
+func resident(m []byte, off, n int64) bool {
+	start := off &^ (pageSize - 1)
+	end := off + n
+	pages := (end - start + pageSize - 1) / pageSize
+	var small [256]byte // 1 MiB worth of pages without allocating
+	vec := small[:]
+	if pages > int64(len(small)) {
+		if pages > 8192 {
+			return false // beyond 32 MiB: not worth asking
+		}
+		vec = make([]byte, pages)
+	}
+	vec = vec[:pages]
+	region := m[start:min(int64(len(m)), start+pages*pageSize)]
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&region[0])), uintptr(len(region)), uintptr(unsafe.Pointer(&vec[0])))
+	if e != 0 {
+		return false
+	}
+	for _, v := range vec {
+		if v&1 == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -67,4 +67,8 @@ func keyOf(fi os.FileInfo) fileKey {
 
 func unixPeerID(nc net.Conn) string { return "unix" }
 
-func socketSendfile(w io.Writer) func(fd int, off int64, n int) error { return nil }
+func socketSendfile(w io.Writer) func(bufs [][]byte, fd int, off int64, n int) error { return nil }
+
+func mapForResidency(fd int, size int64) []byte { return nil }
+func unmapResidency(m []byte)                   {}
+func resident(m []byte, off, n int64) bool      { return false }

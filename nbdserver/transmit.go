@@ -75,6 +75,7 @@ type tx struct {
 	nw         nowaitReader // nil if the backend cannot try reads without blocking
 	holes      bool         // the backend can report holes worth sending as hole chunks
 	fileFD     int          // the image's descriptor for sendfile, or -1
+	file       *fileBackend // the image, when fileFD is set
 	size       uint64
 	readOnly   bool
 	structured bool
@@ -151,7 +152,7 @@ func (c *conn) transmit(ss *session) txStats {
 	if fb, ok := t.be.(*fileBackend); ok {
 		t.holes = !fb.block
 		if t.w.sendfile != nil {
-			t.fileFD = fb.fd
+			t.fileFD, t.file = fb.fd, fb
 		}
 	}
 	if _, ok := t.be.(*overlay); ok {
@@ -300,7 +301,7 @@ func (t *tx) read(r nbd.Request) error {
 	n := int(r.Length)
 	t.stats.bytesRead += uint64(n)
 	holeCheck := t.structured && t.holes && n >= holeCheckMin && r.Flags&nbd.CmdFlagDF == 0
-	if holeCheck && t.nw != nil && n <= bigInlineMax && t.allData(int64(r.Offset), int64(n)) {
+	if holeCheck && t.fileFD < 0 && t.nw != nil && n <= bigInlineMax && t.allData(int64(r.Offset), int64(n)) {
 		holeCheck = false
 	}
 	hl := nbd.SimpleReplySize
@@ -320,10 +321,20 @@ func (t *tx) read(r nbd.Request) error {
 		}
 	}
 	if t.fileFD >= 0 && n >= sendfileMin {
-		// A worker sends it with sendfile (see serveRead); no buffer needed.
+		// Sent with sendfile (see serveRead), no buffer needed: by the reader itself when
+		// the range is in the page cache (sendfile will not wait for the disk), else by a
+		// worker.
 		req, err := t.newRequest(r, 0)
 		if err != nil {
 			return err
+		}
+		if t.file.cached(int64(r.Offset), int64(n)) {
+			if err := t.flush(); err != nil {
+				req.release()
+				return err
+			}
+			t.serveRead(req)
+			return t.w.failed()
 		}
 		t.dispatch(req)
 		return nil

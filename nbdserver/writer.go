@@ -14,9 +14,9 @@ import (
 // many replies, and no goroutine exists just to write.
 type replyWriter struct {
 	w io.Writer
-	// sendfile copies file data to the socket without passing through user space; nil
-	// when the connection cannot (TLS).
-	sendfile func(fd int, off int64, n int) error
+	// sendfile sends buffers and then file data to the socket, the data without passing
+	// through user space; nil when the connection cannot (TLS).
+	sendfile func(bufs [][]byte, fd int, off int64, n int) error
 
 	mu      sync.Mutex
 	idle    *sync.Cond // signalled when writing ends, for sendFile callers waiting their turn
@@ -63,11 +63,7 @@ func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel release
 	w.mu.Unlock()
 
 	bufs = append(bufs, hdr)
-	out := bufs
-	_, err := out.WriteTo(w.w)
-	if err == nil {
-		err = w.sendfile(fd, off, n)
-	}
+	err := w.sendfile(bufs, fd, off, n)
 	for _, r := range rels {
 		r.release()
 	}

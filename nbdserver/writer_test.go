@@ -36,7 +36,12 @@ func TestReplyWriterConcurrent(t *testing.T) {
 	out := &lockedBuf{}
 	w := newReplyWriter(out)
 	var released atomic.Int64
-	w.sendfile = func(fd int, off int64, n int) error {
+	w.sendfile = func(bufs [][]byte, fd int, off int64, n int) error {
+		for _, b := range bufs {
+			if _, err := out.Write(b); err != nil {
+				return err
+			}
+		}
 		_, err := out.Write(bytes.Repeat([]byte{'F'}, n))
 		return err
 	}
@@ -91,7 +96,14 @@ func TestReplyWriterConcurrent(t *testing.T) {
 func TestReplyWriterError(t *testing.T) {
 	out := &lockedBuf{err: errors.New("connection reset")}
 	w := newReplyWriter(out)
-	w.sendfile = func(int, int64, int) error { return nil }
+	w.sendfile = func(bufs [][]byte, fd int, off int64, n int) error {
+		for _, b := range bufs {
+			if _, err := out.Write(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var released atomic.Int64
 	var wg sync.WaitGroup
 	for g := 0; g < 16; g++ {
