@@ -148,7 +148,9 @@ func (NBD) Summary(s *State) string {
 	return fmt.Sprintf("%s ← %s (%s, %d connection(s)%s)", a.Device, backendID(a.Server, a.Export), humanSize(a.Size), a.Sockets, ro)
 }
 
-// wantConns is the number of connections asked for; one unless the cmdline says otherwise.
+// wantConns is the number of connections asked for: one unless the cmdline says otherwise.
+// More connections showed no gain above the noise in the QEMU measurements and cost the
+// server that many connections per client (docs/client.md, Multi-connection).
 func wantConns(n int) int {
 	if n <= 0 {
 		return 1

@@ -71,10 +71,12 @@ type KeeperError struct {
 	Err    error
 }
 
+// Error implements error.
 func (e *KeeperError) Error() string {
 	return fmt.Sprintf("%s is attached, but its keeper did not start (it will not survive a server restart; `nbdroot detach %s` undoes the attach): %v", e.Device, e.Device, e.Err)
 }
 
+// Unwrap returns why the keeper did not start.
 func (e *KeeperError) Unwrap() error { return e.Err }
 
 // Attach negotiates with the server and attaches the export to an NBD device of this

@@ -29,6 +29,7 @@ type DialError struct {
 	Err    error
 }
 
+// Error implements error: "NBD server HOST:PORT, export "NAME": reason".
 func (e *DialError) Error() string {
 	exp := "the default export"
 	if e.Export != "" {
@@ -37,6 +38,7 @@ func (e *DialError) Error() string {
 	return fmt.Sprintf("NBD server %s, %s: %v", e.Server, exp, e.Err)
 }
 
+// Unwrap returns the reason.
 func (e *DialError) Unwrap() error { return e.Err }
 
 // Socket options of every connection handed to the kernel. The kernel's nbd driver notices

@@ -1,11 +1,14 @@
-// Package nbdclient is the client side of nbdroot: it negotiates with an NBD server (fixed
+// Package nbdclient is the client side of nbdroot. It negotiates with an NBD server (fixed
 // newstyle; NBD_OPT_GO with NBD_OPT_EXPORT_NAME as fallback; NBD_OPT_LIST), hands the
-// negotiated sockets to the kernel through the generic-netlink "nbd" family, and keeps them
-// alive (the Keeper reconnects when the kernel reports a dead link).
+// negotiated sockets to the kernel's nbd driver — through the generic netlink family "nbd"
+// (CONNECT, RECONFIGURE, DISCONNECT, STATUS) or, on kernels without it, the legacy ioctls —
+// and keeps them alive: the Keeper, a process of its own that survives switch_root,
+// reconnects when the kernel reports a dead link (NBD_CMD_LINK_DEAD). Attach, Detach and
+// Status are `nbdroot attach/detach/status` for running systems.
 //
 // It never negotiates structured replies or extended headers on a socket it hands to the
 // kernel: the kernel's nbd driver reads only simple replies. It never sets
-// DISCONNECT_ON_CLOSE for a root device.
+// DISCONNECT_ON_CLOSE for a root device, and never disconnects a device it keeps.
 package nbdclient
 
 import (

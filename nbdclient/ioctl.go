@@ -49,8 +49,10 @@ type IoctlError struct {
 	Err     error
 }
 
+// Error implements error.
 func (e *IoctlError) Error() string { return fmt.Sprintf("ioctl %s: %v", e.Request, e.Err) }
 
+// Unwrap returns the errno.
 func (e *IoctlError) Unwrap() error { return e.Err }
 
 func doIoctl(fn ioctlFunc, fd uintptr, req uint, arg uintptr) error {

@@ -77,10 +77,12 @@ type SetupError struct {
 	Err   error
 }
 
+// Error implements error.
 func (e *SetupError) Error() string {
 	return fmt.Sprintf("/dev/nbd%d is connected, but preparing it failed: %v", e.Index, e.Err)
 }
 
+// Unwrap returns the preparation's failure.
 func (e *SetupError) Unwrap() error { return e.Err }
 
 // Connect attaches socks (negotiated connections, one per kernel connection) to the device

@@ -89,6 +89,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 // durationFlag accepts Go durations and plain seconds.
 type durationFlag struct{ d *time.Duration }
 
+// String implements flag.Value.
 func (f durationFlag) String() string {
 	if f.d == nil {
 		return ""
@@ -96,6 +97,7 @@ func (f durationFlag) String() string {
 	return f.d.String()
 }
 
+// Set implements flag.Value.
 func (f durationFlag) Set(s string) error {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
 		*f.d = d
