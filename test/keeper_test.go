@@ -157,3 +157,42 @@ func grepLines(console string, subs ...string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestKeeperFailover gives the client two servers of one shared image
+// (nbd_server=a,b): when the first dies for good, the keeper moves the root to the second,
+// under the same backend identifier, and the write-verify loop never notices.
+func TestKeeperFailover(t *testing.T) {
+	e := needEnv(t)
+	t.Parallel()
+	img := e.RootImage(t, vm.RootOptions{Init: checksumLoop(10)})
+	// Both serve the same file — a shared backend, which is what makes failover safe: our
+	// server first, then nbdkit (nbdroot serve locks its image against a second nbdroot
+	// serve; nbdkit takes no lock).
+	a := e.StartServer(t, 0, "--export", "root="+img, "--drain-timeout=-1s")
+	bPort := startPeer(t, "nbdkit", img)
+	v := vm.Start(t, vm.Options{
+		Kernel:   e.Vmlinuz(),
+		Initrd:   e.Initramfs(t, seedHooks),
+		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809," + vm.GuestServerIP + ":10810 root=/dev/nbd0 rw console=ttyS0",
+		Forwards: map[int]int{10809: a.Port, 10810: bPort},
+		Timeout:  bootTimeout + 2*time.Minute,
+	})
+	v.Expect(`keeper: pid \d+ keeps /dev/nbd0 \(servers \[10\.0\.2\.100:10809 10\.0\.2\.100:10810\]`, bootTimeout)
+	_, off := v.ExpectAfter(0, `KEEPER-ITER 3\b`, bootTimeout)
+	a.Kill()
+	m, _ := v.ExpectAfter(off, keeperLine(`nbd0: reconnected to (\S+) after (\S+)`), 90*time.Second)
+	if m[1] != vm.GuestServerIP+":10810" {
+		t.Errorf("the keeper reconnected to %s, want the second server", m[1])
+	}
+	t.Logf("failed over to %s after %s", m[1], m[2])
+	done, _ := v.ExpectAfter(off, `KEEPER-DONE errors=(\d+) mismatches=(\d+)`, 2*time.Minute)
+	if done[1] != "0" || done[2] != "0" {
+		t.Errorf("write-verify loop across the failover: %s I/O error(s), %s checksum mismatch(es)", done[1], done[2])
+	}
+	if out := v.Console(); strings.Contains(out, "I/O error") || strings.Contains(out, "backend") {
+		t.Errorf("the kernel complained:\n%s", grepLines(out, "nbd0"))
+	}
+	if err := v.Wait(60 * time.Second); err != nil {
+		t.Errorf("guest did not power off: %v", err)
+	}
+}
