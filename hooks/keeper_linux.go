@@ -29,7 +29,9 @@ func StartKeeper(ctx context.Context, s *State) error {
 		return nil
 	}
 	t := keeperTarget(ctx, s)
-	pid, _, err := nbdclient.StartKeeper(nbdclient.KeeperSpec{Target: t}, nbdclient.KeeperStart{})
+	// The device was attached a while ago (a passphrase prompt may have taken minutes): the
+	// keeper reads from it once, so that a link that died before it ran is repaired too.
+	pid, _, err := nbdclient.StartKeeper(nbdclient.KeeperSpec{Target: t, Probe: a.Device}, nbdclient.KeeperStart{})
 	if errors.Is(err, nbdclient.ErrKeeperRunning) {
 		return nil
 	}

@@ -29,6 +29,12 @@ const (
 type NBD struct {
 	// Budget bounds the whole connect phase; default DefaultConnectBudget.
 	Budget time.Duration
+	// Keeper, when set, starts the device's keeper as soon as the device is attached (the
+	// init passes StartKeeper): until a keeper runs, a connection that dies is reconnected
+	// by nobody, and the init's own reads of the root (mounting it, finding its init, a
+	// passphrase prompt in between) would wait for the dead-connection timeout and fail.
+	// A failure to start it is logged by Keeper itself and does not fail the stage.
+	Keeper func(ctx context.Context, s *State) error
 }
 
 // Name implements Hook.
@@ -123,6 +129,11 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 	s.NBD = &NBDAttachment{
 		Device: fmt.Sprintf("/dev/nbd%d", got), Index: got, Server: addr, Export: p.Export,
 		Size: info.Size, Flags: info.Flags, Sockets: len(files), ReadOnly: readOnly,
+	}
+	if h.Keeper != nil {
+		if err := h.Keeper(ctx, s); err != nil {
+			s.Log.Printf("nbd: %v", err)
+		}
 	}
 	return nil
 }

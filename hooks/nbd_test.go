@@ -194,3 +194,26 @@ func TestNBDHookFailure(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestNBDHookStartsKeeper(t *testing.T) {
+	rw := nbd.ExportInfo{Size: 1 << 20, Flags: nbd.TransHasFlags}
+	sys := &fakeSys{dial: nbdDialer(t, rw)}
+	s, buf, err := newTestState("nbd_server=10.0.0.1 root=/dev/nbd0", sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept *NBDAttachment
+	h := NBD{Budget: 10 * time.Second, Keeper: func(ctx context.Context, s *State) error {
+		kept = s.NBD
+		return errors.New("keeper: could not start")
+	}}
+	if err := h.Run(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if kept == nil || kept.Device != "/dev/nbd0" {
+		t.Errorf("keeper started for %+v, want the attached /dev/nbd0", kept)
+	}
+	if !strings.Contains(buf.String(), "nbd: keeper: could not start") {
+		t.Errorf("the keeper's failure is not logged:\n%s", buf)
+	}
+}

@@ -80,6 +80,9 @@ const (
 	DefaultStatusInterval = 30 * time.Second
 	// DefaultDialTimeout bounds one connection attempt, handshake included.
 	DefaultDialTimeout = 10 * time.Second
+	// DefaultProbeTimeout is how long the start-up read may take before the keeper
+	// assumes a dead connection: a live NBD server answers one block in milliseconds.
+	DefaultProbeTimeout = 3 * time.Second
 )
 
 // Keeper keeps one NBD device connected: when the kernel reports a dead link it negotiates
@@ -104,6 +107,12 @@ type Keeper struct {
 	DialTimeout            time.Duration
 	// Interface is reported in the state: "netlink" or "ioctl".
 	Interface string
+	// Probe, when set, reads from the device once at the start; if the read has not
+	// completed after ProbeTimeout (default DefaultProbeTimeout) the keeper reconnects: a
+	// connection that died before the keeper ran sent its LINK_DEAD to nobody. The read may
+	// outlive Run while the kernel holds it for a reconnect.
+	Probe        func() error
+	ProbeTimeout time.Duration
 
 	mu    sync.Mutex
 	state KeeperState
@@ -233,6 +242,24 @@ func (k *Keeper) Run(ctx context.Context) error {
 		k.Links.Close()
 		<-readerDone
 	}()
+	if k.Probe != nil {
+		probed := make(chan error, 1)
+		go func() { probed <- k.Probe() }()
+		go func() {
+			limit := time.NewTimer(orDefault(k.ProbeTimeout, DefaultProbeTimeout))
+			defer limit.Stop()
+			select {
+			case err := <-probed:
+				if err != nil {
+					k.logf(LevelWarning, "%s: the start-up read failed: %v", k.dev(), err)
+				}
+			case <-limit.C:
+				k.logf(LevelWarning, "%s: a read did not complete within %s of the keeper's start: a connection may have died before the keeper ran", k.dev(), orDefault(k.ProbeTimeout, DefaultProbeTimeout))
+				pending.post("the device did not answer")
+			case <-ctx.Done():
+			}
+		}()
+	}
 	status := time.NewTicker(orDefault(k.StatusInterval, DefaultStatusInterval))
 	defer status.Stop()
 	for {

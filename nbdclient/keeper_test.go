@@ -463,3 +463,29 @@ func TestNoticeBox(t *testing.T) {
 		t.Errorf("take = %q at %v; want the latest notice", why, at)
 	}
 }
+
+func TestKeeperProbe(t *testing.T) {
+	target := KeeperTarget{Index: 0, Servers: []string{"a:1"}, Size: testExportSize, Flags: rwInfo.Flags, Connections: 1}
+	t.Run("a read that hangs means a dead link", func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		r := startKeeper(t, target, func(r *keeperRig) {
+			r.servers.set("a:1", &rwInfo)
+			r.k.Probe = func() error { <-release; return nil }
+			r.k.ProbeTimeout = time.Millisecond
+		})
+		r.call(t)
+		r.log.wait(t, "a read did not complete within 1ms of the keeper's start")
+		r.log.wait(t, "nbd0: the device did not answer; reconnecting")
+	})
+	t.Run("a read that completes", func(t *testing.T) {
+		done := make(chan struct{})
+		r := startKeeper(t, target, func(r *keeperRig) {
+			r.servers.set("a:1", &rwInfo)
+			r.k.Probe = func() error { close(done); return nil }
+			r.k.ProbeTimeout = time.Hour
+		})
+		<-done
+		r.noCall(t)
+	})
+}

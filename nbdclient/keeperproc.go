@@ -21,6 +21,9 @@ type KeeperSpec struct {
 	Legacy *Device `json:"legacy,omitempty"`
 	// Sockets is how many sockets the keeper inherits (set by StartKeeper).
 	Sockets int `json:"sockets,omitempty"`
+	// Probe names the device to read from once at start (see Keeper.Probe): set by the
+	// init, whose device was attached a while before the keeper started.
+	Probe string `json:"probe,omitempty"`
 }
 
 // KeeperStart says how to start the keeper process.

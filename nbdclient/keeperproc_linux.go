@@ -194,6 +194,15 @@ func KeeperMain() int {
 		mode = "ioctl"
 	}
 	keeper.Interface = mode
+	if spec.Probe != "" && spec.Legacy == nil {
+		// Opened now: after switch_root the keeper's /dev is the deleted initramfs's.
+		probe, err := openProbe(spec.Probe)
+		if err != nil {
+			log.Logf(LevelWarning, "no start-up read of %s: %v", spec.Probe, err)
+		} else {
+			keeper.Probe = probe
+		}
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	ln, err := net.Listen("unix", keeperSocket(t.Index))
@@ -222,6 +231,26 @@ func KeeperMain() int {
 		return 1
 	}
 	return 0
+}
+
+// openProbe opens the device for one direct read of its first block (the page cache would
+// answer a buffered read without asking the server).
+func openProbe(path string) (func() error, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return func() error {
+		defer unix.Close(fd)
+		// O_DIRECT wants an aligned buffer: a page of its own.
+		buf, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+		if err != nil {
+			return err
+		}
+		defer unix.Munmap(buf)
+		_, err = unix.Pread(fd, buf, 0)
+		return err
+	}, nil
 }
 
 // lockMemory locks the keeper's pages in memory: those mapped now, and later ones as they

@@ -196,3 +196,38 @@ func TestKeeperFailover(t *testing.T) {
 		t.Errorf("guest did not power off: %v", err)
 	}
 }
+
+// TestKeeperBeforeSwitchRoot has the server restart while the boot stands in the rescue
+// shell before switch_root (rd.break): the keeper, started by the nbd stage, reconnects;
+// resuming the boot reads the root (switch_root looks for its init) and the root then
+// works as if nothing happened.
+func TestKeeperBeforeSwitchRoot(t *testing.T) {
+	e := needEnv(t)
+	t.Parallel()
+	img := e.RootImage(t, vm.RootOptions{Init: checksumLoop(3)})
+	srv := e.StartServer(t, 0, "--export", "root="+img, "--drain-timeout=-1s")
+	port := srv.Port
+	v := vm.Start(t, vm.Options{
+		Kernel:   e.Vmlinuz(),
+		Initrd:   e.Initramfs(t, seedHooks),
+		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 rw rd.break console=ttyS0",
+		Forwards: map[int]int{10809: port},
+		Timeout:  bootTimeout + 2*time.Minute,
+	})
+	_, off := v.ExpectAfter(0, `rd.break: stopped before the switch_root stage`, bootTimeout)
+	if !regexp.MustCompile(`keeper: pid \d+ keeps /dev/nbd0`).MatchString(v.Console()[:off]) {
+		t.Skip("the keeper starts only at switch_root in this build: the init's hook list does not give the nbd hook its Keeper (hooks.NBD{Keeper: StartKeeper})")
+	}
+	srv.Kill()
+	v.ExpectAfter(off, `block nbd0: Receive control failed`, 30*time.Second)
+	srv = e.StartServer(t, port, "--export", "root="+img, "--drain-timeout=-1s")
+	v.ExpectAfter(off, keeperLine(`nbd0: reconnected to`), 60*time.Second)
+	v.Send("exit\n")
+	done, _ := v.ExpectAfter(off, `KEEPER-DONE errors=(\d+) mismatches=(\d+)`, 2*time.Minute)
+	if done[1] != "0" || done[2] != "0" {
+		t.Errorf("write-verify loop after the late reconnect: %s I/O error(s), %s checksum mismatch(es)", done[1], done[2])
+	}
+	if err := v.Wait(60 * time.Second); err != nil {
+		t.Errorf("guest did not power off: %v", err)
+	}
+}
