@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
 )
@@ -27,9 +29,56 @@ type fileBackend struct {
 	noZeroRange atomic.Bool
 	noNowait    atomic.Bool
 
-	// residency is a read-only mapping of the image used only to ask mincore(2) whether a
-	// range is in the page cache; it is never read, so it cannot fault. Nil if unavailable.
+	// residency is a read-only mapping of the image. mincore(2) on it says whether a range
+	// is in the page cache; small cached reads copy straight out of it (see copyResident).
+	// Nil if unavailable.
 	residency []byte
+	// windows holds, per 1 MiB window of the image, the time (monotonic ns since
+	// mapEpoch) until which the window was last seen wholly in the page cache; nil when
+	// reads do not use the mapping.
+	windows  []atomic.Int64
+	mapBroke atomic.Bool // a read from the mapping faulted (the file shrank): stop using it
+}
+
+const (
+	windowShift = 20                           // 1 MiB residency windows
+	windowTTL   = int64(50 * time.Millisecond) // how long a mincore answer is trusted
+	maxMapped   = 64 << 30                     // images up to this size are read through the mapping
+)
+
+var mapEpoch = time.Now()
+
+// copyResident copies p from the mapping when the windows it spans were recently seen
+// resident, reporting false (having copied nothing useful) otherwise. A copy costs a
+// memmove instead of a syscall. Should the kernel have evicted a page since the mincore
+// check, the copy waits for the disk — rare, and only under memory pressure. A fault (the
+// file truncated under us) is recovered and the mapping retired.
+func (b *fileBackend) copyResident(p []byte, off int64) (ok bool) {
+	n := int64(len(p))
+	if n == 0 || off < 0 || off+n > int64(len(b.residency)) || b.mapBroke.Load() {
+		return false
+	}
+	now := int64(time.Since(mapEpoch))
+	for w := off >> windowShift; w <= (off+n-1)>>windowShift; w++ {
+		if b.windows[w].Load() > now {
+			continue
+		}
+		start := w << windowShift
+		if !resident(b.residency, start, min(int64(1)<<windowShift, int64(len(b.residency))-start)) {
+			return false
+		}
+		b.windows[w].Store(now + windowTTL)
+	}
+	defer func() {
+		if recover() != nil {
+			b.mapBroke.Store(true)
+			ok = false
+		}
+	}()
+	old := debug.SetPanicOnFault(true)
+	copy(p, b.residency[off:off+n])
+	debug.SetPanicOnFault(old)
+	return true
 }
 
 var (
@@ -73,6 +122,9 @@ func openFile(path string, readOnly, syncWrites bool) (*fileBackend, error) {
 	}
 	b.size = size
 	b.residency = mapForResidency(b.fd, size)
+	if b.residency != nil && size <= maxMapped {
+		b.windows = make([]atomic.Int64, (size+(1<<windowShift)-1)>>windowShift)
+	}
 	return b, nil
 }
 
@@ -107,6 +159,9 @@ func (b *fileBackend) ReadAt(p []byte, off int64) error {
 }
 
 func (b *fileBackend) ReadAtNoWait(p []byte, off int64) (bool, error) {
+	if b.windows != nil && b.copyResident(p, off) {
+		return true, nil
+	}
 	if b.noNowait.Load() {
 		return false, nil
 	}

@@ -2,6 +2,7 @@ package nbdserver
 
 import (
 	"bytes"
+	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -51,4 +52,35 @@ func TestCachedResidency(t *testing.T) {
 	if fb2.cached(testSize-4096, 8192) || fb2.cached(-1, 10) {
 		t.Error("ranges outside the image reported cached")
 	}
+}
+
+// Small cached reads copy from a mapping of the image. If the file is truncated under the
+// server, touching the mapping faults (SIGBUS); the server must survive that and serve
+// what a read of the file gives: zeroes past the end.
+func TestMappedReadsSurviveTruncation(t *testing.T) {
+	img := makeImage(t, testSize)
+	s := startServer(t, Config{Exports: []Export{{Name: "root", Path: img}}})
+	c := connectTest(t, s.addr, "root", false)
+	for off := 0; off < testSize; off += 64 << 10 {
+		if got := c.pread(uint64(off), 4096); !bytes.Equal(got, pattern(off, 4096)) {
+			t.Fatalf("read at %d", off)
+		}
+	}
+	if err := os.Truncate(img, testSize/2); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.pread(testSize-8192, 4096); !bytes.Equal(got, make([]byte, 4096)) {
+		t.Errorf("read past the truncated end: % x…", got[:8])
+	}
+	if got := c.pread(4096, 4096); !bytes.Equal(got, pattern(4096, 4096)) {
+		t.Error("read before the truncated end")
+	}
+	s.mu.Lock()
+	for _, img := range s.images {
+		if img.fb.windows != nil && !img.fb.mapBroke.Load() {
+			t.Error("the read past the end did not go through the mapping's fault path")
+		}
+	}
+	s.mu.Unlock()
+	c.disconnect()
 }
