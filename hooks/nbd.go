@@ -44,9 +44,12 @@ func (NBD) Name() string { return "nbd" }
 func (h NBD) Run(ctx context.Context, s *State) error {
 	if s.Plan.NBD.FromDHCP && s.Net != nil {
 		// No server on the command line: the DHCP answer names it (root-path, option 17,
-		// or else the DHCP server itself).
+		// or else the boot server: siaddr, then the DHCP server's identifier).
 		server := ""
-		if s.Net.ServerID != nil {
+		switch {
+		case s.Net.NextServer != nil && !s.Net.NextServer.IsUnspecified():
+			server = s.Net.NextServer.String()
+		case s.Net.ServerID != nil:
 			server = s.Net.ServerID.String()
 		}
 		if err := s.Plan.ApplyDHCP(s.Net.RootPath, server); err != nil {
@@ -60,25 +63,33 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 			errors.New("no server on the command line and none from DHCP (root-path, option 17)"))
 	}
 	param := serverParam(s.Plan, servers)
+	tried := "connect"
+	if src := s.Plan.Sources["nbd.host"]; p.FromDHCP && strings.HasPrefix(src, "DHCP server address") {
+		tried = "no NBD server on the command line (nbd_server=) and no root-path (option 17) in the DHCP answer: tried the boot server"
+	}
 	index, err := deviceIndex(p.Device)
 	if err != nil {
 		return fail("nbd", "root="+s.Plan.Root.Device, "choose the NBD device", err)
 	}
+
+	budget := h.Budget
+	if budget == 0 {
+		budget = p.ConnectTimeout
+	}
+	if budget == 0 {
+		budget = DefaultConnectBudget
+	}
+	// Connecting needs no module: the handshake runs while the nbd module loads.
+	conns, addr, err := connect(ctx, s, servers, p.Export, wantConns(p.Connections), budget)
+	if err != nil {
+		return fail("nbd", param, tried, err)
+	}
+	defer nbdclient.CloseAll(conns)
 	if s.Modules != nil {
 		if err := s.Modules.Wait(ctx, "nbd"); err != nil {
 			return fail("nbd", "", "load the nbd module", err)
 		}
 	}
-
-	budget := h.Budget
-	if budget == 0 {
-		budget = DefaultConnectBudget
-	}
-	conns, addr, err := connect(ctx, s, servers, p.Export, wantConns(p.Connections), budget)
-	if err != nil {
-		return fail("nbd", param, "connect", err)
-	}
-	defer nbdclient.CloseAll(conns)
 	info := conns[0].Info
 	readOnly := info.Flags&nbd.TransReadOnly != 0
 	if readOnly && s.Plan.Root.RW {

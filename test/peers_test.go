@@ -288,9 +288,6 @@ func TestAttachCLIInGuest(t *testing.T) {
 	if err := vm.RootTree(tree, vm.RootOptions{Init: attachScript}); err != nil {
 		t.Fatal(err)
 	}
-	for _, applet := range []string{"tr"} {
-		os.Symlink("busybox", filepath.Join(tree, "bin", applet))
-	}
 	bin, err := os.ReadFile(e.Tool("nbdroot"))
 	if err != nil {
 		t.Fatal(err)

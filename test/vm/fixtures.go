@@ -136,7 +136,7 @@ func RootTree(dir string, o RootOptions) error {
 		return err
 	}
 	for _, a := range []string{"sh", "cat", "echo", "mount", "umount", "poweroff", "sync", "ls", "sleep",
-		"dd", "md5sum", "sha256sum", "cmp", "rm", "mkdir", "grep", "ip", "dmesg", "head", "tail", "wc", "seq", "date", "stat", "uname", "hostname", "test", "["} {
+		"dd", "md5sum", "sha256sum", "cmp", "rm", "mkdir", "grep", "ip", "dmesg", "head", "tail", "wc", "seq", "date", "stat", "uname", "hostname", "test", "[", "tr", "cut", "kill", "ps", "touch", "mv", "cp"} {
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
 			return err
 		}
