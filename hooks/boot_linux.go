@@ -142,7 +142,7 @@ func hookList(names []string, cfg BootConfig) ([]Hook, error) {
 		case "net":
 			out = append(out, Net{})
 		case "nbd":
-			out = append(out, NBD{Keeper: StartKeeper})
+			out = append(out, NBD{Keeper: LaunchKeeper})
 		case "encrypt":
 			out = append(out, Encrypt{})
 		case "filesystems":

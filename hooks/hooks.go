@@ -49,6 +49,9 @@ type State struct {
 	CryptDevice string
 	// NewRoot is where the root filesystem was mounted by filesystems.
 	NewRoot string
+
+	// keeper is the root device's keeper, launched at attach and awaited before switch_root.
+	keeper *pendingKeeper
 }
 
 // NetConfig is the network configuration the net hook applied.

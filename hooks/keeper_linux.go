@@ -11,11 +11,37 @@ import (
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
-// StartKeeper is the init's BeforeSwitch: it starts the keeper of the root's NBD device (see
-// nbdclient.Keeper), a process that outlives the initramfs and reconnects the device when
-// the server restarts or the network drops. It runs just before switch_root, the last
-// moment the init's own binary exists as a file; the keeper needs no file after it reported
-// ready (server names are resolved here).
+// LaunchKeeper starts the keeper of the root's NBD device (see nbdclient.Keeper) right
+// after the nbd hook attached it: from then on a connection that dies is reconnected, even
+// while the init itself still reads the root (a passphrase prompt, the mount). It does not
+// wait for the keeper to get ready — the boot goes on meanwhile — StartKeeper does, before
+// switch_root. Server names are resolved here: the keeper needs no file once it runs.
+func LaunchKeeper(ctx context.Context, s *State) error {
+	a := s.NBD
+	if a == nil || s.keeper != nil {
+		return nil
+	}
+	t := keeperTarget(ctx, s)
+	// The device may be attached a while before the keeper is ready: it reads from it once,
+	// so that a link that died in between is repaired too.
+	k, err := nbdclient.LaunchKeeper(nbdclient.KeeperSpec{Target: t, Probe: a.Device}, nbdclient.KeeperStart{})
+	if err != nil {
+		s.Log.Printf("keeper: WARNING: %v: %s will not survive a server restart", err, a.Device)
+		return nil
+	}
+	s.keeper = &pendingKeeper{proc: k, target: t}
+	return nil
+}
+
+// pendingKeeper is a keeper launched by the nbd hook, not yet known to be ready.
+type pendingKeeper struct {
+	proc   *nbdclient.KeeperProcess
+	target nbdclient.KeeperTarget
+}
+
+// StartKeeper is the init's BeforeSwitch: it makes sure the root's device has a running
+// keeper before switch_root, the last moment the init's own binary exists as a file. It
+// waits for the keeper LaunchKeeper started, or starts one.
 //
 // A keeper that cannot start does not stop the boot: the root works without it, only not
 // across a server restart, and the console says so.
@@ -24,14 +50,18 @@ func StartKeeper(ctx context.Context, s *State) error {
 	if a == nil {
 		return nil
 	}
-	if st, err := nbdclient.QueryKeeper(a.Index); err == nil {
-		s.Log.Printf("keeper: pid %d already keeps %s", st.Pid, a.Device)
-		return nil
+	if s.keeper == nil {
+		if st, err := nbdclient.QueryKeeper(a.Index); err == nil {
+			s.Log.Printf("keeper: pid %d already keeps %s", st.Pid, a.Device)
+			return nil
+		}
+		if err := LaunchKeeper(ctx, s); err != nil || s.keeper == nil {
+			return err
+		}
 	}
-	t := keeperTarget(ctx, s)
-	// The device was attached a while ago (a passphrase prompt may have taken minutes): the
-	// keeper reads from it once, so that a link that died before it ran is repaired too.
-	pid, _, err := nbdclient.StartKeeper(nbdclient.KeeperSpec{Target: t, Probe: a.Device}, nbdclient.KeeperStart{})
+	k := s.keeper
+	s.keeper = nil
+	pid, _, err := k.proc.Ready()
 	if errors.Is(err, nbdclient.ErrKeeperRunning) {
 		return nil
 	}
@@ -40,7 +70,7 @@ func StartKeeper(ctx context.Context, s *State) error {
 		return nil
 	}
 	s.Log.Printf("keeper: pid %d keeps %s (servers %v, dead-connection timeout %s; messages in the kernel log)",
-		pid, a.Device, t.Servers, t.DeadConnTimeout)
+		pid, a.Device, k.target.Servers, k.target.DeadConnTimeout)
 	return nil
 }
 

@@ -30,7 +30,7 @@ type NBD struct {
 	// Budget bounds the whole connect phase; default DefaultConnectBudget.
 	Budget time.Duration
 	// Keeper, when set, starts the device's keeper as soon as the device is attached (the
-	// init passes StartKeeper): until a keeper runs, a connection that dies is reconnected
+	// init passes LaunchKeeper): until a keeper runs, a connection that dies is reconnected
 	// by nobody, and the init's own reads of the root (mounting it, finding its init, a
 	// passphrase prompt in between) would wait for the dead-connection timeout and fail.
 	// A failure to start it is logged by Keeper itself and does not fail the stage.

@@ -33,21 +33,39 @@ const (
 // the initramfs. It returns the keeper's pid and the device index (chosen by the keeper for
 // a Legacy attach of index -1).
 func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
+	k, err := LaunchKeeper(spec, o)
+	if err != nil {
+		return 0, -1, err
+	}
+	return k.Ready()
+}
+
+// KeeperProcess is a keeper that was started and may not have reported ready yet.
+type KeeperProcess struct {
+	cmd   *exec.Cmd
+	ready *os.File
+	wait  time.Duration
+}
+
+// LaunchKeeper starts a keeper process for spec and hands it its configuration without
+// waiting for it to get ready, so the caller can go on (the init mounts the root meanwhile).
+// When LaunchKeeper returns, the keeper's program is loaded: the file it came from may go.
+// Call Ready before relying on the keeper.
+func LaunchKeeper(spec KeeperSpec, o KeeperStart) (*KeeperProcess, error) {
 	exe := o.Exe
 	if exe == "" {
 		exe = "/proc/self/exe"
 	}
 	specR, specW, err := os.Pipe()
 	if err != nil {
-		return 0, -1, err
+		return nil, err
 	}
 	defer specR.Close()
 	defer specW.Close()
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
-		return 0, -1, err
+		return nil, err
 	}
-	defer readyR.Close()
 	defer readyW.Close()
 	spec.Sockets = len(o.Socks)
 	cmd := exec.Command(exe, o.Args...)
@@ -60,28 +78,40 @@ func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
 	// A session of its own: no terminal's hangup or ^C reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, -1, fmt.Errorf("start the keeper: %w", err)
+		readyR.Close()
+		return nil, fmt.Errorf("start the keeper: %w", err)
 	}
 	specR.Close()
 	readyW.Close()
 	// Nobody waits for the keeper: it outlives this process (and after switch_root, the
 	// root's init reaps it if it ever exits).
 	go cmd.Wait()
+	// The spec is small: the pipe buffer takes it whole, so this does not wait for the keeper.
 	if err := json.NewEncoder(specW).Encode(spec); err != nil {
 		cmd.Process.Kill()
-		return 0, -1, fmt.Errorf("hand the keeper its configuration: %w", err)
+		readyR.Close()
+		return nil, fmt.Errorf("hand the keeper its configuration: %w", err)
 	}
-	specW.Close()
 	wait := o.Ready
 	if wait == 0 {
 		wait = 30 * time.Second
 	}
-	readyR.SetReadDeadline(time.Now().Add(wait))
-	line, err := bufio.NewReader(readyR).ReadString('\n')
+	return &KeeperProcess{cmd: cmd, ready: readyR, wait: wait}, nil
+}
+
+// Pid is the keeper's process id.
+func (k *KeeperProcess) Pid() int { return k.cmd.Process.Pid }
+
+// Ready waits until the keeper reports ready (or fails) and returns its pid and device
+// index; it kills a keeper that does not get ready in time.
+func (k *KeeperProcess) Ready() (pid, index int, err error) {
+	defer k.ready.Close()
+	k.ready.SetReadDeadline(time.Now().Add(k.wait))
+	line, err := bufio.NewReader(k.ready).ReadString('\n')
 	if err != nil {
-		cmd.Process.Kill()
+		k.cmd.Process.Kill()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, -1, fmt.Errorf("the keeper did not report ready within %s", wait)
+			return 0, -1, fmt.Errorf("the keeper did not report ready within %s", k.wait)
 		}
 		return 0, -1, fmt.Errorf("the keeper exited before it was ready (%v)", err)
 	}
@@ -94,10 +124,10 @@ func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
 	}
 	var idx int
 	if _, err := fmt.Sscanf(line, "ready %d", &idx); err != nil {
-		cmd.Process.Kill()
+		k.cmd.Process.Kill()
 		return 0, -1, fmt.Errorf("keeper: unexpected readiness line %q", line)
 	}
-	return cmd.Process.Pid, idx, nil
+	return k.cmd.Process.Pid, idx, nil
 }
 
 // keeperEnv marks a process started by StartKeeper, whose descriptors 3 and 4 are its pipes.

@@ -15,6 +15,15 @@ func StartKeeper(spec KeeperSpec, o KeeperStart) (pid, index int, err error) {
 	return 0, -1, errLinuxOnly
 }
 
+// KeeperProcess is a started keeper (Linux only).
+type KeeperProcess struct{}
+
+// LaunchKeeper is Linux only.
+func LaunchKeeper(spec KeeperSpec, o KeeperStart) (*KeeperProcess, error) { return nil, errLinuxOnly }
+
+// Ready is Linux only.
+func (k *KeeperProcess) Ready() (pid, index int, err error) { return 0, -1, errLinuxOnly }
+
 // KeeperMain is Linux only.
 func KeeperMain() int {
 	fmt.Fprintln(os.Stderr, errLinuxOnly)

@@ -218,7 +218,8 @@ func TestKeeperBeforeSwitchRoot(t *testing.T) {
 		Timeout:  bootTimeout + 2*time.Minute,
 	})
 	_, off := v.ExpectAfter(0, `rd.break: stopped before the switch_root stage`, bootTimeout)
-	early := regexp.MustCompile(`keeper: pid \d+ keeps /dev/nbd0`).MatchString(v.Console()[:off])
+	// The nbd stage launches the keeper at attach; its own first line says it runs.
+	early := regexp.MustCompile(`nbdroot-keeper\[\d+\]: keeping /dev/nbd0`).MatchString(v.Console()[:off])
 	if !early {
 		// The typed line echoes "$((6*7))"; only the shell's output says 42.
 		v.Send("cat /newroot/sbin/init /newroot/bin/busybox > /dev/null && echo CACHED-$((6*7))\n")
