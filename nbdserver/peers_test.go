@@ -42,6 +42,7 @@ func peer(t *testing.T, name string, args ...string) string {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "PATH=/usr/bin:/bin:"+os.Getenv("PATH"), "LIBNBD_DEBUG=0")
+	cmd.Dir = t.TempDir() // fio leaves state files in its working directory
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -240,7 +241,7 @@ func TestPeerFioVerify(t *testing.T) {
 			s := startServer(t, Config{Exports: []Export{e}})
 			out := peer(t, "fio", "--name=verify", "--ioengine=nbd", "--uri=nbd://"+s.addr+"/root",
 				"--rw=randwrite", "--bsrange=512-256k", "--iodepth=32", "--size=32M",
-				"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=json")
+				"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=json")
 			var res struct {
 				Jobs []struct {
 					Error int `json:"error"`
