@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -44,10 +45,12 @@ type overlay struct {
 	bits    []atomic.Uint64
 	stripes [cowStripes]sync.Mutex
 
-	// Persistent overlays keep their bitmap in mapFile, rewritten on every FLUSH.
-	mapFile *os.File
-	flushMu sync.Mutex
-	name    string // for logs: the overlay file, or "temporary"
+	// Persistent overlays keep their bitmap in mapFile, updated on every FLUSH; persisted
+	// is what the file holds (guarded by flushMu).
+	mapFile   *os.File
+	persisted []uint64
+	flushMu   sync.Mutex
+	name      string // for logs: the overlay file, or "temporary"
 
 	// Guarded by Server.mu.
 	client string
@@ -177,26 +180,52 @@ func (o *overlay) loadBitmap() error {
 	if int64(le.Uint64(buf[16:])) != o.size {
 		return fmt.Errorf("overlay made for an image of %d bytes, this one has %d (remove the overlay)", le.Uint64(buf[16:]), o.size)
 	}
+	o.persisted = make([]uint64, words)
 	for i := range o.bits {
 		o.bits[i].Store(le.Uint64(buf[cowHeaderSize+8*i:]))
+		o.persisted[i] = o.bits[i].Load()
 	}
 	return nil
 }
 
+// writeBitmap persists words: the whole file the first time (persisted == nil), afterwards
+// only the 4 KiB pieces that changed since the last time, so a FLUSH costs in proportion to
+// what was written rather than to the image size.
 func (o *overlay) writeBitmap(words []uint64) error {
-	buf := make([]byte, cowHeaderSize+8*len(words))
 	le := binary.LittleEndian
-	copy(buf, cowMagic)
-	le.PutUint32(buf[8:], 1)
-	le.PutUint32(buf[12:], cowBlock)
-	le.PutUint64(buf[16:], uint64(o.size))
-	for i, w := range words {
-		le.PutUint64(buf[cowHeaderSize+8*i:], w)
+	if o.persisted == nil {
+		buf := make([]byte, cowHeaderSize+8*len(words))
+		copy(buf, cowMagic)
+		le.PutUint32(buf[8:], 1)
+		le.PutUint32(buf[12:], cowBlock)
+		le.PutUint64(buf[16:], uint64(o.size))
+		for i, w := range words {
+			le.PutUint64(buf[cowHeaderSize+8*i:], w)
+		}
+		if _, err := o.mapFile.WriteAt(buf, 0); err != nil {
+			return err
+		}
+	} else {
+		const chunk = 512 // words per 4 KiB piece
+		var buf [8 * chunk]byte
+		for i := 0; i < len(words); i += chunk {
+			j := min(i+chunk, len(words))
+			if slices.Equal(words[i:j], o.persisted[i:j]) {
+				continue
+			}
+			for k, w := range words[i:j] {
+				le.PutUint64(buf[8*k:], w)
+			}
+			if _, err := o.mapFile.WriteAt(buf[:8*(j-i)], int64(cowHeaderSize+8*i)); err != nil {
+				return err
+			}
+		}
 	}
-	if _, err := o.mapFile.WriteAt(buf, 0); err != nil {
+	if err := fdatasync(int(o.mapFile.Fd())); err != nil {
 		return err
 	}
-	return fdatasync(int(o.mapFile.Fd()))
+	o.persisted = words
+	return nil
 }
 
 func (o *overlay) has(b int64) bool { return o.bits[b>>6].Load()&(1<<(b&63)) != 0 }
