@@ -84,6 +84,7 @@ func (b *fileBackend) copyResident(p []byte, off int64) (ok bool) {
 var (
 	_ Backend      = (*fileBackend)(nil)
 	_ nowaitReader = (*fileBackend)(nil)
+	_ vectorWriter = (*fileBackend)(nil)
 )
 
 // openFile opens path as a backend. Read-write opens take an exclusive flock (shared for
@@ -193,6 +194,26 @@ func (b *fileBackend) WriteAt(p []byte, off int64, fua bool) error {
 			return &BackendError{"write", off, int64(len(p)), err}
 		}
 		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+// WriteAt2 stores a followed by b at off with one pwritev.
+func (b *fileBackend) WriteAt2(p, q []byte, off int64) error {
+	if b.readOnly {
+		return ErrReadOnly
+	}
+	for len(p)+len(q) > 0 {
+		n, err := pwrite2(b.fd, p, q, off, b.sync)
+		if err != nil {
+			return &BackendError{"write", off, int64(len(p) + len(q)), err}
+		}
+		off += int64(n)
+		if n >= len(p) {
+			q, p = q[n-len(p):], nil
+		} else {
+			p = p[n:]
+		}
 	}
 	return nil
 }

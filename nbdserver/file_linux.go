@@ -93,6 +93,49 @@ func pwrite(fd int, p []byte, off int64, dsync bool) (int, error) {
 	}
 }
 
+// pwrite2 writes a then b at off with one pwritev2 (RWF_DSYNC with dsync); either may be
+// empty. It returns the bytes written, which may be fewer than asked.
+func pwrite2(fd int, a, b []byte, off int64, dsync bool) (int, error) {
+	var iov [2]unix.Iovec
+	cnt := 0
+	for _, p := range [][]byte{a, b} {
+		if len(p) > 0 {
+			iov[cnt].Base = &p[0]
+			iov[cnt].SetLen(len(p))
+			cnt++
+		}
+	}
+	if cnt == 0 {
+		return 0, nil
+	}
+	flags := 0
+	if dsync {
+		flags = unix.RWF_DSYNC
+	}
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_PWRITEV2, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(cnt),
+			uintptr(off), 0, uintptr(flags))
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EOPNOTSUPP, unix.ENOSYS:
+			// An old kernel: write the pieces (then sync, for RWF_DSYNC).
+			n1, err := pwrite(fd, a, off, false)
+			if err != nil || n1 < len(a) {
+				return n1, err
+			}
+			n2, err := pwrite(fd, b, off+int64(n1), false)
+			if err != nil || !dsync {
+				return n1 + n2, err
+			}
+			return n1 + n2, fdatasync(fd)
+		}
+		return 0, os.NewSyscallError("pwritev2", e)
+	}
+}
+
 func fdatasync(fd int) error {
 	for {
 		err := unix.Fdatasync(fd)

@@ -43,6 +43,21 @@ func pwrite(fd int, p []byte, off int64, dsync bool) (int, error) {
 	return n, nil
 }
 
+func pwrite2(fd int, a, b []byte, off int64, dsync bool) (int, error) {
+	n1, err := pwrite(fd, a, off, false)
+	if err != nil || n1 < len(a) {
+		return n1, err
+	}
+	n2, err := pwrite(fd, b, off+int64(n1), false)
+	if err != nil {
+		return n1 + n2, err
+	}
+	if dsync {
+		return n1 + n2, fdatasync(fd)
+	}
+	return n1 + n2, nil
+}
+
 func fdatasync(fd int) error {
 	if err := syscall.Fsync(fd); err != nil {
 		return os.NewSyscallError("fsync", err)

@@ -437,6 +437,13 @@ func (t *tx) write(r nbd.Request) error {
 		}
 		return t.replyOK(r)
 	}
+	if vw, ok := t.be.(vectorWriter); ok && !fua {
+		// A large page-cache write, here rather than on a worker: the part of the payload
+		// already in the read buffer is written from there, the rest is read straight from
+		// the connection into a buffer, and one pwritev stores both — no byte is copied
+		// twice in user space.
+		return t.writeVector(r, vw)
+	}
 	req, err := t.newRequest(r, n)
 	if err != nil {
 		return err
@@ -447,7 +454,7 @@ func (t *tx) write(r nbd.Request) error {
 			return err
 		}
 	}
-	if _, err := io.ReadFull(t.br, req.buf.b); err != nil {
+	if err := t.readPayload(req.buf.b); err != nil {
 		req.release()
 		return err
 	}
@@ -462,6 +469,63 @@ func (t *tx) write(r nbd.Request) error {
 	}
 	t.dispatch(req)
 	return nil
+}
+
+// vectorWriter is implemented by backends that store two buffers with one call.
+type vectorWriter interface {
+	WriteAt2(a, b []byte, off int64) error
+}
+
+func (t *tx) writeVector(r nbd.Request, vw vectorWriter) error {
+	n := int(r.Length)
+	k := min(t.br.Buffered(), n)
+	head, err := t.br.Peek(k) // already buffered: no I/O
+	if err != nil {
+		return err
+	}
+	var tail *buffer
+	if n > k {
+		if err := t.flush(); err != nil { // we are about to wait for the client
+			return err
+		}
+		tail = getBuffer(n - k)
+		// The read buffer holds exactly head, so reading past it keeps the stream in order.
+		if _, err := io.ReadFull(t.c.rw, tail.b); err != nil {
+			tail.release()
+			return err
+		}
+	}
+	var werr error
+	if tail != nil {
+		werr = vw.WriteAt2(head, tail.b, int64(r.Offset))
+		tail.release()
+	} else {
+		werr = vw.WriteAt2(head, nil, int64(r.Offset))
+	}
+	t.br.Discard(k)
+	if werr != nil {
+		return t.replyError(r, errnoOf(werr), "write failed")
+	}
+	return t.replyOK(r)
+}
+
+// readPayload reads a write payload into p: what the read buffer holds, then the rest
+// straight from the connection. Through bufio a large payload would be copied twice.
+func (t *tx) readPayload(p []byte) error {
+	for len(p) > 0 && t.br.Buffered() > 0 {
+		n, _ := t.br.Read(p) // with data buffered, Read only copies it out
+		p = p[n:]
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	if len(p) < readBufSize/4 {
+		_, err := io.ReadFull(t.br, p)
+		return err
+	}
+	// The buffer is empty, so reading past it keeps the stream in order.
+	_, err := io.ReadFull(t.c.rw, p)
+	return err
 }
 
 // simple validates a request without payload and hands it to a worker.

@@ -402,3 +402,26 @@ func TestServerFlushAndClose(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// A large write whose payload trickles in: part of it sits in the read buffer, the rest is
+// read straight from the connection. Both parts must land in order.
+func TestWriteArrivesInPieces(t *testing.T) {
+	s := startServer(t, oneExport(t))
+	c := connectTest(t, s.addr, "root", false)
+	p := bytes.Repeat([]byte("0123456789"), 100000) // 1,000,000 bytes
+	h, wire := c.queue(nbd.CmdWrite, 0, 4097, uint32(len(p)), p)
+	for len(wire) > 0 {
+		k := min(len(wire), 70001)
+		c.write(wire[:k])
+		wire = wire[k:]
+		time.Sleep(2 * time.Millisecond)
+	}
+	rp, err := c.recv()
+	if err != nil || rp.Handle != h || rp.Errno != 0 {
+		t.Fatalf("reply %+v, %v", rp, err)
+	}
+	if got := c.pread(4097, uint32(len(p))); !bytes.Equal(got, p) {
+		t.Fatal("trickled write read back wrong")
+	}
+	c.disconnect()
+}
