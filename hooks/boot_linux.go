@@ -215,7 +215,9 @@ func DefaultConfig(console io.Writer, args, env []string) BootConfig {
 				s.Log.Printf("udev: %v", err)
 				return nil
 			}
-			b := kmod.NewBoot(ix, dir, kmod.FinitLoader{}, kmod.BootOptions{Logf: s.Log.Debugf})
+			cpu, _ := os.ReadFile("/sys/devices/system/cpu/modalias")
+			b := kmod.NewBoot(ix, dir, kmod.FinitLoader{}, kmod.BootOptions{Logf: s.Log.Debugf,
+				CPUModalias: strings.TrimSpace(string(cpu))})
 			return &ImageModules{Boot: b, Hooks: s.Hooks, SysDevices: "/sys/devices", Log: s.Log}
 		},
 	}

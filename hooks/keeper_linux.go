@@ -30,6 +30,8 @@ func LaunchKeeper(ctx context.Context, s *State) error {
 		return nil
 	}
 	s.keeper = &pendingKeeper{proc: k, target: t}
+	s.Log.Printf("keeper: pid %d keeps %s (servers %v, dead-connection timeout %s; messages in the kernel log)",
+		k.Pid(), a.Device, t.Servers, t.DeadConnTimeout)
 	return nil
 }
 
@@ -61,18 +63,21 @@ func StartKeeper(ctx context.Context, s *State) error {
 	}
 	k := s.keeper
 	s.keeper = nil
-	pid, _, err := k.proc.Ready()
-	if errors.Is(err, nbdclient.ErrKeeperRunning) {
-		return nil
-	}
-	if err != nil {
+	// Its binary is loaded, so switch_root may delete the initramfs now; a keeper still
+	// setting itself up is not waited for (it logs to the kernel log when it keeps the
+	// device, and its start-up read repairs a link that died meanwhile). One that failed
+	// is reported here, while the console is still ours.
+	_, _, err := k.proc.Check(keeperCheck)
+	switch {
+	case err == nil, errors.Is(err, nbdclient.ErrKeeperStarting), errors.Is(err, nbdclient.ErrKeeperRunning):
+	default:
 		s.Log.Printf("keeper: WARNING: %v: %s will not survive a server restart", err, a.Device)
-		return nil
 	}
-	s.Log.Printf("keeper: pid %d keeps %s (servers %v, dead-connection timeout %s; messages in the kernel log)",
-		pid, a.Device, k.target.Servers, k.target.DeadConnTimeout)
 	return nil
 }
+
+// keeperCheck is how long switch_root waits for a keeper that has not reported yet.
+const keeperCheck = 20 * time.Millisecond
 
 // keeperTarget describes the root's device for the keeper: the server in use first, then
 // the others of the plan in failover order, every name resolved now.

@@ -156,11 +156,20 @@ func resolveRoot(ctx context.Context, s *State) (string, error) {
 
 // ProbeFSType reads the filesystem type from the superblock of dev.
 func ProbeFSType(dev string) (string, error) {
-	b, err := readHead(dev, probeSize)
+	// The first 4 KiB answer for everything but btrfs (superblock at 64 KiB): on a network
+	// device every extra block read is a round trip.
+	b, err := readHead(dev, 4096)
 	if err != nil {
 		return "", err
 	}
-	switch id := Identify(b); id.Type {
+	id := Identify(b)
+	if id.Type == "" {
+		if b, err = readHead(dev, probeSize); err != nil {
+			return "", err
+		}
+		id = Identify(b)
+	}
+	switch id.Type {
 	case "":
 		return "", errors.New("no known filesystem signature (ext4, xfs, btrfs, squashfs, vfat)")
 	case "crypto_LUKS":

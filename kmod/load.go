@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 )
 
@@ -54,6 +55,10 @@ type Boot struct {
 	logf   func(format string, args ...any)
 	sem    *prioSem
 	prio   map[string]int // lower loads first; absent = last
+	// cpuAliases are the cpu: modalias patterns of modules that drive a CPU feature
+	// (crc32c_intel, aesni_intel…); cpu is this machine's CPU modalias, "" when unknown.
+	cpuAliases map[string][]string
+	cpu        string
 
 	mu    sync.Mutex
 	state map[string]*loadState
@@ -72,7 +77,15 @@ type BootOptions struct {
 	Parallel int
 	// Logf receives one line per module loaded or failed; nil discards.
 	Logf func(format string, args ...any)
+	// CPUModalias is this machine's CPU modalias (/sys/devices/system/cpu/modalias). When
+	// set, a module whose only purpose is a CPU feature (it has cpu: aliases) is skipped
+	// with ErrCPUFeature unless one of them matches: the kernel would refuse it with ENODEV
+	// anyway, after reading and checking the signature of the whole module.
+	CPUModalias string
 }
+
+// ErrCPUFeature reports a module for a CPU feature this machine does not have.
+var ErrCPUFeature = errors.New("the CPU lacks the feature this module accelerates (skipped)")
 
 // NewBoot returns a Boot that loads modules of ix from dir (the directory the index's
 // paths are relative to, /lib/modules/VER) through loader.
@@ -85,8 +98,32 @@ func NewBoot(ix *Index, dir string, loader Loader, opts BootOptions) *Boot {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Boot{ix: ix, dir: dir, loader: loader, logf: logf, sem: newPrioSem(n),
-		prio: priorities(ix), state: make(map[string]*loadState)}
+	b := &Boot{ix: ix, dir: dir, loader: loader, logf: logf, sem: newPrioSem(n),
+		prio: priorities(ix), state: make(map[string]*loadState), cpu: NormalizeAlias(opts.CPUModalias)}
+	if b.cpu != "" {
+		b.cpuAliases = map[string][]string{}
+		for _, a := range ix.Aliases {
+			if strings.HasPrefix(a.Pattern, "cpu:") {
+				b.cpuAliases[a.Module] = append(b.cpuAliases[a.Module], a.Pattern)
+			}
+		}
+	}
+	return b
+}
+
+// cpuCapable reports whether this machine's CPU can run module name: true unless the
+// module has cpu: aliases and none matches.
+func (b *Boot) cpuCapable(name string) bool {
+	pats, ok := b.cpuAliases[name]
+	if !ok {
+		return true
+	}
+	for _, p := range pats {
+		if Match(p, b.cpu) {
+			return true
+		}
+	}
+	return false
 }
 
 // priorities ranks the modules of ix for loading: the NIC drivers and their dependencies 0,
@@ -242,6 +279,9 @@ func (b *Boot) loadOne(ctx context.Context, m Module, params string) error {
 			}
 			return fail(&DependencyError{Dep: d})
 		}
+	}
+	if !b.cpuCapable(m.Name) {
+		return fail(ErrCPUFeature)
 	}
 	p, ok := b.prio[m.Name]
 	if !ok {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -319,3 +320,43 @@ func TestLoadPath(t *testing.T) {
 type loaderFunc func(path, params string) error
 
 func (f loaderFunc) Load(path, params string) error { return f(path, params) }
+
+// TestCPUFeatureModules skips a module for a CPU feature the machine lacks (the kernel would
+// refuse it with ENODEV only after reading and hashing it) and loads it when the CPU has it.
+func TestCPUFeatureModules(t *testing.T) {
+	tests := []struct {
+		name       string
+		cpu        string
+		wantLoaded bool
+	}{
+		{"feature present", "cpu:type:x86,ven0000fam0006mod003F:feature:,0000,0001,0094,0099", true},
+		{"feature absent", "cpu:type:x86,ven0002fam0019mod0011:feature:,0000,0001,0093", false},
+		{"CPU unknown: try it", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ix := testIndex()
+			if err := ix.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			fl := newFakeLoader(ix)
+			b := NewBoot(ix, "/lib/modules/x", fl, BootOptions{CPUModalias: tt.cpu})
+			err := b.LoadHook(context.Background(), "filesystems")
+			if err != nil {
+				t.Fatalf("LoadHook: %v (a CPU module is optional)", err)
+			}
+			loaded := slices.Contains(fl.started, "crc32c_intel")
+			if loaded != tt.wantLoaded {
+				t.Errorf("crc32c_intel loaded = %v, want %v (started %v)", loaded, tt.wantLoaded, fl.started)
+			}
+			if !slices.Contains(fl.started, "ext4") || !slices.Contains(fl.started, "crc32c_generic") {
+				t.Errorf("ext4 and crc32c_generic must load whatever the CPU: %v", fl.started)
+			}
+			if err := b.Load(context.Background(), "crc32c_intel"); tt.wantLoaded != (err == nil) {
+				t.Errorf("Load(crc32c_intel) = %v", err)
+			} else if err != nil && !errors.Is(err, ErrCPUFeature) {
+				t.Errorf("Load(crc32c_intel) = %v, want ErrCPUFeature", err)
+			}
+		})
+	}
+}

@@ -20,6 +20,11 @@ func SetupDevice(devDir, sysDir string, index int, dev Device) error {
 			errs = append(errs, err)
 		}
 	}
+	if dev.ReadAheadKB != 0 {
+		if err := SetReadAhead(sysDir, index, dev.ReadAheadKB); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	path := filepath.Join(devDir, "nbd"+strconv.Itoa(index))
 	if err := waitNode(path, 2*time.Second); err != nil {
 		errs = append(errs, err)
@@ -65,6 +70,18 @@ func LimitRequestSize(sysDir string, index int, maxBytes uint32) error {
 	}
 	if err := os.WriteFile(path, []byte(strconv.FormatUint(want, 10)), 0o644); err != nil {
 		return fmt.Errorf("request size limit of %d KiB for the server's maximum of %d bytes: %w", want, maxBytes, err)
+	}
+	return nil
+}
+
+// SetReadAhead sets /sys/block/nbdN/queue/read_ahead_kb. Every read that misses the page
+// cache of an NBD device is a network round trip; a larger read-ahead turns the page faults
+// of starting a program (the root's init, then everything the boot runs) into fewer, larger
+// requests.
+func SetReadAhead(sysDir string, index int, kb uint32) error {
+	path := filepath.Join(sysDir, "block", "nbd"+strconv.Itoa(index), "queue", "read_ahead_kb")
+	if err := os.WriteFile(path, []byte(strconv.FormatUint(uint64(kb), 10)), 0o644); err != nil {
+		return fmt.Errorf("read-ahead of %d KiB: %w", kb, err)
 	}
 	return nil
 }

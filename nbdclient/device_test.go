@@ -63,3 +63,21 @@ func TestSetupDevice(t *testing.T) {
 		t.Errorf("max_sectors_kb = %q, want 128", b)
 	}
 }
+
+func TestSetReadAhead(t *testing.T) {
+	sys := t.TempDir()
+	q := filepath.Join(sys, "block/nbd2/queue")
+	if err := os.MkdirAll(q, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(q, "read_ahead_kb"), []byte("128\n"), 0o644)
+	if err := SetReadAhead(sys, 2, 1024); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(q, "read_ahead_kb")); string(b) != "1024" {
+		t.Errorf("read_ahead_kb = %q, want 1024", b)
+	}
+	if err := SetReadAhead(sys, 7, 1024); err == nil {
+		t.Error("no error for a device without sysfs queue")
+	}
+}

@@ -63,6 +63,8 @@ type Device struct {
 	// BackendID names what is attached (server and export), shown in
 	// /sys/block/nbdN/backend (kernel 5.14+); older kernels ignore it.
 	BackendID string
+	// ReadAheadKB, when not 0, is set as the device's read-ahead after connect.
+	ReadAheadKB uint32
 	// MaxRequest is the server's maximum request size (NBD_INFO_BLOCK_SIZE), 0 for none.
 	// The netlink family has no attribute for it: after connecting, the device's
 	// max_sectors_kb is lowered to fit (see Kernel.Connect).

@@ -115,6 +115,30 @@ func (k *KeeperProcess) Ready() (pid, index int, err error) {
 		}
 		return 0, -1, fmt.Errorf("the keeper exited before it was ready (%v)", err)
 	}
+	return k.parseReady(line)
+}
+
+// ErrKeeperStarting is returned by Check when the keeper has not reported yet.
+var ErrKeeperStarting = errors.New("the keeper is still starting")
+
+// Check looks for the keeper's report for at most wait and, unlike Ready, leaves a keeper
+// that is still starting alone (ErrKeeperStarting): it finishes on its own and logs to the
+// kernel log when it keeps the device. A keeper that failed is reported, and was killed.
+func (k *KeeperProcess) Check(wait time.Duration) (pid, index int, err error) {
+	k.ready.SetReadDeadline(time.Now().Add(wait))
+	line, err := bufio.NewReader(k.ready).ReadString('\n')
+	if errors.Is(err, os.ErrDeadlineExceeded) && line == "" {
+		return k.cmd.Process.Pid, -1, ErrKeeperStarting
+	}
+	defer k.ready.Close()
+	if err != nil {
+		k.cmd.Process.Kill()
+		return 0, -1, fmt.Errorf("the keeper exited before it was ready (%v)", err)
+	}
+	return k.parseReady(line)
+}
+
+func (k *KeeperProcess) parseReady(line string) (pid, index int, err error) {
 	line = strings.TrimSpace(line)
 	if msg, ok := strings.CutPrefix(line, "error: "); ok {
 		if strings.Contains(msg, ErrKeeperRunning.Error()) {
@@ -155,6 +179,9 @@ func KeeperMain() int {
 		fmt.Fprintln(os.Stderr, "nbdroot-keeper: started without its descriptors; the keeper is started by nbdroot-init before switch_root or by nbdroot attach --keep")
 		return 2
 	}
+	// While it sets itself up, the keeper yields the CPU to the boot it guards: on a
+	// single-CPU client the root's init starts at the same moment.
+	unix.Setpriority(unix.PRIO_PROCESS, 0, 10)
 	specF := os.NewFile(keeperSpecFD, "keeper-spec")
 	readyF := os.NewFile(keeperReadyFD, "keeper-ready")
 	fail := func(err error) int {
@@ -246,8 +273,12 @@ func KeeperMain() int {
 	if err := os.Chdir("/"); err != nil {
 		return fail(err)
 	}
+	// Nobody may be reading any more (the init does not wait for a keeper that is slow to
+	// start; SIGPIPE is ignored): the line is a courtesy, the kernel log has the news.
 	fmt.Fprintf(readyF, "ready %d\n", t.Index)
 	readyF.Close()
+	// Start-up done: back to normal priority, so a reconnect is never starved.
+	unix.Setpriority(unix.PRIO_PROCESS, 0, 0)
 	dead := "no dead-connection timeout"
 	if t.DeadConnTimeout > 0 {
 		dead = "dead-connection timeout " + t.DeadConnTimeout.String()

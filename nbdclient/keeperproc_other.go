@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 var errLinuxOnly = errors.New("the NBD keeper is Linux only")
@@ -20,6 +21,14 @@ type KeeperProcess struct{}
 
 // LaunchKeeper is Linux only.
 func LaunchKeeper(spec KeeperSpec, o KeeperStart) (*KeeperProcess, error) { return nil, errLinuxOnly }
+
+// ErrKeeperStarting is returned by Check when the keeper has not reported yet.
+var ErrKeeperStarting = errors.New("the keeper is still starting")
+
+// Check is Linux only.
+func (k *KeeperProcess) Check(wait time.Duration) (pid, index int, err error) {
+	return 0, -1, errLinuxOnly
+}
 
 // Ready is Linux only.
 func (k *KeeperProcess) Ready() (pid, index int, err error) { return 0, -1, errLinuxOnly }

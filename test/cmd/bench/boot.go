@@ -123,7 +123,11 @@ func benchBoot(ctx context.Context, e *env) (table string, err error) {
 	}
 	mo, mb := median(phase["nbdroot"]), median(phase["baseline"])
 	var b strings.Builder
-	fmt.Fprintf(&b, "### Boot: init phase and image size (same kernel, same VM, TCG, %d boots each, median)\n\n", runs)
+	clock := "TCG"
+	if len(bootQEMUArgs) > 0 {
+		clock = "TCG, " + strings.Join(bootQEMUArgs, " ")
+	}
+	fmt.Fprintf(&b, "### Boot: init phase and image size (same kernel, same VM: %s, %d vCPU, %d boots each alternately, median)\n\n", clock, bootCPUs, runs)
 	fmt.Fprintf(&b, "| image | hooks | size (zstd) | init phase: /init → root's init | ratio to baseline |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| nbdroot | %s | %.2f MiB | %.3f s | %.2f× |\n", benchHooks, size(ours), mo, mo/mb)
 	fmt.Fprintf(&b, "| baseline: busybox-static + nbd-client + same modules | same work | %.2f MiB | %.3f s | 1.00× |\n", size(base), mb)
@@ -133,6 +137,9 @@ func benchBoot(ctx context.Context, e *env) (table string, err error) {
 
 // bootCPUs is the number of virtual CPUs of the benchmark guest.
 var bootCPUs = 1
+
+// bootQEMUArgs are extra QEMU arguments for the benchmark guests.
+var bootQEMUArgs []string
 
 var (
 	runInitRe = regexp.MustCompile(`\[ *(\d+\.\d+)\] Run /init as init process`)
@@ -144,6 +151,7 @@ func bootOnce(r *benchTB, venv *vm.Env, initrd string, port int) (float64, error
 		Kernel: venv.Vmlinuz(), Initrd: initrd,
 		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 console=ttyS0",
 		Forwards: map[int]int{10809: port}, Timeout: 3 * time.Minute, CPUs: bootCPUs,
+		ExtraArgs: bootQEMUArgs,
 	})
 	defer v.Kill()
 	if err := v.Wait(3 * time.Minute); err != nil && !strings.Contains(v.Console(), "ROOT-INIT-UPTIME") {

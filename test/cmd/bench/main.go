@@ -44,6 +44,7 @@ func main() {
 	flag.StringVar(&e.Kernel, "kernel", os.Getenv("NBDROOT_KERNEL"), "test kernel directory")
 	flag.BoolVar(&e.Quick, "quick", false, "small sizes, one repetition (smoke test)")
 	flag.IntVar(&bootCPUs, "cpus", 1, "virtual CPUs of the boot benchmark's guest")
+	icount := flag.String("icount", "shift=0,sleep=on", "QEMU -icount setting of the boot guests (\"\" for none): guest time counts executed instructions (1 ns each) plus real time spent idle, so the host's load does not blur the comparison")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -60,6 +61,9 @@ func main() {
 		os.Exit(1)
 	}
 
+	if *icount != "" {
+		bootQEMUArgs = []string{"-icount", *icount}
+	}
 	// The boot-test harness takes the binaries from here instead of building them.
 	os.Setenv("NBDROOT_BUILD", e.Build)
 
