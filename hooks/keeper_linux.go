@@ -95,7 +95,7 @@ func keeperTarget(ctx context.Context, s *State) nbdclient.KeeperTarget {
 		Connections: a.Sockets, DeadConnTimeout: deadConnTimeout(s.Plan.NBD),
 		// The identifier NBD_CMD_CONNECT carried (nbd hook): RECONFIGURE must repeat it,
 		// whichever server the keeper reconnects to.
-		BackendID: backendID(a.Server, a.Export),
+		BackendID: nbdclient.BackendID(a.Server, a.Export),
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -98,30 +97,22 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 	if readOnly && s.Plan.Root.RW {
 		// The kernel makes the device read-only (NBD_FLAG_READ_ONLY): a read-write mount
 		// would fail with a less helpful error.
-		s.Log.Printf("nbd: %s is read-only (NBD_FLAG_READ_ONLY): mounting the root read-only despite rw", backendID(addr, p.Export))
+		s.Log.Printf("nbd: %s is read-only (NBD_FLAG_READ_ONLY): mounting the root read-only despite rw", nbdclient.BackendID(addr, p.Export))
 		s.Plan.Root.RW = false
 	}
 	bs, err := nbdclient.BlockSize(info, p.BlockSize)
 	if err != nil {
 		return fail("nbd", param, "choose a block size", err)
 	}
-	files := make([]*os.File, 0, len(conns))
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	for _, c := range conns {
-		f, err := c.File()
-		if err != nil {
-			return fail("nbd", param, "hand the socket to the kernel", err)
-		}
-		files = append(files, f)
+	files, err := nbdclient.SocketFiles(conns)
+	if err != nil {
+		return fail("nbd", param, "hand the socket to the kernel", err)
 	}
+	defer nbdclient.CloseFiles(files)
 	dev := nbdclient.Device{
 		Index: index, Size: info.Size, BlockSize: bs, ServerFlags: info.Flags,
 		Timeout: p.Timeout, DeadConnTimeout: deadConnTimeout(p),
-		BackendID: backendID(addr, p.Export), MaxRequest: info.MaxBlock,
+		BackendID: nbdclient.BackendID(addr, p.Export), MaxRequest: info.MaxBlock,
 		ReadAheadKB: DefaultReadAheadKB,
 	}
 	got, err := s.Sys.AttachNBD(dev, files)
@@ -139,7 +130,7 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 		got, err = se.Index, nil
 	}
 	if err != nil {
-		return fail("nbd", param, fmt.Sprintf("attach %s (%d bytes) to %s", backendID(addr, p.Export), info.Size, p.Device), err)
+		return fail("nbd", param, fmt.Sprintf("attach %s (%d bytes) to %s", nbdclient.BackendID(addr, p.Export), info.Size, p.Device), err)
 	}
 	s.NBD = &NBDAttachment{
 		Device: fmt.Sprintf("/dev/nbd%d", got), Index: got, Server: addr, Export: p.Export,
@@ -171,7 +162,7 @@ func (NBD) Summary(s *State) string {
 	if a.ReadOnly {
 		ro = ", read-only"
 	}
-	return fmt.Sprintf("%s ← %s (%s, %d connection(s)%s)", a.Device, backendID(a.Server, a.Export), humanSize(a.Size), a.Sockets, ro)
+	return fmt.Sprintf("%s ← %s (%s, %d connection(s)%s)", a.Device, nbdclient.BackendID(a.Server, a.Export), humanSize(a.Size), a.Sockets, ro)
 }
 
 // wantConns is the number of connections asked for: one unless the cmdline says otherwise.
@@ -267,13 +258,6 @@ func deviceIndex(dev string) (int, error) {
 		return 0, fmt.Errorf("%q is not an NBD device (/dev/nbdN)", dev)
 	}
 	return i, nil
-}
-
-func backendID(addr, export string) string {
-	if export == "" {
-		return addr
-	}
-	return addr + "/" + export
 }
 
 func humanSize(n uint64) string {

@@ -103,28 +103,20 @@ func Attach(ctx context.Context, r AttachRequest, note func(string)) (*Attachmen
 	info := conns[0].Info
 	bs, err := BlockSize(info, r.BlockSize)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", backendID(r.Server, r.Export), err)
+		return nil, fmt.Errorf("%s: %w", BackendID(r.Server, r.Export), err)
 	}
-	files := make([]*os.File, 0, len(conns))
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	for _, c := range conns {
-		f, err := c.File()
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, f)
+	files, err := SocketFiles(conns)
+	if err != nil {
+		return nil, err
 	}
+	defer CloseFiles(files)
 	keep := r.Keep || r.Ioctl
 	dead := r.DeadConnTimeout
 	if dead == 0 && keep {
 		dead = DefaultKeptDeadConnTimeout
 	}
 	dev := Device{Index: r.Device, Size: info.Size, BlockSize: bs, ServerFlags: info.Flags,
-		Timeout: r.Timeout, DeadConnTimeout: dead, BackendID: backendID(r.Server, r.Export), MaxRequest: info.MaxBlock}
+		Timeout: r.Timeout, DeadConnTimeout: dead, BackendID: BackendID(r.Server, r.Export), MaxRequest: info.MaxBlock}
 	a := &Attachment{Server: r.Server, Export: r.Export, Size: info.Size, Flags: nbd.FlagNames(info.Flags),
 		BlockSize: bs, Sockets: len(files), Interface: "netlink"}
 	target := KeeperTarget{Servers: []string{r.Server}, Export: r.Export, Size: info.Size, Flags: info.Flags,

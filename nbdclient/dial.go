@@ -291,3 +291,36 @@ func ParseServer(s string) (string, error) {
 	}
 	return JoinHostPort(host, p), nil
 }
+
+// SocketFiles returns a blocking duplicate of each connection's socket for the kernel (see
+// Conn.File); on error it closes those it made. The caller closes them with CloseFiles once
+// the kernel has its own references.
+func SocketFiles(conns []*Conn) ([]*os.File, error) {
+	files := make([]*os.File, 0, len(conns))
+	for _, c := range conns {
+		f, err := c.File()
+		if err != nil {
+			CloseFiles(files)
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
+// CloseFiles closes every file.
+func CloseFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// BackendID names an attachment, "server:port/export" ("server:port" for the default
+// export): the kernel shows it in /sys/block/nbdN/backend, and RECONFIGURE must repeat what
+// CONNECT said.
+func BackendID(addr, export string) string {
+	if export == "" {
+		return addr
+	}
+	return addr + "/" + strings.TrimPrefix(export, "/")
+}

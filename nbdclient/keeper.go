@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -316,7 +315,7 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 	if t.DeadConnTimeout > 0 {
 		wait = fmt.Sprintf("I/O waits up to %s", t.DeadConnTimeout)
 	}
-	k.logf(LevelWarning, "%s: %s; reconnecting to %s (%s)", k.dev(), why, backendID(t.Servers[cur], t.Export), wait)
+	k.logf(LevelWarning, "%s: %s; reconnecting to %s (%s)", k.dev(), why, BackendID(t.Servers[cur], t.Export), wait)
 	backoff := orDefault(k.MinBackoff, DefaultMinBackoff)
 	maxBackoff := orDefault(k.MaxBackoff, DefaultMaxBackoff)
 	// The kernel fails requests once they waited DEAD_CONN_TIMEOUT: say so when it happens,
@@ -352,7 +351,7 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 					st.Reconnects++
 				})
 				k.logf(LevelInfo, "%s: reconnected to %s after %s (%d attempt(s), %d socket(s) handed to the kernel)",
-					k.dev(), backendID(t.Servers[s], t.Export), time.Since(start).Round(time.Millisecond), attempt, n)
+					k.dev(), BackendID(t.Servers[s], t.Export), time.Since(start).Round(time.Millisecond), attempt, n)
 				if expired && t.DeadConnTimeout > 0 {
 					k.logf(LevelWarning, "%s: requests made while the dead-connection timeout had expired failed with EIO; check the filesystem", k.dev())
 				}
@@ -410,21 +409,13 @@ func (k *Keeper) reconnect(ctx context.Context, addr string) (int, error) {
 	}
 	defer CloseAll(conns)
 	if err := compatible(t, conns[0].Info); err != nil {
-		return 0, fmt.Errorf("%s: %w", backendID(addr, t.Export), err)
+		return 0, fmt.Errorf("%s: %w", BackendID(addr, t.Export), err)
 	}
-	files := make([]*os.File, 0, len(conns))
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	for _, c := range conns {
-		f, err := c.File()
-		if err != nil {
-			return 0, err
-		}
-		files = append(files, f)
+	files, err := SocketFiles(conns)
+	if err != nil {
+		return 0, err
 	}
+	defer CloseFiles(files)
 	if err := k.Kernel.Reconfigure(Device{Index: t.Index, BackendID: t.BackendID}, files); err != nil {
 		// The kernel's refusals are not specific (EINVAL for a device disconnected meanwhile
 		// as for a bad request): ask whether the device is still there.
@@ -447,12 +438,4 @@ func compatible(t KeeperTarget, info nbd.ExportInfo) error {
 		return errors.New("the export is now read-only but the device was attached writable: refusing it")
 	}
 	return nil
-}
-
-// backendID names an attachment: server, and export when there is one.
-func backendID(addr, export string) string {
-	if export == "" {
-		return addr
-	}
-	return addr + "/" + strings.TrimPrefix(export, "/")
 }
