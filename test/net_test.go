@@ -233,7 +233,7 @@ func TestNetDHCP(t *testing.T) {
 }
 
 // newLab is a lab with nbdroot serve exporting a net test root.
-func newLab(t *testing.T, e *vm.Env) (*netlab.Lab, *netlab.NBDServer) {
+func newLab(t *testing.T, e *vm.Env) (*netlab.Lab, *vm.Server) {
 	t.Helper()
 	netlab.Need(t)
 	lab := netlab.New(t)

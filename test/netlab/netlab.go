@@ -15,7 +15,6 @@
 package netlab
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -230,35 +229,4 @@ func (l *Lab) Run(name string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%s %s in %s: %v: %s", name, strings.Join(args, " "), l.Name, err, bytes.TrimSpace(out))
 	}
 	return string(out), nil
-}
-
-// lineWriter collects a process's output lines for the test log and waits for one of them.
-type lineWriter struct {
-	mu    sync.Mutex
-	buf   strings.Builder
-	lines chan string
-}
-
-func newLineWriter() *lineWriter { return &lineWriter{lines: make(chan string, 64)} }
-
-func (w *lineWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
-// copyLines reads r line by line into the buffer and the lines channel (which it closes at
-// EOF); lines nobody waits for are dropped from the channel, never from the buffer.
-func (w *lineWriter) copyLines(r *bufio.Scanner) {
-	defer close(w.lines)
-	for r.Scan() {
-		line := r.Text()
-		w.mu.Lock()
-		w.buf.WriteString(line + "\n")
-		w.mu.Unlock()
-		select {
-		case w.lines <- line:
-		default:
-		}
-	}
 }

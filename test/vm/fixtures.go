@@ -5,10 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -204,32 +206,41 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// Server is an `nbdroot serve` process on loopback.
+// Server is an `nbdroot serve` process.
 type Server struct {
+	// Addr is where it listens (host:port); Port its port.
+	Addr string
 	Port int
 	cmd  *exec.Cmd
 	log  *syncBuffer
 	done chan struct{}
 }
 
-var listenRe = regexp.MustCompile(`listening on [^ ]*:(\d+)`)
+var listenRe = regexp.MustCompile(`listening on (\S+)`)
 
 // StartServer runs `nbdroot serve --listen 127.0.0.1:PORT` (0 = any free port) with args and
 // waits until it listens. The test's cleanup stops it.
 func (e *Env) StartServer(t TB, port int, args ...string) *Server {
 	t.Helper()
-	a := append([]string{"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...)
-	cmd := exec.Command(e.Tool("nbdroot"), a...)
+	return StartServerCommand(t, append([]string{e.Tool("nbdroot"), "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port)}, args...))
+}
+
+// StartServerCommand runs an `nbdroot serve` command line (argv, perhaps behind a wrapper
+// such as `ip netns exec NS`) and waits for its "listening on ADDR" line. The test's cleanup
+// stops it and, when the test failed, logs what it printed.
+func StartServerCommand(t TB, argv []string) *Server {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &Server{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout = s.log
+	cmd.Stdout = s.log // the log lines are on stderr; anything else joins the log
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nbdroot serve: %v", err)
+		t.Fatalf("start %s: %v", strings.Join(argv, " "), err)
 	}
-	ready := make(chan int, 1)
+	ready := make(chan string, 1)
 	go func() {
 		defer close(s.done)
 		sc := bufio.NewScanner(stderr)
@@ -237,10 +248,8 @@ func (e *Env) StartServer(t TB, port int, args ...string) *Server {
 			line := sc.Text()
 			s.log.Write([]byte(line + "\n"))
 			if m := listenRe.FindStringSubmatch(line); m != nil {
-				var p int
-				fmt.Sscan(m[1], &p)
 				select {
-				case ready <- p:
+				case ready <- m[1]:
 				default:
 				}
 			}
@@ -254,7 +263,12 @@ func (e *Env) StartServer(t TB, port int, args ...string) *Server {
 		}
 	})
 	select {
-	case s.Port = <-ready:
+	case s.Addr = <-ready:
+		_, port, err := net.SplitHostPort(s.Addr)
+		if err != nil {
+			t.Fatalf("nbdroot serve: listening on %q: %v", s.Addr, err)
+		}
+		s.Port, _ = strconv.Atoi(port)
 	case <-s.done:
 		t.Fatalf("nbdroot serve exited:\n%s", s.Log())
 	case <-time.After(20 * time.Second):
