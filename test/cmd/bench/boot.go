@@ -92,8 +92,8 @@ func benchBoot(ctx context.Context, e *env) (table string, err error) {
 		return "", fmt.Errorf("build the default image: %v\n%s", err, out)
 	}
 
-	r := &benchTB{}
-	defer r.cleanup()
+	r := vm.NewRunner("bench")
+	defer r.Close()
 	venv, err := vm.NewEnv()
 	if err != nil || venv == nil {
 		return "", fmt.Errorf("test environment: %v", err)
@@ -146,7 +146,7 @@ var (
 	rootRe    = regexp.MustCompile(`ROOT-INIT-UPTIME (\d+\.\d+)`)
 )
 
-func bootOnce(r *benchTB, venv *vm.Env, initrd string, port int) (float64, error) {
+func bootOnce(r *vm.Runner, venv *vm.Env, initrd string, port int) (float64, error) {
 	v := vm.Start(r, vm.Options{
 		Kernel: venv.Vmlinuz(), Initrd: initrd,
 		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 console=ttyS0",
@@ -315,35 +315,4 @@ func median(x []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// benchTB lets the bench use the boot-test harness.
-type benchTB struct {
-	cleanups []func()
-	failed   bool
-}
-
-func (r *benchTB) Helper()                         {}
-func (r *benchTB) Name() string                    { return "bench" }
-func (r *benchTB) Failed() bool                    { return r.failed }
-func (r *benchTB) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
-func (r *benchTB) Logf(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-func (r *benchTB) Fatal(args ...any)               { r.Fatalf("%s", fmt.Sprint(args...)) }
-func (r *benchTB) Fatalf(format string, args ...any) {
-	r.failed = true
-	panic(fmt.Sprintf(format, args...))
-}
-func (r *benchTB) TempDir() string {
-	d, err := os.MkdirTemp("", "nbdroot-bench-")
-	if err != nil {
-		r.Fatal(err)
-	}
-	r.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-func (r *benchTB) cleanup() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
 }

@@ -20,45 +20,10 @@ func main() {
 	flag.Parse()
 	os.Setenv("NBDROOT_BUILD", *build)
 
-	r := &runner{}
-	code := r.run(*all)
-	r.cleanup()
+	r := vm.NewRunner("demo")
+	code := run(r, *all)
+	r.Close()
 	os.Exit(code)
-}
-
-// runner plays the part of *testing.T for the harness.
-type runner struct {
-	cleanups []func()
-	failed   bool
-	tmp      []string
-}
-
-func (r *runner) Helper()                         {}
-func (r *runner) Name() string                    { return "demo" }
-func (r *runner) Failed() bool                    { return r.failed }
-func (r *runner) Cleanup(f func())                { r.cleanups = append(r.cleanups, f) }
-func (r *runner) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
-func (r *runner) Fatal(args ...any)               { r.Fatalf("%s", fmt.Sprint(args...)) }
-func (r *runner) Fatalf(format string, args ...any) {
-	r.failed = true
-	panic(fmt.Sprintf(format, args...))
-}
-func (r *runner) TempDir() string {
-	d, err := os.MkdirTemp("", "nbdroot-demo-")
-	if err != nil {
-		r.Fatal(err)
-	}
-	r.tmp = append(r.tmp, d)
-	return d
-}
-
-func (r *runner) cleanup() {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	for _, d := range r.tmp {
-		os.RemoveAll(d)
-	}
 }
 
 const demoInit = `echo
@@ -74,7 +39,7 @@ sync
 poweroff -f
 `
 
-func (r *runner) run(all bool) (code int) {
+func run(r *vm.Runner, all bool) (code int) {
 	defer func() {
 		if p := recover(); p != nil {
 			fmt.Fprintf(os.Stderr, "demo: %v\n", p)
