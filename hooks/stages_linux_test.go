@@ -117,3 +117,11 @@ func TestResolveIn(t *testing.T) {
 		})
 	}
 }
+
+func TestInitEnv(t *testing.T) {
+	got := initEnv([]string{"HOME=/", "TERM=vt100", "nbd_server=10.0.0.1"})
+	want := []string{"HOME=/", "TERM=vt100", "nbd_server=10.0.0.1", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -81,8 +82,22 @@ func (sr SwitchRoot) Run(ctx context.Context, s *State) error {
 	}
 	s.Log.Printf("switch_root: exec %s", init)
 	argv := append([]string{init}, sr.Args...)
-	err = unix.Exec(init, argv, sr.Env)
+	err = unix.Exec(init, argv, initEnv(sr.Env))
 	return fail("switch_root", "init="+init, "exec the root's init", os.NewSyscallError("execve", err))
+}
+
+// initEnv is the environment of the root's init: what the kernel gave us (HOME, TERM and the
+// command line's unknown NAME=VALUE words, as the kernel passes them to any init), with the
+// usual defaults where the kernel set none.
+func initEnv(kernel []string) []string {
+	env := append([]string(nil), kernel...)
+	for _, d := range []string{"HOME=/", "TERM=linux", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"} {
+		name, _, _ := strings.Cut(d, "=")
+		if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") }) {
+			env = append(env, d)
+		}
+	}
+	return env
 }
 
 // resolveIn resolves p inside root, following symbolic links as if root were "/" (the root's
