@@ -199,9 +199,19 @@ func DefaultConfig(console io.Writer, args, env []string) BootConfig {
 		Rescue: func(s *State, failure error) {
 			sh := rescue.Shell{In: os.Stdin, Out: console, Err: console,
 				Banner: "\nnbdroot rescue shell: 'help' lists the commands, 'exit' leaves.\n"}
-			if err := sh.Run(context.Background()); err != nil {
+			err := sh.Run(context.Background())
+			if errors.Is(err, rescue.ErrInputClosed) {
+				// Nobody can type here: stay up (PID 1 must not exit), quietly.
+				s.Log.Printf("rescue shell: %v; halted (reboot to retry)", err)
+				for {
+					// Not select{}: with no other goroutine the runtime would call that a
+					// deadlock and exit, and PID 1 exiting is a kernel panic.
+					time.Sleep(time.Hour)
+				}
+			}
+			if err != nil {
 				s.Log.Printf("rescue shell: %v", err)
-				time.Sleep(time.Second) // no busy loop if the console is gone
+				time.Sleep(time.Second) // no busy loop on a console that keeps failing
 			}
 		},
 		NewModules: func(s *State) ModuleLoader {

@@ -50,7 +50,12 @@ type Shell struct {
 // DefaultEnv is the rescue shell's environment.
 var DefaultEnv = []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin", "HOME=/", "TERM=linux", "PS1=nbdroot# "}
 
-// Run reads commands until `exit` or the end of input; it returns nil then.
+// ErrInputClosed is returned by Run when the input ended without `exit` (the console went
+// away): the caller must not start a new shell in a loop.
+var ErrInputClosed = errors.New("the console's input ended")
+
+// Run reads commands until `exit` (it returns nil then) or the end of input
+// (ErrInputClosed).
 func (s *Shell) Run(ctx context.Context) error {
 	applets := s.Applets
 	if applets == nil {
@@ -92,7 +97,7 @@ func (s *Shell) Run(ctx context.Context) error {
 		line, err := in.ReadString('\n')
 		if line == "" && err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil
+				return ErrInputClosed
 			}
 			return err
 		}
@@ -123,7 +128,7 @@ func (s *Shell) Run(ctx context.Context) error {
 		}
 		stmt.Reset()
 		if err != nil {
-			return nil // end of input after a last line without a newline
+			return ErrInputClosed // end of input after a last line without a newline
 		}
 		fmt.Fprint(s.Out, prompt)
 	}
@@ -191,7 +196,7 @@ func runSh(args []string) int {
 		return 0
 	}
 	sh := &Shell{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}
-	if err := sh.Run(context.Background()); err != nil {
+	if err := sh.Run(context.Background()); err != nil && !errors.Is(err, ErrInputClosed) {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -3,6 +3,7 @@ package rescue
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,7 @@ func runShell(t *testing.T, input string, applets map[string]Applet) string {
 	sh := &Shell{In: strings.NewReader(input), Out: &out, Err: &out, Banner: "banner\n", Applets: applets}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := sh.Run(ctx); err != nil {
+	if err := sh.Run(ctx); err != nil && !errors.Is(err, ErrInputClosed) {
 		t.Fatalf("Run: %v\n%s", err, out.String())
 	}
 	return out.String()
@@ -86,5 +87,22 @@ func TestSleepHonoursCancel(t *testing.T) {
 	}
 	if code := sleep(context.Background(), []string{"sleep", "x"}, IO{Out: &out, Err: &out}); code != 2 {
 		t.Errorf("sleep x = %d, want 2", code)
+	}
+}
+
+func TestShellEnd(t *testing.T) {
+	for _, tt := range []struct {
+		input string
+		want  error
+	}{
+		{"echo a\nexit\n", nil},
+		{"echo a\n", ErrInputClosed},
+		{"", ErrInputClosed},
+	} {
+		var out bytes.Buffer
+		sh := &Shell{In: strings.NewReader(tt.input), Out: &out, Err: &out}
+		if err := sh.Run(context.Background()); !errors.Is(err, tt.want) {
+			t.Errorf("Run(%q) = %v, want %v", tt.input, err, tt.want)
+		}
 	}
 }
