@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"time"
 
@@ -41,6 +42,17 @@ type BootConfig struct {
 func Boot(cfg BootConfig) {
 	ctx := context.Background()
 	log := NewLogger(cfg.Console, cfg.Sys.Uptime)
+	// Go's default for SIGINT, SIGTERM, SIGHUP… is to exit, and PID 1 exiting is a kernel
+	// panic (the kernel sends init SIGINT on Ctrl-Alt-Del). Catch them — not ignore them:
+	// an ignored signal stays ignored across exec, a caught one is reset, so the root's init
+	// and the rescue shell's commands start with normal signal handling.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE)
+	go func() {
+		for sig := range sigs {
+			log.Debugf("ignoring %v (PID 1 does not exit)", sig)
+		}
+	}()
 	s := &State{Log: log, Sys: cfg.Sys, Plan: &bootparam.Plan{}}
 	log.Printf("nbdroot-init starting (pid %d)", os.Getpid())
 
