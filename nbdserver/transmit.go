@@ -1,7 +1,6 @@
 package nbdserver
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -20,12 +19,18 @@ import (
 // The transmission phase is served by one reader goroutine per connection and a small,
 // bounded pool of workers:
 //
-//   - The reader parses requests straight out of a large bufio.Reader, so one read(2)
-//     usually brings many requests.
+//   - The reader parses requests straight out of a large input buffer (inbuf), so one
+//     read(2) brings all the requests that have arrived.
 //   - Requests that cannot block for long are served by the reader itself: reads already in
-//     the page cache (preadv2 RWF_NOWAIT, data read straight into the outgoing batch) and
-//     small writes (pwrite straight from the read buffer, no copy). Their replies collect in
-//     a batch that goes out in one writev when the reader would otherwise wait for input.
+//     the page cache (copied from a mapping of the image or read with preadv2 RWF_NOWAIT,
+//     straight into the outgoing batch) and page-cache writes (pwrite straight from the
+//     input buffer). Their replies collect in a batch that goes out in one writev only when
+//     the socket has no further request for the reader — when it would otherwise wait — so
+//     a client with many requests in flight gets many replies per write, and a client with
+//     one gets its reply at once.
+//   - On plain sockets the reader's reads and the replies' writes are raw system calls on
+//     the non-blocking descriptor (rawSocket), waiting through the runtime's poller only
+//     when the socket is empty or full.
 //   - Everything that may block (cache misses, FUA, FLUSH, TRIM, zeroing, block status,
 //     large transfers) goes to a worker, so a slow fdatasync never stalls reads behind it.
 //     Replies go out in completion order (proto.md allows it; handles tell them apart).
@@ -83,8 +88,9 @@ type tx struct {
 	fuaAlways  bool // every write is synchronous (export "sync")
 	idle       time.Duration
 
-	br *bufio.Reader
-	w  *replyWriter
+	in     *inbuf
+	w      *replyWriter
+	idleAt time.Time // when the read deadline was last pushed back (with idle > 0)
 
 	// The reader's outgoing batch: small replies and inline read data are laid out in
 	// arena; big payloads join as their own iovecs.
@@ -139,12 +145,16 @@ func (c *conn) transmit(ss *session) txStats {
 		metaAlloc:  c.metaAlloc,
 		fuaAlways:  ss.exp.cfg.Sync,
 		idle:       ss.exp.cfg.IdleTimeout,
-		br:         bufio.NewReaderSize(c.rw, readBufSize),
 		w:          newReplyWriter(c.rw),
 		work:       make(chan *request),
 		maxWorkers: c.cfg.MaxInFlight,
 		budget:     semaphore.NewWeighted(connPayloadBudget),
 	}
+	var src source = readerSource{c.rw}
+	if rs := newRawSocket(c.rw); rs != nil {
+		src = rs
+	}
+	t.in = newInbuf(src, readBufSize, t.beforeWait)
 	if nw, ok := t.be.(nowaitReader); ok {
 		t.nw = nw
 	}
@@ -183,30 +193,37 @@ func (c *conn) transmit(ss *session) txStats {
 	return t.stats
 }
 
+// beforeWait runs whenever the reader is about to wait for the client: the replies queued
+// so far go out first (they may be what the client waits for), and the idle timeout starts.
+func (t *tx) beforeWait() error {
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if t.idle > 0 {
+		t.idleAt = time.Now()
+		t.c.setReadDeadline(t.idleAt.Add(t.idle))
+	}
+	return nil
+}
+
 // run reads and dispatches requests until DISC, an error or the end of a drain.
 func (t *tx) run() error {
 	for {
-		if t.br.Buffered() < nbd.RequestSize {
-			// About to wait for the client: send what we have first.
-			if err := t.flush(); err != nil {
-				return err
-			}
-			if t.idle > 0 {
-				t.c.setReadDeadline(time.Now().Add(t.idle))
-			}
+		if t.idle > 0 && t.in.buffered() < nbd.RequestSize && time.Since(t.idleAt) > t.idle/2 {
+			// A client that keeps us busy never lets the reader wait, so the deadline set
+			// before the last wait would expire under it: push it back now and then.
+			t.idleAt = time.Now()
+			t.c.setReadDeadline(t.idleAt.Add(t.idle))
 		}
-		h, err := t.br.Peek(nbd.RequestSize)
+		h, err := t.in.peek(nbd.RequestSize)
 		if err != nil {
-			if errors.Is(err, io.EOF) && len(h) == 0 {
-				return io.EOF
-			}
 			return err
 		}
 		req, err := nbd.ParseRequest(h)
 		if err != nil {
 			return err
 		}
-		t.br.Discard(nbd.RequestSize)
+		t.in.discard(nbd.RequestSize)
 		t.stats.requests++
 		if t.c.s.draining.Load() {
 			t.shutdown.Store(true)
@@ -272,15 +289,7 @@ func (t *tx) refuseShutdown(r nbd.Request) error {
 	return t.replyError(r, nbd.ESHUTDOWN, "server is shutting down")
 }
 
-func (t *tx) skip(n int) error {
-	if t.br.Buffered() < n {
-		if err := t.flush(); err != nil {
-			return err
-		}
-	}
-	_, err := t.br.Discard(n)
-	return err
-}
+func (t *tx) skip(n int) error { return t.in.skip(n) }
 
 func (t *tx) read(r nbd.Request) error {
 	t.stats.reads++
@@ -421,17 +430,12 @@ func (t *tx) write(r nbd.Request) error {
 	t.stats.bytesWritten += uint64(n)
 	fua := r.Flags&nbd.CmdFlagFUA != 0 || t.fuaAlways
 	if n <= inlineMax && !fua {
-		if t.br.Buffered() < n {
-			if err := t.flush(); err != nil {
-				return err
-			}
-		}
-		p, err := t.br.Peek(n)
+		p, err := t.in.peek(n)
 		if err != nil {
-			return err
+			return unexpected(err)
 		}
 		werr := t.be.WriteAt(p, int64(r.Offset), false)
-		t.br.Discard(n)
+		t.in.discard(n)
 		if werr != nil {
 			return t.replyError(r, errnoOf(werr), "write failed")
 		}
@@ -448,13 +452,7 @@ func (t *tx) write(r nbd.Request) error {
 	if err != nil {
 		return err
 	}
-	if t.br.Buffered() < n {
-		if err := t.flush(); err != nil {
-			req.release()
-			return err
-		}
-	}
-	if err := t.readPayload(req.buf.b); err != nil {
+	if err := t.in.readFull(req.buf.b); err != nil {
 		req.release()
 		return err
 	}
@@ -478,19 +476,14 @@ type vectorWriter interface {
 
 func (t *tx) writeVector(r nbd.Request, vw vectorWriter) error {
 	n := int(r.Length)
-	k := min(t.br.Buffered(), n)
-	head, err := t.br.Peek(k) // already buffered: no I/O
-	if err != nil {
-		return err
-	}
+	k := min(t.in.buffered(), n)
+	head := t.in.b[t.in.r : t.in.r+k] // already buffered: no I/O
 	var tail *buffer
 	if n > k {
-		if err := t.flush(); err != nil { // we are about to wait for the client
-			return err
-		}
 		tail = getBuffer(n - k)
-		// The read buffer holds exactly head, so reading past it keeps the stream in order.
-		if _, err := io.ReadFull(t.c.rw, tail.b); err != nil {
+		// Straight from the socket: the buffer holds no more than head, and head stays
+		// where it is until discarded below.
+		if err := t.in.readDirect(tail.b); err != nil {
 			tail.release()
 			return err
 		}
@@ -502,30 +495,11 @@ func (t *tx) writeVector(r nbd.Request, vw vectorWriter) error {
 	} else {
 		werr = vw.WriteAt2(head, nil, int64(r.Offset))
 	}
-	t.br.Discard(k)
+	t.in.discard(k)
 	if werr != nil {
 		return t.replyError(r, errnoOf(werr), "write failed")
 	}
 	return t.replyOK(r)
-}
-
-// readPayload reads a write payload into p: what the read buffer holds, then the rest
-// straight from the connection. Through bufio a large payload would be copied twice.
-func (t *tx) readPayload(p []byte) error {
-	for len(p) > 0 && t.br.Buffered() > 0 {
-		n, _ := t.br.Read(p) // with data buffered, Read only copies it out
-		p = p[n:]
-	}
-	if len(p) == 0 {
-		return nil
-	}
-	if len(p) < readBufSize/4 {
-		_, err := io.ReadFull(t.br, p)
-		return err
-	}
-	// The buffer is empty, so reading past it keeps the stream in order.
-	_, err := io.ReadFull(t.c.rw, p)
-	return err
 }
 
 // simple validates a request without payload and hands it to a worker.

@@ -17,6 +17,9 @@ type replyWriter struct {
 	// sendfile sends buffers and then file data to the socket, the data without passing
 	// through user space; nil when the connection cannot (TLS).
 	sendfile func(bufs [][]byte, fd int, off int64, n int) error
+	// raw writes to a plain socket with raw writev calls (see rawSocket); nil otherwise.
+	raw *rawSocket
+	iov []iovec // scratch for raw, used by the writer only
 
 	mu      sync.Mutex
 	idle    *sync.Cond // signalled when writing ends, for sendFile callers waiting their turn
@@ -37,6 +40,9 @@ func newReplyWriter(w io.Writer) *replyWriter {
 		rel: make([]releaser, 0, 64), spareRel: make([]releaser, 0, 64)}
 	rw.idle = sync.NewCond(&rw.mu)
 	rw.sendfile = socketSendfile(w)
+	if c, ok := w.(net.Conn); ok {
+		rw.raw = newRawSocket(c)
+	}
 	return rw
 }
 
@@ -139,8 +145,13 @@ func (w *replyWriter) writeLocked() error {
 		w.pending, w.rel = w.spareBufs[:0], w.spareRel[:0]
 		w.mu.Unlock()
 
-		out := bufs // WriteTo consumes its receiver; keep bufs to recycle the array
-		_, err := out.WriteTo(w.w)
+		var err error
+		if w.raw != nil {
+			w.iov, err = w.raw.writev(bufs, w.iov)
+		} else {
+			out := bufs // WriteTo consumes its receiver; keep bufs to recycle the array
+			_, err = out.WriteTo(w.w)
+		}
 		for _, r := range rel {
 			r.release()
 		}

@@ -1,0 +1,177 @@
+package nbdserver
+
+import (
+	"errors"
+	"io"
+)
+
+// source is where a connection's requests come from.
+type source interface {
+	// read reads into p. With wait false it never waits for the client: when nothing is
+	// there it returns 0 and errWouldBlock. With wait true it blocks until at least one
+	// byte, the end of the stream, an error or the read deadline.
+	read(p []byte, wait bool) (int, error)
+}
+
+// readerSource is a source for connections that cannot be asked without waiting (TLS):
+// every read may wait.
+type readerSource struct{ r io.Reader }
+
+func (s readerSource) read(p []byte, wait bool) (int, error) {
+	if !wait {
+		return 0, errWouldBlock
+	}
+	return s.r.Read(p)
+}
+
+// inbuf is the buffered input of the transmission phase. Unlike bufio.Reader it tells a
+// read that finds data already waiting in the socket from one that would have to wait for
+// the client: onWait runs only before the latter. The reader queues replies while requests
+// keep coming and sends them (onWait) only when it is about to wait, so a client with many
+// requests in flight gets its replies in a few large writes instead of one write each.
+type inbuf struct {
+	src    source
+	b      []byte
+	r, w   int          // b[r:w] is buffered
+	onWait func() error // called before every read that may wait; an error aborts the read
+}
+
+func newInbuf(src source, size int, onWait func() error) *inbuf {
+	return &inbuf{src: src, b: make([]byte, size), onWait: onWait}
+}
+
+// buffered is the number of bytes that can be had without I/O.
+func (in *inbuf) buffered() int { return in.w - in.r }
+
+// errShortBuffer reports a peek larger than the buffer: a bug, never the client's doing.
+var errShortBuffer = errors.New("inbuf: peek larger than the buffer")
+
+// fill reads at least one more byte into the buffer: first without waiting, and only if
+// the socket is empty after onWait, waiting.
+func (in *inbuf) fill() error {
+	if in.r == in.w {
+		in.r, in.w = 0, 0
+	}
+	if in.w == len(in.b) {
+		// Only called when more is needed than b[r:] holds: slide the rest to the start.
+		if in.r == 0 {
+			return errShortBuffer
+		}
+		in.w = copy(in.b, in.b[in.r:in.w])
+		in.r = 0
+	}
+	n, err := in.src.read(in.b[in.w:], false)
+	if errors.Is(err, errWouldBlock) {
+		if werr := in.onWait(); werr != nil {
+			return werr
+		}
+		n, err = in.src.read(in.b[in.w:], true)
+	}
+	if n < 0 {
+		n = 0
+	}
+	in.w += n
+	if n > 0 {
+		return nil // an error comes back with the next read
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// peek returns the next n bytes (n ≤ the buffer size) without consuming them, reading as
+// needed. The slice is valid until the next call that reads.
+func (in *inbuf) peek(n int) ([]byte, error) {
+	if n > len(in.b) {
+		return nil, errShortBuffer
+	}
+	for in.w-in.r < n {
+		if len(in.b)-in.r < n {
+			// Not enough room behind r for n bytes: slide what we have to the start.
+			in.w = copy(in.b, in.b[in.r:in.w])
+			in.r = 0
+		}
+		if err := in.fill(); err != nil {
+			if errors.Is(err, io.EOF) && in.w > in.r {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return in.b[in.r : in.r+n], nil
+}
+
+// discard consumes n buffered bytes (n ≤ buffered()).
+func (in *inbuf) discard(n int) { in.r += n }
+
+// skip consumes n bytes, reading (and dropping) what is not buffered yet.
+func (in *inbuf) skip(n int) error {
+	for n > 0 {
+		if in.r == in.w {
+			if err := in.fill(); err != nil {
+				return unexpected(err)
+			}
+		}
+		k := min(n, in.w-in.r)
+		in.r += k
+		n -= k
+	}
+	return nil
+}
+
+// readFull fills p with the next len(p) bytes: what is buffered first, then straight from
+// the source into p, so a large payload is copied once, not twice.
+func (in *inbuf) readFull(p []byte) error {
+	k := copy(p, in.b[in.r:in.w])
+	in.r += k
+	p = p[k:]
+	for len(p) > 0 {
+		if len(p) < len(in.b)/4 {
+			// A short rest: read it through the buffer, which may bring the next
+			// requests with it.
+			q, err := in.peek(len(p))
+			if err != nil {
+				return unexpected(err)
+			}
+			copy(p, q)
+			in.r += len(p)
+			return nil
+		}
+		// The buffer is empty, so reading past it keeps the stream in order.
+		return in.readDirect(p)
+	}
+	return nil
+}
+
+// readDirect fills p straight from the source, bypassing the buffer: the caller has
+// taken (or will discard) everything buffered, so the stream stays in order. What is
+// buffered is left where it is.
+func (in *inbuf) readDirect(p []byte) error {
+	for len(p) > 0 {
+		n, err := in.src.read(p, false)
+		if errors.Is(err, errWouldBlock) {
+			if werr := in.onWait(); werr != nil {
+				return werr
+			}
+			n, err = in.src.read(p, true)
+		}
+		if n > 0 {
+			p = p[n:]
+			continue
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return unexpected(err)
+	}
+	return nil
+}
+
+// unexpected turns the end of the stream in the middle of a request into ErrUnexpectedEOF.
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
