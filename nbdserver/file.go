@@ -33,17 +33,23 @@ type fileBackend struct {
 	// is in the page cache; small cached reads copy straight out of it (see copyResident).
 	// Nil if unavailable.
 	residency []byte
-	// windows holds, per 1 MiB window of the image, the time (monotonic ns since
-	// mapEpoch) until which the window was last seen wholly in the page cache; nil when
-	// reads do not use the mapping.
+	// windows holds, per 1 MiB window of the image, the last mincore answer for it: the
+	// time (monotonic ns since mapEpoch) until which the window counts as wholly in the
+	// page cache, or, negated, until which it counts as not. Nil when reads do not use
+	// the mapping.
 	windows  []atomic.Int64
 	mapBroke atomic.Bool // a read from the mapping faulted (the file shrank): stop using it
 }
 
 const (
-	windowShift = 20                           // 1 MiB residency windows
-	windowTTL   = int64(50 * time.Millisecond) // how long a mincore answer is trusted
-	maxMapped   = 64 << 30                     // images up to this size are read through the mapping
+	windowShift = 20 // 1 MiB residency windows
+	// How long a mincore answer is trusted. A resident window is trusted for long: asking
+	// costs 1–25 µs (a page-cache lookup per page whose mapping is not populated yet),
+	// while a page evicted meanwhile only makes one read wait for the disk. A window with
+	// a page missing is asked again soon, and meanwhile read with RWF_NOWAIT.
+	windowTTL    = int64(time.Second)
+	windowNegTTL = int64(50 * time.Millisecond)
+	maxMapped    = 64 << 30 // images up to this size are read through the mapping
 )
 
 var mapEpoch = time.Now()
@@ -60,11 +66,15 @@ func (b *fileBackend) copyResident(p []byte, off int64) (ok bool) {
 	}
 	now := int64(time.Since(mapEpoch))
 	for w := off >> windowShift; w <= (off+n-1)>>windowShift; w++ {
-		if b.windows[w].Load() > now {
+		switch v := b.windows[w].Load(); {
+		case v > now:
 			continue
+		case -v > now:
+			return false // recently seen with pages missing
 		}
 		start := w << windowShift
 		if !resident(b.residency, start, min(int64(1)<<windowShift, int64(len(b.residency))-start)) {
+			b.windows[w].Store(-(now + windowNegTTL))
 			return false
 		}
 		b.windows[w].Store(now + windowTTL)

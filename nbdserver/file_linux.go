@@ -43,7 +43,9 @@ func preadNoWait(fd int, p []byte, off int64) (int, error) {
 	}
 	iov := unix.Iovec{Base: &p[0]}
 	iov.SetLen(len(p))
-	n, _, e := unix.Syscall6(unix.SYS_PREADV2, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1,
+	// A raw call: it never waits for the disk, so the runtime need not know about it
+	// (see rawSocket for why that is worth it).
+	n, _, e := unix.RawSyscall6(unix.SYS_PREADV2, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1,
 		uintptr(off), 0, unix.RWF_NOWAIT)
 	switch e {
 	case 0:
@@ -383,7 +385,8 @@ func resident(m []byte, off, n int64) bool {
 	}
 	vec = vec[:pages]
 	region := m[start:min(int64(len(m)), start+pages*pageSize)]
-	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&region[0])), uintptr(len(region)), uintptr(unsafe.Pointer(&vec[0])))
+	// mincore never blocks: a raw call, like preadNoWait.
+	_, _, e := unix.RawSyscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&region[0])), uintptr(len(region)), uintptr(unsafe.Pointer(&vec[0])))
 	if e != 0 {
 		return false
 	}
