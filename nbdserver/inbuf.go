@@ -34,6 +34,10 @@ type inbuf struct {
 	b      []byte
 	r, w   int          // b[r:w] is buffered
 	onWait func() error // called before every read that may wait; an error aborts the read
+	// limit, if positive, caps the next read from the source (then resets): after a
+	// payload spliced from the socket, only the next request header is read into the
+	// buffer, so that a following large payload stays in the socket to be spliced too.
+	limit int
 }
 
 func newInbuf(src source, size int, onWait func() error) *inbuf {
@@ -60,12 +64,17 @@ func (in *inbuf) fill() error {
 		in.w = copy(in.b, in.b[in.r:in.w])
 		in.r = 0
 	}
-	n, err := in.src.read(in.b[in.w:], false)
+	end := len(in.b)
+	if in.limit > 0 {
+		end = min(end, in.w+in.limit)
+		in.limit = 0
+	}
+	n, err := in.src.read(in.b[in.w:end], false)
 	if errors.Is(err, errWouldBlock) {
 		if werr := in.onWait(); werr != nil {
 			return werr
 		}
-		n, err = in.src.read(in.b[in.w:], true)
+		n, err = in.src.read(in.b[in.w:end], true)
 	}
 	if n < 0 {
 		n = 0

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -134,5 +135,95 @@ func TestRawSocketWritev(t *testing.T) {
 	}
 	if werr == nil {
 		t.Error("writes to a closed peer kept succeeding")
+	}
+}
+
+// TestSpliceToFile moves payloads from a socket into files: one that takes spliced data,
+// one that does not (O_APPEND: splice refuses it, the bytes go through user space) and one
+// that takes no writes at all, after which the pipe must be empty and the stream aligned.
+func TestSpliceToFile(t *testing.T) {
+	payload := make([]byte, 700<<10) // more than a default 64 KiB pipe, and not a multiple of it
+	for i := range payload {
+		payload[i] = byte(i*7 + i>>12)
+	}
+	const marker = "next request"
+	tests := []struct {
+		name      string
+		flags     int
+		off       int64
+		wantSplit bool // splice refused, bytes copied through user space
+		wantWErr  bool
+	}{
+		{"plain file", os.O_RDWR, 12345, false, false},
+		{"append-only file", os.O_RDWR | os.O_APPEND, 0, true, false},
+		{"read-only file", os.O_RDONLY, 0, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sc, cc := tcpPair(t)
+			rs := newRawSocket(sc)
+			p, err := newPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.close()
+			path := t.TempDir() + "/img"
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(path, tt.flags, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			go func() {
+				// Slowly, in pieces, so that the splice waits for the client.
+				cc.Write(payload[:1000])
+				time.Sleep(20 * time.Millisecond)
+				cc.Write(payload[1000:])
+				cc.Write([]byte(marker))
+			}()
+			waits := 0
+			taken, noSplice, werr, err := rs.spliceToFile(p, int(f.Fd()), tt.off, len(payload), func() error { waits++; return nil })
+			if err != nil {
+				t.Fatalf("connection error: %v", err)
+			}
+			if noSplice != tt.wantSplit {
+				t.Errorf("noSplice = %v, want %v", noSplice, tt.wantSplit)
+			}
+			if (werr != nil) != tt.wantWErr {
+				t.Fatalf("write error = %v, want one: %v", werr, tt.wantWErr)
+			}
+			if waits == 0 {
+				t.Error("onWait never called, though the client was slow")
+			}
+			if tt.wantWErr {
+				// The caller skips what was not taken; after it, the stream is aligned.
+				if _, err := io.CopyN(io.Discard, sc, int64(len(payload)-taken)); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				if taken != len(payload) {
+					t.Fatalf("took %d bytes, want %d", taken, len(payload))
+				}
+				got, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if int64(len(got)) != tt.off+int64(len(payload)) || !bytes.Equal(got[tt.off:], payload) {
+					t.Errorf("file holds %d bytes, not the payload at %d", len(got), tt.off)
+				}
+			}
+			// The pipe is empty: nothing left to read from it.
+			var b [1]byte
+			if n, err := syscall.Read(p.r, b[:]); n > 0 || err != syscall.EAGAIN {
+				t.Errorf("pipe not empty after the payload: %d, %v", n, err)
+			}
+			m := make([]byte, len(marker))
+			sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(sc, m); err != nil || string(m) != marker {
+				t.Errorf("stream after the payload: %q, %v", m, err)
+			}
+		})
 	}
 }

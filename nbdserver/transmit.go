@@ -42,6 +42,7 @@ const (
 	arenaSize         = 256 << 10
 	inlineMax         = 128 << 10 // reads and writes up to this size may be served inline
 	holeCheckMin      = 64 << 10  // structured reads at least this large report holes
+	spliceMin         = 64 << 10  // write payloads with at least this much still in the socket are spliced
 	sendfileMin       = 64 << 10  // reads at least this large go out with sendfile
 	maxReadChunks     = 64        // hole/data chunks in one structured read reply
 	maxExtents        = 1024      // descriptors in one block status reply
@@ -91,6 +92,12 @@ type tx struct {
 	in     *inbuf
 	w      *replyWriter
 	idleAt time.Time // when the read deadline was last pushed back (with idle > 0)
+
+	// Large page-cache writes to a file backend are spliced from the socket (writeSpliced)
+	// when splice is set; pipe is created at the first such write.
+	splice   *rawSocket
+	spliceFD int
+	pipe     *pipe
 
 	// The reader's outgoing batch: small replies and inline read data are laid out in
 	// arena; big payloads join as their own iovecs.
@@ -153,6 +160,9 @@ func (c *conn) transmit(ss *session) txStats {
 	var src source = readerSource{c.rw}
 	if rs := newRawSocket(c.rw); rs != nil {
 		src = rs
+		if fb, ok := t.be.(*fileBackend); ok && !fb.readOnly && !fb.sync {
+			t.splice, t.spliceFD = rs, fb.fd
+		}
 	}
 	t.in = newInbuf(src, readBufSize, t.beforeWait)
 	if nw, ok := t.be.(nowaitReader); ok {
@@ -176,6 +186,9 @@ func (c *conn) transmit(ss *session) txStats {
 	// requires handling all outstanding requests).
 	t.wg.Wait()
 	close(t.work)
+	if t.pipe != nil {
+		t.pipe.close()
+	}
 	if t.arena != nil {
 		t.arena.release()
 	}
@@ -441,6 +454,9 @@ func (t *tx) write(r nbd.Request) error {
 		}
 		return t.replyOK(r)
 	}
+	if t.splice != nil && !fua && n-t.in.buffered() >= spliceMin && t.havePipe() {
+		return t.writeSpliced(r)
+	}
 	if vw, ok := t.be.(vectorWriter); ok && !fua {
 		// A large page-cache write, here rather than on a worker: the part of the payload
 		// already in the read buffer is written from there, the rest is read straight from
@@ -467,6 +483,61 @@ func (t *tx) write(r nbd.Request) error {
 	}
 	t.dispatch(req)
 	return nil
+}
+
+// writeSpliced stores a large page-cache write whose payload is still mostly in the
+// socket: the buffered part with pwrite, the rest spliced from the socket into the file
+// (rawSocket.spliceToFile), which copies each byte once instead of twice and takes the
+// server's CPU time for a sequential write down by about a sixth.
+func (t *tx) writeSpliced(r nbd.Request) error {
+	n, off := int(r.Length), int64(r.Offset)
+	k := t.in.buffered() // less than n
+	var werr error
+	if k > 0 {
+		werr = t.be.WriteAt(t.in.b[t.in.r:t.in.r+k], off, false)
+		t.in.discard(k)
+	}
+	rest := n - k
+	if werr == nil {
+		taken, noSplice, e, err := t.splice.spliceToFile(t.pipe, t.spliceFD, off+int64(k), rest, t.beforeWait)
+		if err != nil {
+			return err
+		}
+		if noSplice {
+			t.c.logf("the image takes no spliced writes; writing through user space")
+			t.splice = nil
+		}
+		rest -= taken
+		if e != nil {
+			werr = &BackendError{"write", off, int64(n), e}
+		}
+	}
+	if rest > 0 {
+		// Only after a failed write: the rest of the payload is read and dropped.
+		if err := t.in.skip(rest); err != nil {
+			return err
+		}
+	}
+	// If the next request is another large write, its payload should stay in the socket.
+	t.in.limit = nbd.RequestSize
+	if werr != nil {
+		return t.replyError(r, errnoOf(werr), "write failed")
+	}
+	return t.replyOK(r)
+}
+
+// havePipe makes the splice pipe at the first large write.
+func (t *tx) havePipe() bool {
+	if t.pipe == nil {
+		p, err := newPipe()
+		if err != nil {
+			t.c.logf("not splicing writes: %v", err)
+			t.splice = nil
+			return false
+		}
+		t.pipe = p
+	}
+	return true
 }
 
 // vectorWriter is implemented by backends that store two buffers with one call.
