@@ -41,7 +41,7 @@ demo: deps build
 	NBDROOT_KERNEL=$(KERNEL) $(GO) run ./test/cmd/demo -build $(abspath $(BUILD))
 
 bench: deps build
-	NBDROOT_KERNEL=$(KERNEL) $(GO) run ./test/cmd/bench -build $(abspath $(BUILD))
+	NBDROOT_KERNEL=$(KERNEL) $(GO) run ./test/cmd/bench -build $(abspath $(BUILD)) -out docs/bench.md
 
 # Short fuzzing of every parser fed by the network or the user; the seed corpora also run as
 # plain tests in `make test`.

@@ -86,7 +86,7 @@ func main() {
 		tables = append(tables, t)
 	}
 	if *out != "" && len(tables) > 0 {
-		hdr := fmt.Sprintf("<!-- written by `make bench` on %s -->\n", time.Now().UTC().Format("2006-01-02"))
+		hdr := fmt.Sprintf("# Benchmarks\n\n<!-- written by `make bench` on %s; reproduce with `make bench` -->\n\n", time.Now().UTC().Format("2006-01-02"))
 		if err := os.WriteFile(*out, []byte(hdr+strings.Join(tables, "\n")), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			failed = true

@@ -44,7 +44,7 @@ func benchServer(ctx context.Context, e *env) (string, error) {
 		return "", err
 	}
 	size := int64(1 << 30)
-	rounds, fioTime := 5, 3*time.Second
+	rounds, fioTime := 7, 3*time.Second
 	if e.Quick {
 		size, rounds, fioTime = 256<<20, 1, 2*time.Second
 	}
