@@ -45,11 +45,22 @@ func (s *rawSocket) read(p []byte, wait bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	n, err := s.take("read", wait, syscall.SYS_READ, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+	if err == nil && n == 0 {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+// take makes a raw system call that takes data from the socket (its descriptor is the
+// first argument, a2…a6 the others). Without wait, an empty socket is errWouldBlock;
+// with it, the call waits for data through the runtime's poller and is made again.
+func (s *rawSocket) take(name string, wait bool, trap, a2, a3, a4, a5, a6 uintptr) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := s.rc.Read(func(fd uintptr) bool {
 		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			r, _, e := syscall.RawSyscall6(trap, fd, a2, a3, a4, a5, a6)
 			n, errno = int(r), e
 			switch e {
 			case syscall.EINTR:
@@ -66,9 +77,7 @@ func (s *rawSocket) read(p []byte, wait bool) (int, error) {
 	case errno == syscall.EAGAIN:
 		return 0, errWouldBlock
 	case errno != 0:
-		return 0, os.NewSyscallError("read", errno)
-	case n == 0:
-		return 0, io.EOF
+		return 0, os.NewSyscallError(name, errno)
 	}
 	return n, nil
 }
@@ -223,32 +232,8 @@ func (s *rawSocket) spliceToFile(p *pipe, fd int, off int64, n int, onWait func(
 // spliceIn moves up to n bytes from the socket into the (empty) pipe; without wait it
 // reports errWouldBlock when the socket is empty.
 func (s *rawSocket) spliceIn(p *pipe, n int, wait bool) (int, error) {
-	var m int
-	var errno syscall.Errno
-	err := s.rc.Read(func(sfd uintptr) bool {
-		for {
-			// Raw: with SPLICE_F_NONBLOCK, splicing from a socket never waits.
-			r, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, sfd, 0, uintptr(p.w), 0,
-				uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			m, errno = int(r), e
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return !wait // false: wait until readable and call again
-			}
-			return true
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case errno == syscall.EAGAIN:
-		return 0, errWouldBlock
-	case errno != 0:
-		return 0, os.NewSyscallError("splice", errno)
-	}
-	return m, nil
+	// Raw: with SPLICE_F_NONBLOCK, splicing from a socket never waits.
+	return s.take("splice", wait, unix.SYS_SPLICE, 0, uintptr(p.w), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 }
 
 // spliceOut writes up to n bytes from the pipe r to fd at off. It may wait for the disk
