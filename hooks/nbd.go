@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -69,9 +68,12 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 	if src := s.Plan.Sources["nbd.host"]; p.FromDHCP && strings.HasPrefix(src, "DHCP server address") {
 		tried = "no NBD server on the command line (nbd_server=) and no root-path (option 17) in the DHCP answer: tried the boot server"
 	}
-	index, err := deviceIndex(p.Device)
-	if err != nil {
-		return fail("nbd", "root="+s.Plan.Root.Device, "choose the NBD device", err)
+	index := 0 // no device named: /dev/nbd0
+	if p.Device != "" {
+		var err error
+		if index, err = nbdclient.DeviceNumber(p.Device); err != nil {
+			return fail("nbd", "root="+s.Plan.Root.Device, "choose the NBD device", err)
+		}
 	}
 
 	budget := h.Budget
@@ -162,7 +164,7 @@ func (NBD) Summary(s *State) string {
 	if a.ReadOnly {
 		ro = ", read-only"
 	}
-	return fmt.Sprintf("%s ← %s (%s, %d connection(s)%s)", a.Device, nbdclient.BackendID(a.Server, a.Export), humanSize(a.Size), a.Sockets, ro)
+	return fmt.Sprintf("%s ← %s (%s, %d connection(s)%s)", a.Device, nbdclient.BackendID(a.Server, a.Export), nbd.FormatSize(a.Size), a.Sockets, ro)
 }
 
 // wantConns is the number of connections asked for: one unless the cmdline says otherwise.
@@ -242,33 +244,4 @@ func serverParam(p *bootparam.Plan, servers []bootparam.Server) string {
 		list = append(list, nbdclient.JoinHostPort(s.Host, s.Port))
 	}
 	return "nbd_server=" + strings.Join(list, ",")
-}
-
-// deviceIndex turns /dev/nbdN into N; empty means /dev/nbd0.
-func deviceIndex(dev string) (int, error) {
-	if dev == "" {
-		return 0, nil
-	}
-	n, ok := strings.CutPrefix(dev, "/dev/nbd")
-	if !ok {
-		return 0, fmt.Errorf("%q is not an NBD device (/dev/nbdN)", dev)
-	}
-	i, err := strconv.Atoi(n)
-	if err != nil || i < 0 {
-		return 0, fmt.Errorf("%q is not an NBD device (/dev/nbdN)", dev)
-	}
-	return i, nil
-}
-
-func humanSize(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

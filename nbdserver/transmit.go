@@ -57,20 +57,8 @@ type txStats struct {
 
 func (st txStats) String() string {
 	return fmt.Sprintf("%d requests (%d reads %s, %d writes %s, %d flushes, %d other, %d errors)",
-		st.requests, st.reads, humanBytes(st.bytesRead), st.writes, humanBytes(st.bytesWritten),
+		st.requests, st.reads, nbd.FormatSize(st.bytesRead), st.writes, nbd.FormatSize(st.bytesWritten),
 		st.flushes, st.other, st.errors)
-}
-
-func humanBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // tx is the transmission state of one connection.

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nbdroot/nbdroot/nbd"
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
@@ -290,7 +291,7 @@ func printStatus(w io.Writer, devs []nbdclient.DeviceInfo) {
 		}
 		size, block := "-", "-"
 		if d.Connected {
-			size, block = humanBytes(d.Size), fmt.Sprint(d.BlockSize)
+			size, block = nbd.FormatSize(d.Size), fmt.Sprint(d.BlockSize)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Device, state, size, block, backend, pid, keeper)
 	}
@@ -302,17 +303,4 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
