@@ -8,7 +8,7 @@ HOOKS     ?= base udev net nbd encrypt filesystems
 OUT       ?= $(BUILD)/kernel26.img
 GOFLAGS_BUILD := -trimpath -ldflags=-s
 
-.PHONY: all build initramfs deps test test-unit test-qemu demo bench fuzz clean
+.PHONY: all build initramfs deps test test-unit test-qemu test-distro demo bench fuzz clean
 
 all: build
 
@@ -33,6 +33,13 @@ test: deps build
 	NBDROOT_REQUIRE_PEERS=1 $(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test$$')
 	NBDROOT_REQUIRE_PEERS=1 NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) \
 		$(GO) test -count=1 -timeout 25m -v ./test/
+	$(MAKE) test-distro
+
+# Real distributions: stock Debian 12 and 13 systemd roots (debootstrapped once per machine,
+# cached in $(NBDROOT_CACHE)/roots) boot through our initramfs to a login. Part of `make test`.
+test-distro: deps build
+	NBDROOT_DISTRO=1 NBDROOT_REQUIRE_PEERS=1 NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) \
+		$(GO) test -count=1 -timeout 25m -v -run 'Distro' ./test/
 
 test-unit:
 	$(GO) test ./...

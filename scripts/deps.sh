@@ -33,6 +33,7 @@ declare -A need=(
   [zstd]=zstd
   [xz]=xz-utils
   [lz4]=lz4
+  [debootstrap]=debootstrap
 )
 
 packages() {
