@@ -104,6 +104,20 @@ type Export struct {
 	CreateSize int64
 }
 
+// DefaultExport is the export clients asking for the empty name get: the one marked
+// Default, else the only one; nil when there is none.
+func DefaultExport(exports []Export) *Export {
+	for i := range exports {
+		if exports[i].Default {
+			return &exports[i]
+		}
+	}
+	if len(exports) == 1 {
+		return &exports[0]
+	}
+	return nil
+}
+
 // Config is everything a Server needs; zero values are sensible defaults.
 type Config struct {
 	// Exports served; at least one.

@@ -149,14 +149,9 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 		img.refs++
 		e := &export{cfg: cfg, img: img}
 		exports[cfg.Name] = e
-		if cfg.Default {
-			def = e
-		}
 	}
-	if def == nil && len(exports) == 1 {
-		for _, e := range exports {
-			def = e
-		}
+	if d := DefaultExport(cfgs); d != nil {
+		def = exports[d.Name]
 	}
 	return exports, def, nil
 }

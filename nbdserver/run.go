@@ -36,6 +36,25 @@ type Options struct {
 	// Log receives the server's log lines (one per connection and handshake outcome) and
 	// the "listening on ADDR" line for each listener.
 	Log io.Writer
+
+	// Companion, when set, serves beside the NBD server and follows its configuration
+	// (netboot's HTTP, TFTP and DHCP servers).
+	Companion Companion
+}
+
+// Companion is something Run serves beside the NBD server. Run calls Start once the NBD
+// listeners are open and before privileges are dropped (so it may bind ports below 1024),
+// Reload with the exports of each configuration a reload applies, and Close when the
+// server has shut down.
+type Companion interface {
+	// Start starts serving; exports are the configuration's, nbd the NBD listeners (whose
+	// addresses tell clients where the NBD server is). Its own sockets are opened before
+	// it returns.
+	Start(exports []Export, nbd []net.Listener) error
+	// Reload replaces the exports.
+	Reload(exports []Export)
+	// Close stops serving and waits until it has.
+	Close() error
 }
 
 // Plan is a loaded configuration: the server Config and where to listen.
@@ -247,6 +266,13 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			l.Close()
 		}
 	}
+	if o.Companion != nil {
+		if err := o.Companion.Start(plan.Config.Exports, lns); err != nil {
+			closeAll()
+			return err
+		}
+		defer o.Companion.Close()
+	}
 	if err := DropPrivileges(plan.User, plan.Group); err != nil {
 		closeAll()
 		return err
@@ -297,6 +323,9 @@ loop:
 			if err != nil {
 				logger.Printf("reload failed, keeping the current configuration: %v", err)
 				continue
+			}
+			if o.Companion != nil {
+				o.Companion.Reload(np.Config.Exports)
 			}
 			logger.Printf("configuration reloaded")
 		}
