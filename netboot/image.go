@@ -109,10 +109,13 @@ func scanImage(r io.ReaderAt, size int64) (*scan, error) {
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				s.notes = append(s.notes, fmt.Sprintf("%s /%s: %v", c.dev, strings.TrimPrefix(dir, "."), err))
 			}
+			for _, n := range notes {
+				s.notes = append(s.notes, fmt.Sprintf("%s /%s: %s", c.dev, strings.TrimPrefix(dir, "."), n))
+			}
 			if len(ks) == 0 {
 				continue
 			}
-			s.kernels, s.notes = ks, append(s.notes, notes...)
+			s.kernels = ks
 			s.boot = &fsAt{offset: c.offset, size: c.size, dir: dir}
 			if dir == "boot" && s.root == nil {
 				s.root = &Root{Device: c.dev}
@@ -375,7 +378,7 @@ func (c *Catalog) Lookup(name string) (*Boot, error) {
 	if ttl == 0 {
 		ttl = DefaultTTL
 	}
-	key := e.Name
+	key := name // "" and the default export's name boot alike but name the export differently
 	c.mu.Lock()
 	hit := c.cache[key]
 	c.mu.Unlock()

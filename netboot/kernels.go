@@ -95,9 +95,10 @@ func FindKernels(fsys fs.FS, dir string) ([]Kernel, []string, error) {
 	return out, notes, nil
 }
 
-// CompareVersions orders kernel versions as `sort -V` does: runs of digits compare as
-// numbers, other runs byte by byte, so 6.1.0-18 < 6.1.0-9 is false and 6.12 > 6.2. A
-// version that is a prefix of another sorts first.
+// CompareVersions orders kernel versions: runs of digits compare as numbers, other runs
+// byte by byte, and a number sorts after a word, so 6.1.0-18 comes after 6.1.0-9, 6.12
+// after 6.2, and a numbered version after Arch's "linux". A version that is a prefix of
+// another sorts first (6.1.0-18-amd64 before 6.1.0-18-amd64+b1).
 func CompareVersions(a, b string) int {
 	for a != "" && b != "" {
 		ra, restA := versionRun(a)
