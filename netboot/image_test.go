@@ -239,7 +239,6 @@ func mkfs(t testing.TB, sizeMB int, files map[string]string) []byte {
 	return b
 }
 
-
 // disk assembles a partitioned image: each part at a 1 MiB boundary.
 func disk(table string, parts ...[]byte) []byte {
 	const mib = 1 << 20
