@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
 	"github.com/nbdroot/nbdroot/nbdserver"
+	"github.com/nbdroot/nbdroot/netboot"
 )
 
 // multiFlag is a repeatable string flag.
@@ -52,6 +54,16 @@ configuration without dropping connections; SIGTERM or SIGINT shut down graceful
   tls                clients must use TLS for this export
   timeout=DURATION   close connections idle this long
 
+Network boot (opt-in; docs/netboot.md): --http serves each export's iPXE script at
+http://ADDR:PORT/EXPORT/boot.ipxe (/boot.ipxe for the default export) with the newest
+/boot/vmlinuz-VERSION and /boot/nbdroot.img-VERSION read from the export's image; --tftp and
+--dhcp boot ROMs that speak nothing else, beside the network's DHCP server (proxy) or as
+the only one (full):
+
+  nbdroot serve --export root=/srv/root.img --http :8080
+  nbdroot serve --export root=/srv/root.img --http 10.0.0.1:8080 --tftp 10.0.0.1 \
+                --dhcp proxy --dhcp-interface eth0
+
 options:
 `
 
@@ -76,6 +88,23 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.NoList, "no-list", false, "refuse to list exports (NBD_OPT_LIST)")
 	fs.StringVar(&o.User, "user", "", "switch to this user after listening")
 	fs.StringVar(&o.Group, "group", "", "switch to this group after listening")
+	var nb netboot.Config
+	var dns, sources multiFlag
+	fs.StringVar(&nb.HTTP, "http", "", "serve iPXE boot scripts and kernels over HTTP at `ADDR:PORT`")
+	fs.StringVar(&nb.TFTP, "tftp", "", "serve boot ROMs over TFTP at `ADDR[:PORT]` (port 69 by default)")
+	fs.StringVar(&nb.DHCP, "dhcp", "", "answer PXE clients: proxy (beside the network's DHCP server) or full (the only DHCP server)")
+	fs.StringVar(&nb.DHCPInterface, "dhcp-interface", "", "the `IFACE` PXE clients boot on (with --dhcp)")
+	fs.StringVar(&nb.DHCPRange, "dhcp-range", "", "addresses `FIRST-LAST` full DHCP hands out")
+	fs.StringVar(&nb.DHCPRouter, "dhcp-router", "", "default gateway full DHCP hands out")
+	fs.Var(&dns, "dhcp-dns", "DNS server full DHCP hands out (repeatable)")
+	fs.StringVar(&nb.Loader, "pxe-loader", "", "what TFTP-only ROMs load: ipxe (chain to iPXE, then HTTP) or pxelinux (BIOS, kernels over TFTP as in the seed) (default ipxe)")
+	fs.StringVar(&nb.IPXEDir, "ipxe-dir", "", "`DIR` with undionly.kpxe and snponly.efi (default "+netboot.DefaultIPXEDir+", Debian's ipxe package)")
+	fs.StringVar(&nb.PXELinuxDir, "pxelinux-dir", "", "`DIR` with pxelinux.0 and ldlinux.c32 (default: Debian's pxelinux and syslinux-common)")
+	fs.StringVar(&nb.BootExport, "boot-export", "", "the export PXE clients boot (default: the default export)")
+	fs.StringVar(&nb.NBDServer, "boot-nbd", "", "NBD address `HOST:PORT` boot command lines name (default: the address the client reached this server at, with the NBD listener's port)")
+	fs.StringVar(&nb.BootURL, "boot-url", "", "base `URL` http://HOST:PORT of the scripts DHCP hands to iPXE (default: this server on --dhcp-interface, --http's port)")
+	fs.StringVar(&nb.Append, "boot-append", "", "kernel parameters added to every boot command line (e.g. console=ttyS0)")
+	fs.Var(&sources, "boot-source", "`EXPORT=PATH`: read the export's kernels from PATH, an image or directory, instead of its own image (a LUKS root; repeatable)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), serveUsage)
 		fs.PrintDefaults()
@@ -97,6 +126,30 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o.Listen, o.Unix, o.Exports, o.Log = listen, unix, exports, stderr
+	nb.DHCPDNS = dns
+	for _, src := range sources {
+		name, p, ok := strings.Cut(src, "=")
+		if !ok || name == "" || p == "" {
+			fmt.Fprintf(stderr, "nbdroot serve: --boot-source %q: want EXPORT=PATH\n", src)
+			return 2
+		}
+		if nb.Sources == nil {
+			nb.Sources = map[string]string{}
+		}
+		nb.Sources[name] = p
+	}
+	if nb.Enabled() {
+		nb.Log = log.New(stderr, "", 0)
+		srv, err := netboot.New(nb)
+		if err != nil {
+			fmt.Fprintf(stderr, "nbdroot serve: %v\n", err)
+			return 2
+		}
+		o.Companion = srv
+	} else if nb.DHCPInterface != "" || len(sources) > 0 || nb.Append != "" || nb.BootExport != "" {
+		fmt.Fprintln(stderr, "nbdroot serve: the --boot-*/--dhcp-* options need --http, --tftp or --dhcp")
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
