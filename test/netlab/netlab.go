@@ -190,6 +190,15 @@ func NIC(id, tap, mac string) []string {
 	}
 }
 
+// PXENIC is NIC with QEMU's iPXE boot ROM: the guest (with -boot n, vm.Options.PXE)
+// network-boots from the lab.
+func PXENIC(id, tap, mac string) []string {
+	return []string{
+		"-netdev", fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no", id, tap),
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s", id, mac),
+	}
+}
+
 // Do runs fn on an OS thread that has entered the lab's namespace. Sockets fn opens belong
 // to the lab for their whole life, whichever thread uses them later; that is how the lab's
 // servers listen inside it.

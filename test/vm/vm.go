@@ -46,7 +46,8 @@ type Options struct {
 	Append string
 	// Forwards maps guest ports on GuestServerIP to host loopback ports.
 	Forwards map[int]int
-	// PXE boots from the network with slirp's TFTP server serving TFTPDir and bootfile.
+	// PXE boots from the network: slirp's DHCP names BootFile (a TFTP file, or an http://
+	// URL iPXE fetches), slirp's TFTP server serves TFTPDir when set.
 	PXE      bool
 	TFTPDir  string
 	BootFile string
@@ -178,7 +179,11 @@ func qemuArgs(o Options) ([]string, error) {
 				netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:socat -lf /dev/null - TCP:127.0.0.1:%d", GuestServerIP, guest, host)
 			}
 			if o.PXE && i == 0 {
-				netdev += fmt.Sprintf(",tftp=%s,bootfile=%s", o.TFTPDir, o.BootFile)
+				if o.TFTPDir != "" {
+					netdev += ",tftp=" + o.TFTPDir
+				}
+				// An http:// bootfile goes to QEMU's iPXE ROM as the DHCP file name.
+				netdev += ",bootfile=" + o.BootFile
 			}
 			dev := fmt.Sprintf("%s,netdev=n%d", model, i)
 			if i < len(o.MACs) {
