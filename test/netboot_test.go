@@ -177,3 +177,32 @@ func TestFullDHCP(t *testing.T) {
 		t.Errorf("no full-mode offer in the log:\n%s", srv.Log())
 	}
 }
+
+// ovmf is Debian's OVMF firmware image (x86-64 UEFI).
+const ovmf = "/usr/share/ovmf/OVMF.fd"
+
+// TestUEFIHTTPBoot: the same HTTP boot under UEFI firmware (OVMF): QEMU's EFI iPXE (client
+// architecture 7) fetches the script, and the kernel boots through its EFI stub with the
+// initramfs iPXE registered (initrd=NAME on the command line).
+func TestUEFIHTTPBoot(t *testing.T) {
+	e := needEnv(t)
+	if _, err := os.Stat(ovmf); err != nil {
+		if vm.RequirePeers() {
+			t.Fatalf("%s: %v (scripts/deps.sh installs ovmf)", ovmf, err)
+		}
+		t.Skipf("no UEFI firmware: %v", err)
+	}
+	t.Parallel()
+	img, version := bootImage(t, e)
+	srv := e.StartServer(t, 0, "--export", "root="+img, "--http", "127.0.0.1:0", "--boot-append", "console=ttyS0")
+	port := httpPort(t, srv)
+	v := vm.Start(t, vm.Options{
+		PXE: true, BootFile: fmt.Sprintf("http://%s:%d/root/boot.ipxe", vm.GuestServerIP, port),
+		MACs:      []string{"52:54:00:4e:42:03"},
+		Forwards:  map[int]int{port: port, srv.Port: srv.Port},
+		ExtraArgs: []string{"-bios", ovmf},
+		Timeout:   bootTimeout + 2*time.Minute,
+	})
+	v.Expect(`EFI v\d`, bootTimeout)
+	expectNetboot(t, v, version, "root", srv.Port)
+}
