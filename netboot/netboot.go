@@ -336,7 +336,7 @@ func (s *Server) listen(ctx context.Context) error {
 		}
 		s.udps = append(s.udps, conn)
 		s.tftpIP = a.IP
-		s.tftp = &tftp.Server{Handler: s.openTFTP, Log: s.log}
+		s.tftp = &tftp.Server{Handler: s.openTFTP, Log: log.New(s.log.Writer(), "netboot: ", 0)}
 		s.logf("netboot: TFTP on %s", conn.LocalAddr())
 		s.wg.Add(1)
 		go func() {
