@@ -14,6 +14,7 @@ package test
 //   - Full DHCP: we are the lab's only DHCP server.
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"os"
@@ -79,16 +80,22 @@ func httpPort(t *testing.T, srv *vm.Server) int {
 // the root, BOOTIF from iPXE or pxelinux), then that the root is the NBD device.
 func expectNetboot(t *testing.T, v *vm.VM, version, export string, port int) {
 	t.Helper()
+	expectNetbootRoot(t, v, version, export, port, "/dev/nbd0")
+}
+
+// expectNetbootRoot is expectNetboot with the root on dev.
+func expectNetbootRoot(t *testing.T, v *vm.VM, version, export string, port int, dev string) {
+	t.Helper()
 	m := v.Expect(`Command line: (.*initrd=\S*nbdroot\.img-`+regexp.QuoteMeta(version)+`.*)\r?\n`, bootTimeout)
 	plan, err := bootparam.Parse(m[1])
 	if err != nil {
 		t.Fatalf("the kernel's command line %q: %v", m[1], err)
 	}
-	if plan.NBD.Port != port || plan.NBD.Export != export || plan.Root.Device != "/dev/nbd0" || !strings.HasPrefix(plan.BootIF, "52:54:00:4e:42:0") {
-		t.Errorf("command line %q: server port %d, export %q, root %s, BOOTIF %q; want port %d, export %q", m[1],
-			plan.NBD.Port, plan.NBD.Export, plan.Root.Device, plan.BootIF, port, export)
+	if plan.NBD.Port != port || plan.NBD.Export != export || plan.Root.Device != dev || !strings.HasPrefix(plan.BootIF, "52:54:00:4e:42:0") {
+		t.Errorf("command line %q: server port %d, export %q, root %s, BOOTIF %q; want port %d, export %q, root %s", m[1],
+			plan.NBD.Port, plan.NBD.Export, plan.Root.Device, plan.BootIF, port, export, dev)
 	}
-	assertRootMounted(t, v, "/dev/nbd0", "ext4")
+	assertRootMounted(t, v, dev, "ext4")
 	if err := v.Wait(30 * time.Second); err != nil {
 		t.Errorf("guest did not power off cleanly: %v", err)
 	}
@@ -113,6 +120,39 @@ func TestHTTPBoot(t *testing.T) {
 	if !strings.Contains(srv.Log(), "netboot: http 127.0.0.1 /root/vmlinuz-"+version) {
 		t.Errorf("the kernel did not come from our HTTP server:\n%s", srv.Log())
 	}
+}
+
+// TestHTTPBootPartition: the root file system (with its /boot) is partition 1 of an MBR
+// disk image; the script says root=/dev/nbd0p1.
+func TestHTTPBootPartition(t *testing.T) {
+	e := needEnv(t)
+	t.Parallel()
+	fsImg, version := bootImage(t, e)
+	fsys, err := os.ReadFile(fsImg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const start = 1 << 20
+	disk := make([]byte, start+len(fsys))
+	copy(disk[start:], fsys)
+	entry := disk[446:462] // partition 1: Linux, from 1 MiB to the end
+	entry[4] = 0x83
+	binary.LittleEndian.PutUint32(entry[8:], start/512)
+	binary.LittleEndian.PutUint32(entry[12:], uint32(len(fsys)/512))
+	disk[510], disk[511] = 0x55, 0xAA
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, disk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := e.StartServer(t, 0, "--export", "root="+img, "--http", "127.0.0.1:0", "--boot-append", "console=ttyS0")
+	port := httpPort(t, srv)
+	v := vm.Start(t, vm.Options{
+		PXE: true, BootFile: fmt.Sprintf("http://%s:%d/boot.ipxe", vm.GuestServerIP, port),
+		MACs:     []string{"52:54:00:4e:42:04"},
+		Forwards: map[int]int{port: port, srv.Port: srv.Port},
+		Timeout:  bootTimeout + 2*time.Minute,
+	})
+	expectNetbootRoot(t, v, version, "", srv.Port, "/dev/nbd0p1")
 }
 
 // labBoot runs a PXE guest in a lab where our server answers DHCP with args.
