@@ -12,16 +12,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbdserver"
 	"github.com/nbdroot/nbdroot/netboot/tftp"
 )
-
-// syncLog collects log lines.
-type syncLog struct{ bytes.Buffer }
 
 // testServer is a Server with exports: "root" (the default; the ext4 package's test image,
 // whose /boot has 6.1.0-18-amd64), "broken" (a corrupt image), "noboot" (an ext4 image
@@ -274,5 +273,65 @@ func TestNewConfigErrors(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Flag != tt.wantFlag {
 			t.Errorf("New(%+v) = %v, want an error naming %s", tt.cfg, err, tt.wantFlag)
 		}
+	}
+}
+
+// lockedBuffer is a log both the server and the test touch.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestWithNBDServer runs netboot as the NBD server's companion (nbdserver.Run, as
+// `nbdroot serve` does): the script names the NBD listener's real port, and everything
+// stops with the server.
+func TestWithNBDServer(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "root.img")
+	os.WriteFile(img, gunzip(t, "ext4/testdata/ext4-1k.img.gz"), 0o644)
+	var logs lockedBuffer
+	nb, err := New(Config{HTTP: "127.0.0.1:0", TFTP: "127.0.0.1:0", Log: log.New(&logs, "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- nbdserver.Run(ctx, nbdserver.Options{Listen: []string{"127.0.0.1:0"}, Exports: []string{"root=" + img}, Log: &logs, Companion: nb}, nil)
+	}()
+	nbdRe := regexp.MustCompile(`listening on 127\.0\.0\.1:(\d+)`)
+	httpRe := regexp.MustCompile(`HTTP boot scripts at http://(\S+)/EXPORT`)
+	var nbdPort, httpAddr string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && nbdPort == ""; time.Sleep(10 * time.Millisecond) {
+		if m := nbdRe.FindStringSubmatch(logs.String()); m != nil {
+			nbdPort = m[1]
+			httpAddr = httpRe.FindStringSubmatch(logs.String())[1]
+		}
+	}
+	if nbdPort == "" {
+		cancel()
+		t.Fatalf("the server did not start:\n%s", logs.String())
+	}
+	code, body := get(t, "http://"+httpAddr+"/root/boot.ipxe", "")
+	if code != 200 || !strings.Contains(body, "nbd_server=127.0.0.1:"+nbdPort+" ") {
+		t.Errorf("script (%d) does not name the NBD listener's port %s:\n%s", code, nbdPort, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get("http://" + httpAddr + "/root/boot.ipxe"); err == nil {
+		t.Error("the HTTP server still answers after the NBD server stopped")
 	}
 }

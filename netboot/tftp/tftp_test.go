@@ -254,7 +254,6 @@ func TestRefusals(t *testing.T) {
 // not (the Sorcerer's Apprentice bug); a silent client is abandoned, and another client is
 // served meanwhile.
 func TestRetransmit(t *testing.T) {
-	var logs strings.Builder
 	files := map[string][]byte{"f": content(1500)}
 	srv := start(t, files, func(s *Server) { s.Retries = 2 })
 	c := dial(t, srv)
@@ -278,7 +277,6 @@ func TestRetransmit(t *testing.T) {
 	if got, _, err := dial(t, srv).get("f", "octet"); err != nil || !bytes.Equal(got, files["f"]) {
 		t.Errorf("second client: %d bytes, %v", len(got), err)
 	}
-	_ = logs
 }
 
 // TestBlockWrap sends a file of more than 65535 blocks: block numbers wrap to 0.
