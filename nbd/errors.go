@@ -66,6 +66,7 @@ var optNames = map[uint32]string{
 	OptListMetaContext: "NBD_OPT_LIST_META_CONTEXT",
 	OptSetMetaContext:  "NBD_OPT_SET_META_CONTEXT",
 	OptExtendedHeaders: "NBD_OPT_EXTENDED_HEADERS",
+	OptNbdrootClient:   "NBD_OPT_NBDROOT_CLIENT",
 }
 
 // OptName names an option number for logs and errors.
@@ -90,6 +91,8 @@ var repNames = map[uint32]string{
 	RepErrShutdown:      "NBD_REP_ERR_SHUTDOWN (server is shutting down)",
 	RepErrBlockSizeReqd: "NBD_REP_ERR_BLOCK_SIZE_REQD (block size negotiation required)",
 	RepErrTooBig:        "NBD_REP_ERR_TOO_BIG (request too big)",
+
+	RepErrNbdrootOverlayGone: "NBD_REP_ERR_NBDROOT_OVERLAY_GONE (the overlay to resume no longer exists)",
 }
 
 // RepName names an option reply type for logs and errors.

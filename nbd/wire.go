@@ -203,6 +203,10 @@ type ExportInfo struct {
 	Flags       uint16
 	// MinBlock, PrefBlock and MaxBlock are zero when the server sent no NBD_INFO_BLOCK_SIZE.
 	MinBlock, PrefBlock, MaxBlock uint32
+	// HasOverlay says the server sent InfoNbdrootOverlay; Overlay is its ID (zero: the
+	// export gives this client no overlay).
+	HasOverlay bool
+	Overlay    OverlayID
 }
 
 // AppendInfoExport appends an NBD_INFO_EXPORT reply payload.
@@ -248,6 +252,12 @@ func ParseInfo(b []byte, e *ExportInfo) error {
 		e.Name = string(b)
 	case InfoDescription:
 		e.Description = string(b)
+	case InfoNbdrootOverlay:
+		if len(b) != OverlayIDSize {
+			return fmt.Errorf("NBD_INFO_NBDROOT_OVERLAY of %d bytes: %w", len(b), ErrMalformed)
+		}
+		e.HasOverlay = true
+		copy(e.Overlay[:], b)
 	}
 	return nil
 }
