@@ -382,6 +382,9 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	if cfg.Logger == nil {
 		cfg.Logger = newTestLogger(t, logs)
 	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -62,15 +62,14 @@ type Export struct {
 	Description string
 	// ReadOnly refuses every write (NBD_FLAG_READ_ONLY).
 	ReadOnly bool
-	// Cow gives each client (by address) its own overlay over the read-only image.
+	// Cow gives each client (by identity, else by address) its own overlay over the
+	// read-only image. Overlays are temporary: a client's fresh boot gets a new one, a
+	// reconnect resumes its own, and one unused for Config.OverlayGrace is removed.
 	Cow bool
-	// CowDir is where a Cow export's overlays live (default: the system temporary
-	// directory). Temporary overlays are unlinked at once and vanish with the client's last
-	// connection.
+	// CowDir is where a Cow export's overlays live (default: Config.StateDir/overlays).
 	CowDir string
-	// CowPersistent keeps overlays in CowDir under a name derived from the export and the
-	// client's identity, so a client finds its changes again after reconnecting, rebooting
-	// or a server restart.
+	// CowPersistent makes overlays last until an administrator removes them: a client gets
+	// its overlay back on every boot. It needs CowDir.
 	CowPersistent bool
 	// Shared lets several clients write at once. Without it the first client to open the
 	// export read-write holds it and everyone else is refused (or, with ReadOnlyFallback,
@@ -143,6 +142,14 @@ type Config struct {
 	// had in flight are answered — kernel clients then see a dead connection and reconnect
 	// instead of failing I/O with ESHUTDOWN, which suits root filesystems.
 	DrainTimeout time.Duration
+	// StateDir is where the server keeps state: temporary overlays of exports without a
+	// cowtmp= directory (StateDir/overlays) and the list of overlay directories that
+	// `nbdroot overlays` reads. Empty: DefaultStateDir. New reads it; Reload keeps it.
+	StateDir string
+	// OverlayGrace is how long a temporary overlay outlives its client's last connection
+	// before it is removed (0: DefaultOverlayGrace). A server (re)start counts as a last
+	// connection, so clients find their overlays again after a restart.
+	OverlayGrace time.Duration
 	// Logger gets one line per connection and handshake outcome; nil discards.
 	Logger *log.Logger
 }
@@ -153,6 +160,8 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultMaxInFlight      = 64
 	DefaultDrainTimeout     = 2 * time.Second
+	DefaultStateDir         = "/var/lib/nbdroot"
+	DefaultOverlayGrace     = time.Hour
 )
 
 // ConfigError reports an invalid configuration value.
@@ -218,7 +227,10 @@ func (c *Config) Validate() error {
 	if c.TLSMode != TLSOff && (c.TLS == nil || len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil) {
 		return &ConfigError{"config", fmt.Errorf("TLS mode %s needs a certificate and key", c.TLSMode)}
 	}
-	if c.MaxConnections < 0 || c.HandshakeTimeout < 0 || c.MaxInFlight < 0 {
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		return &ConfigError{"config", fmt.Errorf("state directory %q is not absolute", c.StateDir)}
+	}
+	if c.MaxConnections < 0 || c.HandshakeTimeout < 0 || c.MaxInFlight < 0 || c.OverlayGrace < 0 {
 		return &ConfigError{"config", errors.New("negative limit")}
 	}
 	return nil
@@ -244,8 +256,8 @@ func validateName(name string) error {
 //
 //	readonly|ro        refuse writes
 //	cow                per-client copy-on-write overlay; the image is never written
-//	cowdir=DIR         keep each client's overlay in DIR across disconnects (implies cow)
-//	cowtmp=DIR         put temporary overlays in DIR instead of $TMPDIR (implies cow)
+//	cowdir=DIR         persistent overlays in DIR: a client keeps its overlay across boots (implies cow)
+//	cowtmp=DIR         temporary overlays in DIR instead of the state directory (implies cow)
 //	allow=CIDR         allow only this network (repeat for more; an address means /32 or /128)
 //	default            the export for clients asking for the empty name
 //	shared             allow several concurrent writers (unsafe for ordinary filesystems)

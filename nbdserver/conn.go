@@ -43,19 +43,6 @@ func newConn(s *Server, nc net.Conn, cfg Config) *conn {
 	return c
 }
 
-// identify derives the client identity the writer lock and cow overlays key on: the IP
-// address (not the port, so a client's reconnects and extra connections are one client).
-func identify(nc net.Conn) client {
-	switch a := nc.RemoteAddr().(type) {
-	case *net.TCPAddr:
-		ip := a.AddrPort().Addr().Unmap()
-		return client{id: ip.String(), addr: ip}
-	case *net.UnixAddr:
-		return client{id: unixPeerID(nc)}
-	}
-	return client{id: nc.RemoteAddr().String()}
-}
-
 func (c *conn) logf(format string, args ...any) {
 	c.s.log.Printf("conn %s: %s", c.remote, fmt.Sprintf(format, args...))
 }
@@ -195,6 +182,8 @@ func (c *conn) option(opt uint32, data []byte, fixed bool) (*session, error) {
 		return nil, c.reply(opt, nbd.RepAck, nil)
 	case nbd.OptListMetaContext, nbd.OptSetMetaContext:
 		return nil, c.metaContext(opt, data)
+	case nbd.OptNbdrootClient:
+		return nil, c.clientOption(data)
 	}
 	return nil, c.reply(opt, nbd.RepErrUnsup, []byte(nbd.OptName(opt)+" is not supported"))
 }
@@ -218,10 +207,7 @@ func (c *conn) exportName(name string) (*session, error) {
 	if len(name) > nbd.MaxNameLength {
 		return nil, fmt.Errorf("NBD_OPT_EXPORT_NAME of %d bytes", len(name))
 	}
-	ss, g, r, err := c.open(name)
-	if err != nil {
-		return nil, err
-	}
+	ss, g, r := c.open(name)
 	if r != nil {
 		return nil, fmt.Errorf("refused NBD_OPT_EXPORT_NAME %q: %s", name, r.msg)
 	}
@@ -260,6 +246,14 @@ func (c *conn) logOpen(how string, ss *session, g grant) {
 	if g.note != "" {
 		extra = append(extra, g.note)
 	}
+	switch {
+	case c.client.identified && !c.client.resume.IsZero():
+		extra = append(extra, "client "+c.client.key.ID+", resuming overlay "+c.client.resume.String())
+	case c.client.identified:
+		extra = append(extra, "client "+c.client.key.ID)
+	case ss.cow != nil || ss.writer:
+		extra = append(extra, "WARNING: no client identity (NBD_OPT_NBDROOT_CLIENT): keyed by its address "+c.client.from)
+	}
 	s := fmt.Sprintf("%s export %q %s", how, ss.exp.cfg.Name, mode)
 	if len(extra) > 0 {
 		s += " [" + strings.Join(extra, ", ") + "]"
@@ -268,23 +262,40 @@ func (c *conn) logOpen(how string, ss *session, g grant) {
 }
 
 // open resolves a name and applies policy, taking the export for this connection.
-func (c *conn) open(name string) (*session, grant, *refusal, error) {
+func (c *conn) open(name string) (*session, grant, *refusal) {
 	s := c.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	e, r := s.lookupLocked(name)
+	var g grant
+	if r == nil {
+		g, r = s.decideLocked(e, c.client)
+	}
+	s.mu.Unlock()
 	if r != nil {
-		return nil, grant{}, r, nil
+		return nil, grant{}, r
 	}
-	g, r := s.decideLocked(e, c.client)
-	if r != nil {
-		return nil, grant{}, r, nil
+	var ov *overlay
+	if g.needsOverlay() {
+		// Outside Server.mu: opening or creating an overlay syncs files.
+		if ov, r = s.acquireOverlay(e, c.client); r != nil {
+			return nil, grant{}, r
+		}
 	}
-	ss, err := s.openLocked(g, c.client)
-	if err != nil {
-		return nil, grant{}, &refusal{nbd.RepErrPlatform, err.Error()}, nil
+	s.mu.Lock()
+	// Decide again: another connection may have taken the export meanwhile.
+	if g, r = s.decideLocked(e, c.client); r == nil && g.needsOverlay() == (ov != nil) {
+		ss := s.openLocked(g, c.client, c.nc, ov)
+		s.mu.Unlock()
+		return ss, g, nil
 	}
-	return ss, g, nil, nil
+	s.mu.Unlock()
+	if ov != nil {
+		s.releaseOverlay(ov)
+	}
+	if r == nil {
+		r = &refusal{nbd.RepErrShutdown, fmt.Sprintf("export %q changed while connecting; try again", name)}
+	}
+	return nil, grant{}, r
 }
 
 func (c *conn) infoGo(opt uint32, data []byte) (*session, error) {
@@ -293,19 +304,20 @@ func (c *conn) infoGo(opt uint32, data []byte) (*session, error) {
 		return nil, c.reply(opt, nbd.RepErrInvalid, []byte(err.Error()))
 	}
 	var (
-		ss   *session
-		g    grant
-		r    *refusal
-		size int64
-		ro   bool
-		e    *export
+		ss    *session
+		g     grant
+		r     *refusal
+		size  int64
+		ro    bool
+		e     *export
+		ovlID nbd.OverlayID
 	)
 	if opt == nbd.OptGo {
-		if ss, g, r, err = c.open(name); err != nil {
-			return nil, err
-		}
-		if ss != nil {
+		if ss, g, r = c.open(name); ss != nil {
 			e, size, ro = ss.exp, ss.backend.Size(), ss.readOnly
+			if ss.cow != nil {
+				ovlID = ss.cow.h.ID
+			}
 		}
 	} else {
 		c.s.mu.Lock()
@@ -315,6 +327,9 @@ func (c *conn) infoGo(opt uint32, data []byte) (*session, error) {
 			}
 		}
 		c.s.mu.Unlock()
+		if r == nil && c.client.identified && g.needsOverlay() {
+			ovlID, r = c.s.infoOverlayID(e, c.client)
+		}
 	}
 	if r != nil {
 		return nil, c.refuse(opt, name, r)
@@ -350,6 +365,13 @@ func (c *conn) infoGo(opt uint32, data []byte) (*session, error) {
 	// likes, and payloads beyond 32 MiB are refused (proto.md "Block size constraints").
 	if err := c.reply(opt, nbd.RepInfo, nbd.AppendInfoBlockSize(nil, 1, 4096, nbd.MaxPayload)); err != nil {
 		return fail(err)
+	}
+	// The overlay ID goes to every client that named itself, asked or not (CONTRACTS.md):
+	// it is what the client insists on when it reconnects.
+	if c.client.identified {
+		if err := c.reply(opt, nbd.RepInfo, nbd.AppendInfoOverlay(nil, ovlID)); err != nil {
+			return fail(err)
+		}
 	}
 	if opt == nbd.OptGo && c.metaAlloc && c.metaExport != e.cfg.Name {
 		// Contexts were selected for another export; they do not carry over (proto.md).

@@ -5,28 +5,38 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
 
 // A copy-on-write export gives each client (by identity) an overlay: a sparse file the size
 // of the image, plus a bitmap saying which 4 KiB blocks live in the overlay. Reads take each
 // block from the overlay or the image; writes go to the overlay only, after copying up the
 // image's contents of partially written blocks. The image is opened read-only, so no bug
-// here can reach it.
+// here can reach it. Where overlays live on disk, their IDs and their locks belong to
+// package overlay; this file is the block engine over an overlay's two files.
 //
 // Correctness under concurrency (nbd-server's cow lost writes this way, nbd#43): a block's
 // bit is set only after its overlay contents are complete, so a read racing a write sees
 // either the old or the new block; writers of the same block serialise on a striped lock,
-// so a copy-up never overwrites a newer write. FLUSH fdatasyncs the overlay before it
-// persists the bitmap, and persists only bits set before that fdatasync began, so a
-// persistent bitmap never points at data that was not yet stable.
+// so a copy-up never overwrites a newer write.
+//
+// Durability, the same for temporary and persistent overlays: FLUSH fdatasyncs the data file
+// before it persists the bitmap, and persists only bits set before that fdatasync began, so
+// the bitmap on disk never points at data that was not yet stable, and every write
+// acknowledged before a FLUSH (or with FUA) is found again after a crash. The bitmap grows
+// only (bits are never cleared), so a bitmap write torn by a crash holds old bits and some
+// new ones, all of which point at synced data. A failed sync poisons the overlay (every
+// later write and FLUSH fails): after fsync reports an error the page cache may have dropped
+// acknowledged data, and a later successful sync would hide that.
 
 const (
 	cowBlockShift = 12
@@ -45,16 +55,22 @@ type overlay struct {
 	bits    []atomic.Uint64
 	stripes [cowStripes]sync.Mutex
 
-	// Persistent overlays keep their bitmap in mapFile, updated on every FLUSH; persisted
-	// is what the file holds (guarded by flushMu).
+	// The bitmap file, updated on every FLUSH; persisted is what it holds (guarded by
+	// flushMu).
 	mapFile   *os.File
 	persisted []uint64
 	flushMu   sync.Mutex
-	name      string // for logs: the overlay file, or "temporary"
 
-	// Guarded by Server.mu.
-	client string
+	h    *ovstore.Overlay // the overlay on disk: ID, export, client, kind, directory, lock
+	logf func(format string, args ...any)
+
+	broken   atomic.Bool  // a sync failed: refuse further writes (see the top of this file)
+	fullAt   atomic.Int64 // when "no space" was last logged (unix ns), to log it once in a while
+	fullErrs atomic.Uint64
+
+	// Guarded by overlaySet.mu.
 	refs   int
+	closed chan struct{} // closed once the last session released the overlay and it is closed
 
 	noPunch atomic.Bool
 }
@@ -64,98 +80,77 @@ var (
 	_ nowaitReader = (*overlay)(nil)
 )
 
-func (o *overlay) describe() string { return o.name }
+// describe names the overlay for logs: "temporary overlay 3f2a…".
+func (o *overlay) describe() string { return fmt.Sprintf("%s overlay %s", o.h.Kind, o.h.ID) }
 
-// overlayLocked returns the client's overlay of export e, creating or opening it.
-func (s *Server) overlayLocked(e *export, c client) (*overlay, error) {
-	if ov := e.cows[c.id]; ov != nil {
-		ov.refs++
-		return ov, nil
-	}
-	ov, err := newOverlay(e.img.fb, &e.cfg, c.id)
+// initOverlayFiles creates an overlay's data file (sparse, size bytes) and an empty bitmap
+// in dir, both synced; attachOverlay writes the bitmap's header and bits on first open.
+func initOverlayFiles(dir string, size int64) error {
+	df, err := os.OpenFile(filepath.Join(dir, ovstore.DataFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("copy-on-write overlay for %s: %w", c.id, err)
+		return err
 	}
-	if e.cows == nil {
-		e.cows = map[string]*overlay{}
+	err = df.Truncate(size)
+	if err == nil {
+		err = df.Sync()
 	}
-	ov.refs = 1
-	e.cows[c.id] = ov
-	return ov, nil
+	if cerr := df.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	mf, err := os.OpenFile(filepath.Join(dir, ovstore.BitmapFile), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = mf.Sync()
+	if cerr := mf.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
-// releaseOverlayLocked drops a session's reference; the last one closes the overlay (a
-// temporary overlay's data is gone then, a persistent one is flushed first).
-func (s *Server) releaseOverlayLocked(e *export, ov *overlay) {
-	ov.refs--
-	if ov.refs > 0 {
-		return
-	}
-	delete(e.cows, ov.client)
-	if err := ov.Close(); err != nil {
-		s.log.Printf("export %q: closing overlay of %s: %v", e.cfg.Name, ov.client, err)
-	}
-}
-
-// overlayPaths names a client's persistent overlay files; both parts are escaped so export
-// names and IPv6 addresses make safe file names.
-func overlayPaths(dir, export, client string) (data, bitmap string) {
-	base := url.PathEscape(export) + "@" + url.PathEscape(client)
-	return filepath.Join(dir, base+".cow"), filepath.Join(dir, base+".map")
-}
-
-func newOverlay(base *fileBackend, cfg *Export, clientID string) (*overlay, error) {
+// attachOverlay opens the files of an overlay held as h over the image base. On error h
+// is left to the caller.
+func attachOverlay(base *fileBackend, h *ovstore.Overlay, logf func(string, ...any)) (*overlay, error) {
 	size := base.size
-	o := &overlay{base: base, size: size, nblocks: (size + cowBlock - 1) / cowBlock, client: clientID}
+	if h.ImageSize != size {
+		return nil, fmt.Errorf("overlay %s was made for an image of %d bytes, %s has %d: remove the overlay (nbdroot overlays rm %s)",
+			h.ID, h.ImageSize, h.Image, size, h.ID)
+	}
+	o := &overlay{base: base, size: size, nblocks: (size + cowBlock - 1) / cowBlock, h: h, logf: logf, closed: make(chan struct{})}
 	o.bits = make([]atomic.Uint64, (o.nblocks+63)/64)
-	if !cfg.CowPersistent {
-		dir := cfg.CowDir
-		if dir == "" {
-			dir = os.TempDir()
-		}
-		f, err := os.CreateTemp(dir, "nbdroot-cow-*")
-		if err != nil {
-			return nil, err
-		}
-		// Unlinked at once: a crash leaves nothing behind.
-		os.Remove(f.Name())
-		if err := f.Truncate(size); err != nil {
-			f.Close()
-			return nil, err
-		}
-		o.f, o.fd, o.name = f, int(f.Fd()), "temporary overlay"
-		return o, nil
-	}
-	if err := os.MkdirAll(cfg.CowDir, 0o700); err != nil {
-		return nil, err
-	}
-	dataPath, mapPath := overlayPaths(cfg.CowDir, cfg.Name, clientID)
-	mf, err := os.OpenFile(mapPath, os.O_RDWR|os.O_CREATE, 0o600)
+	df, err := os.OpenFile(h.Path(ovstore.DataFile), os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := lockFile(int(mf.Fd()), true); err != nil {
-		mf.Close()
-		return nil, fmt.Errorf("%s: %w", mapPath, err)
-	}
-	df, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o600)
+	mf, err := os.OpenFile(h.Path(ovstore.BitmapFile), os.O_RDWR, 0)
 	if err != nil {
+		df.Close()
+		return nil, err
+	}
+	o.f, o.fd, o.mapFile = df, int(df.Fd()), mf
+	fail := func(err error) (*overlay, error) {
+		df.Close()
 		mf.Close()
 		return nil, err
 	}
-	o.f, o.fd, o.mapFile, o.name = df, int(df.Fd()), mf, dataPath
 	if err := o.loadBitmap(); err != nil {
-		o.Close()
-		return nil, fmt.Errorf("%s: %w", mapPath, err)
+		return fail(fmt.Errorf("%s: %w", h.Path(ovstore.BitmapFile), err))
 	}
-	if err := df.Truncate(size); err != nil {
-		o.Close()
-		return nil, err
+	if st, err := df.Stat(); err != nil {
+		return fail(err)
+	} else if st.Size() != size {
+		// Only an overlay adopted from an older nbdroot, or one whose image grew, gets here.
+		if err := df.Truncate(size); err != nil {
+			return fail(err)
+		}
 	}
 	return o, nil
 }
 
-// loadBitmap reads a persistent bitmap, or writes a fresh one for a new overlay.
+// loadBitmap reads the bitmap, or writes a fresh one for a new overlay.
 func (o *overlay) loadBitmap() error {
 	st, err := o.mapFile.Stat()
 	if err != nil {
@@ -405,6 +400,9 @@ func (o *overlay) WriteAt(p []byte, off int64, fua bool) error {
 	if len(p) == 0 {
 		return nil
 	}
+	if o.broken.Load() {
+		return errBrokenOverlay
+	}
 	n := int64(len(p))
 	unlock := o.lockRange(off, n)
 	err := o.copyUpEdges(off, n)
@@ -415,10 +413,13 @@ func (o *overlay) WriteAt(p []byte, off int64, fua bool) error {
 		o.set(off>>cowBlockShift, (off+n-1)>>cowBlockShift)
 	}
 	unlock()
-	if err == nil && fua {
-		err = o.Flush()
+	if err != nil {
+		return o.failed(err)
 	}
-	return err
+	if fua {
+		return o.Flush()
+	}
+	return nil
 }
 
 // Flush makes the overlay durable: data first, then the bitmap bits set before the data
@@ -426,30 +427,68 @@ func (o *overlay) WriteAt(p []byte, off int64, fua bool) error {
 func (o *overlay) Flush() error {
 	o.flushMu.Lock()
 	defer o.flushMu.Unlock()
-	var snap []uint64
-	if o.mapFile != nil {
-		snap = make([]uint64, len(o.bits))
-		for i := range o.bits {
-			snap[i] = o.bits[i].Load()
-		}
+	if o.broken.Load() {
+		return errBrokenOverlay
+	}
+	snap := make([]uint64, len(o.bits))
+	for i := range o.bits {
+		snap[i] = o.bits[i].Load()
 	}
 	if err := fdatasync(o.fd); err != nil {
-		return &BackendError{"flush overlay", 0, o.size, err}
+		return o.syncFailed(&BackendError{"flush overlay", 0, o.size, err})
 	}
-	if o.mapFile != nil {
-		if err := o.writeBitmap(snap); err != nil {
-			return &BackendError{"flush overlay bitmap", 0, o.size, err}
-		}
+	if err := o.writeBitmap(snap); err != nil {
+		return o.syncFailed(&BackendError{"flush overlay bitmap", 0, o.size, err})
 	}
 	return nil
 }
 
+// errBrokenOverlay answers writes and flushes to an overlay whose sync failed.
+var errBrokenOverlay = overlayIOError{errors.New("a sync of this overlay failed earlier; its data may be incomplete, so it takes no more writes")}
+
+// overlayIOError is an overlay failure the client sees as EIO, whatever the system call
+// said: an overlay that ran out of space is the server's problem, not a full disk on the
+// client (the issue asks for EIO), and the client must not retry into it.
+type overlayIOError struct{ err error }
+
+func (e overlayIOError) Error() string { return e.err.Error() }
+
+// Unwrap gives errnoOf the EIO and errors.Is the cause.
+func (e overlayIOError) Unwrap() []error { return []error{nbd.Errno(nbd.EIO), e.err} }
+
+// failed turns an error of a write into what the client gets, logging (now and then, with
+// a count) when the overlay's file system is full, naming the export, client and overlay.
+func (o *overlay) failed(err error) error {
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		return err
+	}
+	n := o.fullErrs.Add(1)
+	now := time.Now().UnixNano()
+	if last := o.fullAt.Load(); (last == 0 || now-last > int64(10*time.Second)) && o.fullAt.CompareAndSwap(last, now) {
+		o.logf("export %q: %s of client %s: no space left in %s (%d failed writes so far): the client's writes fail with EIO until space is freed; other overlays are not touched: %v",
+			o.h.Export, o.describe(), o.h.Client, filepath.Dir(o.h.Dir), n, err)
+	}
+	return overlayIOError{err}
+}
+
+// syncFailed poisons the overlay after a failed sync (see the top of this file).
+func (o *overlay) syncFailed(err error) error {
+	if !o.broken.Swap(true) {
+		o.logf("export %q: %s of client %s: sync failed, the overlay takes no more writes (its data may be incomplete): %v",
+			o.h.Export, o.describe(), o.h.Client, err)
+	}
+	return overlayIOError{err}
+}
+
 // zeroRange makes [off, off+n) of the overlay read as zeroes and marks it present.
 func (o *overlay) zero(off, n int64, fast bool) error {
+	if o.broken.Load() {
+		return errBrokenOverlay
+	}
 	unlock := o.lockRange(off, n)
 	defer unlock()
 	if err := o.copyUpEdges(off, n); err != nil {
-		return err
+		return o.failed(err)
 	}
 	done := false
 	if !o.noPunch.Load() {
@@ -459,7 +498,7 @@ func (o *overlay) zero(off, n int64, fast bool) error {
 		case errors.Is(err, errUnsupported):
 			o.noPunch.Store(true)
 		default:
-			return &BackendError{"zero overlay", off, n, err}
+			return o.failed(&BackendError{"zero overlay", off, n, err})
 		}
 	}
 	if !done {
@@ -467,7 +506,7 @@ func (o *overlay) zero(off, n int64, fast bool) error {
 			return ErrNotFast
 		}
 		if err := writeZeroes(o.fd, off, n); err != nil {
-			return &BackendError{"zero overlay", off, n, err}
+			return o.failed(&BackendError{"zero overlay", off, n, err})
 		}
 	}
 	o.set(off>>cowBlockShift, (off+n-1)>>cowBlockShift)
@@ -559,16 +598,20 @@ func (o *overlay) Extents(off, length int64, fn func(int64, uint32) bool) error 
 
 func (o *overlay) Cache(off, length int64) error { return o.base.Cache(off, length) }
 
-// Close flushes a persistent overlay and closes its files; a temporary overlay just goes.
+// Close flushes the overlay, closes its files and releases it on disk (for other
+// processes, and for the reaper once it is temporary and unused for the grace period).
 func (o *overlay) Close() error {
 	var err error
-	if o.mapFile != nil {
+	if !o.broken.Load() {
 		err = o.Flush()
-		if cerr := o.mapFile.Close(); err == nil {
-			err = cerr
-		}
+	}
+	if cerr := o.mapFile.Close(); err == nil {
+		err = cerr
 	}
 	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := o.h.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -5,7 +5,24 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
+
+// newTestOverlay creates a fresh overlay of export "x" over base, as the server does.
+func newTestOverlay(t *testing.T, base *fileBackend, st ovstore.Store, c ovstore.Client) *overlay {
+	t.Helper()
+	h, err := st.Create(ovstore.Meta{Export: "x", Client: c, Kind: ovstore.Persistent, ImageSize: base.size},
+		func(dir string) error { return initOverlayFiles(dir, base.size) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ov, err := attachOverlay(base, h, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ov
+}
 
 // A persistent overlay's bitmap survives close and reopen, including changes that land in
 // different pieces of a bitmap larger than one incremental write (images over 128 MiB).
@@ -23,16 +40,15 @@ func TestOverlayBitmapPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fb.Close()
-	cfg := &Export{Name: "x", Path: base, Cow: true, CowDir: t.TempDir(), CowPersistent: true}
+	st := ovstore.Store{Root: t.TempDir()}
+	client := ovstore.Client{ID: "10.0.0.1", ByAddress: true}
 	writes := map[int64][]byte{
 		0:            []byte("first block"),
 		200<<20 + 17: []byte("far away, unaligned"),
 		size - 5:     []byte("end!!"),
 	}
-	ov, err := newOverlay(fb, cfg, "10.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ov := newTestOverlay(t, fb, st, client)
+	id := ov.h.ID
 	for off, p := range writes {
 		if err := ov.WriteAt(p, off, false); err != nil {
 			t.Fatal(err)
@@ -50,8 +66,11 @@ func TestOverlayBitmapPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ov, err = newOverlay(fb, cfg, "10.0.0.1")
+	h, err := st.Open("x", client, id)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if ov, err = attachOverlay(fb, h, t.Logf); err != nil {
 		t.Fatal(err)
 	}
 	defer ov.Close()
@@ -71,10 +90,7 @@ func TestOverlayBitmapPersistence(t *testing.T) {
 		t.Error("untouched block reads overlay garbage")
 	}
 	// A different client has its own (empty) overlay.
-	other, err := newOverlay(fb, cfg, "10.0.0.2")
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := newTestOverlay(t, fb, st, ovstore.Client{ID: "10.0.0.2", ByAddress: true})
 	defer other.Close()
 	other.ReadAt(got[:11], 0)
 	if !bytes.Equal(got[:11], make([]byte, 11)) {

@@ -3,11 +3,13 @@ package nbdserver
 import (
 	"errors"
 	"fmt"
-	"net/netip"
+	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
 
 // fileKey identifies an image by device and inode, so two export names (or a reload that
@@ -22,9 +24,12 @@ type image struct {
 	fb   *fileBackend
 	refs int // configured exports plus open sessions
 
-	// The exclusive-writer lock: the client identity holding the image read-write and how
-	// many of its connections do (multi-conn and reconnects of one client are allowed).
-	writer      string
+	// The exclusive-writer lock: the client holding the image read-write (by identity, or
+	// by address for clients without one) and how many of its connections do (multi-conn
+	// and reconnects of one client are allowed). writerName is how logs and refusals name
+	// it.
+	writer      ovstore.Client
+	writerName  string
 	writerConns int
 	writerExp   string
 }
@@ -53,8 +58,8 @@ type export struct {
 	cfg     Export
 	img     *image
 	conns   int
-	retired bool // no longer in the configuration; lives on while sessions use it
-	cows    map[string]*overlay
+	retired bool   // no longer in the configuration; lives on while sessions use it
+	root    string // cow exports: the overlay directory (package overlay's root)
 }
 
 func (e *export) writable() bool { return !e.cfg.ReadOnly }
@@ -66,9 +71,9 @@ func (e *export) describe() string {
 	case e.cfg.ReadOnly:
 		parts = append(parts, "read-only")
 	case e.cfg.Cow && e.cfg.CowPersistent:
-		parts = append(parts, "copy-on-write, overlays kept in "+e.cfg.CowDir)
+		parts = append(parts, "copy-on-write, persistent overlays in "+e.root)
 	case e.cfg.Cow:
-		parts = append(parts, "copy-on-write, overlays dropped at disconnect")
+		parts = append(parts, "copy-on-write, temporary overlays in "+e.root)
 	case e.cfg.Shared:
 		parts = append(parts, "read-write, SHARED between writers")
 	default:
@@ -131,10 +136,10 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
 				fmt.Errorf("%s is open read-only for connected clients; it can become writable once they disconnect", cfg.Path)}
 		}
-		if img != nil && !imageWritable(&cfg) && !img.fb.readOnly && img.writer != "" {
+		if img != nil && !imageWritable(&cfg) && !img.fb.readOnly && img.writerConns > 0 {
 			undo()
 			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
-				fmt.Errorf("%s is being written by %s; it cannot be re-exported read-only or copy-on-write until that client disconnects", cfg.Path, img.writer)}
+				fmt.Errorf("%s is being written by %s; it cannot be re-exported read-only or copy-on-write until that client disconnects", cfg.Path, img.writerName)}
 		}
 		if img == nil {
 			fb, err := openFile(cfg.Path, !imageWritable(&cfg), false)
@@ -148,6 +153,9 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 		}
 		img.refs++
 		e := &export{cfg: cfg, img: img}
+		if cfg.Cow {
+			e.root = s.overlayRoot(&cfg)
+		}
 		exports[cfg.Name] = e
 	}
 	if d := DefaultExport(cfgs); d != nil {
@@ -176,13 +184,6 @@ func (s *Server) unrefImageLocked(img *image) {
 			delete(s.images, img.key)
 		}
 	}
-}
-
-// client is who is asking, as far as policy is concerned.
-type client struct {
-	id   string     // identity for the writer lock and cow overlays: the IP address, or "unix:uid=N"
-	addr netip.Addr // invalid for Unix-socket clients
-	tls  bool
 }
 
 // refusal is an option error reply: the type and a message for the user.
@@ -248,21 +249,37 @@ func (s *Server) decideLocked(e *export, c client) (grant, *refusal) {
 		return grant{}, &refusal{nbd.RepErrPolicy, fmt.Sprintf("export %q has its maximum of %d connections", e.cfg.Name, e.cfg.MaxConnections)}
 	}
 	g := grant{exp: e}
+	if !e.cfg.ReadOnly && !e.cfg.Shared {
+		// One identity is one machine: the same identity from a second address is refused
+		// like a second writer, so two clients configured alike cannot share an overlay
+		// or a writer lock.
+		if a := s.attached[exportClient{e.cfg.Name, c.key}]; a != nil && a.from != c.from {
+			return grant{}, &refusal{nbd.RepErrPolicy, fmt.Sprintf(
+				"client identity %s is attached to export %q from %s; refused from %s (two machines with one identity? it is free once that connection closes)",
+				c.key, e.cfg.Name, a.from, c.from)}
+		}
+	}
 	switch {
 	case e.cfg.ReadOnly:
 		g.readOnly = true
 	case e.cfg.Cow, e.cfg.Shared:
-	case e.img.writer == "" || e.img.writer == c.id:
+	case e.img.writerConns == 0 || e.img.writer == c.key:
 		g.writer = true
 	case e.cfg.ReadOnlyFallback:
 		g.readOnly = true
-		g.note = fmt.Sprintf("read-only view: %s holds it read-write", e.img.writer)
+		g.note = fmt.Sprintf("read-only view: %s holds it read-write", e.img.writerName)
 	default:
 		return grant{}, &refusal{nbd.RepErrPolicy, fmt.Sprintf(
 			"export %q is in use read-write by %s (one writer at a time; it is free once that client disconnects)",
-			e.cfg.Name, e.img.writer)}
+			e.cfg.Name, e.img.writerName)}
 	}
 	return g, nil
+}
+
+// attachment is a client's live connections to an export, from one address.
+type attachment struct {
+	from  string
+	conns int
 }
 
 // session is one connection's use of an export: the backend it talks to and what it holds.
@@ -270,57 +287,81 @@ type session struct {
 	s        *Server
 	exp      *export
 	client   client
+	nc       net.Conn // closed to cut the session (an administrator removing its overlay)
 	backend  Backend
 	readOnly bool
 	writer   bool
 	cow      *overlay
+	stats    *clientStats
+	started  time.Time
 	released bool
 }
 
-// openLocked turns a grant into a session, taking the writer lock and a cow overlay.
-func (s *Server) openLocked(g grant, c client) (*session, error) {
+// needsOverlay says whether a grant serves the client through a cow overlay.
+func (g grant) needsOverlay() bool { return g.exp.cfg.Cow && !g.readOnly }
+
+// openLocked turns a grant into a session, taking the writer lock; ov is the session's cow
+// overlay (acquired beforehand, outside Server.mu), which the session now owns.
+func (s *Server) openLocked(g grant, c client, nc net.Conn, ov *overlay) *session {
 	e := g.exp
-	ss := &session{s: s, exp: e, client: c, readOnly: g.readOnly, backend: e.img.fb}
-	if e.cfg.Cow && !g.readOnly {
-		ov, err := s.overlayLocked(e, c)
-		if err != nil {
-			return nil, err
-		}
+	ss := &session{s: s, exp: e, client: c, nc: nc, readOnly: g.readOnly, backend: e.img.fb, started: time.Now()}
+	if ov != nil {
 		ss.cow, ss.backend = ov, ov
 	}
 	if g.writer {
-		if e.img.writer == "" {
+		if e.img.writerConns == 0 {
 			e.img.writerExp = e.cfg.Name
 		}
-		e.img.writer = c.id
+		e.img.writer, e.img.writerName = c.key, c.String()
 		e.img.writerConns++
 		ss.writer = true
 	}
+	k := exportClient{e.cfg.Name, c.key}
+	a := s.attached[k]
+	if a == nil {
+		a = &attachment{from: c.from}
+		s.attached[k] = a
+	}
+	a.conns++
+	ss.stats = s.fleet.open(k, c, a.conns == 1)
+	s.sessions[ss] = struct{}{}
 	e.conns++
 	e.img.refs++
-	return ss, nil
+	return ss
 }
 
 // release gives back what the session holds; the image closes if it was the last user.
 func (ss *session) release() {
 	s := ss.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if ss.released {
+		s.mu.Unlock()
 		return
 	}
 	ss.released = true
+	s.mu.Unlock()
+	// The overlay first, outside Server.mu: closing it syncs it.
+	if ss.cow != nil {
+		s.releaseOverlay(ss.cow)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	e := ss.exp
 	e.conns--
 	if ss.writer {
 		e.img.writerConns--
 		if e.img.writerConns == 0 {
-			e.img.writer, e.img.writerExp = "", ""
+			e.img.writer, e.img.writerName, e.img.writerExp = ovstore.Client{}, "", ""
 		}
 	}
-	if ss.cow != nil {
-		s.releaseOverlayLocked(e, ss.cow)
+	k := exportClient{e.cfg.Name, ss.client.key}
+	if a := s.attached[k]; a != nil {
+		if a.conns--; a.conns == 0 {
+			delete(s.attached, k)
+		}
 	}
+	ss.stats.close()
+	delete(s.sessions, ss)
 	s.unrefImageLocked(e.img)
 }
 
@@ -346,8 +387,6 @@ func transmissionFlags(e *Export, readOnly, structured bool) uint16 {
 	}
 	return f
 }
-
-var errNoOverlay = errors.New("copy-on-write overlay unavailable")
 
 // statOrCreate stats an export's image, creating it sparse when CreateSize asks for that.
 func statOrCreate(e *Export) (os.FileInfo, error) {

@@ -71,6 +71,9 @@ func startProc(t *testing.T, o Options, wrap ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.StateDir == "" {
+		o.StateDir = t.TempDir()
+	}
 	js, _ := json.Marshal(o)
 	args := append(wrap, exe, "-test.run=^$")
 	cmd := exec.Command(args[0], args[1:]...)
@@ -216,7 +219,7 @@ func TestProcessSocketActivation(t *testing.T) {
 	ln.Close()
 	img := makeImage(t, testSize)
 	exe, _ := os.Executable()
-	js, _ := json.Marshal(Options{Exports: []string{"root=" + img}})
+	js, _ := json.Marshal(Options{Exports: []string{"root=" + img}, StateDir: t.TempDir()})
 	// The shell sets LISTEN_PID to its own PID and execs the server, keeping that PID.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=nbd exec "$0" -test.run='^$'`, exe)
 	cmd.Env = append(os.Environ(), "NBDSERVER_TEST_OPTIONS="+string(js))

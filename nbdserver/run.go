@@ -9,8 +9,10 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -32,6 +34,15 @@ type Options struct {
 	MaxInFlight      int
 	NoList           bool
 	User, Group      string
+
+	// StateDir is the server's state directory (Config.StateDir; default DefaultStateDir);
+	// its control socket, for `nbdroot overlays` and `nbdroot status`, is opened there.
+	StateDir string
+	// OverlayGrace is Config.OverlayGrace.
+	OverlayGrace time.Duration
+	// Metrics is a TCP address for an HTTP listener serving Prometheus metrics at
+	// /metrics and the server's Status at /status; empty: none.
+	Metrics string
 
 	// Log receives the server's log lines (one per connection and handshake outcome) and
 	// the "listening on ADDR" line for each listener.
@@ -127,6 +138,14 @@ func (o *Options) Load() (*Plan, error) {
 	if o.MaxConnections > 0 {
 		p.Config.MaxConnections = o.MaxConnections
 	}
+	if o.StateDir != "" {
+		abs, err := filepath.Abs(o.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		p.Config.StateDir = abs
+	}
+	p.Config.OverlayGrace = o.OverlayGrace
 	p.Config.HandshakeTimeout = o.HandshakeTimeout
 	p.Config.DrainTimeout = o.DrainTimeout
 	p.Config.MaxInFlight = o.MaxInFlight
@@ -222,15 +241,7 @@ func (p *Plan) Listen() ([]net.Listener, error) {
 		lns = append(lns, ln)
 	}
 	for _, path := range p.Unix {
-		if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
-			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-				c.Close()
-				closeAll()
-				return nil, fmt.Errorf("%s: another server is listening there", path)
-			}
-			os.Remove(path)
-		}
-		ln, err := net.Listen("unix", path)
+		ln, err := listenUnix(path)
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -238,6 +249,19 @@ func (p *Plan) Listen() ([]net.Listener, error) {
 		lns = append(lns, ln)
 	}
 	return lns, nil
+}
+
+// listenUnix listens on a Unix socket path. A stale socket left by a crashed process is
+// replaced; one that a live process answers on is an error.
+func listenUnix(path string) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another server is listening there", path)
+		}
+		os.Remove(path)
+	}
+	return net.Listen("unix", path)
 }
 
 // Run is `nbdroot serve`: it loads the configuration, listens, serves until ctx is cancelled
@@ -260,6 +284,17 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	lns, err := plan.Listen()
 	if err != nil {
 		return err
+	}
+	var metricsLn net.Listener
+	if o.Metrics != "" {
+		// Before dropping privileges, like the NBD listeners.
+		if metricsLn, err = net.Listen("tcp", o.Metrics); err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		lns = append(lns, metricsLn)
 	}
 	closeAll := func() {
 		for _, l := range lns {
@@ -286,6 +321,26 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	}
 	if cfg.TLSMode != TLSOff {
 		logger.Printf("TLS %s", cfg.TLSMode)
+	}
+	var side []*http.Server // the control socket and the metrics listener
+	defer func() {
+		for _, hs := range side {
+			hs.Close()
+		}
+	}()
+	if ctl, err := listenControl(srv.stateDir); err != nil {
+		logger.Printf("warning: no control socket: %v (nbdroot overlays and nbdroot status then work on %s without this server)", err, srv.stateDir)
+	} else {
+		hs := &http.Server{Handler: srv.ControlHandler(), ReadHeaderTimeout: metricsTimeout, ErrorLog: logger}
+		side = append(side, hs)
+		go hs.Serve(ctl)
+	}
+	if metricsLn != nil {
+		lns = slices.DeleteFunc(lns, func(l net.Listener) bool { return l == metricsLn })
+		hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: metricsTimeout, ErrorLog: logger}
+		side = append(side, hs)
+		logger.Printf("metrics on http://%s/metrics", metricsLn.Addr())
+		go hs.Serve(metricsLn)
 	}
 	serveCtx, stopServing := context.WithCancel(context.Background())
 	defer stopServing()

@@ -31,6 +31,17 @@ type Server struct {
 	drainAt  time.Time // guarded by mu; when draining connections stop waiting for requests
 	connWG   sync.WaitGroup
 	nextID   atomic.Uint64
+
+	// Clients: their sessions and, per export, where each client is attached from
+	// (guarded by mu); overlays open for them (with a lock of their own); their counters.
+	sessions map[*session]struct{}
+	attached map[exportClient]*attachment
+	ovs      overlaySet
+	fleet    *fleetStats
+
+	stateDir   string    // Config.StateDir as New saw it
+	started    time.Time // temporary overlays found on disk get their grace period from here
+	stopReaper func()
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -42,7 +53,16 @@ func New(cfg Config) (*Server, error) {
 		images:    map[fileKey]*image{},
 		conns:     map[*conn]struct{}{},
 		listeners: map[net.Listener]struct{}{},
+		sessions:  map[*session]struct{}{},
+		attached:  map[exportClient]*attachment{},
+		fleet:     newFleetStats(),
+		stateDir:  cfg.StateDir,
+		started:   time.Now(),
 	}
+	if s.stateDir == "" {
+		s.stateDir = DefaultStateDir
+	}
+	s.ovs.init()
 	s.log = cfg.Logger
 	if s.log == nil {
 		s.log = log.New(io.Discard, "", 0)
@@ -50,6 +70,7 @@ func New(cfg Config) (*Server, error) {
 	if err := s.Reload(cfg); err != nil {
 		return nil, err
 	}
+	s.stopReaper = s.startReaper()
 	return s, nil
 }
 
@@ -65,6 +86,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.OverlayGrace == 0 {
+		cfg.OverlayGrace = DefaultOverlayGrace
 	}
 	return cfg
 }
@@ -82,6 +106,9 @@ func (s *Server) Reload(cfg Config) error {
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrServerClosed
+	}
+	if err := s.prepareStateLocked(cfg.Exports); err != nil {
+		return err
 	}
 	exports, def, err := s.buildExportsLocked(cfg.Exports)
 	if err != nil {
@@ -270,6 +297,9 @@ func (s *Server) Close() error {
 
 // closeImages flushes and closes every image once no connection uses them.
 func (s *Server) closeImages() error {
+	if s.stopReaper != nil {
+		s.stopReaper()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true

@@ -101,6 +101,7 @@ type tx struct {
 	budget     *semaphore.Weighted
 
 	stats    txStats
+	m        txMetrics
 	shutdown atomic.Bool
 }
 
@@ -111,6 +112,7 @@ type request struct {
 	t      *tx
 	buf    *buffer
 	budget int64
+	start  time.Time // for the latency metrics
 	hdr    [64]byte
 }
 
@@ -144,6 +146,7 @@ func (c *conn) transmit(ss *session) txStats {
 		work:       make(chan *request),
 		maxWorkers: c.cfg.MaxInFlight,
 		budget:     semaphore.NewWeighted(connPayloadBudget),
+		m:          txMetrics{cs: ss.stats},
 	}
 	var src source = readerSource{c.rw}
 	if rs := newRawSocket(c.rw); rs != nil {
@@ -173,6 +176,7 @@ func (c *conn) transmit(ss *session) txStats {
 	// Every request received is answered before the connection closes (proto.md: DISC
 	// requires handling all outstanding requests).
 	t.wg.Wait()
+	t.m.flush(&t.stats)
 	close(t.work)
 	if t.pipe != nil {
 		t.pipe.close()
@@ -200,6 +204,7 @@ func (t *tx) beforeWait() error {
 	if err := t.flush(); err != nil {
 		return err
 	}
+	t.m.flush(&t.stats)
 	if t.idle > 0 {
 		t.idleAt = time.Now()
 		t.c.setReadDeadline(t.idleAt.Add(t.idle))
@@ -226,6 +231,7 @@ func (t *tx) run() error {
 		}
 		t.in.discard(nbd.RequestSize)
 		t.stats.requests++
+		t.m.begin()
 		if t.c.s.draining.Load() {
 			t.shutdown.Store(true)
 			if req.Type == nbd.CmdDisc {
@@ -266,6 +272,7 @@ func (t *tx) run() error {
 		default:
 			err = t.replyError(req, nbd.EINVAL, "unknown command")
 		}
+		t.m.end(req.Type, &t.stats)
 		if err != nil {
 			return err
 		}
@@ -589,7 +596,7 @@ func (t *tx) simple(r nbd.Request, allowed uint16, writes, ranged bool) error {
 // newRequest makes a worker request with an n-byte buffer, within the payload budget.
 func (t *tx) newRequest(r nbd.Request, n int) (*request, error) {
 	req := requestPool.Get().(*request)
-	req.Request, req.t = r, t
+	req.Request, req.t, req.start = r, t, t.m.batchStart
 	if n > 0 {
 		if !t.budget.TryAcquire(int64(n)) {
 			if err := t.flush(); err != nil {
@@ -610,6 +617,7 @@ func (t *tx) newRequest(r nbd.Request, n int) (*request, error) {
 // dispatch hands a request to an idle worker, starts a worker if the pool is not full, or
 // waits for one (after sending our batch, since waiting may take a while).
 func (t *tx) dispatch(r *request) {
+	t.m.dispatched = true
 	t.wg.Add(1)
 	select {
 	case t.work <- r:
@@ -627,7 +635,9 @@ func (t *tx) dispatch(r *request) {
 
 func (t *tx) worker(r *request) {
 	for {
+		typ, start := r.Type, r.start
 		t.serve(r)
+		t.m.worker(typ, start)
 		t.wg.Done()
 		var ok bool
 		if r, ok = <-t.work; !ok {

@@ -1,0 +1,89 @@
+package nbdserver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
+)
+
+// prepareStateLocked makes the state directory and the overlay directories of the cow
+// exports in cfgs, and records the latter in the state directory for `nbdroot overlays`.
+func (s *Server) prepareStateLocked(cfgs []Export) error {
+	var roots []string
+	for i := range cfgs {
+		if cfgs[i].Cow {
+			root := s.overlayRoot(&cfgs[i])
+			if err := os.MkdirAll(root, 0o700); err != nil {
+				return &ConfigError{fmt.Sprintf("export %q", cfgs[i].Name), fmt.Errorf("overlay directory: %w", err)}
+			}
+			roots = append(roots, root)
+		}
+	}
+	if len(roots) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
+		return &ConfigError{"state directory", fmt.Errorf("%w (copy-on-write exports need one; choose it with --state-dir)", err)}
+	}
+	if err := ovstore.RecordRoots(s.stateDir, roots); err != nil {
+		return &ConfigError{"state directory", err}
+	}
+	return nil
+}
+
+// startReaper starts the goroutine that removes temporary overlays unused for the grace
+// period (and forgets the counters of clients long gone); stop ends it.
+func (s *Server) startReaper() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			s.mu.Lock()
+			grace := s.cfg.OverlayGrace
+			s.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(max(grace/4, 100*time.Millisecond), time.Minute)):
+			}
+			s.reap(time.Now())
+			s.fleet.evict(time.Now(), statsRetention)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// reap removes the temporary overlays nobody holds that were unused for the grace period,
+// in the state directory and the overlay directories of the current cow exports.
+func (s *Server) reap(now time.Time) {
+	s.mu.Lock()
+	grace := s.cfg.OverlayGrace
+	roots := []string{ovstore.StateRoot(s.stateDir)}
+	for _, e := range s.exports {
+		if e.cfg.Cow && e.root != roots[0] {
+			roots = append(roots, e.root)
+		}
+	}
+	s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, root := range roots {
+		if seen[root] {
+			continue
+		}
+		seen[root] = true
+		removed, err := ovstore.Store{Root: root}.Reap(now, s.started, grace)
+		for _, m := range removed {
+			s.log.Printf("export %q: removed temporary overlay %s of client %s: unused for %v", m.Export, m.ID, m.Client, grace)
+		}
+		if err != nil {
+			s.log.Printf("removing unused overlays in %s: %v", root, err)
+		}
+	}
+}
