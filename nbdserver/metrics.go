@@ -67,6 +67,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(mClientLast, prometheus.GaugeValue, float64(cs.lastActive.Load())/1e9, ex, cl)
 		for op := range cs.lat {
 			cum, n, sum := cs.lat[op].snapshot()
+			if n == 0 {
+				continue // a histogram appears once it has something to say
+			}
 			buckets := make(map[float64]uint64, len(cum))
 			for i, v := range cum {
 				buckets[bounds[i]] = v
