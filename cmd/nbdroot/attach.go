@@ -54,6 +54,7 @@ exit status: 0 detached; 1 the detach failed; 2 the usage is wrong.
 `
 
 const statusUsage = `usage: nbdroot status [--json] [--all] [/dev/nbdN]
+       nbdroot status --server HOST:PORT | --state-dir DIR [--json]   (a server's clients)
 
 Show this machine's connected NBD devices: size, block size, read-only, what they are
 connected to, the process that connected them, and their keeper (server in use,
@@ -212,6 +213,9 @@ func runDetach(args []string, stdout, stderr io.Writer) int {
 
 // runStatus implements `nbdroot status`.
 func runStatus(args []string, stdout, stderr io.Writer) int {
+	if wantsServerStatus(args) {
+		return runServerStatus(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("nbdroot status", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "")

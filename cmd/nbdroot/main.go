@@ -27,6 +27,7 @@ func commands() []command {
 		{"attach", "connect an NBD export to /dev/nbdN on this machine", runAttach},
 		{"detach", "disconnect /dev/nbdN", runDetach},
 		{"status", "show the NBD devices of this machine", runStatus},
+		{"overlays", "list and remove the copy-on-write overlays of nbdroot serve", runOverlays},
 	}
 }
 
