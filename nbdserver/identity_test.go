@@ -275,3 +275,58 @@ func TestOverlayReaped(t *testing.T) {
 		t.Errorf("attached overlay reaped: %v", err)
 	}
 }
+
+// A client keyed by address finds the persistent overlay an nbdroot before overlay IDs kept
+// for it (cowdir/EXPORT@ADDRESS.cow and .map): upgrading the server loses nothing.
+func TestCowLegacyAdoption(t *testing.T) {
+	img := makeImage(t, testSize)
+	fb, err := openFile(img, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := newTestOverlay(t, fb, ovstore.Store{Root: t.TempDir()}, ovstore.Client{ID: "127.0.0.1", ByAddress: true})
+	if err := old.WriteAt([]byte("from the old days"), 12345, true); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	fb.Close()
+	cowdir := t.TempDir()
+	data, bitmap := legacyOverlayPaths(cowdir, "thin/root", "127.0.0.1")
+	for from, to := range map[string]string{old.h.Path(ovstore.DataFile): data, old.h.Path(ovstore.BitmapFile): bitmap} {
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := startServer(t, Config{Exports: []Export{{Name: "thin/root", Path: img, Cow: true, CowDir: cowdir, CowPersistent: true}}})
+	c := connectFrom(t, s.addr, "127.0.0.1", "thin/root", false)
+	if got := c.pread(12345, 17); string(got) != "from the old days" {
+		t.Errorf("adopted overlay reads %q", got)
+	}
+	if _, err := os.Stat(bitmap); !os.IsNotExist(err) {
+		t.Errorf("legacy bitmap still there: %v", err)
+	}
+	if !strings.Contains(s.logs.String(), "adopted the overlay an older nbdroot kept for @127.0.0.1") {
+		t.Errorf("adoption not logged:\n%s", s.logs)
+	}
+}
+
+// An overlay is never laid over an image that changed since it was made: its blocks would
+// not fit the image any more.
+func TestCowImageChanged(t *testing.T) {
+	cfg := oneExport(t, func(e *Export) { e.Cow = true })
+	s := startServer(t, cfg)
+	a, u := mustGoAs(t, s.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
+	a.pwrite(0, []byte("x"), nbd.CmdFlagFUA)
+	a.disconnect()
+	waitFor(t, "release", func() bool {
+		s.ovs.mu.Lock()
+		defer s.ovs.mu.Unlock()
+		return len(s.ovs.byID) == 0
+	})
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(cfg.Exports[0].Path, later, later); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := goAs(t, s.addr, "127.0.0.1", "root", "pc1", u)
+	wantRefusal(t, err, nbd.RepErrPlatform, "the image was modified")
+}
