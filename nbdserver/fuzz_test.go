@@ -114,6 +114,9 @@ func FuzzHandshake(f *testing.F) {
 	f.Add(nbd.AppendOption(append([]byte{}, flags...), 0xffffffff, []byte{1, 2, 3}))
 	f.Add(append(append([]byte{}, flags...), 0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff))
 	f.Add([]byte{0, 0, 0, 0x80})
+	identified := nbd.AppendOption(append([]byte{}, flags...), nbd.OptNbdrootClient, []byte("id=52:54:00:12:34:56 overlay=00112233445566778899aabbccddeeff"))
+	f.Add(nbd.AppendOption(identified, nbd.OptGo, nbd.AppendInfoRequest(nil, "root", nbd.InfoNbdrootOverlay)))
+	f.Add(nbd.AppendOption(append([]byte{}, flags...), nbd.OptNbdrootClient, []byte("id=../x\x00")))
 	f.Fuzz(func(t *testing.T, input []byte) {
 		s := sharedFuzzServer(t)
 		out := feed(t, s, input)
