@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,5 +213,49 @@ func TestMetricsHandler(t *testing.T) {
 	}
 	if cs := st.Clients[1]; cs.Client != "pc1" || cs.Overlay != u.String() || cs.ReadBytes != 8192 || cs.Connections != 1 || cs.LastActivity.IsZero() {
 		t.Errorf("status of pc1: %+v", cs)
+	}
+}
+
+// `nbdroot serve` opens the control socket in its state directory and, with --metrics, the
+// metrics listener; both answer, and the socket goes when the server stops.
+func TestProcessControlAndMetrics(t *testing.T) {
+	state := t.TempDir()
+	img := makeImage(t, testSize)
+	p := startProc(t, Options{Listen: []string{"127.0.0.1:0"}, Exports: []string{"root=" + img + ",cow"}, StateDir: state, Metrics: "127.0.0.1:0"})
+	var metricsAddr string
+	waitFor(t, "the metrics line", func() bool {
+		for _, line := range strings.Split(p.stderr.String(), "\n") {
+			if a, ok := strings.CutPrefix(line, "metrics on http://"); ok {
+				metricsAddr = strings.TrimSuffix(a, "/metrics")
+				return true
+			}
+		}
+		return false
+	})
+	c, u := mustGoAs(t, p.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
+	c.pwrite(0, []byte("x"), 0)
+	st, err := StatusClient(metricsAddr).Status(context.Background())
+	if err != nil || len(st.Clients) != 1 || st.Clients[0].Overlay != u.String() || st.StateDir != state {
+		t.Fatalf("/status over --metrics: %+v %v", st, err)
+	}
+	ctl, err := DialControl(filepath.Join(state, ControlSocket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := ctl.List(context.Background())
+	if err != nil || len(list) != 1 || list[0].ID != u || !list[0].Attached {
+		t.Fatalf("overlays over the control socket: %+v %v", list, err)
+	}
+	c.disconnect()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(state, ControlSocket)); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
+	}
+	// The overlay outlives the server.
+	if _, err := os.Stat(list[0].Dir); err != nil {
+		t.Errorf("overlay gone with the server: %v", err)
 	}
 }
