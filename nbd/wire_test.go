@@ -41,7 +41,7 @@ func TestParseErrors(t *testing.T) {
 	if _, err := ParseSimpleReply(make([]byte, 3)); err == nil {
 		t.Error("short simple reply accepted")
 	}
-	if _, err := ParseOptReply(AppendOption(nil, OptGo, nil)[:OptReplyHeaderSize]); !errors.As(err, &me) {
+	if _, err := ParseOptReply(AppendOption(nil, OptGo, []byte{0, 0, 0, 0})[:OptReplyHeaderSize]); !errors.As(err, &me) {
 		t.Errorf("option parsed as option reply: got %v, want MagicError", err)
 	}
 }
