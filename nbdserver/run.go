@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 )
@@ -294,11 +293,13 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			}
 			return fmt.Errorf("--metrics: %w", err)
 		}
-		lns = append(lns, metricsLn)
 	}
 	closeAll := func() {
 		for _, l := range lns {
 			l.Close()
+		}
+		if metricsLn != nil {
+			metricsLn.Close()
 		}
 	}
 	if o.Companion != nil {
@@ -336,7 +337,6 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		go hs.Serve(ctl)
 	}
 	if metricsLn != nil {
-		lns = slices.DeleteFunc(lns, func(l net.Listener) bool { return l == metricsLn })
 		hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: metricsTimeout, ErrorLog: logger}
 		side = append(side, hs)
 		logger.Printf("metrics on http://%s/metrics", metricsLn.Addr())
