@@ -401,12 +401,8 @@ func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.err }
 
 // listenControl opens the control socket in the state directory. A socket another running
-// server answers on is left alone (that server keeps it): this one then has none, and
-// says so.
+// server answers on is left alone (that server keeps it): this one then has none.
 func listenControl(stateDir string) (net.Listener, error) {
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return nil, err
-	}
 	path := filepath.Join(stateDir, ControlSocket)
 	ln, err := listenUnix(path)
 	if err != nil {

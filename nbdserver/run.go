@@ -329,7 +329,10 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			hs.Close()
 		}
 	}()
-	if ctl, err := listenControl(srv.stateDir); err != nil {
+	if _, err := os.Stat(srv.stateDir); err != nil {
+		// Not made just for the socket: a server without cow exports leaves no trace.
+		logger.Printf("no control socket: %v (cow exports and the systemd unit make the state directory; nbdroot status --server works with --metrics)", err)
+	} else if ctl, err := listenControl(srv.stateDir); err != nil {
 		logger.Printf("warning: no control socket: %v (nbdroot overlays and nbdroot status then work on %s without this server)", err, srv.stateDir)
 	} else {
 		hs := &http.Server{Handler: srv.ControlHandler(), ReadHeaderTimeout: metricsTimeout, ErrorLog: logger}
