@@ -89,9 +89,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 0, fmt.Sprintf("on shutdown, how long to answer new requests with ESHUTDOWN before disconnecting (default %v; negative: disconnect once requests in flight are answered)", nbdserver.DefaultDrainTimeout))
 	fs.IntVar(&o.MaxInFlight, "max-in-flight", 0, fmt.Sprintf("requests served at once per connection (default %d)", nbdserver.DefaultMaxInFlight))
 	fs.BoolVar(&o.NoList, "no-list", false, "refuse to list exports (NBD_OPT_LIST)")
-	fs.StringVar(&o.StateDir, "state-dir", nbdserver.DefaultStateDir, "state directory: temporary cow overlays and the control socket of nbdroot overlays/status")
+	fs.StringVar(&o.StateDir, "state-dir", nbdserver.DefaultStateDir, "state `DIR`: temporary cow overlays and the control socket of nbdroot overlays/status")
 	fs.DurationVar(&o.OverlayGrace, "overlay-grace", 0, fmt.Sprintf("keep a temporary cow overlay this long after its client's last connection closed (default %v)", nbdserver.DefaultOverlayGrace))
-	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics (/metrics) and the server status (/status) over HTTP on this ADDR:PORT")
+	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics (/metrics) and the server status (/status) over HTTP at `ADDR:PORT`")
 	fs.StringVar(&o.User, "user", "", "switch to this user after listening")
 	fs.StringVar(&o.Group, "group", "", "switch to this group after listening")
 	var nb netboot.Config
