@@ -293,7 +293,7 @@ func (c *conn) open(name string) (*session, grant, *refusal) {
 		s.releaseOverlay(ov)
 	}
 	if r == nil {
-		r = &refusal{nbd.RepErrShutdown, fmt.Sprintf("export %q changed while connecting; try again", name)}
+		r = &refusal{nbd.RepErrPolicy, fmt.Sprintf("export %q changed while connecting; try again", name)}
 	}
 	return nil, grant{}, r
 }
