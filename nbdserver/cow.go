@@ -55,10 +55,11 @@ type overlay struct {
 	bits    []atomic.Uint64
 	stripes [cowStripes]sync.Mutex
 
-	// The bitmap file, updated on every FLUSH; persisted is what it holds (guarded by
-	// flushMu).
+	// The bitmap file, updated on every FLUSH; persisted is what it holds, spare the buffer
+	// the next FLUSH takes its snapshot in (both guarded by flushMu).
 	mapFile   *os.File
 	persisted []uint64
+	spare     []uint64
 	flushMu   sync.Mutex
 
 	h    *ovstore.Overlay // the overlay on disk: ID, export, client, kind, directory, lock
@@ -430,16 +431,22 @@ func (o *overlay) Flush() error {
 	if o.broken.Load() {
 		return errBrokenOverlay
 	}
-	snap := make([]uint64, len(o.bits))
+	snap := o.spare
+	if len(snap) != len(o.bits) {
+		snap = make([]uint64, len(o.bits))
+	}
+	o.spare = nil
 	for i := range o.bits {
 		snap[i] = o.bits[i].Load()
 	}
 	if err := fdatasync(o.fd); err != nil {
 		return o.syncFailed(&BackendError{"flush overlay", 0, o.size, err})
 	}
+	old := o.persisted
 	if err := o.writeBitmap(snap); err != nil {
 		return o.syncFailed(&BackendError{"flush overlay bitmap", 0, o.size, err})
 	}
+	o.spare = old // no garbage per FLUSH: the two buffers take turns
 	return nil
 }
 
