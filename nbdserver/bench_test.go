@@ -19,14 +19,15 @@ func BenchmarkServe4K(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		typ  uint16
-	}{{"read", nbd.CmdRead}, {"write", nbd.CmdWrite}} {
-		b.Run(tc.name, func(b *testing.B) { benchServe4K(b, tc.typ) })
+		cow  bool
+	}{{"read", nbd.CmdRead, false}, {"write", nbd.CmdWrite, false}, {"cow-read", nbd.CmdRead, true}, {"cow-write", nbd.CmdWrite, true}} {
+		b.Run(tc.name, func(b *testing.B) { benchServe4K(b, tc.typ, tc.cow) })
 	}
 }
 
-func benchServe4K(b *testing.B, typ uint16) {
+func benchServe4K(b *testing.B, typ uint16, cow bool) {
 	const size, depth, bs = 64 << 20, 32, 4096
-	s := startServer(b, Config{Exports: []Export{{Name: "root", Path: makeImage(b, size)}}})
+	s := startServer(b, Config{Exports: []Export{{Name: "root", Path: makeImage(b, size), Cow: cow}}})
 	c := connectTest(b, s.addr, "root", false)
 	c.nc.SetDeadline(time.Time{})
 	payload := make([]byte, bs)

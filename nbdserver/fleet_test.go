@@ -64,7 +64,7 @@ func TestFleetReconnects(t *testing.T) {
 }
 
 func TestTxMetricsBatches(t *testing.T) {
-	cs := &clientStats{}
+	cs := newFleetStats().open(exportClient{"root", ovstore.Client{ID: "pc1"}}, client{identified: true}, true)
 	m := txMetrics{cs: cs}
 	var st txStats
 	for i := 0; i < 3; i++ {
@@ -78,7 +78,7 @@ func TestTxMetricsBatches(t *testing.T) {
 	if _, n, _ := cs.lat[opRead].snapshot(); n != 0 || cs.readBytes.Load() != 0 {
 		t.Fatal("published before the batch ended")
 	}
-	m.flush(&st)
+	m.flush(&st) // the first batch is a timed one
 	if _, n, _ := cs.lat[opRead].snapshot(); n != 3 {
 		t.Errorf("%d reads counted, want 3", n)
 	}
@@ -88,20 +88,31 @@ func TestTxMetricsBatches(t *testing.T) {
 	if cs.readBytes.Load() != 3*4096 || cs.lastActive.Load() == 0 {
 		t.Errorf("read bytes %d, last active %d", cs.readBytes.Load(), cs.lastActive.Load())
 	}
-	// A reader that never waits publishes every txBatchMax requests.
-	for i := 0; i < txBatchMax; i++ {
+	// A reader that never waits ends a batch every txBatchMax requests and publishes it;
+	// untimed batches count with the latency of the last timed one.
+	for i := 0; i < txSampleEvery*txBatchMax; i++ {
 		m.begin()
+		st.bytesWritten += 512
 		m.end(nbd.CmdWrite, &st)
+		if m.batchN != 0 {
+			continue
+		}
+		if want := uint64(i+1) * 512; cs.writtenBytes.Load() != want {
+			t.Fatalf("after %d writes %d bytes published, want %d", i+1, cs.writtenBytes.Load(), want)
+		}
+		if _, n, _ := cs.lat[opWrite].snapshot(); n != uint64(i+1) {
+			t.Fatalf("after %d writes %d counted", i+1, n)
+		}
 	}
-	if _, n, _ := cs.lat[opWrite].snapshot(); n != txBatchMax {
-		t.Errorf("%d writes published without a wait, want %d", n, txBatchMax)
+	if m.batches != 1+txSampleEvery {
+		t.Errorf("%d batches", m.batches)
 	}
 }
 
 // BenchmarkTxMetrics is what the counters cost a request the reader serves itself, in
 // batches of 8 (what a client at queue depth 32 typically delivers per read).
 func BenchmarkTxMetrics(b *testing.B) {
-	m := txMetrics{cs: &clientStats{}}
+	m := txMetrics{cs: newFleetStats().open(exportClient{"root", ovstore.Client{ID: "pc1"}}, client{}, true)}
 	var st txStats
 	for i := 0; i < b.N; i++ {
 		m.begin()

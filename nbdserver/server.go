@@ -39,9 +39,9 @@ type Server struct {
 	ovs      overlaySet
 	fleet    *fleetStats
 
-	stateDir   string    // Config.StateDir as New saw it
-	started    time.Time // temporary overlays found on disk get their grace period from here
-	stopReaper func()
+	stateDir         string    // Config.StateDir as New saw it
+	started          time.Time // temporary overlays found on disk get their grace period from here
+	stopHousekeeping func()
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -70,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 	if err := s.Reload(cfg); err != nil {
 		return nil, err
 	}
-	s.stopReaper = s.startReaper()
+	s.stopHousekeeping = s.startHousekeeping()
 	return s, nil
 }
 
@@ -297,8 +297,8 @@ func (s *Server) Close() error {
 
 // closeImages flushes and closes every image once no connection uses them.
 func (s *Server) closeImages() error {
-	if s.stopReaper != nil {
-		s.stopReaper()
+	if s.stopHousekeeping != nil {
+		s.stopHousekeeping()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

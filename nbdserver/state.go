@@ -34,24 +34,32 @@ func (s *Server) prepareStateLocked(cfgs []Export) error {
 	return nil
 }
 
-// startReaper starts the goroutine that removes temporary overlays unused for the grace
-// period (and forgets the counters of clients long gone); stop ends it.
-func (s *Server) startReaper() (stop func()) {
+// startHousekeeping starts the server's housekeeping goroutine: it moves the coarse clock
+// of the fleet counters on, removes temporary overlays unused for the grace period and
+// forgets the counters of clients long gone. stop ends it.
+func (s *Server) startHousekeeping() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		tick := time.NewTicker(coarseTick)
+		defer tick.Stop()
+		var lastReap time.Time
 		for {
-			s.mu.Lock()
-			grace := s.cfg.OverlayGrace
-			s.mu.Unlock()
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(min(max(grace/4, 100*time.Millisecond), time.Minute)):
+			case now := <-tick.C:
+				s.fleet.now.Store(now.UnixNano())
+				s.mu.Lock()
+				grace := s.cfg.OverlayGrace
+				s.mu.Unlock()
+				if now.Sub(lastReap) >= min(max(grace/4, coarseTick), time.Minute) {
+					lastReap = now
+					s.reap(now)
+					s.fleet.evict(now, statsRetention)
+				}
 			}
-			s.reap(time.Now())
-			s.fleet.evict(time.Now(), statsRetention)
 		}
 	}()
 	return func() {

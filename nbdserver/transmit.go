@@ -596,7 +596,7 @@ func (t *tx) simple(r nbd.Request, allowed uint16, writes, ranged bool) error {
 // newRequest makes a worker request with an n-byte buffer, within the payload budget.
 func (t *tx) newRequest(r nbd.Request, n int) (*request, error) {
 	req := requestPool.Get().(*request)
-	req.Request, req.t, req.start = r, t, t.m.batchStart
+	req.Request, req.t = r, t
 	if n > 0 {
 		if !t.budget.TryAcquire(int64(n)) {
 			if err := t.flush(); err != nil {
@@ -617,7 +617,7 @@ func (t *tx) newRequest(r nbd.Request, n int) (*request, error) {
 // dispatch hands a request to an idle worker, starts a worker if the pool is not full, or
 // waits for one (after sending our batch, since waiting may take a while).
 func (t *tx) dispatch(r *request) {
-	t.m.dispatched = true
+	t.m.dispatched, r.start = true, t.m.start()
 	t.wg.Add(1)
 	select {
 	case t.work <- r:
