@@ -9,23 +9,19 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/nbdroot/nbdroot/kmod/depmod"
 )
 
-// moduleSuffixes are the file name endings of a module: plain, or compressed as kmod and the
-// kernel's modules_install (CONFIG_MODULE_COMPRESS_*) write them.
-var moduleSuffixes = []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"}
-
 // ModuleName returns the canonical form of a module name or file name: the base name without
-// its .ko[.xz|.zst|.gz] suffix, with '-' as '_' (modprobe treats them as the same).
+// its .ko[.xz|.zst|.gz] suffix, with '-' as '_' (modprobe treats them as the same). Which
+// suffixes a module file has is kmod/depmod's to say (depmod.ModuleFileName), for this
+// package and the image builder alike.
 func ModuleName(s string) string {
-	s = path.Base(filepath.ToSlash(s))
-	for _, suf := range moduleSuffixes {
-		if t, ok := strings.CutSuffix(s, suf); ok {
-			s = t
-			break
-		}
+	if name, ok := depmod.ModuleFileName(s); ok {
+		return name
 	}
-	return strings.ReplaceAll(s, "-", "_")
+	return depmod.Normalize(path.Base(filepath.ToSlash(s)))
 }
 
 // ModulesDir is what a /lib/modules/VER directory tells about its kernel: which modules are
@@ -98,12 +94,8 @@ func openModulesDir(dir string) (*ModulesDir, error) {
 }
 
 func isModuleFile(name string) bool {
-	for _, suf := range moduleSuffixes {
-		if strings.HasSuffix(name, suf) {
-			return true
-		}
-	}
-	return false
+	_, ok := depmod.ModuleFileName(name)
+	return ok
 }
 
 // readModuleList reads modules.builtin (or modules.order): one module path per line.

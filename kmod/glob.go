@@ -128,6 +128,10 @@ func NormalizeAlias(s string) string {
 	return string(b)
 }
 
+// IsPattern reports whether an alias is an fnmatch(3) pattern for Match rather than a
+// literal name: the build side files the two apart as the boot side does.
+func IsPattern(s string) bool { return hasMeta(s) }
+
 // hasMeta reports whether an alias is a glob pattern rather than a literal name.
 func hasMeta(s string) bool {
 	return strings.ContainsAny(s, "*?[\\")

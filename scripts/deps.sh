@@ -36,6 +36,7 @@ declare -A need=(
   [xz]=xz-utils
   [lz4]=lz4
   [debootstrap]=debootstrap
+  [depmod]=kmod
 )
 
 packages() {

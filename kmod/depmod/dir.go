@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,10 +18,15 @@ import (
 )
 
 // Dir is a kernel's modules directory (/lib/modules/VER): which module files it has,
-// which modules and aliases the kernel has built in, and, read lazily, every module's
-// .modinfo. It does not need depmod's output (modules.dep, modules.alias): everything comes
-// from the module files themselves and from modules.builtin(.modinfo), which the kernel
-// build installs.
+// which modules and aliases the kernel has built in, and, read lazily, the .modinfo of
+// the modules a build needs.
+//
+// Which modules an alias names comes from depmod's modules.alias when the directory has
+// depmod's indexes (every installed kernel does), else from every module's own .modinfo
+// (an unpacked kernel package has no indexes): both give the same answer, but reading
+// .modinfo means decompressing every module of a kernel that compresses them. Modules
+// the indexes do not cover (added or changed after depmod ran) are read from .modinfo in
+// either case.
 type Dir struct {
 	// Path is the modules directory.
 	Path string
@@ -32,10 +38,15 @@ type Dir struct {
 	// builtinAliases are the aliases of built-in modules (modules.builtin.modinfo),
 	// normalised.
 	builtinAliases []kmod.Alias
+	// index is depmod's output, nil when absent or ignored.
+	index *depIndex
+	// unindexed are the module files the index does not cover: all of them without one.
+	unindexed []string
 
 	mu      sync.Mutex
 	infos   map[string]*Modinfo
-	aliases *aliasTable // nil until the first alias lookup
+	data    map[string][]byte // decompressed modules Resolve read, until ReadModule
+	aliases *aliasTable       // nil until the first alias lookup
 }
 
 // aliasTable maps alias patterns of every module in the directory to module names.
@@ -44,30 +55,36 @@ type aliasTable struct {
 	globs []kmod.Alias
 }
 
-// moduleSuffixes are the module file names the kernel build and distributions install.
-var moduleSuffixes = []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"}
-
-// moduleName returns the module name of a module file name and whether it is one.
-func moduleName(file string) (string, bool) {
-	for _, s := range moduleSuffixes {
-		if strings.HasSuffix(file, s) {
-			return Normalize(strings.TrimSuffix(file, s)), true
-		}
-	}
-	return "", false
+// OpenOptions tune OpenWith.
+type OpenOptions struct {
+	// IgnoreIndexes reads every module's .modinfo even where depmod's indexes are
+	// present: slow for compressed modules; for checking an index against the modules.
+	IgnoreIndexes bool
 }
 
 // OpenDir indexes the module files under path (all of it, not only kernel/: out-of-tree
-// modules live in extra/ and updates/) and reads modules.builtin and
-// modules.builtin.modinfo when present. The build and source symlinks of a modules
-// directory point into kernel sources and are not followed.
-func OpenDir(path string) (*Dir, error) {
+// modules live in extra/ and updates/), reads modules.builtin and
+// modules.builtin.modinfo when present, and depmod's indexes when present. The build and
+// source symlinks of a modules directory point into kernel sources and are not followed.
+func OpenDir(path string) (*Dir, error) { return OpenWith(path, OpenOptions{}) }
+
+// OpenWith is OpenDir with options.
+func OpenWith(path string, opts OpenOptions) (*Dir, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return nil, fmt.Errorf("modules directory: %w", err)
 	}
 	d := &Dir{Path: real, KVer: filepath.Base(real), files: map[string]string{},
-		builtin: map[string]bool{}, infos: map[string]*Modinfo{}}
+		builtin: map[string]bool{}, infos: map[string]*Modinfo{}, data: map[string][]byte{}}
+	if !opts.IgnoreIndexes {
+		if d.index, err = readDepIndex(real); err != nil {
+			return nil, fmt.Errorf("modules directory: %w", err)
+		}
+	}
+	var newer map[string]bool // module files changed after depmod ran
+	if d.index != nil {
+		newer = map[string]bool{}
+	}
 	err = filepath.WalkDir(real, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -75,7 +92,7 @@ func OpenDir(path string) (*Dir, error) {
 		if e.IsDir() {
 			return nil
 		}
-		name, ok := moduleName(e.Name())
+		name, ok := ModuleFileName(e.Name())
 		if !ok {
 			return nil
 		}
@@ -87,6 +104,13 @@ func OpenDir(path string) (*Dir, error) {
 			return nil
 		}
 		d.files[name] = rel
+		if newer != nil {
+			info, err := e.Info()
+			if err != nil {
+				return err
+			}
+			newer[name] = info.ModTime().After(d.index.at)
+		}
 		return nil
 	})
 	if err != nil {
@@ -95,11 +119,27 @@ func OpenDir(path string) (*Dir, error) {
 	if len(d.files) == 0 {
 		return nil, fmt.Errorf("modules directory %s: no kernel modules in it", path)
 	}
+	for _, n := range d.Names() {
+		// Not covered: a file depmod did not see, saw at another path (updates/ added
+		// later), or saw before it changed.
+		if d.index == nil || newer[n] || d.index.paths[n] != d.files[n] {
+			d.unindexed = append(d.unindexed, n)
+		}
+	}
 	if err := d.readBuiltin(); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
+
+// Indexed reports whether the directory's aliases come from depmod's indexes
+// (modules.dep and modules.alias present, and not ignored).
+func (d *Dir) Indexed() bool { return d.index != nil }
+
+// Unindexed returns the module files depmod's indexes do not cover, sorted: every one
+// when the directory has no indexes, else those added or changed after depmod ran. The
+// first alias lookup reads (and decompresses) their .modinfo to learn their aliases.
+func (d *Dir) Unindexed() []string { return slices.Clone(d.unindexed) }
 
 func preferPath(a, b string) bool {
 	au, bu := strings.HasPrefix(a, "updates/"), strings.HasPrefix(b, "updates/")
@@ -120,7 +160,7 @@ func (d *Dir) readBuiltin() error {
 	if b, err := os.ReadFile(filepath.Join(d.Path, "modules.builtin")); err == nil {
 		sc := bufio.NewScanner(bytes.NewReader(b))
 		for sc.Scan() {
-			if n, ok := moduleName(filepath.Base(strings.TrimSpace(sc.Text()))); ok {
+			if n, ok := ModuleFileName(strings.TrimSpace(sc.Text())); ok {
 				d.builtin[n] = true
 			}
 		}
@@ -172,8 +212,11 @@ func (d *Dir) File(name string) (string, bool) {
 func (d *Dir) Builtin(name string) bool { return d.builtin[Normalize(name)] }
 
 // Modinfo returns the .modinfo of module name, reading it once.
-func (d *Dir) Modinfo(name string) (*Modinfo, error) {
-	name = Normalize(name)
+func (d *Dir) Modinfo(name string) (*Modinfo, error) { return d.load(Normalize(name), false) }
+
+// load returns the .modinfo of module name (normalised), reading it once. With keep, the
+// ELF decompressed to read it is kept for ReadModule.
+func (d *Dir) load(name string, keep bool) (*Modinfo, error) {
 	d.mu.Lock()
 	mi := d.infos[name]
 	d.mu.Unlock()
@@ -184,7 +227,7 @@ func (d *Dir) Modinfo(name string) (*Modinfo, error) {
 	if !ok {
 		return nil, fmt.Errorf("module %s: %w", name, fs.ErrNotExist)
 	}
-	mi, err := ReadModinfoFile(filepath.Join(d.Path, filepath.FromSlash(rel)))
+	mi, data, err := readModule(filepath.Join(d.Path, filepath.FromSlash(rel)))
 	if err != nil {
 		return nil, err
 	}
@@ -193,13 +236,59 @@ func (d *Dir) Modinfo(name string) (*Modinfo, error) {
 	}
 	d.mu.Lock()
 	d.infos[name] = mi
+	if keep && data != nil {
+		d.data[name] = data
+	}
 	d.mu.Unlock()
 	return mi, nil
 }
 
-// loadAliases reads the .modinfo of every module (in parallel: a distribution kernel has
-// thousands) and builds the alias table. Unreadable modules are skipped: one broken
-// out-of-tree module must not stop an image build that does not need it.
+// ReadModule returns the uncompressed ELF contents of module name, as an image stores
+// it. Resolve keeps the compressed modules of its closure, which it decompressed to read
+// their .modinfo; ReadModule hands each of those out once, without decompressing it
+// again, and forgets it (so the memory goes as the image is written). Otherwise it reads
+// the file.
+func (d *Dir) ReadModule(name string) ([]byte, error) {
+	name = Normalize(name)
+	d.mu.Lock()
+	data, ok := d.data[name]
+	delete(d.data, name)
+	d.mu.Unlock()
+	if ok {
+		return data, nil
+	}
+	rel, ok := d.files[name]
+	if !ok {
+		return nil, fmt.Errorf("module %s: %w", name, fs.ErrNotExist)
+	}
+	return ReadModuleFile(filepath.Join(d.Path, filepath.FromSlash(rel)))
+}
+
+// parallel calls fn(i) for every i in [0, n) on one goroutine per CPU and returns when
+// all calls have: decompressing modules is CPU bound.
+func parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(n, max(1, runtime.NumCPU())) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// loadAliases builds the alias table: modules.alias's entries for the modules the index
+// covers, and the aliases in the .modinfo of the others (read in parallel). Unreadable
+// modules are skipped: one broken out-of-tree module must not stop an image build that
+// does not need it.
 func (d *Dir) loadAliases() *aliasTable {
 	d.mu.Lock()
 	t := d.aliases
@@ -207,36 +296,35 @@ func (d *Dir) loadAliases() *aliasTable {
 	if t != nil {
 		return t
 	}
-	names := d.Names()
-	infos := make([]*Modinfo, len(names))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range max(1, runtime.NumCPU()) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				infos[i], _ = d.Modinfo(names[i])
-			}
-		}()
-	}
-	for i := range names {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
 	t = &aliasTable{exact: map[string][]string{}}
+	add := func(a kmod.Alias) {
+		if kmod.IsPattern(a.Pattern) {
+			t.globs = append(t.globs, a)
+		} else {
+			t.exact[a.Pattern] = append(t.exact[a.Pattern], a.Module)
+		}
+	}
+	if d.index != nil {
+		scanned := make(map[string]bool, len(d.unindexed))
+		for _, n := range d.unindexed {
+			scanned[n] = true
+		}
+		for _, a := range d.index.aliases {
+			// An alias of a module whose file is gone, or whose .modinfo is read below,
+			// is not the index's to give.
+			if _, ok := d.files[a.Module]; ok && !scanned[a.Module] {
+				add(a)
+			}
+		}
+	}
+	infos := make([]*Modinfo, len(d.unindexed))
+	parallel(len(d.unindexed), func(i int) { infos[i], _ = d.load(d.unindexed[i], false) })
 	for i, mi := range infos {
 		if mi == nil {
 			continue
 		}
 		for _, a := range mi.Aliases {
-			a = kmod.NormalizeAlias(a)
-			if strings.ContainsAny(a, "*?[\\") {
-				t.globs = append(t.globs, kmod.Alias{Pattern: a, Module: names[i]})
-			} else {
-				t.exact[a] = append(t.exact[a], names[i])
-			}
+			add(kmod.Alias{Pattern: kmod.NormalizeAlias(a), Module: d.unindexed[i]})
 		}
 	}
 	d.mu.Lock()

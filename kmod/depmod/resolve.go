@@ -87,6 +87,7 @@ type resolver struct {
 func (d *Dir) Resolve(reqs []Request) (*Closure, error) {
 	r := &resolver{d: d, c: &Closure{Resolved: map[string][]string{}}, state: map[string]visitState{},
 		mods: map[string]*Module{}, builtins: map[string]bool{}}
+	d.prefetch(reqs)
 	for _, req := range reqs {
 		if _, done := r.c.Resolved[req.Name]; done {
 			continue
@@ -130,6 +131,46 @@ func (d *Dir) Resolve(reqs []Request) (*Closure, error) {
 	return r.c, nil
 }
 
+// prefetch reads, in parallel, the .modinfo — and keeps the decompressed ELF, for
+// ReadModule — of the modules the closure of reqs will hold as depmod's indexes predict
+// it: the modules each request names, their modules.dep dependencies and their
+// modules.softdep ones. The walk that follows decides from the modules' own .modinfo; the
+// prediction only spares it decompressing one module after the other. Without indexes
+// only the requested modules are predicted. Errors are left for the walk to report.
+func (d *Dir) prefetch(reqs []Request) {
+	seen := map[string]bool{}
+	var queue []string
+	push := func(nameOrAlias string) {
+		mods, _ := d.Lookup(nameOrAlias)
+		for _, m := range mods {
+			if !seen[m] {
+				seen[m] = true
+				queue = append(queue, m)
+			}
+		}
+	}
+	for _, r := range reqs {
+		push(r.Name)
+	}
+	if d.index != nil {
+		unindexed := map[string]bool{}
+		for _, n := range d.unindexed {
+			unindexed[n] = true
+		}
+		for i := 0; i < len(queue); i++ {
+			if m := queue[i]; !unindexed[m] {
+				for _, dep := range d.index.deps[m] {
+					push(dep)
+				}
+				for _, s := range d.index.softdeps[m] {
+					push(s)
+				}
+			}
+		}
+	}
+	parallel(len(queue), func(i int) { d.load(queue[i], true) })
+}
+
 // kmodName is the form built-in names and aliases take in the boot index.
 func kmodName(s string) string { return strings.ReplaceAll(s, "-", "_") }
 
@@ -147,7 +188,7 @@ func (r *resolver) visit(name string) (bool, error) {
 		return false, fmt.Errorf("module %s failed to resolve", name)
 	}
 	r.state[name] = visiting
-	mi, err := r.d.Modinfo(name)
+	mi, err := r.d.load(name, true)
 	if err != nil {
 		r.state[name] = failed
 		return false, err
