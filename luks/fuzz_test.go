@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nbdroot/nbdroot/dm"
 )
 
 // The header parsers read what the NBD server (or whoever controls it) hands the client,
@@ -188,9 +190,9 @@ func checkVolume(t *testing.T, v *Volume) {
 	if strings.ContainsAny(p, "\n\x00") || len(strings.Fields(p)) < 5 {
 		t.Fatalf("table params %q", p)
 	}
-	if _, err := dmMessage("fuzz", tb.UUIDPrefix[:min(len(tb.UUIDPrefix), 100)], 0,
-		[]dmTarget{{length: tb.Length, targetType: "crypt", params: []byte(p)}}); err != nil {
-		t.Fatalf("dmMessage: %v", err)
+	if _, err := (dm.Message{Name: "fuzz", UUID: tb.UUIDPrefix[:min(len(tb.UUIDPrefix), 100)],
+		Targets: []dm.Target{{Length: tb.Length, Type: "crypt", Params: []byte(p)}}}).Encode(); err != nil {
+		t.Fatalf("dm message: %v", err)
 	}
 }
 
