@@ -33,12 +33,13 @@ func sections() []section {
 		{"server", benchServer},
 		{"luks", benchLUKS},
 		{"boot", benchBoot},
+		{"initramfs", benchInitramfs},
 	}
 }
 
 func main() {
 	var e env
-	only := flag.String("only", "", "comma-separated sections to run (server, luks, boot); default all")
+	only := flag.String("only", "", "comma-separated sections to run (server, luks, boot, initramfs); default all")
 	out := flag.String("out", "", "also write the tables to this file (e.g. docs/bench.md)")
 	flag.StringVar(&e.Build, "build", "build", "directory with the nbdroot binaries")
 	flag.StringVar(&e.Kernel, "kernel", os.Getenv("NBDROOT_KERNEL"), "test kernel directory")
