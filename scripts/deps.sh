@@ -37,6 +37,8 @@ declare -A need=(
   [lz4]=lz4
   [debootstrap]=debootstrap
   [depmod]=kmod
+  [debootstrap]=debootstrap
+  [lvm]=lvm2
 )
 
 packages() {
