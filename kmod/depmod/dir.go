@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,7 +40,7 @@ type Dir struct {
 	// index is depmod's output, nil when absent or ignored.
 	index *depIndex
 	// unindexed are the module files the index does not cover: all of them without one.
-	unindexed []string
+	unindexed map[string]bool
 
 	mu      sync.Mutex
 	infos   map[string]*Modinfo
@@ -75,7 +74,8 @@ func OpenWith(path string, opts OpenOptions) (*Dir, error) {
 		return nil, fmt.Errorf("modules directory: %w", err)
 	}
 	d := &Dir{Path: real, KVer: filepath.Base(real), files: map[string]string{},
-		builtin: map[string]bool{}, infos: map[string]*Modinfo{}, data: map[string][]byte{}}
+		builtin: map[string]bool{}, infos: map[string]*Modinfo{}, data: map[string][]byte{},
+		unindexed: map[string]bool{}}
 	if !opts.IgnoreIndexes {
 		if d.index, err = readDepIndex(real); err != nil {
 			return nil, fmt.Errorf("modules directory: %w", err)
@@ -119,11 +119,11 @@ func OpenWith(path string, opts OpenOptions) (*Dir, error) {
 	if len(d.files) == 0 {
 		return nil, fmt.Errorf("modules directory %s: no kernel modules in it", path)
 	}
-	for _, n := range d.Names() {
+	for n, rel := range d.files {
 		// Not covered: a file depmod did not see, saw at another path (updates/ added
 		// later), or saw before it changed.
-		if d.index == nil || newer[n] || d.index.paths[n] != d.files[n] {
-			d.unindexed = append(d.unindexed, n)
+		if d.index == nil || newer[n] || d.index.paths[n] != rel {
+			d.unindexed[n] = true
 		}
 	}
 	if err := d.readBuiltin(); err != nil {
@@ -139,7 +139,14 @@ func (d *Dir) Indexed() bool { return d.index != nil }
 // Unindexed returns the module files depmod's indexes do not cover, sorted: every one
 // when the directory has no indexes, else those added or changed after depmod ran. The
 // first alias lookup reads (and decompresses) their .modinfo to learn their aliases.
-func (d *Dir) Unindexed() []string { return slices.Clone(d.unindexed) }
+func (d *Dir) Unindexed() []string {
+	var out []string
+	for n := range d.unindexed {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
 
 func preferPath(a, b string) bool {
 	au, bu := strings.HasPrefix(a, "updates/"), strings.HasPrefix(b, "updates/")
@@ -305,26 +312,23 @@ func (d *Dir) loadAliases() *aliasTable {
 		}
 	}
 	if d.index != nil {
-		scanned := make(map[string]bool, len(d.unindexed))
-		for _, n := range d.unindexed {
-			scanned[n] = true
-		}
 		for _, a := range d.index.aliases {
 			// An alias of a module whose file is gone, or whose .modinfo is read below,
 			// is not the index's to give.
-			if _, ok := d.files[a.Module]; ok && !scanned[a.Module] {
+			if _, ok := d.files[a.Module]; ok && !d.unindexed[a.Module] {
 				add(a)
 			}
 		}
 	}
-	infos := make([]*Modinfo, len(d.unindexed))
-	parallel(len(d.unindexed), func(i int) { infos[i], _ = d.load(d.unindexed[i], false) })
+	scan := d.Unindexed()
+	infos := make([]*Modinfo, len(scan))
+	parallel(len(scan), func(i int) { infos[i], _ = d.load(scan[i], false) })
 	for i, mi := range infos {
 		if mi == nil {
 			continue
 		}
 		for _, a := range mi.Aliases {
-			add(kmod.Alias{Pattern: kmod.NormalizeAlias(a), Module: d.unindexed[i]})
+			add(kmod.Alias{Pattern: kmod.NormalizeAlias(a), Module: scan[i]})
 		}
 	}
 	d.mu.Lock()

@@ -153,12 +153,8 @@ func (d *Dir) prefetch(reqs []Request) {
 		push(r.Name)
 	}
 	if d.index != nil {
-		unindexed := map[string]bool{}
-		for _, n := range d.unindexed {
-			unindexed[n] = true
-		}
 		for i := 0; i < len(queue); i++ {
-			if m := queue[i]; !unindexed[m] {
+			if m := queue[i]; !d.unindexed[m] {
 				for _, dep := range d.index.deps[m] {
 					push(dep)
 				}
