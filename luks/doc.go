@@ -1,7 +1,8 @@
 // Package luks opens LUKS1 and LUKS2 volumes in pure Go: it parses the on-disk headers,
 // derives a keyslot's key with PBKDF2 or Argon2, merges the anti-forensic stripes, checks the
 // volume key against the header's digest, and turns the data segment into a dm-crypt table
-// that it loads through device-mapper ioctls (no cryptsetup, no libdevmapper, no dmsetup).
+// that it loads through package dm's device-mapper ioctls (no cryptsetup, no libdevmapper,
+// no dmsetup).
 //
 // The formats are those of the LUKS1 On-Disk Format Specification 1.2.3 and the LUKS2
 // On-Disk Format Specification 1.1.x as cryptsetup writes them; where the specifications
@@ -22,8 +23,9 @@
 //     to the garbage collector. Ownership: the passphrase belongs to the caller (the package
 //     only reads it); the *VolumeKey Unlock returns belongs to the caller (VolumeKey.Wipe);
 //     a *Table holds its own copy of the key (Table.Wipe).
-//   - Device-mapper ioctls (Activate, Deactivate) are in dm_linux.go; the message layout
-//     they send is built by pure code in dm.go and unit-tested byte for byte without root.
+//   - It builds the dm-crypt table; the device-mapper ioctls (Activate, Deactivate) are
+//     package dm's, which wipes the buffers that carried the key and is tested against a
+//     fake (dm/dmtest) without root.
 //
 // A boot hook uses it like this:
 //
