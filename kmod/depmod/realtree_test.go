@@ -92,8 +92,14 @@ func TestIndexedEqualsScannedCachedRoots(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: reading every module of a distribution kernel takes a while")
 	}
+	seen := map[string]bool{} // one run per kernel: several roots may hold the same one
 	for _, dep := range dirs {
 		dir := filepath.Dir(dep)
+		kver := filepath.Base(dir)
+		if seen[kver] {
+			continue
+		}
+		seen[kver] = true
 		t.Run(strings.TrimPrefix(dir, cache+"/roots/"), func(t *testing.T) {
 			got := checkEquivalent(t, dir, realRequestSets(t, dir))
 			for _, m := range wantInRealClosures {
