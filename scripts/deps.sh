@@ -37,7 +37,6 @@ declare -A need=(
   [lz4]=lz4
   [debootstrap]=debootstrap
   [depmod]=kmod
-  [debootstrap]=debootstrap
   [lvm]=lvm2
 )
 
