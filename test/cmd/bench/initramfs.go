@@ -19,6 +19,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/nbdroot/nbdroot/kmod/depmod"
+	"github.com/nbdroot/nbdroot/test/vm"
 )
 
 // The initramfs build benchmark (issue 16): how long `nbdroot initramfs` takes for a
@@ -27,23 +28,22 @@ import (
 // alternate the builders; median and min–max of wall time, and CPU time (user+system of
 // the builder and every process it ran), which the machine's other load disturbs less.
 //
-// Each distribution is a debootstrapped root cached in NBDROOT_CACHE/roots:
-// bench-SUITE has linux-image-amd64 with initramfs-tools (debootstrap's pick), and
-// bench-SUITE-dracut is a copy in which apt replaced initramfs-tools with dracut. The
-// baselines run inside their root (chroot, in a private mount namespace with /proc, /sys
+// Each distribution is the distribution tests' debootstrapped root (vm.DebianRoot:
+// linux-image-amd64 with initramfs-tools, debootstrap's pick), copied once per machine
+// into NBDROOT_CACHE/roots with zstd added (bench-SUITE-zstd) and, for dracut, with apt
+// replacing initramfs-tools by dracut (bench-SUITE-dracut-zstd). The baselines run inside
+// their root (chroot, in a private mount namespace with /proc, /sys
 // and /dev) and build their default generic image — mkinitramfs with MODULES=most,
 // dracut --no-hostonly — zstd-compressed like ours. Ours runs on the host against the
 // root (--root), and once more against a copy of the modules without depmod's indexes,
 // as an unpacked kernel package is.
 
 // initramfsSuites are the distributions measured: Debian 12 (6.1, plain .ko) and
-// Debian 13 (6.12, .ko.xz).
+// Debian 13 (6.12, .ko.xz), the distribution tests' (vm.DebianSuites).
 var initramfsSuites = []struct{ suite, name string }{
 	{"bookworm", "Debian 12"},
 	{"trixie", "Debian 13"},
 }
-
-const debianMirror = "http://deb.debian.org/debian"
 
 // initramfsBuilder is one way of building an image for the kernel of a root.
 type initramfsBuilder struct {
@@ -63,11 +63,6 @@ func benchInitramfs(ctx context.Context, e *env) (string, error) {
 			return "", fmt.Errorf("%s is needed to make and enter the distribution roots: %w", tool, err)
 		}
 	}
-	cache := os.Getenv("NBDROOT_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "nbdroot")
-	}
 	rounds := 5
 	if e.Quick {
 		rounds = 1
@@ -76,7 +71,7 @@ func benchInitramfs(ctx context.Context, e *env) (string, error) {
 	fmt.Fprintf(&b, "### Initramfs build time: nbdroot vs update-initramfs and dracut (same kernel, %d rounds alternating, median [min–max])\n\n", rounds)
 	fmt.Fprintf(&b, "| kernel | builder | modules in image | image (zstd) | wall | CPU (user+sys) | wall vs nbdroot |\n|---|---|---|---|---|---|---|\n")
 	for _, s := range initramfsSuites {
-		rows, err := benchInitramfsSuite(ctx, e, cache, s.suite, s.name, rounds)
+		rows, err := benchInitramfsSuite(ctx, e, s.suite, s.name, rounds)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -88,12 +83,12 @@ func benchInitramfs(ctx context.Context, e *env) (string, error) {
 
 // benchInitramfsSuite measures every builder on one distribution's kernel and returns
 // the table rows.
-func benchInitramfsSuite(ctx context.Context, e *env, cache, suite, name string, rounds int) (string, error) {
-	root, err := benchRoot(ctx, cache, suite, "")
+func benchInitramfsSuite(ctx context.Context, e *env, suite, name string, rounds int) (string, error) {
+	root, err := benchRoot(ctx, suite, "zstd")
 	if err != nil {
 		return "", err
 	}
-	dracutRoot, err := benchRoot(ctx, cache, suite, "dracut")
+	dracutRoot, err := benchRoot(ctx, suite, "dracut", "zstd")
 	if err != nil {
 		return "", err
 	}
@@ -191,22 +186,26 @@ func spread(samples []initramfsSample, f func(initramfsSample) time.Duration) st
 	return fmt.Sprintf("%.2f s [%.2f–%.2f]", initramfsMedian(samples, f).Seconds(), lo.Seconds(), hi.Seconds())
 }
 
-// benchRoot returns the cached root for suite with the given initramfs builder ("" for
-// initramfs-tools, "dracut"), making it first when needed: debootstrap takes a minute or
-// two, the dracut copy another.
-func benchRoot(ctx context.Context, cache, suite, builder string) (string, error) {
-	name := "bench-" + suite
-	if builder != "" {
-		name += "-" + builder
-	}
-	dir := filepath.Join(cache, "roots", name)
-	if _, err := os.Stat(dir + ".done"); err == nil {
-		return dir, nil
-	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+// benchRoot returns a root for measuring the distribution's own builder: a copy of the
+// distribution tests' cached root of suite (vm.DebianRoot, which must not be changed) with
+// packages installed by apt — zstd for mkinitramfs, dracut (which replaces
+// initramfs-tools) — cached beside it as bench-SUITE-PACKAGES until the base changes.
+func benchRoot(ctx context.Context, suite string, packages ...string) (dir string, err error) {
+	defer func() {
+		// vm.DebianRoot reports failures by panicking through the Runner.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	base := vm.DebianRoot(vm.NewRunner("bench"), suite)
+	baseKey, err := os.ReadFile(base + ".done")
+	if err != nil {
 		return "", err
+	}
+	key := string(baseKey) + "+" + strings.Join(packages, ",") + "\n"
+	dir = filepath.Join(filepath.Dir(base), "bench-"+suite+"-"+strings.Join(packages, "-"))
+	if b, err := os.ReadFile(dir + ".done"); err == nil && string(b) == key {
+		return dir, nil
 	}
 	run := func(cmd *exec.Cmd) error {
 		fmt.Fprintf(os.Stderr, "bench: %s\n", strings.Join(cmd.Args, " "))
@@ -215,36 +214,30 @@ func benchRoot(ctx context.Context, cache, suite, builder string) (string, error
 		}
 		return nil
 	}
-	switch builder {
-	case "":
-		if err := run(exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=linux-image-amd64,zstd",
-			suite, tmp, debianMirror)); err != nil {
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	os.Remove(dir + ".done")
+	if err := run(exec.CommandContext(ctx, "cp", "-a", base, tmp)); err != nil {
+		return "", err
+	}
+	if err := run(exec.CommandContext(ctx, "cp", "/etc/resolv.conf", filepath.Join(tmp, "etc", "resolv.conf"))); err != nil {
+		return "", err
+	}
+	for _, argv := range [][]string{
+		{"apt-get", "update", "-qq"},
+		append([]string{"apt-get", "install", "-y", "-qq", "--no-install-recommends"}, packages...),
+	} {
+		cmd := inRoot(ctx, tmp, argv...)
+		cmd.Env = append(cmd.Env, "DEBIAN_FRONTEND=noninteractive")
+		if err := run(cmd); err != nil {
 			return "", err
 		}
-	case "dracut":
-		base, err := benchRoot(ctx, cache, suite, "")
-		if err != nil {
-			return "", err
-		}
-		if err := run(exec.CommandContext(ctx, "cp", "-a", base, tmp)); err != nil {
-			return "", err
-		}
-		if err := run(exec.CommandContext(ctx, "cp", "/etc/resolv.conf", filepath.Join(tmp, "etc", "resolv.conf"))); err != nil {
-			return "", err
-		}
-		install := inRoot(ctx, tmp, "apt-get", "install", "-y", "--no-install-recommends", "dracut")
-		install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		if err := run(install); err != nil {
-			return "", err
-		}
-	default:
-		return "", fmt.Errorf("unknown initramfs builder %q", builder)
 	}
 	os.RemoveAll(dir)
 	if err := os.Rename(tmp, dir); err != nil {
 		return "", err
 	}
-	return dir, os.WriteFile(dir+".done", nil, 0o644)
+	return dir, os.WriteFile(dir+".done", []byte(key), 0o644)
 }
 
 // inRoot runs argv chrooted into root, in a private mount namespace (unshare) that has
