@@ -33,8 +33,9 @@ const (
 	kindList
 )
 
+// String names the kind with its article, for messages: "an integer".
 func (k valueKind) String() string {
-	return [...]string{"", "string", "integer", "number", "list"}[k]
+	return [...]string{"a value", "a string", "an integer", "a number", "a list"}[k]
 }
 
 // value is the right-hand side of an assignment.
@@ -280,7 +281,7 @@ func (s *section) assignment(key string, kind valueKind, required bool) *value {
 		return nil
 	}
 	if n.isSect || n.val.kind != kind {
-		s.fail(n.line, "%s: want a %s", key, kind)
+		s.fail(n.line, "%s: want %s", key, kind)
 		return nil
 	}
 	return &n.val

@@ -204,7 +204,7 @@ func TestParseMetadataErrors(t *testing.T) {
 		{"not a VG", strings.Replace(vgText(""), "Text Format Volume Group", "Something Else", 1), "is not a volume group"},
 		{"extent size 0", strings.Replace(vgText(""), "extent_size = 16384", "extent_size = 0", 1), "extent_size 0"},
 		{"no extent size", strings.Replace(vgText(""), "extent_size = 16384", "", 1), "extent_size missing"},
-		{"seqno a string", strings.Replace(vgText(""), "seqno = 7", `seqno = "7"`, 1), "seqno: want a integer"},
+		{"seqno a string", strings.Replace(vgText(""), "seqno = 7", `seqno = "7"`, 1), "seqno: want an integer"},
 		{"negative pe_count", strings.Replace(vgText(""), "pe_count = 100", "pe_count = -1", 1), "negative"},
 		{"duplicate key", strings.Replace(vgText(""), "seqno = 7", "seqno = 7\nseqno = 8", 1), "seqno given twice"},
 		{"bad PV id", strings.Replace(vgText(""), "000000-1111", "00-1111", 1), "is not a PV UUID"},
