@@ -7,10 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-)
 
-// DefaultHooks is the hook list of the default image (hooks.Default; a test keeps them equal).
-var DefaultHooks = []string{"base", "udev", "net", "nbd", "encrypt", "filesystems"}
+	"github.com/nbdroot/nbdroot/hooks/catalog"
+)
 
 // State is what a check found for one requirement.
 type State string
@@ -127,7 +126,7 @@ func (e *ArgError) Error() string {
 
 // Check tells whether a kernel has what the hooks need for an initramfs compressed with
 // compression. cfg is the kernel's .config, modulesDir its /lib/modules/VER; either may be
-// absent (nil, ""), not both. nil hooks means DefaultHooks, "" compression DefaultCompression.
+// absent (nil, ""), not both. nil hooks means catalog.Default, "" compression DefaultCompression.
 //
 // A requirement is met by an option built in (=y), or set to m with its module file in
 // modulesDir (any file when no modulesDir is given). Without a .config, modules.builtin and the
@@ -317,7 +316,7 @@ func CheckKernel(modulesDir string, hooks []string, compression string) (*Report
 // validate applies the defaults to hooks and compression and rejects unknown names.
 func validate(hooks []string, compression string) ([]string, string, error) {
 	if hooks == nil {
-		hooks = DefaultHooks
+		hooks = catalog.Default
 	}
 	if compression == "" {
 		compression = DefaultCompression
@@ -329,10 +328,7 @@ func validate(hooks []string, compression string) ([]string, string, error) {
 	if !slices.Contains(valid, compression) {
 		return nil, "", &ArgError{Arg: "compression", Value: compression, Valid: valid}
 	}
-	var known []string
-	for _, h := range Hooks() {
-		known = append(known, h.Name)
-	}
+	known := catalog.Names()
 	for _, h := range hooks {
 		if !slices.Contains(known, h) {
 			return nil, "", &ArgError{Arg: "hook", Value: h, Valid: known}

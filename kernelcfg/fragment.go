@@ -47,7 +47,7 @@ func fragmentBlocks() (header []string, blocks []block, err error) {
 }
 
 // Fragment returns the Kconfig fragment for the hooks and compression given (nil hooks means
-// DefaultHooks, "" compression DefaultCompression): the header of nbdroot.config and its
+// catalog.Default, "" compression DefaultCompression): the header of nbdroot.config and its
 // blocks for those hooks, each CONFIG_ line once.
 func Fragment(hooks []string, compression string) (string, error) {
 	hooks, compression, err := validate(hooks, compression)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/nbdroot/nbdroot/hooks/catalog"
 	"github.com/nbdroot/nbdroot/kernelcfg"
 )
 
@@ -47,7 +48,7 @@ type hookFlags struct {
 }
 
 func (h *hookFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&h.hooks, "hooks", strings.Join(kernelcfg.DefaultHooks, " "),
+	fs.StringVar(&h.hooks, "hooks", strings.Join(catalog.Default, " "),
 		"the `HOOKS` of the image, separated by spaces or commas")
 	fs.StringVar(&h.compression, "compression", kernelcfg.DefaultCompression,
 		"the initramfs compression `C`: zstd, gzip, xz, lz4 or none")

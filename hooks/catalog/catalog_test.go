@@ -1,0 +1,63 @@
+package catalog
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestCatalogConsistent checks what the builder, kernelcfg, bootparam and the init rely on.
+func TestCatalogConsistent(t *testing.T) {
+	names := Names()
+	for i, n := range names {
+		if slices.Index(names, n) != i {
+			t.Errorf("hook %s is listed twice", n)
+		}
+	}
+	for _, d := range Default {
+		s, ok := Lookup(d)
+		if !ok || !s.Runs {
+			t.Errorf("default hook %s is not a hook that runs", d)
+		}
+	}
+	module := func(m string) string { return strings.ReplaceAll(m, "-", "_") }
+	for _, s := range Catalog() {
+		for _, req := range s.Kernel {
+			if req.Hook != s.Name {
+				t.Errorf("%s: a requirement names hook %q", s.Name, req.Hook)
+			}
+		}
+		// Every module a hook requires is the module of one of its required kernel options:
+		// the kernel check and the builder agree on what the hook cannot do without.
+		for _, m := range s.Modules {
+			found := false
+			for _, req := range s.Kernel {
+				for _, o := range req.AnyOf {
+					found = found || (!req.Optional && o.Module != "" && module(o.Module) == module(m))
+				}
+			}
+			if !found {
+				t.Errorf("%s: requires module %s, but no required kernel option builds it", s.Name, m)
+			}
+		}
+	}
+	stages := Stages()
+	if stages[0] != "base" || stages[len(stages)-1] != SwitchRoot {
+		t.Errorf("stages %v: want base first and %s last", stages, SwitchRoot)
+	}
+	for _, st := range stages[:len(stages)-1] {
+		if s, _ := Lookup(st); !s.Runs {
+			t.Errorf("stage %s does not run", st)
+		}
+	}
+}
+
+// TestCatalogIsACopy makes sure a caller cannot change the table for everyone.
+func TestCatalogIsACopy(t *testing.T) {
+	c := Catalog()
+	c[0].Kernel[0].Hook = "changed"
+	c[0].Name = "changed"
+	if s := Catalog()[0]; s.Name != "base" || s.Kernel[0].Hook != "base" {
+		t.Errorf("Catalog returned shared data: %+v", s)
+	}
+}
