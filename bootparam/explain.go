@@ -3,7 +3,6 @@ package bootparam
 import (
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
 )
@@ -44,9 +43,9 @@ func (p *Plan) Explain(w io.Writer) error {
 			line("port", strconv.Itoa(n.Port), "nbd.port")
 		}
 	default:
-		line("server", net.JoinHostPort(n.Host, strconv.Itoa(n.Port)), "nbd.host")
+		line("server", Server{n.Host, n.Port}.String(), "nbd.host")
 		for _, s := range n.Servers[min(1, len(n.Servers)):] {
-			ew.printf("  %-12s %s\n", "failover", net.JoinHostPort(s.Host, strconv.Itoa(s.Port)))
+			ew.printf("  %-12s %s\n", "failover", s)
 		}
 	}
 	line("export", strconv.Quote(n.Export), "nbd.export")

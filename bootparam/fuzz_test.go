@@ -103,10 +103,10 @@ func FuzzParse(f *testing.F) {
 		}
 		if p.NBD.FromDHCP && p.NBD.Host == "" {
 			// Completing the plan never panics and never leaves it invalid without saying so.
-			if err := p.ApplyDHCP("nbd:10.0.0.1:root", "10.0.0.9"); err != nil {
+			if tg, err := p.Resolve(&DHCP{RootPath: "nbd:10.0.0.1:root", ServerAddr: "10.0.0.9"}); err != nil {
 				checkParamError(t, err)
-			} else if err := p.Validate(); err != nil {
-				t.Fatalf("ApplyDHCP succeeded but Validate fails: %v", err)
+			} else if err := withTarget(p, tg).Validate(); err != nil {
+				t.Fatalf("Resolve succeeded but Validate fails: %v", err)
 			}
 		}
 	})
@@ -144,10 +144,10 @@ func FuzzParseRootPath(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.ApplyDHCP(rootPath, "10.0.0.9"); err != nil {
+		if tg, err := p.Resolve(&DHCP{RootPath: rootPath, ServerAddr: "10.0.0.9"}); err != nil {
 			checkParamError(t, err)
-		} else if err := p.Validate(); err != nil {
-			t.Fatalf("ApplyDHCP(%q) succeeded but Validate fails: %v", rootPath, err)
+		} else if err := withTarget(p, tg).Validate(); err != nil {
+			t.Fatalf("Resolve(%q) succeeded but Validate fails: %v", rootPath, err)
 		}
 	})
 }

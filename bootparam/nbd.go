@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // Forms quoted in NBD errors.
@@ -122,28 +124,22 @@ func parseDracutNBD(param, value string) (*nbdSpec, error) {
 		return fail("does not start with nbd:")
 	}
 	spec := &nbdSpec{source: param + "=" + value}
-	var host string
-	if strings.HasPrefix(rest, "[") {
-		end := strings.IndexByte(rest, ']')
-		if end < 0 {
-			return fail("'[' without ']'")
-		}
-		host, rest = rest[1:end], rest[end+1:]
-		if !strings.Contains(host, ":") {
-			return fail("only an IPv6 address goes in brackets")
-		}
-		if rest != "" && rest[0] != ':' {
-			return fail("unexpected " + strconv.Quote(rest) + " after ']'")
-		}
-		rest = strings.TrimPrefix(rest, ":")
-	} else {
+	host, after, bracketed, reason := cutBracket(rest)
+	switch {
+	case reason != "":
+		return fail(reason)
+	case !bracketed:
 		host, rest, _ = strings.Cut(rest, ":")
+	case after != "" && after[0] != ':':
+		return fail("unexpected " + strconv.Quote(after) + " after ']'")
+	default:
+		rest = strings.TrimPrefix(after, ":")
 	}
 	if r := checkHost(host); r != "" {
 		return fail(r)
 	}
 	portName, rest, _ := strings.Cut(rest, ":")
-	srv := Server{Host: host, Port: DefaultPort}
+	srv := Server{Host: host, Port: nbd.DefaultPort}
 	if portName != "" {
 		port, name, hasName := strings.Cut(portName, "/")
 		switch {
@@ -221,13 +217,9 @@ func parseDebianNBD(param, value string) (*nbdSpec, error) {
 		if len(f) > 3 {
 			return fail("more than 3 comma-separated fields")
 		}
-		host = f[0]
-		if strings.HasPrefix(host, "[") || strings.HasSuffix(host, "]") {
-			h, ok := strings.CutPrefix(host, "[")
-			if h, ok = strings.CutSuffix(h, "]"); !ok || !strings.Contains(h, ":") {
-				return fail("only an IPv6 address goes in brackets, as [ADDR]")
-			}
-			host = h
+		var reason string
+		if host, reason = unbracket(f[0]); reason != "" {
+			return fail(reason)
 		}
 		portName = f[1]
 		if portName == "" {
@@ -250,17 +242,13 @@ func parseDebianNBD(param, value string) (*nbdSpec, error) {
 			spec.export, spec.hasExport = portName, true
 		}
 	} else {
-		rest := value
-		if strings.HasPrefix(rest, "[") {
-			end := strings.IndexByte(rest, ']')
-			if end < 0 {
-				return fail("'[' without ']'")
-			}
-			host, rest = rest[1:end], rest[end+1:]
-			if !strings.Contains(host, ":") {
-				return fail("only an IPv6 address goes in brackets")
-			}
-		} else {
+		h, rest, bracketed, reason := cutBracket(value)
+		switch {
+		case reason != "":
+			return fail(reason)
+		case bracketed:
+			host = h
+		default:
 			i := strings.IndexAny(rest, ":/")
 			if i < 0 {
 				i = len(rest)
@@ -316,7 +304,7 @@ func parseDebianNBD(param, value string) (*nbdSpec, error) {
 		}
 		return fail(r)
 	}
-	port := DefaultPort
+	port := nbd.DefaultPort
 	if spec.port != 0 {
 		port = spec.port
 	}

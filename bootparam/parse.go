@@ -6,6 +6,9 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/nbdroot/nbdroot/hooks/catalog"
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // Defaults of a Plan, used when no parameter decides.
@@ -14,10 +17,9 @@ const (
 	DefaultInit   = "/sbin/init"
 )
 
-// Hook names a break may name: the stages of the default image, in boot order, and
-// switch_root (the handover to the real init). They mirror hooks.Catalog(), which this
-// package cannot import (hooks reads the Plan).
-var breakPoints = []string{"base", "udev", "net", "nbd", "encrypt", "filesystems", "switch_root"}
+// breakPoints are the stages a break may name, in boot order: the hooks that run, then
+// switch_root (the handover to the real init), from the hook table.
+var breakPoints = catalog.Stages()
 
 // dracutBreaks maps dracut's rd.break=HOOK points (dracut.cmdline(7)) to the nbdroot stage
 // before which the init stops, so that a dracut habit does the nearest equivalent.
@@ -76,7 +78,7 @@ type builder struct {
 // to the real init.
 //
 // When the server is left to DHCP, the returned Plan has NBD.FromDHCP set and no host; the
-// net hook completes it with ApplyDHCP. Every other problem is a *ParamError.
+// nbd hook completes it into a Target with Resolve. Every other problem is a *ParamError.
 func Parse(cmdline string) (*Plan, error) {
 	params, initArgs := Tokenize(cmdline)
 	b := &builder{last: map[string]Param{}, count: map[string]int{}, plan: &Plan{Sources: map[string]string{}}}
@@ -307,17 +309,15 @@ func (b *builder) buildNBD() error {
 	port, hasPort := b.get("nbd_port")
 	if hasHost {
 		const form = "nbd_host=HOST nbd_name=NAME [nbd_port=PORT]"
-		h := host.Value
-		if v6, ok := strings.CutPrefix(h, "["); ok {
-			// nbd-client takes a bare IPv6 address; brackets are tolerated.
-			if h, ok = strings.CutSuffix(v6, "]"); !ok || !strings.Contains(h, ":") {
-				return perr(host.Name, host.Value, "only an IPv6 address goes in brackets, as [ADDR]", form)
-			}
+		// nbd-client takes a bare IPv6 address; brackets are tolerated.
+		h, r := unbracket(host.Value)
+		if r == "" {
+			r = checkHost(h)
 		}
-		if r := checkHost(h); r != "" {
+		if r != "" {
 			return perr(host.Name, host.Value, r, form)
 		}
-		spec := &nbdSpec{source: host.String(), servers: []Server{{Host: h, Port: DefaultPort}}}
+		spec := &nbdSpec{source: host.String(), servers: []Server{{Host: h, Port: nbd.DefaultPort}}}
 		if hasPort {
 			p, r := parsePort(port.Value)
 			if r != "" {
@@ -385,7 +385,7 @@ func (b *builder) buildNBD() error {
 		b.src("nbd.host", "default: no server parameter, DHCP root-path (option 17)")
 	}
 	if n.Port == 0 {
-		n.Port = DefaultPort
+		n.Port = nbd.DefaultPort
 		b.src("nbd.port", "default: the IANA NBD port")
 	}
 	if p, ok := b.get("nbd_export"); ok {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // ignoreExplain drops the explanation fields from comparisons: the tables below check the
@@ -28,7 +29,7 @@ func withExport(n NBD, export string) NBD { n.Export = export; return n }
 func withDevice(n NBD, dev string) NBD    { n.Device = dev; return n }
 
 func fromDHCP(export, dev string) NBD {
-	return NBD{Port: DefaultPort, Export: export, Device: dev, FromDHCP: true}
+	return NBD{Port: nbd.DefaultPort, Export: export, Device: dev, FromDHCP: true}
 }
 
 func plan(ip []IPConfig, n NBD, root Root) *Plan {

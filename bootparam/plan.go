@@ -4,10 +4,11 @@
 //
 // Parse reads every dialect a PXE fleet uses (the seed's nbd_server=, dracut's root=nbd:,
 // Debian's nbdroot=, mkinitcpio-nbd's nbd_host=, the kernel's ip=, mkinitcpio's
-// cryptdevice=, …) and settles conflicts with one precedence (docs/cmdline.md). A plan whose
-// server comes from DHCP is completed after the lease with (*Plan).ApplyDHCP, which reads
-// the root-path (option 17) with ParseRootPath. Every problem is a *ParamError whose message
-// is one line naming the parameter, its value and the expected form.
+// cryptdevice=, …) and settles conflicts with one precedence (docs/cmdline.md). The Plan is
+// never changed after Parse: a plan whose server comes from DHCP gives, with the lease,
+// a Target ((*Plan).Resolve, which reads the root-path, option 17, with ParseRootPath). Every
+// problem is a *ParamError whose message is one line naming the parameter, its value and
+// the expected form. ParseServer is the one parser of the SERVER[:PORT] syntax.
 //
 // It parses and validates; it never touches the network, devices or the filesystem.
 package bootparam
@@ -102,8 +103,8 @@ type NBD struct {
 	// Device is the kernel device to attach, e.g. /dev/nbd0.
 	Device string `json:"device"`
 	// FromDHCP is true when the server comes from DHCP: the root-path (option 17), else the
-	// DHCP server's address. Host is empty until (*Plan).ApplyDHCP fills it after the lease;
-	// FromDHCP stays true afterwards, to say where the server came from.
+	// DHCP server's address. Host is empty then: (*Plan).Resolve fills it in the Target it
+	// makes with the lease.
 	FromDHCP bool `json:"from_dhcp,omitempty"`
 	// Connections is the number of sockets handed to the kernel (nbdroot.connections);
 	// 0 means the default.

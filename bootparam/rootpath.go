@@ -119,31 +119,92 @@ func specRootPath(s *nbdSpec) *RootPath {
 	return rp
 }
 
-// ApplyDHCP completes a Plan whose server comes from DHCP (NBD.FromDHCP) with what the
-// lease said: rootPath is option 17 (may be empty) and serverAddr the address of the DHCP
-// server (siaddr/next-server, else option 54), used when the root-path names no server.
+// ServerSource says where the NBD server of a Target comes from.
+type ServerSource int
+
+// Where a Target's server comes from.
+const (
+	// ServerFromCmdline: a parameter named it (a dialect, or a static ip='s SERVER field).
+	ServerFromCmdline ServerSource = iota
+	// ServerFromRootPath: the DHCP root-path (option 17) named it.
+	ServerFromRootPath
+	// ServerFromDHCPServer: the root-path named none, so the boot server is used (siaddr,
+	// else the DHCP server's identifier).
+	ServerFromDHCPServer
+	// ServerMissing: the command line leaves the server to DHCP and no DHCP answer was had.
+	ServerMissing
+)
+
+// DHCP is what a DHCP answer says about the root.
+type DHCP struct {
+	// RootPath is option 17; it may be empty.
+	RootPath string
+	// ServerAddr is the boot server's address (siaddr/next-server, else option 54), used when
+	// the root-path names no server; "" when the answer gave neither.
+	ServerAddr string
+}
+
+// Target is the NBD connection and root filesystem a boot uses: the Plan's own, completed
+// with the DHCP answer when the command line leaves the server to DHCP. The Plan itself is
+// never changed (`nbdroot cmdline` shows what the command line says); the init keeps the
+// Target in its State.
+type Target struct {
+	NBD  NBD
+	Root Root
+	// Server says where NBD's server comes from.
+	Server ServerSource
+	// Sources are the Plan's Sources with the fields the DHCP answer decided.
+	Sources map[string]string
+}
+
+// Resolve returns the Plan's Target. A Plan whose server comes from DHCP (NBD.FromDHCP) is
+// completed with d, the DHCP answer (nil when there was none: the Target then has no server
+// and Server is ServerMissing).
 //
 // The command line keeps precedence: a port, export, device, file system type, flags or mode
-// it set explicitly is kept; the root-path fills the rest. ApplyDHCP does nothing to a Plan
-// whose command line named the server. It returns Validate's verdict on the result, with
-// root-path errors as *ParamError{Param: "root-path"}.
-func (p *Plan) ApplyDHCP(rootPath, serverAddr string) error {
-	n := &p.NBD
-	if !n.FromDHCP || n.Host != "" {
-		return nil
+// it set explicitly is kept; the root-path fills the rest. The result passes Validate's
+// checks or the error says why, with root-path errors as *ParamError{Param: "root-path"}.
+func (p *Plan) Resolve(d *DHCP) (*Target, error) {
+	c := p.clone()
+	src := ServerFromCmdline
+	if c.NBD.FromDHCP && c.NBD.Host == "" {
+		src = ServerMissing
+		if d != nil {
+			var err error
+			if src, err = c.applyDHCP(d.RootPath, d.ServerAddr); err != nil {
+				return nil, err
+			}
+		}
 	}
+	return &Target{NBD: c.NBD, Root: c.Root, Server: src, Sources: c.Sources}, nil
+}
+
+// clone copies what applyDHCP changes, so that the Plan it came from stays as parsed.
+func (p *Plan) clone() *Plan {
+	c := *p
+	c.NBD.Servers = append([]Server(nil), p.NBD.Servers...)
+	c.Sources = make(map[string]string, len(p.Sources))
+	for k, v := range p.Sources {
+		c.Sources[k] = v
+	}
+	return &c
+}
+
+// applyDHCP completes a plan (a clone) whose server comes from DHCP with what the lease said:
+// rootPath is option 17 (may be empty) and serverAddr the address of the DHCP server, used
+// when the root-path names no server. It returns where the server came from.
+func (p *Plan) applyDHCP(rootPath, serverAddr string) (ServerSource, error) {
+	n := &p.NBD
 	rp, err := ParseRootPath(rootPath)
 	if err != nil {
-		return err
-	}
-	if p.Sources == nil {
-		p.Sources = map[string]string{}
+		return 0, err
 	}
 	src := "root-path=" + rootPath + " (DHCP option 17)"
 	explicit := func(key string) bool {
 		s, ok := p.Sources[key]
 		return ok && !strings.HasPrefix(s, "default")
 	}
+	from := ServerFromRootPath
 	switch {
 	case len(rp.Servers) > 0:
 		n.Servers = append([]Server(nil), rp.Servers...)
@@ -157,10 +218,10 @@ func (p *Plan) ApplyDHCP(rootPath, serverAddr string) error {
 			p.Sources["nbd.port"] = src
 		}
 	case serverAddr == "":
-		return p.check(false)
+		return ServerMissing, p.check(false)
 	default:
 		if r := checkHost(serverAddr); r != "" {
-			return perr("dhcp-server", serverAddr, r, "an IP address")
+			return 0, perr("dhcp-server", serverAddr, r, "an IP address")
 		}
 		if rp.Port != 0 && !explicit("nbd.port") {
 			n.Port = rp.Port
@@ -168,6 +229,7 @@ func (p *Plan) ApplyDHCP(rootPath, serverAddr string) error {
 		}
 		n.Servers = []Server{{Host: serverAddr, Port: n.Port}}
 		p.Sources["nbd.host"] = "DHCP server address " + serverAddr
+		from = ServerFromDHCPServer
 	}
 	n.Host, n.Port = n.Servers[0].Host, n.Servers[0].Port
 	if rp.HasExport && !explicit("nbd.export") {
@@ -202,5 +264,5 @@ func (p *Plan) ApplyDHCP(rootPath, serverAddr string) error {
 		n.Timeout = rp.Timeout
 		p.Sources["nbd.timeout"] = src
 	}
-	return p.check(false)
+	return from, p.check(false)
 }

@@ -1,6 +1,7 @@
 package bootparam
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -90,7 +91,7 @@ func TestParseRootPathErrors(t *testing.T) {
 	}
 }
 
-func TestApplyDHCP(t *testing.T) {
+func TestResolveDHCP(t *testing.T) {
 	tests := []struct {
 		name       string
 		cmdline    string
@@ -99,30 +100,31 @@ func TestApplyDHCP(t *testing.T) {
 		nbd        NBD
 		root       Root
 		sources    map[string]string
+		from       ServerSource
 	}{
 		{"root-path names everything", "ip=dhcp root=/dev/nbd0", "nbd:10.0.0.1:10900/root:ext4:rw", "10.0.0.9",
 			withExport(server("10.0.0.1", 10900), "root"), Root{Device: "/dev/nbd0", FSType: "ext4", RW: true},
-			map[string]string{"nbd.host": "root-path=nbd:10.0.0.1:10900/root:ext4:rw (DHCP option 17)"}},
+			map[string]string{"nbd.host": "root-path=nbd:10.0.0.1:10900/root:ext4:rw (DHCP option 17)"}, ServerFromRootPath},
 		{"empty root-path: the DHCP server", "ip=dhcp root=/dev/nbd0", "", "10.0.0.9",
 			server("10.0.0.9", 10809), Root{Device: "/dev/nbd0"},
-			map[string]string{"nbd.host": "DHCP server address 10.0.0.9"}},
+			map[string]string{"nbd.host": "DHCP server address 10.0.0.9"}, ServerFromDHCPServer},
 		{"root-path without server: the DHCP server", "ip=dhcp root=/dev/nbd0", ",root", "10.0.0.9",
-			withExport(server("10.0.0.9", 10809), "root"), Root{Device: "/dev/nbd0"}, nil},
+			withExport(server("10.0.0.9", 10809), "root"), Root{Device: "/dev/nbd0"}, nil, ServerFromDHCPServer},
 		{"cmdline export beats the root-path", "ip=dhcp nbdroot=dhcp,mine root=/dev/nbd0", "10.0.0.1:/theirs", "",
 			withExport(server("10.0.0.1", 10809), "mine"), Root{Device: "/dev/nbd0"},
-			map[string]string{"nbd.export": "nbdroot=dhcp,mine"}},
+			map[string]string{"nbd.export": "nbdroot=dhcp,mine"}, ServerFromRootPath},
 		{"cmdline port applies to the root-path server", "ip=dhcp nbdroot=dhcp,10900 root=/dev/nbd0", "10.0.0.1", "",
-			server("10.0.0.1", 10900), Root{Device: "/dev/nbd0"}, nil},
+			server("10.0.0.1", 10900), Root{Device: "/dev/nbd0"}, nil, ServerFromRootPath},
 		{"root-path port without server", "ip=dhcp root=/dev/nbd0", ",10900", "10.0.0.9",
-			server("10.0.0.9", 10900), Root{Device: "/dev/nbd0"}, nil},
+			server("10.0.0.9", 10900), Root{Device: "/dev/nbd0"}, nil, ServerFromDHCPServer},
 		{"Debian root-path device moves a derived root", "ip=dhcp root=dhcp", "10.0.0.1,root,nbd3", "",
-			withDevice(withExport(server("10.0.0.1", 10809), "root"), "/dev/nbd3"), Root{Device: "/dev/nbd3"}, nil},
+			withDevice(withExport(server("10.0.0.1", 10809), "root"), "/dev/nbd3"), Root{Device: "/dev/nbd3"}, nil, ServerFromRootPath},
 		{"cmdline device beats the root-path's", "ip=dhcp root=/dev/nbd1p1", "10.0.0.1,root,nbd3", "",
 			withDevice(withExport(server("10.0.0.1", 10809), "root"), "/dev/nbd1"), Root{Device: "/dev/nbd1p1"},
-			map[string]string{"nbd.device": "root=/dev/nbd1p1"}},
+			map[string]string{"nbd.device": "root=/dev/nbd1p1"}, ServerFromRootPath},
 		{"cmdline fstype and mode beat the root-path's", "ip=dhcp root=/dev/nbd0 rootfstype=xfs ro", "nbd:10.0.0.1:root:ext4:rw:bs=1024", "",
 			NBD{Host: "10.0.0.1", Port: 10809, Export: "root", Device: DefaultDevice, Servers: []Server{{"10.0.0.1", 10809}}, BlockSize: 1024},
-			Root{Device: "/dev/nbd0", FSType: "xfs"}, nil},
+			Root{Device: "/dev/nbd0", FSType: "xfs"}, nil, ServerFromRootPath},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,31 +133,39 @@ func TestApplyDHCP(t *testing.T) {
 				t.Fatalf("Parse(%q): %v", tt.cmdline, err)
 			}
 			if err := p.Validate(); err == nil {
-				t.Errorf("Validate() before ApplyDHCP succeeded; the plan has no server yet")
+				t.Errorf("Validate() before the DHCP answer succeeded; the plan has no server yet")
 			}
-			if err := p.ApplyDHCP(tt.rootPath, tt.serverAddr); err != nil {
-				t.Fatalf("ApplyDHCP(%q, %q): %v", tt.rootPath, tt.serverAddr, err)
+			before := marshalPlan(t, p)
+			tg, err := p.Resolve(&DHCP{RootPath: tt.rootPath, ServerAddr: tt.serverAddr})
+			if err != nil {
+				t.Fatalf("Resolve(%q, %q): %v", tt.rootPath, tt.serverAddr, err)
+			}
+			if after := marshalPlan(t, p); after != before {
+				t.Errorf("Resolve changed the Plan:\nbefore %s\nafter  %s", before, after)
 			}
 			tt.nbd.FromDHCP = true
-			if diff := cmp.Diff(tt.nbd, p.NBD); diff != "" {
+			if diff := cmp.Diff(tt.nbd, tg.NBD); diff != "" {
 				t.Errorf("NBD (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(tt.root, p.Root); diff != "" {
+			if diff := cmp.Diff(tt.root, tg.Root); diff != "" {
 				t.Errorf("Root (-want +got):\n%s", diff)
 			}
+			if tg.Server != tt.from {
+				t.Errorf("Server = %v, want %v", tg.Server, tt.from)
+			}
 			for k, want := range tt.sources {
-				if p.Sources[k] != want {
-					t.Errorf("Sources[%q] = %q, want %q", k, p.Sources[k], want)
+				if tg.Sources[k] != want {
+					t.Errorf("Sources[%q] = %q, want %q", k, tg.Sources[k], want)
 				}
 			}
-			if err := p.Validate(); err != nil {
-				t.Errorf("Validate() after ApplyDHCP: %v", err)
+			if err := withTarget(p, tg).Validate(); err != nil {
+				t.Errorf("Validate() of the resolved plan: %v", err)
 			}
 		})
 	}
 }
 
-func TestApplyDHCPErrors(t *testing.T) {
+func TestResolveDHCPErrors(t *testing.T) {
 	for _, tt := range []struct{ name, cmdline, rootPath, serverAddr, param string }{
 		{"nothing names a server", "ip=dhcp root=/dev/nbd0", "", "", "nbd_server"},
 		{"root-path names another root", "ip=dhcp root=/dev/nbd0", "nfs:10.0.0.1:/srv", "10.0.0.9", "root-path"},
@@ -167,25 +177,53 @@ func TestApplyDHCPErrors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse(%q): %v", tt.cmdline, err)
 			}
-			err = p.ApplyDHCP(tt.rootPath, tt.serverAddr)
+			_, err = p.Resolve(&DHCP{RootPath: tt.rootPath, ServerAddr: tt.serverAddr})
 			var pe *ParamError
 			if !errors.As(err, &pe) || pe.Param != tt.param {
-				t.Errorf("ApplyDHCP(%q, %q) = %v; want a *ParamError for %s", tt.rootPath, tt.serverAddr, err, tt.param)
+				t.Errorf("Resolve(%q, %q) = %v; want a *ParamError for %s", tt.rootPath, tt.serverAddr, err, tt.param)
 			}
 		})
 	}
 }
 
-func TestApplyDHCPKeepsCmdlineServer(t *testing.T) {
+func TestResolveKeepsCmdlineServer(t *testing.T) {
 	p, err := Parse("ip=dhcp nbd_server=10.0.0.1 root=/dev/nbd0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := *p
-	if err := p.ApplyDHCP("nbd:10.0.0.2:other", "10.0.0.9"); err != nil {
+	tg, err := p.Resolve(&DHCP{RootPath: "nbd:10.0.0.2:other", ServerAddr: "10.0.0.9"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(before.NBD, p.NBD); diff != "" {
-		t.Errorf("ApplyDHCP changed a plan whose cmdline named the server (-before +after):\n%s", diff)
+	if diff := cmp.Diff(p.NBD, tg.NBD); diff != "" || tg.Server != ServerFromCmdline {
+		t.Errorf("the DHCP answer changed a target whose cmdline named the server (-plan +target):\n%s", diff)
 	}
+}
+
+func TestResolveWithoutDHCP(t *testing.T) {
+	p, err := Parse("ip=dhcp root=/dev/nbd0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := p.Resolve(nil)
+	if err != nil || tg.Server != ServerMissing || tg.NBD.Host != "" {
+		t.Errorf("Resolve(nil) = %+v, %v; want a target without a server", tg, err)
+	}
+}
+
+// marshalPlan is the Plan as `nbdroot cmdline --json` prints it.
+func marshalPlan(t *testing.T, p *Plan) string {
+	t.Helper()
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// withTarget is p with the target's connection and root, for Validate.
+func withTarget(p *Plan, tg *Target) *Plan {
+	q := *p
+	q.NBD, q.Root, q.Sources = tg.NBD, tg.Root, tg.Sources
+	return &q
 }

@@ -1,14 +1,36 @@
 package bootparam
 
 import (
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
-// DefaultPort is the IANA-assigned NBD port, used when no dialect names one.
-const DefaultPort = 10809
+// formServer is the form of one server address, quoted in ParseServer's errors.
+const formServer = "HOST[:PORT], [IPV6]:PORT"
+
+// ParseServer parses one NBD server address the way every dialect and `nbdroot attach` write
+// it: HOST[:PORT], [IPV6][:PORT] or a bare IPv6 address (which cannot carry a port), the port
+// defaulting to nbd.DefaultPort. HOST must be an address a server can have or an RFC 1123
+// name. Its errors are *ParamError with Param "server"; callers that know the parameter
+// (nbd_server=, root-path) build their own from Reason.
+//
+// This is the one parser of the server syntax: the command line's dialects, the DHCP
+// root-path and the host tool all use it.
+func ParseServer(s string) (Server, error) {
+	srv, reason := parseServer(s)
+	if reason != "" {
+		return Server{}, perr("server", s, reason, formServer)
+	}
+	return srv, nil
+}
+
+// String formats the server as host:port for dialling (IPv6 in brackets).
+func (s Server) String() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 
 // maxExportLen is the longest export name the NBD protocol allows (doc/proto.md: "The
 // export name ... MUST NOT exceed 4096 bytes").
@@ -88,16 +110,45 @@ func checkHost(host string) string {
 	return ""
 }
 
+// cutBracket splits a bracketed IPv6 address off the front of s: "[fd00::1]:10809" gives
+// "fd00::1" and ":10809". ok is false when s does not start with '['. Only an IPv6 address
+// goes in brackets (the brackets exist to tell its colons from the port's); what follows
+// the ']' is the caller's to check. This is the one place that reads brackets.
+func cutBracket(s string) (host, rest string, ok bool, reason string) {
+	if !strings.HasPrefix(s, "[") {
+		return "", s, false, ""
+	}
+	end := strings.IndexByte(s, ']')
+	if end < 0 {
+		return "", "", true, "'[' without ']'"
+	}
+	host = s[1:end]
+	if !strings.Contains(host, ":") {
+		return "", "", true, "only an IPv6 address goes in brackets"
+	}
+	return host, s[end+1:], true, ""
+}
+
+// unbracket accepts a host written alone, with or without brackets ([IPV6] or IPV6), as
+// nbd-client's nbd_host= and Debian's comma form take it.
+func unbracket(h string) (string, string) {
+	if !strings.HasPrefix(h, "[") && !strings.HasSuffix(h, "]") {
+		return h, ""
+	}
+	host, rest, _, reason := cutBracket(h)
+	if reason != "" || rest != "" {
+		return "", "only an IPv6 address goes in brackets, as [ADDR]"
+	}
+	return host, ""
+}
+
 // splitHostPort splits HOST[:PORT], [IPV6][:PORT] or a bare IPv6 address (which cannot carry
 // a port: its colons would be ambiguous). port is "" when absent. It does not validate.
 func splitHostPort(s string) (host, port string, reason string) {
-	if strings.HasPrefix(s, "[") {
-		end := strings.IndexByte(s, ']')
-		if end < 0 {
-			return "", "", "'[' without ']'"
-		}
-		host, rest := s[1:end], s[end+1:]
+	if host, rest, ok, reason := cutBracket(s); ok {
 		switch {
+		case reason != "":
+			return "", "", reason
 		case rest == "":
 			return host, "", ""
 		case rest[0] == ':':
@@ -125,7 +176,7 @@ func splitHostPort(s string) (host, port string, reason string) {
 }
 
 // parseServer parses one HOST[:PORT] / [IPV6]:PORT / IPV6 server address, port defaulting
-// to DefaultPort.
+// to nbd.DefaultPort; ParseServer is its exported form.
 func parseServer(s string) (Server, string) {
 	host, port, reason := splitHostPort(s)
 	if reason != "" {
@@ -137,10 +188,7 @@ func parseServer(s string) (Server, string) {
 		}
 		return Server{}, r
 	}
-	if strings.HasPrefix(s, "[") && !strings.Contains(host, ":") {
-		return Server{}, "only an IPv6 address goes in brackets"
-	}
-	srv := Server{Host: host, Port: DefaultPort}
+	srv := Server{Host: host, Port: nbd.DefaultPort}
 	if port != "" {
 		p, r := parsePort(port)
 		if r != "" {

@@ -10,7 +10,7 @@ import (
 // still waiting for its DHCP root-path is not complete), valid addresses, ports, devices and
 // names, and a root that the boot can reach (root=/dev/nbdNpM on the attached device,
 // /dev/mapper/NAME opened by cryptdevice=). Parse already ran these checks; call Validate
-// again after changing a Plan, e.g. after ApplyDHCP. Errors are *ParamError naming the
+// again after building a Plan by hand. Errors are *ParamError naming the
 // parameter behind the field (from Sources).
 func (p *Plan) Validate() error { return p.check(false) }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"strings"
@@ -13,13 +14,11 @@ import (
 
 	"github.com/nbdroot/nbdroot/bootparam"
 	"github.com/nbdroot/nbdroot/hooks/catalog"
+	"github.com/nbdroot/nbdroot/initramfs/layout"
 	"github.com/nbdroot/nbdroot/kmod"
 	"github.com/nbdroot/nbdroot/rescue"
 	"golang.org/x/sys/unix"
 )
-
-// HooksFile lists the image's hooks in boot order, one per line (written by the builder).
-const HooksFile = "/etc/nbdroot/hooks"
 
 // BootConfig is what PID 1 passes to Boot.
 type BootConfig struct {
@@ -32,57 +31,20 @@ type BootConfig struct {
 	Rescue func(s *State, failure error)
 	// Args and Env are the kernel's leftovers for the root's init.
 	Args, Env []string
-	// BeforeSwitch runs just before switch_root (the keeper starts there).
+	// BeforeSwitch runs just before switch_root (the keeper is checked there).
 	BeforeSwitch func(ctx context.Context, s *State) error
+	// Cmdline is the kernel command line file ("" = /proc/cmdline); HooksFile the image's
+	// hook list ("" = layout.HooksPath).
+	Cmdline, HooksFile string
 }
 
 // Boot is PID 1's whole job: mount the API filesystems, read the plan from the kernel command
 // line, run the image's hooks and switch to the real root. It never returns: after a failure
 // it opens the rescue shell again and again.
 func Boot(cfg BootConfig) {
-	ctx := context.Background()
-	log := NewLogger(cfg.Console, cfg.Sys.Uptime)
-	// Go's default for SIGINT, SIGTERM, SIGHUP… is to exit, and PID 1 exiting is a kernel
-	// panic (the kernel sends init SIGINT on Ctrl-Alt-Del). Catch them — not ignore them:
-	// an ignored signal stays ignored across exec, a caught one is reset, so the root's init
-	// and the rescue shell's commands start with normal signal handling.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE)
-	go func() {
-		for sig := range sigs {
-			log.Debugf("ignoring %v (PID 1 does not exit)", sig)
-		}
-	}()
-	s := &State{Log: log, Sys: cfg.Sys, Plan: &bootparam.Plan{}}
-	log.Printf("nbdroot-init starting (pid %d)", os.Getpid())
-
-	start := time.Now()
-	err := Base{}.Run(ctx, s)
-	if err == nil {
-		log.Stage("base", time.Since(start), Base{}.Summary(s))
-		err = s.loadPlan()
-	}
-	if err == nil {
-		s.Hooks = imageHooks()
-		if cfg.NewModules != nil {
-			s.Modules = cfg.NewModules(s)
-		}
-		var hooks []Hook
-		hooks, err = hookList(s.Hooks, cfg)
-		for err == nil {
-			err = Run(ctx, hooks, s)
-			var f *Failure
-			if !errors.As(err, &f) || !errors.Is(err, ErrBreak) || cfg.Rescue == nil {
-				break
-			}
-			// rd.break: the shell opens before the stage; leaving it resumes the boot there.
-			log.Printf("rd.break: stopped before the %s stage; 'exit' resumes the boot", f.Hook)
-			cfg.Rescue(s, err)
-			s.Plan.Break = ""
-			hooks = from(hooks, f.Hook)
-			err = nil
-		}
-	}
+	log := NewLogger(cfg.Console, cfg.Sys.Machine.Uptime)
+	defer catchSignals(log)()
+	s, err := run(context.Background(), cfg, log)
 	// Only failures get here: a successful switch_root replaced this process.
 	for {
 		report(log, err)
@@ -98,6 +60,74 @@ func Boot(cfg BootConfig) {
 	}
 }
 
+// catchSignals keeps PID 1 alive: Go's default for SIGINT, SIGTERM, SIGHUP… is to exit, and
+// PID 1 exiting is a kernel panic (the kernel sends init SIGINT on Ctrl-Alt-Del). They are
+// caught, not ignored: an ignored signal stays ignored across exec, a caught one is reset,
+// so the root's init and the rescue shell's commands start with normal signal handling.
+// The returned function stops catching them.
+func catchSignals(log *Logger) (stop func()) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for sig := range sigs {
+			log.Debugf("ignoring %v (PID 1 does not exit)", sig)
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(sigs)
+		<-done
+	}
+}
+
+// run is the boot up to switch_root: the base stage, the plan, then the image's hooks,
+// stopping before the Plan's break point for the rescue shell and going on from there when
+// it exits. It returns only on failure, with the State for the rescue shell.
+func run(ctx context.Context, cfg BootConfig, log *Logger) (*State, error) {
+	s := &State{Log: log, Sys: cfg.Sys, Plan: &bootparam.Plan{}}
+	log.Printf("nbdroot-init starting (pid %d)", os.Getpid())
+	start := time.Now()
+	if err := (Base{}).Run(ctx, s); err != nil {
+		return s, err
+	}
+	log.Stage("base", time.Since(start), Base{}.Summary(s))
+	if err := s.loadPlan(orPath(cfg.Cmdline, "/proc/cmdline")); err != nil {
+		return s, err
+	}
+	var err error
+	if s.Hooks, err = imageHooks(orPath(cfg.HooksFile, layout.HooksPath)); err != nil {
+		return s, err
+	}
+	if cfg.NewModules != nil {
+		s.Modules = cfg.NewModules(s)
+	}
+	hooks, err := hookList(s.Hooks, cfg)
+	if err != nil {
+		return s, err
+	}
+	for {
+		err := Run(ctx, hooks, s)
+		var f *Failure
+		if !errors.As(err, &f) || !errors.Is(err, ErrBreak) || cfg.Rescue == nil {
+			return s, err
+		}
+		// rd.break: the shell opens before the stage; leaving it resumes the boot there.
+		log.Printf("rd.break: stopped before the %s stage; 'exit' resumes the boot", f.Hook)
+		cfg.Rescue(s, err)
+		s.resumed = true
+		hooks = from(hooks, f.Hook)
+	}
+}
+
+func orPath(p, def string) string {
+	if p == "" {
+		return def
+	}
+	return p
+}
+
 // from returns the hooks starting at the one called name.
 func from(hooks []Hook, name string) []Hook {
 	for i, h := range hooks {
@@ -108,11 +138,11 @@ func from(hooks []Hook, name string) []Hook {
 	return nil
 }
 
-// loadPlan reads /proc/cmdline into the State's Plan.
-func (s *State) loadPlan() error {
-	b, err := os.ReadFile("/proc/cmdline")
+// loadPlan reads the kernel command line (path: /proc/cmdline) into the State's Plan.
+func (s *State) loadPlan(path string) error {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return fail("cmdline", "", "read /proc/cmdline", err)
+		return fail("cmdline", "", "read "+path, err)
 	}
 	p, err := bootparam.Parse(strings.TrimSpace(string(b)))
 	if err != nil {
@@ -124,11 +154,17 @@ func (s *State) loadPlan() error {
 	return nil
 }
 
-// imageHooks reads the image's hook list; an image without one runs the default list.
-func imageHooks() []string {
-	f, err := os.Open(HooksFile)
+// imageHooks reads the image's hook list (path: layout.HooksPath), one name per line; an
+// image without one runs the default list (catalog.Default). A list that exists but cannot
+// be read is a failure: running other hooks than the image was built with would fail later,
+// less clearly.
+func imageHooks(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return append([]string(nil), catalog.Default...), nil
+	}
 	if err != nil {
-		return append([]string(nil), catalog.Default...)
+		return nil, &Failure{Hook: "init", Tried: "read the image's hook list", Err: err}
 	}
 	defer f.Close()
 	var hooks []string
@@ -138,31 +174,34 @@ func imageHooks() []string {
 			hooks = append(hooks, h)
 		}
 	}
-	return hooks
+	if err := sc.Err(); err != nil {
+		return nil, &Failure{Hook: "init", Tried: "read the image's hook list", Err: fmt.Errorf("%s: %w", path, err)}
+	}
+	return hooks, nil
 }
 
-// hookList turns hook names into the stages to run after base; names accepted for
-// mkinitcpio compatibility that do nothing here are skipped.
+// stageCode maps the hooks that run (catalog.Spec.Runs) to their code: the one place the
+// init turns the hook table's names into stages. base is not here: Boot runs it before the
+// plan can be read (it mounts /proc); switch_root ends every image.
+var stageCode = map[string]func(cfg BootConfig) Hook{
+	"udev":        func(BootConfig) Hook { return Udev{} },
+	"net":         func(BootConfig) Hook { return Net{} },
+	"nbd":         func(BootConfig) Hook { return NBD{} },
+	"encrypt":     func(BootConfig) Hook { return Encrypt{} },
+	"filesystems": func(BootConfig) Hook { return Filesystems{} },
+}
+
+// hookList turns the image's hook names into the stages to run after base, then
+// switch_root; names accepted for mkinitcpio compatibility that do nothing here are skipped.
 func hookList(names []string, cfg BootConfig) ([]Hook, error) {
 	var out []Hook
 	for _, n := range names {
-		switch n {
-		case "base":
-			// Already done: the plan cannot be read before /proc is mounted.
-		case "udev":
-			out = append(out, Udev{})
-		case "net":
-			out = append(out, Net{})
-		case "nbd":
-			out = append(out, NBD{Keeper: LaunchKeeper})
-		case "encrypt":
-			out = append(out, Encrypt{})
-		case "filesystems":
-			out = append(out, Filesystems{})
-		default:
-			if _, ok := catalog.Lookup(n); !ok {
-				return nil, &Failure{Hook: "init", Tried: "read " + HooksFile, Err: fmt.Errorf("unknown hook %q", n)}
-			}
+		spec, ok := catalog.Lookup(n)
+		if !ok {
+			return nil, &Failure{Hook: "init", Tried: "read the image's hook list", Err: fmt.Errorf("unknown hook %q", n)}
+		}
+		if code := stageCode[n]; spec.Runs && code != nil {
+			out = append(out, code(cfg))
 		}
 	}
 	return append(out, SwitchRoot{Args: cfg.Args, Env: cfg.Env, BeforeExec: cfg.BeforeSwitch}), nil
@@ -186,16 +225,6 @@ func report(log *Logger, err error) {
 		log.Printf("BOOT FAILED: %v", err)
 	}
 	log.Printf("dropping to the rescue shell")
-}
-
-// Reboot powers the machine off or reboots it; it returns only on failure.
-func Reboot(powerOff bool) error {
-	unix.Sync()
-	cmd := unix.LINUX_REBOOT_CMD_RESTART
-	if powerOff {
-		cmd = unix.LINUX_REBOOT_CMD_POWER_OFF
-	}
-	return unix.Reboot(cmd)
 }
 
 // DefaultConfig is the configuration of a real boot: the console, the running kernel, the

@@ -31,7 +31,7 @@ func activeConsoles() []string {
 // AskPassphrase asks on every active console (a thin client may have a screen and a serial
 // line; whoever answers first wins), with echo off, and returns the line typed without its
 // newline. The caller wipes it.
-func (*linuxSystem) AskPassphrase(ctx context.Context, prompt string) ([]byte, error) {
+func (linuxConsole) AskPassphrase(ctx context.Context, prompt string) ([]byte, error) {
 	type answer struct {
 		line []byte
 		err  error

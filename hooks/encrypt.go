@@ -44,7 +44,7 @@ func (Encrypt) Run(ctx context.Context, s *State) error {
 	if err != nil {
 		return fail("encrypt", param, "find the encrypted device", err)
 	}
-	f, err := s.Sys.OpenDevice(dev)
+	f, err := s.Sys.Blocks.OpenDevice(dev)
 	if err != nil {
 		return fail("encrypt", param, "open "+dev, err)
 	}
@@ -77,13 +77,13 @@ func (Encrypt) Run(ctx context.Context, s *State) error {
 			s.Log.Printf("encrypt: option %q is not a dm-crypt flag; ignored", o)
 		}
 	}
-	ro := s.NBD != nil && s.NBD.ReadOnly && s.NBD.Device == dev
+	ro := s.NBD != nil && s.NBD.ReadOnly() && s.NBD.Device == dev
 	table, err := vol.Table(key, luks.TableOptions{Device: dev, DeviceSize: size, Flags: flags, ReadOnly: ro})
 	if err != nil {
 		return fail("encrypt", param, "build the dm-crypt table", err)
 	}
 	defer table.Wipe()
-	mapped, err := s.Sys.ActivateCrypt(c.Name, table)
+	mapped, err := s.Sys.Mapper.ActivateCrypt(c.Name, table)
 	if err != nil {
 		return fail("encrypt", param, fmt.Sprintf("map %s as /dev/mapper/%s with dm-crypt (%s)", dev, c.Name, table.Cipher), err)
 	}
@@ -104,7 +104,7 @@ func (Encrypt) Summary(s *State) string {
 func unlock(ctx context.Context, s *State, vol *luks.Volume, c *bootparam.Crypt, dev string) (*luks.VolumeKey, error) {
 	// A keyslot whose Argon2 needs more memory than the client has would get PID 1 killed by
 	// the OOM killer: refuse it with a clear error instead.
-	opts := &luks.UnlockOptions{MaxMemoryKiB: s.Sys.MemAvailableKiB() / 2}
+	opts := &luks.UnlockOptions{MaxMemoryKiB: s.Sys.Machine.MemAvailableKiB() / 2}
 	if c.Key != nil {
 		kf, err := readKey(ctx, s, c.Key)
 		if err == nil {
@@ -123,7 +123,7 @@ func unlock(ctx context.Context, s *State, vol *luks.Volume, c *bootparam.Crypt,
 	}
 	prompt := fmt.Sprintf("Enter passphrase for %s (%s): ", dev, c.Name)
 	for left := tries; left > 0; left-- {
-		pass, err := s.Sys.AskPassphrase(ctx, prompt)
+		pass, err := s.Sys.Console.AskPassphrase(ctx, prompt)
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +154,7 @@ func readKey(ctx context.Context, s *State, k *bootparam.CryptKey) ([]byte, erro
 		if err != nil {
 			return nil, err
 		}
-		f, err := s.Sys.OpenDevice(dev)
+		f, err := s.Sys.Blocks.OpenDevice(dev)
 		if err != nil {
 			return nil, err
 		}
@@ -166,13 +166,13 @@ func readKey(ctx context.Context, s *State, k *bootparam.CryptKey) ([]byte, erro
 			return nil, err
 		}
 		dir := "/run/nbdroot/cryptkey"
-		if err := s.Sys.MkdirAll(dir, 0o700); err != nil {
+		if err := s.Sys.Files.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
-		if err := s.Sys.Mount(dev, dir, k.FSType, mountReadOnly, ""); err != nil {
+		if err := s.Sys.Files.Mount(dev, dir, k.FSType, mountReadOnly, ""); err != nil {
 			return nil, fmt.Errorf("mount %s (%s) to read the key file: %w", dev, k.FSType, err)
 		}
-		defer s.Sys.Unmount(dir)
+		defer s.Sys.Files.Unmount(dir)
 		return luks.ReadKeyFile(filepath.Join(dir, k.Path))
 	}
 	return nil, fmt.Errorf("unknown cryptkey= kind %q", k.Kind)
@@ -190,12 +190,12 @@ func waitDevice(ctx context.Context, s *State, spec string, wait time.Duration) 
 		var err error
 		if strings.Contains(spec, "=") {
 			var dev string
-			if dev, err = s.Sys.FindBlockDevice(spec); err == nil {
+			if dev, err = s.Sys.Blocks.FindBlockDevice(spec); err == nil {
 				return dev, nil
 			}
 		} else {
 			var ok bool
-			if ok, err = s.Sys.BlockDeviceReady(spec); ok {
+			if ok, err = s.Sys.Blocks.BlockDeviceReady(spec); ok {
 				return spec, nil
 			}
 		}

@@ -57,14 +57,16 @@ func TestEncrypt(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sys := &fakeSys{devices: map[string]string{"/dev/nbd0": img}, passes: tt.passes}
+			sys := newFakes()
+			sys.blocks.devices = map[string]string{"/dev/nbd0": img}
+			sys.console.passes = tt.passes
 			s, log, err := newTestState("ip=dhcp nbd_server=10.0.0.1 "+tt.cmdline, sys)
 			if err != nil {
 				t.Fatal(err)
 			}
 			err = Encrypt{}.Run(context.Background(), s)
-			if len(sys.prompts) != tt.wantPrompts {
-				t.Errorf("asked %d times, want %d", len(sys.prompts), tt.wantPrompts)
+			if len(sys.console.prompts) != tt.wantPrompts {
+				t.Errorf("asked %d times, want %d", len(sys.console.prompts), tt.wantPrompts)
 			}
 			if tt.wantLog != "" && !strings.Contains(log.String(), tt.wantLog) {
 				t.Errorf("log lacks %q:\n%s", tt.wantLog, log)
@@ -85,10 +87,10 @@ func TestEncrypt(t *testing.T) {
 			if s.CryptDevice != "/dev/mapper/nbdcrypt" {
 				t.Errorf("CryptDevice = %q", s.CryptDevice)
 			}
-			if len(sys.tables) != 1 {
-				t.Fatalf("%d tables activated", len(sys.tables))
+			if len(sys.mapper.tables) != 1 {
+				t.Fatalf("%d tables activated", len(sys.mapper.tables))
 			}
-			tab := sys.tables[0]
+			tab := sys.mapper.tables[0]
 			for _, want := range []string{"aes-xts-plain64", "/dev/nbd0", "sector_size:4096"} {
 				if !strings.Contains(tab, want) {
 					t.Errorf("table %q lacks %q", tab, want)
@@ -97,7 +99,7 @@ func TestEncrypt(t *testing.T) {
 			if strings.Contains(tt.cmdline, "allow-discards") != strings.Contains(tab, "allow_discards") {
 				t.Errorf("table %q: allow_discards does not follow the cmdline", tab)
 			}
-			if prompts := sys.prompts; len(prompts) > 0 && prompts[0] != "Enter passphrase for /dev/nbd0 (nbdcrypt): " {
+			if prompts := sys.console.prompts; len(prompts) > 0 && prompts[0] != "Enter passphrase for /dev/nbd0 (nbdcrypt): " {
 				t.Errorf("prompt %q", prompts[0])
 			}
 		})
@@ -107,7 +109,8 @@ func TestEncrypt(t *testing.T) {
 func TestEncryptNotLUKS(t *testing.T) {
 	plain := filepath.Join(t.TempDir(), "plain.img")
 	os.WriteFile(plain, make([]byte, 1<<20), 0o600)
-	sys := &fakeSys{devices: map[string]string{"/dev/nbd0": plain}}
+	sys := newFakes()
+	sys.blocks.devices = map[string]string{"/dev/nbd0": plain}
 	s, _, err := newTestState("ip=dhcp nbd_server=10.0.0.1 cryptdevice=/dev/nbd0:c root=/dev/mapper/c", sys)
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +133,10 @@ func TestEncryptArgon2TooBig(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("luksFormat: %v\n%s", err, out)
 	}
-	sys := &fakeSys{devices: map[string]string{"/dev/nbd0": img}, passes: []string{"pw"}, memKiB: 16 << 10}
+	sys := newFakes()
+	sys.blocks.devices = map[string]string{"/dev/nbd0": img}
+	sys.console.passes = []string{"pw"}
+	sys.machine.memKiB = 16 << 10
 	s, _, err := newTestState("ip=dhcp nbd_server=10.0.0.1 cryptdevice=/dev/nbd0:c root=/dev/mapper/c", sys)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +145,7 @@ func TestEncryptArgon2TooBig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "memory") {
 		t.Fatalf("err = %v, want a refusal naming memory", err)
 	}
-	if len(sys.tables) != 0 {
+	if len(sys.mapper.tables) != 0 {
 		t.Error("a table was activated")
 	}
 }

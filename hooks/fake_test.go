@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -15,29 +16,51 @@ import (
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
-// fakeSys is a System that records what the stages asked for. Tests set the fields they
-// need; unset behaviour succeeds.
-type fakeSys struct {
-	mu     sync.Mutex
-	calls  []string
-	files  map[string]string
-	mounts []fakeMount
+// The in-memory fakes of System, one per concern. Tests set the fields they need; unset
+// behaviour succeeds. netFake, the Network, is in net_test.go.
 
-	mountErr  func(source, target, fstype string) error
-	nics      []NIC
-	linkUpErr error
-	lease     *Lease
-	dhcpErr   error
-	dial      func(ctx context.Context, addr, export string) (*nbdclient.Conn, error)
-	attach    func(dev nbdclient.Device, socks []*os.File) (int, error)
-	ready     func(path string) (bool, error)
-	find      func(spec string) (string, error)
-	devices   map[string]string // device path → image file OpenDevice opens
-	passes    []string          // answers AskPassphrase gives, in order
-	prompts   []string
-	activate  func(name string, table *luks.Table) (string, error)
-	tables    []string // ActivateCrypt's tables, key redacted
-	memKiB    uint32   // MemAvailableKiB; 0 means 512 MiB
+// fakes is one fake per concern of System.
+type fakes struct {
+	files   *fakeFiles
+	net     *netFake
+	nbd     *fakeNBD
+	blocks  *fakeBlocks
+	console *fakeConsole
+	mapper  *fakeMapper
+	machine *fakeMachine
+}
+
+func newFakes() *fakes {
+	files := &fakeFiles{}
+	n := newNetFake()
+	n.files = files
+	return &fakes{files: files, net: n, nbd: &fakeNBD{}, blocks: &fakeBlocks{}, console: &fakeConsole{},
+		mapper: &fakeMapper{}, machine: &fakeMachine{}}
+}
+
+// system is the System the stages see.
+func (f *fakes) system() System {
+	return System{Files: f.files, Net: f.net, NBD: f.nbd, Blocks: f.blocks, Console: f.console,
+		Mapper: f.mapper, Machine: f.machine}
+}
+
+var (
+	_ Files        = (*fakeFiles)(nil)
+	_ Network      = (*netFake)(nil)
+	_ Attacher     = (*fakeNBD)(nil)
+	_ BlockDevices = (*fakeBlocks)(nil)
+	_ Console      = (*fakeConsole)(nil)
+	_ Mapper       = (*fakeMapper)(nil)
+	_ Machine      = (*fakeMachine)(nil)
+)
+
+// fakeFiles records mounts, directories and written files.
+type fakeFiles struct {
+	mu       sync.Mutex
+	calls    []string
+	files    map[string]string
+	mounts   []fakeMount
+	mountErr func(source, target, fstype string) error
 }
 
 type fakeMount struct {
@@ -46,15 +69,13 @@ type fakeMount struct {
 	Data                   string
 }
 
-var _ System = (*fakeSys)(nil)
-
-func (f *fakeSys) record(format string, args ...any) {
+func (f *fakeFiles) record(format string, args ...any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }
 
-func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
+func (f *fakeFiles) Mount(source, target, fstype string, flags uintptr, data string) error {
 	f.record("mount %s %s %s", source, target, fstype)
 	if f.mountErr != nil {
 		if err := f.mountErr(source, target, fstype); err != nil {
@@ -67,12 +88,14 @@ func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data strin
 	return nil
 }
 
-func (f *fakeSys) MkdirAll(path string, perm os.FileMode) error {
+func (f *fakeFiles) Unmount(target string) error { f.record("umount %s", target); return nil }
+
+func (f *fakeFiles) MkdirAll(path string, perm os.FileMode) error {
 	f.record("mkdir %s", path)
 	return nil
 }
 
-func (f *fakeSys) WriteFile(path string, data []byte, perm os.FileMode) error {
+func (f *fakeFiles) WriteFile(path string, data []byte, perm os.FileMode) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.files == nil {
@@ -82,80 +105,134 @@ func (f *fakeSys) WriteFile(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-func (f *fakeSys) NICs() ([]NIC, error) { return f.nics, nil }
-
-func (f *fakeSys) LinkUp(ctx context.Context, name string) error {
-	f.record("up %s", name)
-	return f.linkUpErr
-}
-
-func (f *fakeSys) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
-	f.record("dhcp %s", name)
-	if f.dhcpErr != nil {
-		return nil, f.dhcpErr
+func (f *fakeFiles) callsWith(prefix string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, prefix) {
+			out = append(out, c)
+		}
 	}
-	if f.lease == nil {
-		return nil, errors.New("no DHCP server in this fake")
+	return out
+}
+
+func (f *fakeFiles) file(path string) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.files[path]
+	return c, ok
+}
+
+func (f *fakeFiles) fileNames() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var names []string
+	for p := range f.files {
+		names = append(names, p)
 	}
-	return f.lease, nil
+	sort.Strings(names)
+	return names
 }
 
-func (f *fakeSys) Configure(name string, c *NetConfig) error {
-	f.record("configure %s %s", name, c.Address.String())
-	return nil
+// fakeNBD attaches through the real nbdclient.Attach over fakes of what is beneath it: dial
+// hands out loopback connections (the kernel takes socket files of them), the kernel
+// records what NBD_CMD_CONNECT got, and a keeper launch records its spec and fails (a keeper
+// is a process of its own: the QEMU tests run it).
+type fakeNBD struct {
+	// dial negotiates one connection; nil refuses every server.
+	dial nbdclient.DialFunc
+	// connect is the kernel's NBD_CMD_CONNECT; nil accepts the device asked for.
+	connect func(dev nbdclient.Device, socks []*os.File) (int, error)
+	// noFamily makes the kernel lack the netlink family (the ioctl fallback).
+	noFamily bool
+
+	mu       sync.Mutex
+	requests []nbdclient.Request
+	devs     []nbdclient.Device
+	socks    []int
+	keepers  []nbdclient.KeeperSpec
 }
 
-func (f *fakeSys) SetHostname(name string) error { f.record("hostname %s", name); return nil }
-
-func (f *fakeSys) DialNBD(ctx context.Context, addr, export string) (*nbdclient.Conn, error) {
-	f.record("dial %s %q", addr, export)
-	if f.dial == nil {
-		return nil, errors.New("connection refused")
+func (f *fakeNBD) Attach(ctx context.Context, r nbdclient.Request) (*nbdclient.Attached, error) {
+	f.mu.Lock()
+	f.requests = append(f.requests, r)
+	f.mu.Unlock()
+	r.Dial = f.dial
+	if r.Dial == nil {
+		r.Dial = func(ctx context.Context, addr, export string) (*nbdclient.Conn, error) {
+			return nil, &nbdclient.DialError{Server: addr, Export: export, Err: errors.New("connection refused")}
+		}
 	}
-	return f.dial(ctx, addr, export)
-}
-
-func (f *fakeSys) AttachNBD(dev nbdclient.Device, socks []*os.File) (int, error) {
-	f.record("attach nbd%d %d sockets", dev.Index, len(socks))
-	if f.attach == nil {
-		return dev.Index, nil
+	r.Kernel = func() (nbdclient.Connector, error) {
+		if f.noFamily {
+			return nil, nbdclient.ErrNoFamily
+		}
+		return fakeConnector{f}, nil
 	}
-	return f.attach(dev, socks)
+	r.Launch = func(spec nbdclient.KeeperSpec, _ nbdclient.KeeperStart) (*nbdclient.KeeperProcess, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.keepers = append(f.keepers, spec)
+		return nil, errors.New("no keeper process in unit tests")
+	}
+	r.MinBackoff, r.MaxBackoff = time.Millisecond, 10*time.Millisecond
+	return nbdclient.Attach(ctx, r)
 }
 
-func (f *fakeSys) BlockDeviceReady(path string) (bool, error) {
+// fakeConnector is fakeNBD's kernel.
+type fakeConnector struct{ f *fakeNBD }
+
+func (c fakeConnector) Connect(dev nbdclient.Device, socks []*os.File) (int, error) {
+	c.f.mu.Lock()
+	c.f.devs = append(c.f.devs, dev)
+	c.f.socks = append(c.f.socks, len(socks))
+	c.f.mu.Unlock()
+	if c.f.connect != nil {
+		return c.f.connect(dev, socks)
+	}
+	return dev.Index, nil
+}
+
+func (fakeConnector) Close() error { return nil }
+
+// fakeBlocks is the block devices: all ready unless ready says otherwise; devices maps a
+// device path to the image file OpenDevice opens.
+type fakeBlocks struct {
+	ready   func(path string) (bool, error)
+	find    func(spec string) (string, error)
+	devices map[string]string
+}
+
+func (f *fakeBlocks) BlockDeviceReady(path string) (bool, error) {
 	if f.ready == nil {
 		return true, nil
 	}
 	return f.ready(path)
 }
 
-func (f *fakeSys) FindBlockDevice(spec string) (string, error) {
+func (f *fakeBlocks) FindBlockDevice(spec string) (string, error) {
 	if f.find == nil {
 		return "", errors.New("no devices in this fake")
 	}
 	return f.find(spec)
 }
 
-func (f *fakeSys) Uptime() time.Duration { return 1500 * time.Millisecond }
-
-func (f *fakeSys) MemAvailableKiB() uint32 {
-	if f.memKiB != 0 {
-		return f.memKiB
-	}
-	return 512 << 10
-}
-
-func (f *fakeSys) OpenDevice(path string) (*os.File, error) {
+func (f *fakeBlocks) OpenDevice(path string) (*os.File, error) {
 	if img, ok := f.devices[path]; ok {
 		return os.Open(img)
 	}
 	return nil, &os.PathError{Op: "open", Path: path, Err: os.ErrNotExist}
 }
 
-func (f *fakeSys) Unmount(target string) error { f.record("umount %s", target); return nil }
+// fakeConsole answers passphrase prompts from passes, in order, and records the prompts.
+type fakeConsole struct {
+	mu      sync.Mutex
+	passes  []string
+	prompts []string
+}
 
-func (f *fakeSys) AskPassphrase(ctx context.Context, prompt string) ([]byte, error) {
+func (f *fakeConsole) AskPassphrase(ctx context.Context, prompt string) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.prompts = append(f.prompts, prompt)
@@ -167,7 +244,14 @@ func (f *fakeSys) AskPassphrase(ctx context.Context, prompt string) ([]byte, err
 	return []byte(p), nil
 }
 
-func (f *fakeSys) ActivateCrypt(name string, table *luks.Table) (string, error) {
+// fakeMapper records the dm-crypt tables it is given (key redacted).
+type fakeMapper struct {
+	mu       sync.Mutex
+	activate func(name string, table *luks.Table) (string, error)
+	tables   []string
+}
+
+func (f *fakeMapper) ActivateCrypt(name string, table *luks.Table) (string, error) {
 	f.mu.Lock()
 	f.tables = append(f.tables, table.String())
 	f.mu.Unlock()
@@ -177,15 +261,29 @@ func (f *fakeSys) ActivateCrypt(name string, table *luks.Table) (string, error) 
 	return "/dev/mapper/" + name, nil
 }
 
-// newTestState returns a State over a fake System with a plan parsed from cmdline, and the
+// fakeMachine has been up 1.5 s and has memKiB available (0 means 512 MiB).
+type fakeMachine struct {
+	memKiB uint32
+}
+
+func (f *fakeMachine) Uptime() time.Duration { return 1500 * time.Millisecond }
+
+func (f *fakeMachine) MemAvailableKiB() uint32 {
+	if f.memKiB != 0 {
+		return f.memKiB
+	}
+	return 512 << 10
+}
+
+// newTestState returns a State over the fakes with a plan parsed from cmdline, and the
 // buffer the logger writes to.
-func newTestState(cmdline string, sys *fakeSys) (*State, *bytes.Buffer, error) {
+func newTestState(cmdline string, f *fakes) (*State, *bytes.Buffer, error) {
 	p, err := bootparam.Parse(cmdline)
 	if err != nil {
 		return nil, nil, err
 	}
 	var buf bytes.Buffer
-	return &State{Plan: p, Sys: sys, Log: NewLogger(&syncWriter{w: &buf}, sys.Uptime)}, &buf, nil
+	return &State{Plan: p, Sys: f.system(), Log: NewLogger(&syncWriter{w: &buf}, f.machine.Uptime)}, &buf, nil
 }
 
 type syncWriter struct {
@@ -199,14 +297,9 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-func (f *fakeSys) callsWith(prefix string) []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, c := range f.calls {
-		if strings.HasPrefix(c, prefix) {
-			out = append(out, c)
-		}
-	}
-	return out
+// String returns what was written so far.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/bootparam"
+	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
 // Hook is one boot stage.
@@ -28,12 +29,13 @@ type Hook interface {
 }
 
 // State is what the stages share: the Plan, where to log, the kernel-facing System, and what
-// earlier stages produced.
+// earlier stages produced. The Plan is what the command line says and never changes; what
+// the stages learn (the DHCP answer, the NBD device, the unlocked mapping) goes here.
 type State struct {
 	Plan *bootparam.Plan
 	// Log receives the timeline and every message meant for the console.
 	Log *Logger
-	// Sys performs everything that touches the kernel; tests use a fake.
+	// Sys performs everything that touches the kernel; tests use fakes.
 	Sys System
 	// Hooks is the list of hooks in this image, in order (what /etc/nbdroot/hooks says).
 	Hooks []string
@@ -41,17 +43,37 @@ type State struct {
 	// Modules loads the modules a hook needs (started by udev, awaited by each hook).
 	Modules ModuleLoader
 
-	// Net is filled by the net hook.
+	// Net is filled by the net hook, with what the DHCP answer said (root-path, next-server).
 	Net *NetConfig
-	// NBD is filled by the nbd hook.
-	NBD *NBDAttachment
+	// Target is the NBD connection and root the boot uses: the Plan's, completed by the nbd
+	// hook with the DHCP answer when the command line leaves the server to DHCP.
+	Target *bootparam.Target
+	// NBD is the device the nbd hook attached.
+	NBD *nbdclient.Attached
 	// CryptDevice is the unlocked mapper device (/dev/mapper/NAME), filled by encrypt.
 	CryptDevice string
 	// NewRoot is where the root filesystem was mounted by filesystems.
 	NewRoot string
 
-	// keeper is the root device's keeper, launched at attach and awaited before switch_root.
-	keeper *pendingKeeper
+	// keeper is the root device's keeper, launched at attach and checked before switch_root.
+	keeper *nbdclient.KeeperProcess
+	// resumed is set once the boot stopped at the Plan's break point and went on: the
+	// break is not taken twice.
+	resumed bool
+}
+
+// Root is the root filesystem to mount: the Target's (the Plan's root, completed with the
+// DHCP root-path), read-only when the NBD export is (the kernel makes the device read-only:
+// a read-write mount would fail with a less helpful error).
+func (s *State) Root() bootparam.Root {
+	r := s.Plan.Root
+	if s.Target != nil {
+		r = s.Target.Root
+	}
+	if s.NBD != nil && s.NBD.ReadOnly() {
+		r.RW = false
+	}
+	return r
 }
 
 // NetConfig is the network configuration the net hook applied.
@@ -71,18 +93,6 @@ type NetConfig struct {
 	NextServer net.IP
 	RootPath   string
 	LeaseTime  time.Duration
-}
-
-// NBDAttachment is the device the nbd hook connected.
-type NBDAttachment struct {
-	Device   string // /dev/nbdN
-	Index    int
-	Server   string // host:port actually used
-	Export   string
-	Size     uint64
-	Flags    uint16
-	Sockets  int
-	ReadOnly bool
 }
 
 // ModuleLoader loads the kernel modules of the image. Start begins loading everything the
@@ -181,7 +191,7 @@ type Summarizer interface {
 // the hook named by the Plan's Break (rd.break) with ErrBreak.
 func Run(ctx context.Context, hooks []Hook, s *State) error {
 	for _, h := range hooks {
-		if s.Plan != nil && s.Plan.Break != "" && s.Plan.Break == h.Name() {
+		if s.Plan != nil && s.Plan.Break != "" && s.Plan.Break == h.Name() && !s.resumed {
 			return &Failure{Hook: h.Name(), Tried: "stopped before this stage on request", Param: "rd.break", Err: ErrBreak}
 		}
 		start := time.Now()

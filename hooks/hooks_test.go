@@ -51,7 +51,7 @@ func TestRun(t *testing.T) {
 				h.ran = &ran
 				hooks = append(hooks, h)
 			}
-			s, buf, err := newTestState("ip=::::::dhcp nbd_server=10.0.0.1 root=/dev/nbd0", &fakeSys{})
+			s, buf, err := newTestState("ip=::::::dhcp nbd_server=10.0.0.1 root=/dev/nbd0", newFakes())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nbdroot/nbdroot/bootparam"
 	"github.com/nbdroot/nbdroot/nbd"
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
@@ -81,7 +82,7 @@ func TestNBDHook(t *testing.T) {
 			cmdline: "nbd_server=10.0.0.1 nbd_export=root root=/dev/nbd0",
 			info:    rw,
 			want: nbdclient.Device{Index: 0, Size: 64 << 20, BlockSize: 512, ServerFlags: rw.Flags,
-				DeadConnTimeout: DefaultDeadConnTimeout, BackendID: "10.0.0.1:10809/root", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
+				DeadConnTimeout: nbdclient.DefaultKeptDeadConnTimeout, BackendID: "10.0.0.1:10809/root", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
 			socks: 1, server: "10.0.0.1:10809",
 		},
 		{
@@ -97,7 +98,7 @@ func TestNBDHook(t *testing.T) {
 			cmdline: "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.connections=2",
 			info:    single,
 			want: nbdclient.Device{Size: 64 << 20, BlockSize: 512, ServerFlags: single.Flags,
-				DeadConnTimeout: DefaultDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
+				DeadConnTimeout: nbdclient.DefaultKeptDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
 			socks: 1, server: "10.0.0.1:10809",
 			log: []string{"10.0.0.1:10809 does not allow multi-conn"},
 		},
@@ -106,7 +107,7 @@ func TestNBDHook(t *testing.T) {
 			cmdline: "nbd_server=10.0.0.1 root=/dev/nbd0 rw",
 			info:    ro,
 			want: nbdclient.Device{Size: 64 << 20, BlockSize: 512, ServerFlags: ro.Flags,
-				DeadConnTimeout: DefaultDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
+				DeadConnTimeout: nbdclient.DefaultKeptDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
 			socks: 1, server: "10.0.0.1:10809",
 			log: []string{"10.0.0.1:10809 is read-only (NBD_FLAG_READ_ONLY): mounting the root read-only despite rw"},
 		},
@@ -115,7 +116,7 @@ func TestNBDHook(t *testing.T) {
 			cmdline: "nbd_server=10.0.0.1 root=/dev/nbd0 rw",
 			info:    rw,
 			want: nbdclient.Device{Size: 64 << 20, BlockSize: 512, ServerFlags: rw.Flags,
-				DeadConnTimeout: DefaultDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
+				DeadConnTimeout: nbdclient.DefaultKeptDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
 			socks: 1, server: "10.0.0.1:10809", rw: true,
 		},
 		{
@@ -124,7 +125,7 @@ func TestNBDHook(t *testing.T) {
 			info:    rw,
 			down:    []string{"10.0.0.1:10809"},
 			want: nbdclient.Device{Size: 64 << 20, BlockSize: 512, ServerFlags: rw.Flags,
-				DeadConnTimeout: DefaultDeadConnTimeout, BackendID: "10.0.0.2:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
+				DeadConnTimeout: nbdclient.DefaultKeptDeadConnTimeout, BackendID: "10.0.0.2:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
 			socks: 1, server: "10.0.0.2:10809",
 			log: []string{"nbd: attempt 1: NBD server 10.0.0.1:10809"},
 		},
@@ -136,41 +137,38 @@ func TestNBDHook(t *testing.T) {
 				return 0, &nbdclient.SetupError{Index: 0, Err: errors.New("partition scan of /dev/nbd0: max_part=0")}
 			},
 			want: nbdclient.Device{Size: 64 << 20, BlockSize: 512, ServerFlags: rw.Flags,
-				DeadConnTimeout: DefaultDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
+				DeadConnTimeout: nbdclient.DefaultKeptDeadConnTimeout, BackendID: "10.0.0.1:10809", MaxRequest: 1 << 20, ReadAheadKB: DefaultReadAheadKB},
 			socks: 1, server: "10.0.0.1:10809",
 			log: []string{"nbd: /dev/nbd0 is connected, but preparing it failed: partition scan of /dev/nbd0: max_part=0"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var got nbdclient.Device
-			var socks int
-			sys := &fakeSys{dial: nbdDialer(t, tt.info, tt.down...)}
-			sys.attach = func(dev nbdclient.Device, s []*os.File) (int, error) {
-				got, socks = dev, len(s)
-				if tt.attach != nil {
-					return tt.attach(dev, s)
-				}
-				return dev.Index, nil
-			}
+			sys := newFakes()
+			sys.nbd.dial = nbdDialer(t, tt.info, tt.down...)
+			sys.nbd.connect = tt.attach
 			s, buf, err := newTestState(tt.cmdline, sys)
 			if err != nil {
 				t.Fatal(err)
 			}
+			planRW := s.Plan.Root.RW
 			if err := (NBD{Budget: 10 * time.Second}).Run(context.Background(), s); err != nil {
 				t.Fatalf("%v\n%s", err, buf)
 			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
+			if diff := cmp.Diff([]nbdclient.Device{tt.want}, sys.nbd.devs); diff != "" {
 				t.Errorf("device (-want +got):\n%s", diff)
 			}
-			if socks != tt.socks || s.NBD.Sockets != tt.socks {
-				t.Errorf("%d socket(s) attached, %d recorded; want %d", socks, s.NBD.Sockets, tt.socks)
+			if sys.nbd.socks[0] != tt.socks || s.NBD.Sockets != tt.socks {
+				t.Errorf("%d socket(s) attached, %d recorded; want %d", sys.nbd.socks[0], s.NBD.Sockets, tt.socks)
 			}
 			if s.NBD.Server != tt.server || s.NBD.Device != "/dev/nbd"+string(rune('0'+tt.want.Index)) {
 				t.Errorf("attachment %+v", s.NBD)
 			}
-			if s.Plan.Root.RW != tt.rw {
-				t.Errorf("root rw = %v, want %v", s.Plan.Root.RW, tt.rw)
+			if s.Root().RW != tt.rw {
+				t.Errorf("root rw = %v, want %v", s.Root().RW, tt.rw)
+			}
+			if s.Plan.Root.RW != planRW {
+				t.Errorf("the hook changed the Plan's root mode to %v", s.Plan.Root.RW)
 			}
 			for _, l := range tt.log {
 				if !strings.Contains(buf.String(), l) {
@@ -182,38 +180,167 @@ func TestNBDHook(t *testing.T) {
 }
 
 func TestNBDHookFailure(t *testing.T) {
-	sys := &fakeSys{dial: nbdDialer(t, nbd.ExportInfo{}, "10.0.0.1:10809")}
+	sys := newFakes()
+	sys.nbd.dial = nbdDialer(t, nbd.ExportInfo{}, "10.0.0.1:10809")
 	s, _, err := newTestState("nbd_server=10.0.0.1 nbd_export=root root=/dev/nbd0", sys)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = NBD{Budget: 300 * time.Millisecond}.Run(context.Background(), s)
 	var f *Failure
-	if !errors.As(err, &f) || f.Hook != "nbd" || f.Param != "nbd_server=10.0.0.1" ||
+	if !errors.As(err, &f) || f.Hook != "nbd" || f.Param != "nbd_server=10.0.0.1" || f.Tried != "connect" ||
 		!strings.Contains(err.Error(), `NBD server 10.0.0.1:10809, export "root": connection refused`) {
 		t.Errorf("err = %v", err)
 	}
 }
 
-func TestNBDHookStartsKeeper(t *testing.T) {
+// TestNBDHookFailures maps each step of the attach to the console's words.
+func TestNBDHookFailures(t *testing.T) {
+	rw := nbd.ExportInfo{Size: 1 << 20, Flags: nbd.TransHasFlags, MinBlock: 512, MaxBlock: 1024}
+	tests := []struct {
+		name     string
+		cmdline  string
+		noFamily bool
+		connect  error
+		modules  error
+		tried    string
+		param    string
+	}{
+		{name: "block size", cmdline: "root=nbd:10.0.0.1:10809:::bs=4096",
+			tried: "choose a block size", param: "root=nbd:10.0.0.1:10809:::bs=4096"},
+		{name: "nbd module", cmdline: "nbd_server=10.0.0.1 root=/dev/nbd0", modules: errors.New("ENOEXEC"),
+			tried: "load the nbd module"},
+		{name: "kernel refuses", cmdline: "nbd_server=10.0.0.1 root=/dev/nbd2", connect: errors.New("busy"),
+			tried: "attach 10.0.0.1:10809 (1048576 bytes) to /dev/nbd2", param: "nbd_server=10.0.0.1"},
+		{name: "ioctl keeper does not start", cmdline: "nbd_server=10.0.0.1 root=/dev/nbd0", noFamily: true,
+			tried: "attach 10.0.0.1:10809 (1048576 bytes) to /dev/nbd0", param: "nbd_server=10.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sys := newFakes()
+			sys.nbd.dial = nbdDialer(t, rw)
+			sys.nbd.noFamily = tt.noFamily
+			if tt.connect != nil {
+				sys.nbd.connect = func(nbdclient.Device, []*os.File) (int, error) { return -1, tt.connect }
+			}
+			s, buf, err := newTestState(tt.cmdline, sys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Modules = &fakeModules{err: tt.modules}
+			err = NBD{Budget: 10 * time.Second}.Run(context.Background(), s)
+			var f *Failure
+			if !errors.As(err, &f) || f.Hook != "nbd" || f.Tried != tt.tried || f.Param != tt.param {
+				t.Fatalf("err = %#v; want tried %q, parameter %q\n%s", f, tt.tried, tt.param, buf)
+			}
+			if tt.noFamily && !strings.Contains(buf.String(), "nbd: "+nbdclient.ErrNoFamily.Error()+"; using the ioctl interface") {
+				t.Errorf("the fallback is not logged:\n%s", buf)
+			}
+		})
+	}
+}
+
+// fakeModules is a ModuleLoader whose hooks' modules are loaded (or fail with err).
+type fakeModules struct {
+	err    error
+	waited []string
+}
+
+func (m *fakeModules) Start(context.Context) {}
+
+func (m *fakeModules) Wait(ctx context.Context, hook string) error {
+	m.waited = append(m.waited, hook)
+	return m.err
+}
+
+func TestNBDHookKeeper(t *testing.T) {
 	rw := nbd.ExportInfo{Size: 1 << 20, Flags: nbd.TransHasFlags}
-	sys := &fakeSys{dial: nbdDialer(t, rw)}
-	s, buf, err := newTestState("nbd_server=10.0.0.1 root=/dev/nbd0", sys)
+	sys := newFakes()
+	sys.nbd.dial = nbdDialer(t, rw, "10.0.0.1:10809")
+	s, buf, err := newTestState("nbd_server=10.0.0.1:10809,10.0.0.2:10900 nbd_export=root root=/dev/nbd1 nbdroot.deadconn=90", sys)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kept *NBDAttachment
-	h := NBD{Budget: 10 * time.Second, Keeper: func(ctx context.Context, s *State) error {
-		kept = s.NBD
-		return errors.New("keeper: could not start")
-	}}
-	if err := h.Run(context.Background(), s); err != nil {
+	mods := &fakeModules{}
+	s.Modules = mods
+	if err := (NBD{Budget: 10 * time.Second}).Run(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	if kept == nil || kept.Device != "/dev/nbd0" {
-		t.Errorf("keeper started for %+v, want the attached /dev/nbd0", kept)
+	// The root came from the second server: the keeper starts there, then goes on in the
+	// plan's order, and reads the device once at its start.
+	want := []nbdclient.KeeperSpec{{Probe: "/dev/nbd1", Target: nbdclient.KeeperTarget{Index: 1,
+		Servers: []string{"10.0.0.2:10900", "10.0.0.1:10809"}, Export: "root", Size: 1 << 20, Flags: rw.Flags,
+		BlockSize: 512, Connections: 1, DeadConnTimeout: 90 * time.Second, BackendID: "10.0.0.2:10900/root"}}}
+	if diff := cmp.Diff(want, sys.nbd.keepers); diff != "" {
+		t.Errorf("keeper (-want +got):\n%s", diff)
 	}
-	if !strings.Contains(buf.String(), "nbd: keeper: could not start") {
+	if !strings.Contains(buf.String(), "keeper: WARNING: no keeper process in unit tests: /dev/nbd1 will not survive a server restart") {
 		t.Errorf("the keeper's failure is not logged:\n%s", buf)
+	}
+	if s.NBD == nil || s.NBD.Device != "/dev/nbd1" || s.keeper != nil {
+		t.Errorf("attachment %+v, keeper %v", s.NBD, s.keeper)
+	}
+	if diff := cmp.Diff([]string{"nbd"}, mods.waited); diff != "" {
+		t.Errorf("modules waited for (-want +got):\n%s", diff)
+	}
+}
+
+// TestNBDHookDHCP completes the Plan with the DHCP answer into the State, not the Plan.
+func TestNBDHookDHCP(t *testing.T) {
+	rw := nbd.ExportInfo{Size: 1 << 20, Flags: nbd.TransHasFlags}
+	tests := []struct {
+		name     string
+		net      NetConfig
+		want     string
+		from     bootparam.ServerSource
+		root     string
+		wantFail string
+	}{
+		{name: "root-path", net: NetConfig{RootPath: "nbd:10.0.0.5:10900/data:ext4:rw", ServerID: net.ParseIP("10.0.0.9")},
+			want: "10.0.0.5:10900", from: bootparam.ServerFromRootPath},
+		{name: "next-server", net: NetConfig{NextServer: net.ParseIP("10.0.0.7"), ServerID: net.ParseIP("10.0.0.9")},
+			want: "10.0.0.7:10809", from: bootparam.ServerFromDHCPServer},
+		{name: "the boot server does not answer", net: NetConfig{ServerID: net.ParseIP("10.0.0.9")},
+			wantFail: "no NBD server on the command line (nbd_server=) and no root-path (option 17) in the DHCP answer: tried the boot server"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sys := newFakes()
+			sys.nbd.dial = nbdDialer(t, rw, "10.0.0.9:10809")
+			s, _, err := newTestState("ip=dhcp root=/dev/nbd0", sys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := *s.Plan
+			s.Net = &tt.net
+			err = NBD{Budget: 100 * time.Millisecond}.Run(context.Background(), s)
+			if diff := cmp.Diff(plan, *s.Plan); diff != "" {
+				t.Errorf("the hook changed the Plan (-before +after):\n%s", diff)
+			}
+			if tt.wantFail != "" {
+				var f *Failure
+				if !errors.As(err, &f) || f.Tried != tt.wantFail || f.Param != "DHCP server address 10.0.0.9" {
+					t.Fatalf("err = %v; want a failure that tried the boot server", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.NBD.Server != tt.want || s.Target.Server != tt.from {
+				t.Errorf("attached from %s (%v), want %s (%v)", s.NBD.Server, s.Target.Server, tt.want, tt.from)
+			}
+		})
+	}
+	// dracut's root-path says rw: the root is mounted rw, though the Plan says ro.
+	sys := newFakes()
+	sys.nbd.dial = nbdDialer(t, rw)
+	s, _, _ := newTestState("ip=dhcp root=/dev/nbd0", sys)
+	s.Net = &NetConfig{RootPath: "nbd:10.0.0.5:10900/data:ext4:rw"}
+	if err := (NBD{Budget: time.Second}).Run(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Root(); !r.RW || r.FSType != "ext4" || s.Plan.Root.RW {
+		t.Errorf("root %+v (plan %+v): want the root-path's rw and ext4, the Plan untouched", r, s.Plan.Root)
 	}
 }

@@ -287,7 +287,7 @@ func (n Net) autoNIC(ctx context.Context, s *State, e ipEntry, claimed map[strin
 func (n Net) waitNIC(ctx context.Context, s *State, match func(NIC) bool) (*NIC, []NIC, error) {
 	deadline := time.Now().Add(n.WaitNIC)
 	for {
-		nics, err := s.Sys.NICs()
+		nics, err := s.Sys.Net.NICs()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -325,7 +325,7 @@ func (n Net) firstWithCarrier(ctx context.Context, s *State, candidate func(NIC)
 	var other []error
 	pending := 0
 	start := func() error {
-		nics, err := s.Sys.NICs()
+		nics, err := s.Sys.Net.NICs()
 		if err != nil {
 			return err
 		}
@@ -338,7 +338,7 @@ func (n Net) firstWithCarrier(ctx context.Context, s *State, candidate func(NIC)
 			if !started[nic.Name] {
 				started[nic.Name] = true
 				pending++
-				go func() { results <- result{nic.Name, s.Sys.LinkUp(cctx, nic.Name)} }()
+				go func() { results <- result{nic.Name, s.Sys.Net.LinkUp(cctx, nic.Name)} }()
 			}
 		}
 		return nil
@@ -400,7 +400,7 @@ func (n Net) bringUp(ctx context.Context, s *State, e ipEntry, c choice) (*link,
 	name := c.nic.Name
 	if !c.carrier {
 		uctx, cancel := context.WithTimeout(ctx, n.Carrier)
-		err := s.Sys.LinkUp(uctx, name)
+		err := s.Sys.Net.LinkUp(uctx, name)
 		cancel()
 		if err != nil {
 			return nil, fail("net", e.param, fmt.Sprintf("bring %s (%s) up and wait %s for carrier (is the cable plugged in?)", name, c.nic.MAC, n.Carrier), err)
@@ -446,7 +446,7 @@ func (n Net) bringUp(ctx context.Context, s *State, e ipEntry, c choice) (*link,
 		nc.MTU = e.cfg.MTU
 	}
 	l.nc = nc
-	l.uptime = s.Sys.Uptime()
+	l.uptime = s.Sys.Machine.Uptime()
 	return l, nil
 }
 
@@ -494,7 +494,7 @@ func (n Net) dhcp(ctx context.Context, s *State, name string, cfg bootparam.IPCo
 	req := DHCPRequest{Hostname: cfg.Hostname, Timeout: 2 * time.Second, Retries: 3}
 	backoff := n.backoff
 	for attempt := 1; ; attempt++ {
-		lease, err := s.Sys.DHCP(dctx, name, req)
+		lease, err := s.Sys.Net.DHCP(dctx, name, req)
 		if err == nil {
 			if err = checkLease(lease); err == nil {
 				return lease, nil
@@ -671,7 +671,7 @@ func apply(s *State, links []*link) error {
 		if !l.route {
 			c.Gateway = nil
 		}
-		if err := s.Sys.Configure(c.Interface, &c); err != nil {
+		if err := s.Sys.Net.Configure(c.Interface, &c); err != nil {
 			ones, _ := c.Address.Mask.Size()
 			return fail("net", l.entry.param, fmt.Sprintf("configure %s with %s/%d", c.Interface, c.Address.IP, ones), err)
 		}
@@ -683,7 +683,7 @@ func apply(s *State, links []*link) error {
 		}
 	}
 	if host := hostname(links); host != "" {
-		if err := s.Sys.SetHostname(host); err != nil {
+		if err := s.Sys.Net.SetHostname(host); err != nil {
 			s.Log.Printf("net: set hostname %q: %v", host, err)
 		}
 	}
@@ -741,16 +741,16 @@ func primaryLink(p *bootparam.Plan, links []*link) *link {
 func writeNetFiles(s *State, links []*link, primary *link) error {
 	var errs []error
 	write := func(path, content string) {
-		if err := s.Sys.WriteFile(path, []byte(content), 0o644); err != nil {
+		if err := s.Sys.Files.WriteFile(path, []byte(content), 0o644); err != nil {
 			errs = append(errs, fmt.Errorf("write %s: %w", path, err))
 		}
 	}
 	resolv := resolvConf(links)
-	if err := s.Sys.MkdirAll("/etc", 0o755); err != nil {
+	if err := s.Sys.Files.MkdirAll("/etc", 0o755); err != nil {
 		errs = append(errs, err)
 	}
 	write("/etc/resolv.conf", resolv)
-	if err := s.Sys.MkdirAll("/run/nbdroot", 0o755); err != nil {
+	if err := s.Sys.Files.MkdirAll("/run/nbdroot", 0o755); err != nil {
 		errs = append(errs, err)
 	}
 	write("/run/nbdroot/resolv.conf", resolv)

@@ -20,10 +20,10 @@ import (
 	"github.com/nbdroot/nbdroot/bootparam"
 )
 
-// netFake is a System whose network half is scripted per interface: which NICs exist, which
-// have carrier, what DHCP answers. The rest comes from fakeSys.
+// netFake is the Network, scripted per interface: which NICs exist, which have carrier,
+// what DHCP answers. files is where the net hook writes (resolv.conf, the lease).
 type netFake struct {
-	*fakeSys
+	files *fakeFiles
 
 	nmu sync.Mutex
 	// nics is what NICs returns once hidden calls have passed (drivers still loading).
@@ -50,10 +50,8 @@ type dhcpAnswer struct {
 	err   error
 }
 
-var _ System = (*netFake)(nil)
-
 func newNetFake(nics ...NIC) *netFake {
-	f := &netFake{fakeSys: &fakeSys{}, nics: nics, carrier: map[string]bool{},
+	f := &netFake{files: &fakeFiles{}, nics: nics, carrier: map[string]bool{},
 		answers: map[string][]dhcpAnswer{}, dhcpReqs: map[string][]DHCPRequest{}, configured: map[string]NetConfig{}}
 	for _, n := range nics {
 		f.carrier[n.Name] = n.Carrier
@@ -126,23 +124,9 @@ func (f *netFake) SetHostname(name string) error {
 	return f.hostErr
 }
 
-func (f *netFake) file(path string) (string, bool) {
-	f.fakeSys.mu.Lock()
-	defer f.fakeSys.mu.Unlock()
-	c, ok := f.fakeSys.files[path]
-	return c, ok
-}
+func (f *netFake) file(path string) (string, bool) { return f.files.file(path) }
 
-func (f *netFake) fileNames() []string {
-	f.fakeSys.mu.Lock()
-	defer f.fakeSys.mu.Unlock()
-	var names []string
-	for p := range f.fakeSys.files {
-		names = append(names, p)
-	}
-	sort.Strings(names)
-	return names
-}
+func (f *netFake) fileNames() []string { return f.files.fileNames() }
 
 const (
 	mac0 = "52:54:00:00:00:10"
@@ -166,7 +150,8 @@ func runNet(t *testing.T, cmdline string, f *netFake) (*State, string, error) {
 
 func runNetPlan(p *bootparam.Plan, f *netFake) (*State, string, error) {
 	var buf bytes.Buffer
-	s := &State{Plan: p, Sys: f, Log: NewLogger(&syncWriter{w: &buf}, f.Uptime)}
+	m := &fakeMachine{}
+	s := &State{Plan: p, Sys: System{Files: f.files, Net: f, Machine: m}, Log: NewLogger(&syncWriter{w: &buf}, m.Uptime)}
 	err := fastNet.Run(context.Background(), s)
 	return s, buf.String(), err
 }

@@ -22,7 +22,7 @@ import (
 // NICs lists the Ethernet devices in the kernel's probe order (interface index): the
 // "first" NIC is the one the kernel found first, not the one whose name sorts first
 // (eth10 before eth2).
-func (*linuxSystem) NICs() ([]NIC, error) {
+func (linuxNet) NICs() ([]NIC, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -42,7 +42,7 @@ func (*linuxSystem) NICs() ([]NIC, error) {
 }
 
 // LinkUp sets the link up and polls for IFF_LOWER_UP (carrier) until ctx ends.
-func (*linuxSystem) LinkUp(ctx context.Context, name string) error {
+func (linuxNet) LinkUp(ctx context.Context, name string) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", name, err)
@@ -68,7 +68,7 @@ func (*linuxSystem) LinkUp(ctx context.Context, name string) error {
 
 // DHCP runs one DISCOVER/OFFER/REQUEST/ACK exchange; nclient4 sends each message up to
 // req.Retries times, waiting req.Timeout for the first answer and twice as long each time.
-func (*linuxSystem) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
+func (linuxNet) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
 	opts := []nclient4.ClientOpt{}
 	if req.Timeout > 0 {
 		opts = append(opts, nclient4.WithTimeout(req.Timeout))
@@ -103,7 +103,7 @@ func (*linuxSystem) DHCP(ctx context.Context, name string, req DHCPRequest) (*Le
 // from a previous attempt, is updated, others are left alone) and, when c has a gateway,
 // the default route. A gateway outside the subnet gets a link route first, as DHCP servers
 // handing out /32 addresses expect (RFC 3442 section 4 describes the same for option 121).
-func (*linuxSystem) Configure(name string, c *NetConfig) error {
+func (linuxNet) Configure(name string, c *NetConfig) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", name, err)
@@ -136,6 +136,6 @@ func (*linuxSystem) Configure(name string, c *NetConfig) error {
 }
 
 // SetHostname sets the kernel's host name (it survives switch_root).
-func (*linuxSystem) SetHostname(name string) error {
+func (linuxNet) SetHostname(name string) error {
 	return os.NewSyscallError("sethostname", unix.Sethostname([]byte(name)))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nbdroot/nbdroot/initramfs/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,10 +28,10 @@ func (Base) Run(ctx context.Context, s *State) error {
 		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
 		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
 	} {
-		if err := s.Sys.MkdirAll(m.dir, 0o755); err != nil {
+		if err := s.Sys.Files.MkdirAll(m.dir, 0o755); err != nil {
 			return fail("base", "", "create "+m.dir, err)
 		}
-		if err := s.Sys.Mount(m.src, m.dir, m.fstype, m.flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
+		if err := s.Sys.Files.Mount(m.src, m.dir, m.fstype, m.flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
 			return fail("base", "", fmt.Sprintf("mount %s on %s", m.fstype, m.dir), err)
 		}
 	}
@@ -60,9 +61,9 @@ func (Udev) Run(ctx context.Context, s *State) error {
 // Summary implements Summarizer.
 func (Udev) Summary(*State) string { return "module loading started" }
 
-// Filesystems mounts the root filesystem read-only (or rw) on /newroot.
+// Filesystems mounts the root filesystem read-only (or rw) on /newroot (layout.NewRoot).
 type Filesystems struct {
-	// Target is where the root is mounted (default /newroot).
+	// Target is where the root is mounted (default layout.NewRoot).
 	Target string
 	// Probe reads a device's filesystem type from its superblock; nil uses ProbeFSType.
 	Probe func(dev string) (string, error)
@@ -78,7 +79,7 @@ func (f Filesystems) Run(ctx context.Context, s *State) error {
 			return fail("filesystems", "", "load filesystem modules", err)
 		}
 	}
-	root := s.Plan.Root
+	root := s.Root()
 	dev, err := resolveRoot(ctx, s)
 	if err != nil {
 		return err
@@ -96,16 +97,16 @@ func (f Filesystems) Run(ctx context.Context, s *State) error {
 	}
 	target := f.Target
 	if target == "" {
-		target = "/newroot"
+		target = layout.NewRoot
 	}
-	if err := s.Sys.MkdirAll(target, 0o755); err != nil {
+	if err := s.Sys.Files.MkdirAll(target, 0o755); err != nil {
 		return fail("filesystems", "", "create "+target, err)
 	}
 	var flags uintptr
 	if !root.RW {
 		flags |= unix.MS_RDONLY
 	}
-	if err := s.Sys.Mount(dev, target, fstype, flags, root.Flags); err != nil {
+	if err := s.Sys.Files.Mount(dev, target, fstype, flags, root.Flags); err != nil {
 		tried := fmt.Sprintf("mount %s (%s, %s) on %s", dev, fstype, mode(root.RW), target)
 		if root.Flags != "" {
 			tried += " with options " + root.Flags
@@ -118,7 +119,7 @@ func (f Filesystems) Run(ctx context.Context, s *State) error {
 
 // Summary implements Summarizer.
 func (Filesystems) Summary(s *State) string {
-	return fmt.Sprintf("%s on %s (%s)", rootDevice(s), s.NewRoot, mode(s.Plan.Root.RW))
+	return fmt.Sprintf("%s on %s (%s)", rootDevice(s), s.NewRoot, mode(s.Root().RW))
 }
 
 func mode(rw bool) string {
@@ -130,7 +131,7 @@ func mode(rw bool) string {
 
 // rootDevice is the device the root filesystem lives on, after the earlier stages.
 func rootDevice(s *State) string {
-	dev := s.Plan.Root.Device
+	dev := s.Root().Device
 	if s.CryptDevice != "" && (dev == "" || dev == s.CryptDevice) {
 		return s.CryptDevice
 	}
@@ -143,7 +144,7 @@ const mountReadOnly = unix.MS_RDONLY
 // resolveRoot waits for the root device to be ready, up to rootdelay= (default 10 s).
 func resolveRoot(ctx context.Context, s *State) (string, error) {
 	dev := rootDevice(s)
-	param := "root=" + s.Plan.Root.Device
+	param := "root=" + s.Root().Device
 	if dev == "" {
 		return "", fail("filesystems", "root=", "find the root device", errors.New("no root= on the kernel command line"))
 	}

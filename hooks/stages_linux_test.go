@@ -16,51 +16,52 @@ func TestFilesystems(t *testing.T) {
 		name      string
 		cmdline   string
 		crypt     string
-		sys       *fakeSys
+		sys       func(f *fakes)
 		wantMount fakeMount
 		wantErr   string
 	}{
 		{
 			name:      "read-only by default, fstype probed",
 			cmdline:   "ip=dhcp nbd_server=10.0.0.1 root=/dev/nbd0",
-			sys:       &fakeSys{},
 			wantMount: fakeMount{"/dev/nbd0", "/newroot", "ext4", unix.MS_RDONLY, ""},
 		},
 		{
 			name:      "rw with flags and fstype",
 			cmdline:   "ip=dhcp nbd_server=10.0.0.1 root=/dev/nbd0 rw rootfstype=xfs rootflags=noatime",
-			sys:       &fakeSys{},
 			wantMount: fakeMount{"/dev/nbd0", "/newroot", "xfs", 0, "noatime"},
 		},
 		{
 			name:      "the unlocked mapper device",
 			cmdline:   "ip=dhcp nbd_server=10.0.0.1 cryptdevice=/dev/nbd0:nbdcrypt root=/dev/mapper/nbdcrypt",
 			crypt:     "/dev/mapper/nbdcrypt",
-			sys:       &fakeSys{},
 			wantMount: fakeMount{"/dev/mapper/nbdcrypt", "/newroot", "ext4", unix.MS_RDONLY, ""},
 		},
 		{
 			name:      "by label",
 			cmdline:   "ip=dhcp nbd_server=10.0.0.1 root=LABEL=thin",
-			sys:       &fakeSys{find: func(spec string) (string, error) { return "/dev/nbd0p2", nil }},
+			sys:       func(f *fakes) { f.blocks.find = func(spec string) (string, error) { return "/dev/nbd0p2", nil } },
 			wantMount: fakeMount{"/dev/nbd0p2", "/newroot", "ext4", unix.MS_RDONLY, ""},
 		},
 		{
 			name:    "device never appears",
 			cmdline: "ip=dhcp nbd_server=10.0.0.1 root=/dev/nbd0p1 rootdelay=1",
-			sys:     &fakeSys{ready: func(string) (bool, error) { return false, os.ErrNotExist }},
+			sys:     func(f *fakes) { f.blocks.ready = func(string) (bool, error) { return false, os.ErrNotExist } },
 			wantErr: "filesystems hook failed: wait for the root device (rootdelay= waits longer): /dev/nbd0p1 did not appear within 1s: no such device (parameter root=/dev/nbd0p1)",
 		},
 		{
 			name:    "mount refused",
 			cmdline: "ip=dhcp nbd_server=10.0.0.1 root=/dev/nbd0",
-			sys:     &fakeSys{mountErr: func(string, string, string) error { return unix.EINVAL }},
+			sys:     func(f *fakes) { f.files.mountErr = func(string, string, string) error { return unix.EINVAL } },
 			wantErr: "filesystems hook failed: mount /dev/nbd0 (ext4, ro) on /newroot: invalid argument (parameter root=/dev/nbd0)",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, _, err := newTestState(tt.cmdline, tt.sys)
+			sys := newFakes()
+			if tt.sys != nil {
+				tt.sys(sys)
+			}
+			s, _, err := newTestState(tt.cmdline, sys)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +76,7 @@ func TestFilesystems(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff([]fakeMount{tt.wantMount}, tt.sys.mounts); diff != "" {
+			if diff := cmp.Diff([]fakeMount{tt.wantMount}, sys.files.mounts); diff != "" {
 				t.Errorf("mounts (-want +got):\n%s", diff)
 			}
 		})

@@ -1,57 +1,57 @@
 package hooks
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nbdroot/nbdroot/luks"
-	"github.com/nbdroot/nbdroot/nbdclient"
 	"golang.org/x/sys/unix"
 )
 
-// linuxSystem is the real System.
-type linuxSystem struct {
-	mu     sync.Mutex
-	kernel *nbdclient.Kernel
+// NewSystem returns the System that acts on the running kernel.
+func NewSystem() System {
+	return System{Files: linuxFiles{}, Net: linuxNet{}, NBD: NBDAttacher{}, Blocks: linuxBlocks{},
+		Console: linuxConsole{}, Mapper: dmMapper{}, Machine: linuxMachine{}}
 }
 
-// NewSystem returns the System that acts on the running kernel.
-func NewSystem() System { return &linuxSystem{} }
+// The real implementations, one per concern of System.
+type (
+	linuxFiles   struct{}
+	linuxNet     struct{}
+	linuxBlocks  struct{}
+	linuxConsole struct{}
+	dmMapper     struct{}
+	linuxMachine struct{}
+)
 
-func (*linuxSystem) Mount(source, target, fstype string, flags uintptr, data string) error {
+var (
+	_ Files        = linuxFiles{}
+	_ Network      = linuxNet{}
+	_ BlockDevices = linuxBlocks{}
+	_ Console      = linuxConsole{}
+	_ Mapper       = dmMapper{}
+	_ Machine      = linuxMachine{}
+)
+
+func (linuxFiles) Mount(source, target, fstype string, flags uintptr, data string) error {
 	return os.NewSyscallError("mount", unix.Mount(source, target, fstype, flags, data))
 }
 
-func (*linuxSystem) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
+func (linuxFiles) MkdirAll(path string, perm os.FileMode) error { return os.MkdirAll(path, perm) }
 
-func (*linuxSystem) WriteFile(path string, data []byte, perm os.FileMode) error {
+func (linuxFiles) WriteFile(path string, data []byte, perm os.FileMode) error {
 	return os.WriteFile(path, data, perm)
 }
 
-func (*linuxSystem) DialNBD(ctx context.Context, addr, export string) (*nbdclient.Conn, error) {
-	return nbdclient.Dial(ctx, addr, export)
+func (linuxFiles) Unmount(target string) error {
+	return os.NewSyscallError("umount", unix.Unmount(target, 0))
 }
 
-func (s *linuxSystem) AttachNBD(dev nbdclient.Device, socks []*os.File) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.kernel == nil {
-		k, err := nbdclient.OpenKernel()
-		if err != nil {
-			return -1, err
-		}
-		s.kernel = k
-	}
-	return s.kernel.Connect(dev, socks)
-}
-
-func (*linuxSystem) BlockDeviceReady(path string) (bool, error) {
+func (linuxBlocks) BlockDeviceReady(path string) (bool, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return false, &os.PathError{Op: "open", Path: path, Err: err}
@@ -74,11 +74,11 @@ func (*linuxSystem) BlockDeviceReady(path string) (bool, error) {
 	return true, nil
 }
 
-func (*linuxSystem) Uptime() time.Duration { return Uptime() }
+func (linuxMachine) Uptime() time.Duration { return Uptime() }
 
-func (*linuxSystem) OpenDevice(path string) (*os.File, error) { return os.Open(path) }
+func (linuxBlocks) OpenDevice(path string) (*os.File, error) { return os.Open(path) }
 
-func (*linuxSystem) MemAvailableKiB() uint32 {
+func (linuxMachine) MemAvailableKiB() uint32 {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0
@@ -92,11 +92,7 @@ func (*linuxSystem) MemAvailableKiB() uint32 {
 	return 0
 }
 
-func (*linuxSystem) Unmount(target string) error {
-	return os.NewSyscallError("umount", unix.Unmount(target, 0))
-}
-
-func (*linuxSystem) ActivateCrypt(name string, table *luks.Table) (string, error) {
+func (dmMapper) ActivateCrypt(name string, table *luks.Table) (string, error) {
 	return luks.Activate(name, table)
 }
 

@@ -10,14 +10,30 @@ import (
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
-// System is everything the stages do to the kernel. The real one (NewSystem, Linux only)
-// makes syscalls and netlink requests; tests pass a fake and check what the stages asked for.
-type System interface {
-	// Mount and MkdirAll act on the live filesystem tree.
+// System is everything the stages do to the machine, one small interface per concern. The
+// real one (NewSystem, Linux only) makes syscalls and netlink requests; the tests fill it with
+// in-memory fakes (fake_test.go) and check what the stages asked for.
+type System struct {
+	Files   Files
+	Net     Network
+	NBD     Attacher
+	Blocks  BlockDevices
+	Console Console
+	Mapper  Mapper
+	Machine Machine
+}
+
+// Files acts on the live filesystem tree.
+type Files interface {
 	Mount(source, target, fstype string, flags uintptr, data string) error
+	// Unmount detaches the filesystem mounted on target.
+	Unmount(target string) error
 	MkdirAll(path string, perm os.FileMode) error
 	WriteFile(path string, data []byte, perm os.FileMode) error
+}
 
+// Network brings up links and configures them.
+type Network interface {
 	// NICs lists the Ethernet interfaces present now.
 	NICs() ([]NIC, error)
 	// LinkUp sets the interface up and waits until it has carrier or ctx ends.
@@ -29,26 +45,47 @@ type System interface {
 	Configure(name string, c *NetConfig) error
 	// SetHostname sets the kernel's hostname.
 	SetHostname(name string) error
+}
 
-	// DialNBD connects to an NBD server and negotiates an export.
-	DialNBD(ctx context.Context, addr, export string) (*nbdclient.Conn, error)
-	// AttachNBD hands negotiated sockets to the kernel (NBD_CMD_CONNECT).
-	AttachNBD(dev nbdclient.Device, socks []*os.File) (int, error)
+// Attacher attaches an NBD export to a device: NBDAttacher (nbdclient.Attach), or a fake.
+type Attacher interface {
+	Attach(ctx context.Context, r nbdclient.Request) (*nbdclient.Attached, error)
+}
 
+// NBDAttacher is the real Attacher.
+type NBDAttacher struct{}
+
+var _ Attacher = NBDAttacher{}
+
+// Attach implements Attacher with nbdclient.Attach.
+func (NBDAttacher) Attach(ctx context.Context, r nbdclient.Request) (*nbdclient.Attached, error) {
+	return nbdclient.Attach(ctx, r)
+}
+
+// BlockDevices finds and opens block devices.
+type BlockDevices interface {
 	// BlockDeviceReady reports whether path is a block device the kernel gave a size.
 	BlockDeviceReady(path string) (bool, error)
 	// FindBlockDevice returns the device answering to UUID=, LABEL=, PARTUUID= or PARTLABEL=.
 	FindBlockDevice(spec string) (string, error)
 	// OpenDevice opens a block device (or, in tests, an image file) for reading.
 	OpenDevice(path string) (*os.File, error)
-	// Unmount detaches the filesystem mounted on target.
-	Unmount(target string) error
+}
 
+// Console talks to the person at the console.
+type Console interface {
 	// AskPassphrase asks for a secret on every console, with echo off. The caller wipes it.
 	AskPassphrase(ctx context.Context, prompt string) ([]byte, error)
+}
+
+// Mapper creates device-mapper devices.
+type Mapper interface {
 	// ActivateCrypt maps a dm-crypt table as /dev/mapper/NAME and returns that path.
 	ActivateCrypt(name string, table *luks.Table) (string, error)
+}
 
+// Machine is what the kernel says about the machine.
+type Machine interface {
 	// Uptime is the time since the kernel started.
 	Uptime() time.Duration
 	// MemAvailableKiB is the memory the kernel says is available (MemAvailable), 0 if unknown.

@@ -2,67 +2,178 @@ package nbdclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // DefaultKeptDeadConnTimeout is the dead-connection timeout of a device with a keeper when
-// none is asked for: long enough for a server restart or a switch reboot (the init uses
-// the same default for the root).
+// none is asked for: long enough for a server restart or a switch reboot (the init's root
+// and `nbdroot attach --keep` alike).
 const DefaultKeptDeadConnTimeout = 120 * time.Second
 
-// AttachRequest is what `nbdroot attach` asks for on a running system.
-type AttachRequest struct {
-	// Server is host:port (see ParseServer); Export the export name ("" for the default).
-	Server string
+// Interface is the kernel interface a device is attached through.
+type Interface string
+
+// The kernel interfaces of the nbd driver.
+const (
+	// InterfaceAuto is the netlink family where the kernel has it, else the ioctl interface
+	// (Attach falls back when opening the family fails with ErrNoFamily).
+	InterfaceAuto Interface = ""
+	// InterfaceNetlink is the generic netlink family "nbd" (Linux 4.12+): the device outlives
+	// its connections, and the keeper hands it new ones (NBD_CMD_RECONFIGURE).
+	InterfaceNetlink Interface = "netlink"
+	// InterfaceIoctl is the legacy ioctl interface: NBD_DO_IT must be held by a process for
+	// as long as the device runs, so the keeper attaches the device itself.
+	InterfaceIoctl Interface = "ioctl"
+)
+
+// Connector is the kernel side of a new attach through netlink: *Kernel, or a fake in tests.
+type Connector interface {
+	// Connect hands the sockets to a device (NBD_CMD_CONNECT) and returns its index; a
+	// *SetupError means connected, but not fully prepared.
+	Connect(dev Device, socks []*os.File) (int, error)
+	Close() error
+}
+
+var _ Connector = (*Kernel)(nil)
+
+// Request is one attach of an export to an NBD device of this machine: what `nbdroot
+// attach`, the init's nbd hook (and, through the same steps, the keeper's reconnect) ask
+// for. Zero values mean the defaults.
+type Request struct {
+	// Servers are host:port addresses in failover order (see bootparam.ParseServer).
+	Servers []string
+	// Export is the export name ("" for the server's default export).
 	Export string
 	// Device is the N of /dev/nbdN, or -1 for the first free device.
 	Device int
-	// Connections is the number of sockets (more than one needs CAN_MULTI_CONN).
+	// Connections is the number of sockets (more than one needs CAN_MULTI_CONN); 0 means 1.
 	Connections int
+
+	// Budget bounds the attempts: the servers are tried in order, round after round with
+	// backoff (DefaultMinBackoff to DefaultMaxBackoff, jittered), until one attaches or
+	// Budget is spent. 0 tries each server once.
+	Budget time.Duration
+	// DialTimeout bounds one server's dial and handshakes (0: DefaultDialTimeout).
+	DialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between rounds (0: the defaults).
+	MinBackoff, MaxBackoff time.Duration
+
 	// Timeout is the kernel's per-request timeout (0: the kernel's default).
 	Timeout time.Duration
 	// DeadConnTimeout is how long I/O waits for a reconnect; 0 means
-	// DefaultKeptDeadConnTimeout with Keep, none without (nobody would reconnect).
+	// DefaultKeptDeadConnTimeout with a keeper, none without (nobody would reconnect). The
+	// ioctl interface has none.
 	DeadConnTimeout time.Duration
-	// BlockSize is the logical block size (0: negotiate).
+	// BlockSize is the logical block size (0: the server's minimum, at least 512).
 	BlockSize int
-	// Keep starts a keeper process that reconnects the device when its server goes away.
+	// ReadAheadKB is the device's read-ahead (0: the kernel's default).
+	ReadAheadKB uint32
+	// Interface chooses netlink or ioctl (InterfaceAuto: netlink, else ioctl).
+	Interface Interface
+
+	// Keep starts a keeper process that reconnects the device when its server goes away
+	// (see Keeper). The ioctl interface always has one: it holds the device.
 	Keep bool
-	// Ioctl uses the legacy ioctl interface even where the netlink family exists. The ioctl
-	// interface needs a process to hold the device, so it always starts a keeper.
-	Ioctl bool
-	// Keeper says how to start the keeper process (the nbdroot binary, re-executed).
+	// Keeper says how to start the keeper process (the running binary, re-executed).
 	Keeper KeeperStart
-	// Dial negotiates a connection (nil: Dial).
+
+	// TLS is for STARTTLS and kernel TLS (issue 15); Attach refuses a request with it until
+	// then, rather than connect in the clear.
+	TLS *tls.Config
+	// Identity is this client's identity for the server, and Overlay the overlay ID to
+	// resume (CONTRACTS.md, NBD_OPT_NBDROOT_CLIENT). They are carried into the keeper's
+	// target, not yet sent: the option comes with issue 13.
+	Identity string
+	Overlay  string
+
+	// Ready, when set, runs once a server has negotiated, before the kernel is touched (the
+	// init waits there for the nbd module, which loads while the handshake runs).
+	Ready func(ctx context.Context) error
+	// Log receives progress messages: multi-conn refused, failed attempts (when retrying),
+	// the interface fallback, names that do not resolve for the keeper.
+	Log func(msg string)
+
+	// Dial negotiates one connection (nil: Dial); tests pass fakes.
 	Dial DialFunc
+	// Kernel opens the netlink family (nil: OpenKernel); tests pass fakes.
+	Kernel func() (Connector, error)
+	// Launch starts a keeper process (nil: LaunchKeeper); tests pass fakes.
+	Launch func(KeeperSpec, KeeperStart) (*KeeperProcess, error)
+	// SysDir is sysfs, where the ioctl interface looks for a free device ("" = /sys).
+	SysDir string
 }
 
-// Attachment describes an attached device.
-type Attachment struct {
-	Device    string   `json:"device"`
-	Index     int      `json:"index"`
-	Server    string   `json:"server"`
-	Export    string   `json:"export"`
-	Size      uint64   `json:"size"`
-	Flags     []string `json:"flags"`
-	BlockSize uint32   `json:"block_size"`
-	Sockets   int      `json:"connections"`
-	// Interface is "netlink" or "ioctl".
-	Interface string `json:"interface"`
-	// KeeperPid is the keeper's process ID, 0 without one.
-	KeeperPid int `json:"keeper_pid,omitempty"`
+// Attached is a device Attach connected.
+type Attached struct {
+	// Device is /dev/nbdN, Index its N.
+	Device string
+	Index  int
+	// Server is the host:port the device was attached from, as dialled; Export its export.
+	Server string
+	Export string
+	// Info is the export as the server described it.
+	Info nbd.ExportInfo
+	// BlockSize is the device's logical block size; Sockets the connections it has.
+	BlockSize uint32
+	Sockets   int
+	Interface Interface
+	// Target is what the device's keeper keeps connected (servers resolved to addresses
+	// when a keeper was asked for).
+	Target KeeperTarget
+	// Keeper is the keeper process of a netlink device, launched but not awaited (see
+	// KeeperReady); nil without one. KeeperPid is its pid, or that of the ioctl keeper.
+	Keeper    *KeeperProcess
+	KeeperPid int
 	// Warnings are things that went wrong without stopping the attach.
-	Warnings []string `json:"warnings,omitempty"`
+	Warnings []string
+}
+
+// ReadOnly reports whether the export is read-only (NBD_FLAG_READ_ONLY): the kernel makes
+// the device read-only too.
+func (a *Attached) ReadOnly() bool { return a.Info.Flags&nbd.TransReadOnly != 0 }
+
+// KeeperReady waits until the launched keeper reports ready; an error is a *KeeperError
+// (the device stays attached).
+func (a *Attached) KeeperReady() error {
+	if a.Keeper == nil {
+		return nil
+	}
+	pid, _, err := a.Keeper.Ready()
+	if err != nil {
+		return &KeeperError{Device: a.Device, Err: err}
+	}
+	a.KeeperPid = pid
+	return nil
+}
+
+// MarshalJSON writes what `nbdroot attach --json` prints.
+func (a *Attached) MarshalJSON() ([]byte, error) {
+	flags := nbd.FlagNames(a.Info.Flags)
+	if flags == nil {
+		flags = []string{}
+	}
+	return json.Marshal(struct {
+		Device    string    `json:"device"`
+		Index     int       `json:"index"`
+		Server    string    `json:"server"`
+		Export    string    `json:"export"`
+		Size      uint64    `json:"size"`
+		Flags     []string  `json:"flags"`
+		BlockSize uint32    `json:"block_size"`
+		Sockets   int       `json:"connections"`
+		Interface Interface `json:"interface"`
+		KeeperPid int       `json:"keeper_pid,omitempty"`
+		Warnings  []string  `json:"warnings,omitempty"`
+	}{a.Device, a.Index, a.Server, a.Export, a.Info.Size, flags, a.BlockSize, a.Sockets, a.Interface, a.KeeperPid, a.Warnings})
 }
 
 // KeeperError reports a device that was attached but whose keeper did not start.
@@ -79,273 +190,205 @@ func (e *KeeperError) Error() string {
 // Unwrap returns why the keeper did not start.
 func (e *KeeperError) Unwrap() error { return e.Err }
 
-// Attach negotiates with the server and attaches the export to an NBD device of this
-// machine: through the generic netlink family, or the ioctl interface where it is missing.
-// With Keep (always with the ioctl interface) a keeper process keeps it connected. note
-// receives progress messages.
-func Attach(ctx context.Context, r AttachRequest, note func(string)) (*Attachment, error) {
-	if note == nil {
-		note = func(string) {}
+// Attach is the one way nbdroot attaches an export: it negotiates with the servers of r in
+// failover order (retrying with backoff within r.Budget), then hands the connections to a
+// device through the generic netlink family, or the ioctl interface where it is missing,
+// and with r.Keep launches the keeper that keeps the device connected.
+//
+// Errors are *AttachError naming the step that failed, except a keeper that did not
+// launch: that is a *KeeperError next to the attached device.
+func Attach(ctx context.Context, r Request) (*Attached, error) {
+	r.setDefaults()
+	if r.TLS != nil {
+		return nil, fmt.Errorf("TLS: %w: nbdroot does not hand TLS connections to the kernel yet", errors.ErrUnsupported)
 	}
-	dial := r.Dial
-	if dial == nil {
-		dial = Dial
+	loop, rounds := ctx, 1
+	if r.Budget > 0 {
+		var cancel context.CancelFunc
+		loop, cancel = context.WithTimeout(ctx, r.Budget)
+		defer cancel()
+		rounds = 0
 	}
-	want := r.Connections
-	if want < 1 {
-		want = 1
-	}
-	conns, err := DialConns(ctx, dial, r.Server, r.Export, want, note)
+	spec := linkSpec{dial: r.Dial, export: r.Export, connections: r.Connections,
+		dialTimeout: r.DialTimeout, blockSize: r.BlockSize, note: r.Log}
+	var a *Attached
+	_, round, err := failover(loop, retry{minBackoff: r.MinBackoff, maxBackoff: r.MaxBackoff, rounds: rounds,
+		// Only the servers' answers are worth another try: a block size the kernel refuses
+		// or a kernel that refuses the device does not change with the server.
+		final:  func(err error) bool { return stepOf(err) != StepConnect },
+		failed: r.logFailure,
+	}, r.Servers, 0, func(addr string) error {
+		l, err := negotiate(loop, spec, addr)
+		if err != nil {
+			return err
+		}
+		defer l.close()
+		a, err = r.attach(ctx, l)
+		return err
+	})
 	if err != nil {
+		if r.Budget > 0 && loop.Err() != nil && stepOf(err) == StepConnect {
+			err = &AttachError{Step: StepConnect, Err: fmt.Errorf("gave up after %d attempt(s) in %s: %w", round, r.Budget, err)}
+		}
 		return nil, err
 	}
-	defer CloseAll(conns)
-	info := conns[0].Info
-	bs, err := BlockSize(info, r.BlockSize)
+	if !r.Keep || a.Interface == InterfaceIoctl {
+		return a, nil
+	}
+	// The device may have a dead link before the keeper is ready: the keeper reads from it
+	// once at its start, so that such a link is repaired too.
+	proc, err := r.Launch(KeeperSpec{Target: a.Target, Probe: a.Device}, r.Keeper)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", BackendID(r.Server, r.Export), err)
+		return a, &KeeperError{Device: a.Device, Err: err}
 	}
-	files, err := SocketFiles(conns)
-	if err != nil {
-		return nil, err
-	}
-	defer CloseFiles(files)
-	keep := r.Keep || r.Ioctl
-	dead := r.DeadConnTimeout
-	if dead == 0 && keep {
-		dead = DefaultKeptDeadConnTimeout
-	}
-	dev := Device{Index: r.Device, Size: info.Size, BlockSize: bs, ServerFlags: info.Flags,
-		Timeout: r.Timeout, DeadConnTimeout: dead, BackendID: BackendID(r.Server, r.Export), MaxRequest: info.MaxBlock}
-	a := &Attachment{Server: r.Server, Export: r.Export, Size: info.Size, Flags: nbd.FlagNames(info.Flags),
-		BlockSize: bs, Sockets: len(files), Interface: "netlink"}
-	target := KeeperTarget{Servers: []string{r.Server}, Export: r.Export, Size: info.Size, Flags: info.Flags,
-		Connections: len(files), DeadConnTimeout: dead, BackendID: dev.BackendID}
-
-	legacy := r.Ioctl
-	if !legacy {
-		k, err := OpenKernel()
-		switch {
-		case errors.Is(err, ErrNoFamily):
-			note(fmt.Sprintf("%v; using the ioctl interface", err))
-			legacy = true
-		case err != nil:
-			return nil, err
-		default:
-			idx, err := k.Connect(dev, files)
-			k.Close()
-			var se *SetupError
-			if errors.As(err, &se) {
-				a.Warnings = append(a.Warnings, err.Error())
-			} else if err != nil {
-				return nil, err
-			}
-			a.Index = idx
-		}
-	}
-	if legacy {
-		// No dead-connection timeout on this interface.
-		dev.DeadConnTimeout, target.DeadConnTimeout = 0, 0
-		if dev.Index < 0 {
-			if dev.Index, err = FreeDevice("/sys"); err != nil {
-				return nil, err
-			}
-		}
-		target.Index = dev.Index
-		start := r.Keeper
-		start.Socks = files
-		pid, idx, err := StartKeeper(KeeperSpec{Target: target, Legacy: &dev}, start)
-		if err != nil {
-			return nil, err
-		}
-		a.Index, a.KeeperPid, a.Interface = idx, pid, "ioctl"
-	}
-	a.Device = "/dev/nbd" + strconv.Itoa(a.Index)
-	if keep && !legacy {
-		target.Index = a.Index
-		pid, _, err := StartKeeper(KeeperSpec{Target: target}, r.Keeper)
-		if err != nil {
-			return a, &KeeperError{Device: a.Device, Err: err}
-		}
-		a.KeeperPid = pid
-	}
+	a.Keeper, a.KeeperPid = proc, proc.Pid()
 	return a, nil
 }
 
-// Detach disconnects /dev/nbd<index> and ends its keeper, if any. A netlink device's keeper
-// is stopped first (a disconnect on request sends no LINK_DEAD, but the keeper must not
-// answer anything meanwhile); a device held through the ioctl interface is disconnected
-// first, and its keeper exits once NBD_DO_IT returns.
-func Detach(index int) error {
-	ks, err := QueryKeeper(index)
-	if err != nil && !errors.Is(err, ErrNoKeeper) {
-		return err
+func (r *Request) setDefaults() {
+	if r.Dial == nil {
+		r.Dial = Dial
 	}
-	if ks != nil && ks.Interface == "ioctl" {
-		return DisconnectLegacy("/dev/nbd" + strconv.Itoa(index))
+	if r.Kernel == nil {
+		r.Kernel = func() (Connector, error) { return OpenKernel() }
 	}
-	if ks != nil {
-		if _, err := StopKeeper(index); err != nil && !errors.Is(err, ErrNoKeeper) {
-			return err
+	if r.Launch == nil {
+		r.Launch = LaunchKeeper
+	}
+	if r.Log == nil {
+		r.Log = func(string) {}
+	}
+	if r.SysDir == "" {
+		r.SysDir = "/sys"
+	}
+	if r.Interface == InterfaceIoctl {
+		r.Keep = true
+	}
+	if r.DeadConnTimeout == 0 && r.Keep {
+		r.DeadConnTimeout = DefaultKeptDeadConnTimeout
+	}
+}
+
+// logFailure reports a failed attempt of a retrying attach.
+func (r *Request) logFailure(round int, addr string, err error) {
+	if r.Budget <= 0 {
+		return // one round: the error is the caller's to report
+	}
+	var oe *nbd.OptionError
+	if errors.As(err, &oe) && (oe.Type == nbd.RepErrUnknown || oe.Type == nbd.RepErrPolicy) {
+		// Retrying cannot make an unknown export appear or lift a policy quickly; still
+		// retry (a server may be reloading), but say so once.
+		if round == 1 {
+			r.Log(err.Error())
+		}
+		return
+	}
+	r.Log(fmt.Sprintf("attempt %d: %v", round, err))
+}
+
+// attach hands a negotiated link to the kernel: after Ready, through netlink, or through
+// the ioctl interface where the kernel has no netlink family.
+func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
+	fail := func(step Step, err error) (*Attached, error) {
+		return nil, &AttachError{Step: step, Server: l.addr, Size: l.info.Size, Err: err}
+	}
+	if r.Ready != nil {
+		if err := r.Ready(ctx); err != nil {
+			return fail(StepReady, err)
 		}
 	}
-	k, err := OpenKernel()
-	if errors.Is(err, ErrNoFamily) {
-		return DisconnectLegacy("/dev/nbd" + strconv.Itoa(index))
-	}
-	if err != nil {
-		return err
-	}
-	defer k.Close()
-	return k.Disconnect(index)
-}
+	backend := BackendID(l.addr, r.Export)
+	dev := Device{Index: r.Device, Size: l.info.Size, BlockSize: l.bs, ServerFlags: l.info.Flags,
+		Timeout: r.Timeout, DeadConnTimeout: r.DeadConnTimeout, BackendID: backend,
+		MaxRequest: l.info.MaxBlock, ReadAheadKB: r.ReadAheadKB}
+	a := &Attached{Server: l.addr, Export: r.Export, Info: l.info, BlockSize: l.bs, Sockets: len(l.files),
+		Interface: InterfaceNetlink}
+	a.Target = KeeperTarget{Servers: r.keeperServers(ctx, l.addr), Export: r.Export, Size: l.info.Size,
+		Flags: l.info.Flags, BlockSize: l.bs, Connections: len(l.files), DeadConnTimeout: r.DeadConnTimeout,
+		BackendID: backend, Identity: r.Identity, Overlay: r.Overlay}
 
-// DeviceNumber turns /dev/nbdN (or nbdN) into N.
-func DeviceNumber(dev string) (int, error) {
-	n, ok := strings.CutPrefix(strings.TrimPrefix(dev, "/dev/"), "nbd")
-	if !ok {
-		return -1, fmt.Errorf("%q is not an NBD device (/dev/nbdN)", dev)
-	}
-	i, err := strconv.Atoi(n)
-	if err != nil || i < 0 || strconv.Itoa(i) != n {
-		return -1, fmt.Errorf("%q is not an NBD device (/dev/nbdN)", dev)
-	}
-	return i, nil
-}
-
-// FreeDevice returns the first NBD device that is not connected, from sysfs (sysDir is
-// /sys): one with no size and no "pid" attribute (the kernel adds it while connected).
-func FreeDevice(sysDir string) (int, error) {
-	devs, err := sysfsDevices(sysDir)
-	if err != nil {
-		return -1, err
-	}
-	for _, i := range devs {
-		if !sysfsConnected(sysDir, i) {
-			return i, nil
-		}
-	}
-	if len(devs) == 0 {
-		return -1, errors.New("no NBD devices in /sys/block: is the nbd module loaded? (modprobe nbd)")
-	}
-	return -1, fmt.Errorf("all %d NBD devices are connected (load nbd with a larger nbds_max)", len(devs))
-}
-
-// sysfsDevices lists the indexes of /sys/block/nbdN, in order.
-func sysfsDevices(sysDir string) ([]int, error) {
-	entries, err := os.ReadDir(filepath.Join(sysDir, "block"))
-	if err != nil {
-		return nil, err
-	}
-	var out []int
-	for _, e := range entries {
-		if i, err := DeviceNumber(e.Name()); err == nil {
-			out = append(out, i)
-		}
-	}
-	sort.Ints(out)
-	return out, nil
-}
-
-func sysfsConnected(sysDir string, index int) bool {
-	dir := filepath.Join(sysDir, "block", "nbd"+strconv.Itoa(index))
-	if _, err := os.Stat(filepath.Join(dir, "pid")); err == nil {
-		return true
-	}
-	return readUint(filepath.Join(dir, "size")) > 0
-}
-
-func readUint(path string) uint64 {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	return n
-}
-
-// DeviceInfo is one line of `nbdroot status`.
-type DeviceInfo struct {
-	Device    string `json:"device"`
-	Index     int    `json:"index"`
-	Connected bool   `json:"connected"`
-	Size      uint64 `json:"size,omitempty"`
-	BlockSize int    `json:"block_size,omitempty"`
-	ReadOnly  bool   `json:"read_only,omitempty"`
-	// Backend is what the device was connected to (kernel 5.14+).
-	Backend string `json:"backend,omitempty"`
-	// Pid is the process that connected the device (the init, for a root).
-	Pid int `json:"pid,omitempty"`
-	// Keeper is the state its keeper reports, nil without one.
-	Keeper *KeeperState `json:"keeper,omitempty"`
-}
-
-// DeviceInfos describes devices from the kernel's status list, sysfs (sysDir) and their
-// keepers (keeper returns ErrNoKeeper for devices without one).
-func DeviceInfos(sysDir string, status []DeviceStatus, keeper func(int) (*KeeperState, error)) []DeviceInfo {
-	out := make([]DeviceInfo, 0, len(status))
-	for _, st := range status {
-		dir := filepath.Join(sysDir, "block", "nbd"+strconv.Itoa(st.Index))
-		d := DeviceInfo{Device: "/dev/nbd" + strconv.Itoa(st.Index), Index: st.Index, Connected: st.Connected}
-		if st.Connected {
-			d.Size = readUint(filepath.Join(dir, "size")) * 512
-			d.BlockSize = int(readUint(filepath.Join(dir, "queue", "logical_block_size")))
-			d.ReadOnly = readUint(filepath.Join(dir, "ro")) == 1
-			d.Pid = int(readUint(filepath.Join(dir, "pid")))
-			if b, err := os.ReadFile(filepath.Join(dir, "backend")); err == nil {
-				d.Backend = strings.TrimSpace(string(b))
+	if r.Interface != InterfaceIoctl {
+		k, err := r.Kernel()
+		switch {
+		case errors.Is(err, ErrNoFamily) && r.Interface == InterfaceAuto:
+			r.Log(fmt.Sprintf("%v; using the ioctl interface", err))
+		case err != nil:
+			return fail(StepKernel, err)
+		default:
+			idx, err := k.Connect(dev, l.files)
+			k.Close()
+			var se *SetupError
+			if errors.As(err, &se) {
+				// Connected; only the partition scan or the request size failed. The
+				// device may well not need either: say so and go on.
+				a.Warnings = append(a.Warnings, err.Error())
+			} else if err != nil {
+				return fail(StepKernel, err)
 			}
+			a.Index, a.Target.Index = idx, idx
+			a.Device = "/dev/nbd" + strconv.Itoa(idx)
+			return a, nil
 		}
-		if keeper != nil {
-			if ks, err := keeper(st.Index); err == nil {
-				d.Keeper = ks
-			}
-		}
-		out = append(out, d)
 	}
-	return out
+	// The ioctl interface: NBD_DO_IT blocks for as long as the device runs, so the keeper
+	// attaches the device itself with these sockets and holds it. It has no dead-connection
+	// timeout: I/O fails while the server is away.
+	dev.DeadConnTimeout, a.Target.DeadConnTimeout = 0, 0
+	if dev.Index < 0 {
+		idx, err := FreeDevice(r.SysDir)
+		if err != nil {
+			return fail(StepKernel, err)
+		}
+		dev.Index = idx
+	}
+	a.Target.Index = dev.Index
+	start := r.Keeper
+	start.Socks = l.files
+	proc, err := r.Launch(KeeperSpec{Target: a.Target, Legacy: &dev}, start)
+	if err != nil {
+		return fail(StepKernel, err)
+	}
+	pid, idx, err := proc.Ready()
+	if err != nil {
+		return fail(StepKernel, err)
+	}
+	a.Index, a.Target.Index, a.KeeperPid, a.Interface = idx, idx, pid, InterfaceIoctl
+	a.Device = "/dev/nbd" + strconv.Itoa(idx)
+	return a, nil
 }
 
-// Status lists this machine's NBD devices: from the netlink family, or from sysfs where it
-// is missing. all includes devices that are not connected.
-func Status(all bool) ([]DeviceInfo, error) {
-	var st []DeviceStatus
-	k, err := OpenKernel()
-	switch {
-	case errors.Is(err, ErrNoFamily):
-		devs, serr := sysfsDevices("/sys")
-		if serr != nil || len(devs) == 0 {
-			return nil, fmt.Errorf("%w, and /sys/block lists no NBD devices: this kernel has no nbd driver loaded (modprobe nbd)", err)
-		}
-		for _, i := range devs {
-			st = append(st, DeviceStatus{Index: i, Connected: sysfsConnected("/sys", i)})
-		}
-	case err != nil:
-		return nil, err
-	default:
-		defer k.Close()
-		if st, err = k.Status(-1); err != nil {
-			return nil, err
+// keeperServers lists the servers a keeper reconnects to: the one in use first, then the
+// others in failover order. With a keeper, names are resolved now: the keeper runs after
+// switch_root, with no files of the initramfs left (no resolv.conf, no hosts file).
+func (r *Request) keeperServers(ctx context.Context, used string) []string {
+	servers := []string{used}
+	for _, s := range r.Servers {
+		if s != used {
+			servers = append(servers, s)
 		}
 	}
-	sort.Slice(st, func(i, j int) bool { return st[i].Index < st[j].Index })
-	if !all {
-		kept := st[:0]
-		for _, s := range st {
-			if s.Connected {
-				kept = append(kept, s)
-			}
-		}
-		st = kept
+	if !r.Keep {
+		return servers
 	}
-	return DeviceInfos("/sys", st, QueryKeeper), nil
+	for i, s := range servers {
+		servers[i] = r.resolve(ctx, s)
+	}
+	return servers
 }
 
-// MarshalJSON keeps Flags an empty list rather than null.
-func (a Attachment) MarshalJSON() ([]byte, error) {
-	type plain Attachment
-	if a.Flags == nil {
-		a.Flags = []string{}
+// resolve turns host:port into ip:port. A name that does not resolve is kept: the keeper
+// then cannot reach that server after switch_root, and the log says so.
+func (r *Request) resolve(ctx context.Context, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || net.ParseIP(host) != nil {
+		return addr
 	}
-	return json.Marshal(plain(a))
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil || len(ips) == 0 {
+		r.Log(fmt.Sprintf("WARNING: cannot resolve %s (%v): the keeper will not reach it after switch_root", host, err))
+		return addr
+	}
+	return net.JoinHostPort(ips[0].IP.String(), port)
 }

@@ -254,44 +254,6 @@ func BlockSize(info nbd.ExportInfo, want int) (uint32, error) {
 	return bs, nil
 }
 
-// JoinHostPort formats a server address for Dial.
-func JoinHostPort(host string, port int) string {
-	return net.JoinHostPort(host, strconv.Itoa(port))
-}
-
-// ParseServer splits SERVER[:PORT] (IPv6 in brackets) into host:port for Dial, with the
-// IANA port 10809 when none is given.
-func ParseServer(s string) (string, error) {
-	if s == "" {
-		return "", errors.New("empty server address")
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		// No port: a name or an address; IPv6 may come in brackets, and must be one then.
-		h := s
-		if strings.HasPrefix(s, "[") || strings.HasSuffix(s, "]") {
-			inner, ok := strings.CutPrefix(s, "[")
-			inner, ok2 := strings.CutSuffix(inner, "]")
-			if !ok || !ok2 || net.ParseIP(inner) == nil || !strings.Contains(inner, ":") {
-				return "", fmt.Errorf("%q is not SERVER[:PORT]", s)
-			}
-			h = inner
-		}
-		if strings.ContainsAny(h, "[]") || (strings.Contains(h, ":") && net.ParseIP(h) == nil) {
-			return "", fmt.Errorf("%q is not SERVER[:PORT]", s)
-		}
-		return JoinHostPort(h, nbd.DefaultPort), nil
-	}
-	if host == "" {
-		return "", fmt.Errorf("%q has no host", s)
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 {
-		return "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
-	}
-	return JoinHostPort(host, p), nil
-}
-
 // SocketFiles returns a blocking duplicate of each connection's socket for the kernel (see
 // Conn.File); on error it closes those it made. The caller closes them with CloseFiles once
 // the kernel has its own references.

@@ -211,59 +211,6 @@ func TestDialConns(t *testing.T) {
 	}
 }
 
-func TestParseServer(t *testing.T) {
-	tests := []struct {
-		in, want, wantErr string
-	}{
-		{"10.0.0.1", "10.0.0.1:10809", ""},
-		{"10.0.0.1:2000", "10.0.0.1:2000", ""},
-		{"server.lan", "server.lan:10809", ""},
-		{"[fd00::1]:2000", "[fd00::1]:2000", ""},
-		{"[fd00::1]", "[fd00::1]:10809", ""},
-		{"fd00::1", "[fd00::1]:10809", ""},
-		{"", "", "empty server address"},
-		{":2000", "", "has no host"},
-		{"host:0", "", "port \"0\" is not a number from 1 to 65535"},
-		{"host:x", "", "port \"x\" is not a number"},
-		{"a:b:c", "", "is not SERVER[:PORT]"},
-		{"[fd00::1", "", "is not SERVER[:PORT]"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseServer(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("ParseServer(%q) = %q, %v; want error %q", tt.in, got, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Errorf("ParseServer(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-			}
-		})
-	}
-}
-
-func FuzzParseServer(f *testing.F) {
-	for _, s := range []string{"10.0.0.1", "h:1", "[::1]:5", "fd00::1", "", ":", "[", "a:b:c"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		addr, err := ParseServer(s)
-		if err != nil {
-			return
-		}
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" || port == "" {
-			t.Fatalf("ParseServer(%q) = %q, which is not host:port", s, addr)
-		}
-		// Parsing is idempotent.
-		if again, err := ParseServer(addr); err != nil || again != addr {
-			t.Fatalf("ParseServer(%q) = %q, but ParseServer(%q) = %q, %v", s, addr, addr, again, err)
-		}
-	})
-}
-
 // TestNeverStructuredReplies records every option a client sends: a socket for the kernel
 // must never negotiate structured replies or extended headers (the kernel reads only simple
 // replies).

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // Level is a syslog severity, as /dev/kmsg takes it ("<3>message").
@@ -35,6 +33,9 @@ type KeeperTarget struct {
 	// reconnect must find the same size, and a writable device must stay writable.
 	Size  uint64 `json:"size"`
 	Flags uint16 `json:"flags"`
+	// BlockSize is the device's logical block size: a reconnect's server must accept it.
+	// 0 checks only the server's own limits.
+	BlockSize uint32 `json:"block_size,omitempty"`
 	// Connections is the number of sockets the device was attached with.
 	Connections int `json:"connections"`
 	// DeadConnTimeout is how long the kernel holds I/O on a dead device (for the logs).
@@ -42,6 +43,25 @@ type KeeperTarget struct {
 	// BackendID is the identifier the device was connected with; NBD_CMD_RECONFIGURE must
 	// repeat it.
 	BackendID string `json:"backend_id,omitempty"`
+	// Identity is the client identity the device was attached with, and Overlay the
+	// overlay ID a reconnect must resume (CONTRACTS.md; sent from issue 13 on).
+	Identity string `json:"identity,omitempty"`
+	Overlay  string `json:"overlay,omitempty"`
+	// TLS is how the connections are secured, nil for plain TCP (the only mode until
+	// issue 15; a keeper refuses a target it cannot reconnect the same way).
+	TLS *TLSTarget `json:"tls,omitempty"`
+}
+
+// TLSTarget is a device's TLS configuration as plain data, for the keeper: it gets its
+// target as JSON and has no files once the initramfs is gone, so certificates travel as PEM.
+type TLSTarget struct {
+	// ServerName is the name the server's certificate must carry.
+	ServerName string `json:"server_name,omitempty"`
+	// CAPEM are the certificates the server's must chain to; CertPEM and KeyPEM the
+	// client's own, when the server asks for one.
+	CAPEM   string `json:"ca_pem,omitempty"`
+	CertPEM string `json:"cert_pem,omitempty"`
+	KeyPEM  string `json:"key_pem,omitempty"`
 }
 
 // LinkSource tells the keeper about dead links: *LinkEvents (the kernel's netlink
@@ -68,7 +88,8 @@ var (
 
 // Keeper defaults.
 const (
-	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between reconnect rounds: the
+	// DefaultMinBackoff and DefaultMaxBackoff bound the wait between rounds over the servers,
+	// of an attach (within its budget) and of the keeper's reconnect alike: the
 	// first retry comes quickly (a restarting server is back within seconds), later ones
 	// at most every 4 s, with ±20% jitter so that a room of clients does not hammer a
 	// server that just came back in lockstep.
@@ -303,7 +324,9 @@ func connected(st []DeviceStatus, index int) bool {
 	return false
 }
 
-// repair reconnects until it succeeds, the device turns out disconnected, or ctx ends.
+// repair reconnects until it succeeds, the device turns out disconnected, or ctx ends: the
+// servers in failover order from the one in use, through the loop and the negotiation every
+// attach shares (failover, negotiate), handing the sockets over with NBD_CMD_RECONFIGURE.
 func (k *Keeper) repair(ctx context.Context, why string) error {
 	start := time.Now()
 	t := k.Target
@@ -316,18 +339,14 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 		wait = fmt.Sprintf("I/O waits up to %s", t.DeadConnTimeout)
 	}
 	k.logf(LevelWarning, "%s: %s; reconnecting to %s (%s)", k.dev(), why, BackendID(t.Servers[cur], t.Export), wait)
-	backoff := orDefault(k.MinBackoff, DefaultMinBackoff)
-	maxBackoff := orDefault(k.MaxBackoff, DefaultMaxBackoff)
 	// The kernel fails requests once they waited DEAD_CONN_TIMEOUT: say so when it happens,
-	// in the kernel log next to the kernel's own I/O errors.
-	expiry := time.NewTimer(t.DeadConnTimeout)
-	defer expiry.Stop()
-	expired := false
+	// in the kernel log next to the kernel's own I/O errors. Without a timeout, I/O fails
+	// at once: say so when the first attempt failed.
+	var expired atomic.Bool
 	expire := func() {
-		if expired {
+		if expired.Swap(true) {
 			return
 		}
-		expired = true
 		if t.DeadConnTimeout <= 0 {
 			k.logf(LevelErr, "%s: the device has no dead-connection timeout: I/O on /dev/%s fails with EIO until the keeper reconnects", k.dev(), k.dev())
 			return
@@ -335,33 +354,18 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 		k.logf(LevelErr, "%s: no server for %s, the dead-connection timeout (%s, nbdroot.deadconn=): the kernel now fails I/O on /dev/%s with EIO; still trying to reconnect",
 			k.dev(), time.Since(start).Round(time.Second), t.DeadConnTimeout, k.dev())
 	}
+	if t.DeadConnTimeout > 0 {
+		expiry := time.AfterFunc(t.DeadConnTimeout, expire)
+		defer expiry.Stop()
+	}
 	lastMsg, repeats := "", 0
-	for attempt := 1; ; attempt++ {
-		for i := range t.Servers {
-			s := (cur + i) % len(t.Servers)
-			began := time.Now()
-			n, err := k.reconnect(ctx, t.Servers[s])
-			if err == nil {
-				k.covered = began
-				k.mu.Lock()
-				k.cur = s
-				k.mu.Unlock()
-				k.setState(func(st *KeeperState) {
-					st.State, st.Since, st.Server, st.LastError = "watching", time.Now(), t.Servers[s], ""
-					st.Reconnects++
-				})
-				k.logf(LevelInfo, "%s: reconnected to %s after %s (%d attempt(s), %d socket(s) handed to the kernel)",
-					k.dev(), BackendID(t.Servers[s], t.Export), time.Since(start).Round(time.Millisecond), attempt, n)
-				if expired && t.DeadConnTimeout > 0 {
-					k.logf(LevelWarning, "%s: requests made while the dead-connection timeout had expired failed with EIO; check the filesystem", k.dev())
-				}
-				return nil
-			}
+	var began time.Time
+	var socks int
+	s, attempt, err := failover(ctx, retry{minBackoff: k.MinBackoff, maxBackoff: k.MaxBackoff,
+		final: func(err error) bool { return errors.Is(err, ErrNotConfigured) },
+		failed: func(attempt int, addr string, err error) {
 			if errors.Is(err, ErrNotConfigured) {
-				return err
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
+				return
 			}
 			msg := err.Error()
 			k.setState(func(st *KeeperState) { st.LastError = msg })
@@ -373,69 +377,58 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 			} else {
 				repeats++
 			}
-		}
-		pause := time.NewTimer(time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64())))
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				pause.Stop()
-				return ctx.Err()
-			case <-expiry.C:
+			if t.DeadConnTimeout <= 0 {
 				expire()
-			case <-pause.C:
-				break wait
 			}
+		},
+	}, t.Servers, cur, func(addr string) error {
+		began = time.Now()
+		var err error
+		socks, err = k.reconnect(ctx, addr)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		if backoff *= 2; backoff > maxBackoff {
-			backoff = maxBackoff
-		}
+		return err
 	}
+	k.covered = began
+	k.mu.Lock()
+	k.cur = s
+	k.mu.Unlock()
+	k.setState(func(st *KeeperState) {
+		st.State, st.Since, st.Server, st.LastError = "watching", time.Now(), t.Servers[s], ""
+		st.Reconnects++
+	})
+	k.logf(LevelInfo, "%s: reconnected to %s after %s (%d attempt(s), %d socket(s) handed to the kernel)",
+		k.dev(), BackendID(t.Servers[s], t.Export), time.Since(start).Round(time.Millisecond), attempt, socks)
+	if expired.Load() && t.DeadConnTimeout > 0 {
+		k.logf(LevelWarning, "%s: requests made while the dead-connection timeout had expired failed with EIO; check the filesystem", k.dev())
+	}
+	return nil
 }
 
-// reconnect negotiates fresh connections with addr and hands them to the kernel; it returns
-// how many it handed over.
+// reconnect negotiates fresh connections with addr, as an attach does, and hands them to
+// the kernel in the place of the dead ones; it returns how many it handed over.
 func (k *Keeper) reconnect(ctx context.Context, addr string) (int, error) {
 	t := k.Target
-	dctx, cancel := context.WithTimeout(ctx, orDefault(k.DialTimeout, DefaultDialTimeout))
-	defer cancel()
-	want := t.Connections
-	if want < 1 {
-		want = 1
+	if t.TLS != nil {
+		return 0, fmt.Errorf("the device was attached with TLS: %w", errors.ErrUnsupported)
 	}
-	conns, err := DialConns(dctx, k.Dial, addr, t.Export, want, func(s string) { k.logf(LevelInfo, "%s: %s", k.dev(), s) })
+	l, err := negotiate(ctx, linkSpec{dial: k.Dial, export: t.Export, connections: t.Connections,
+		dialTimeout: k.DialTimeout, device: &t, note: func(s string) { k.logf(LevelInfo, "%s: %s", k.dev(), s) }}, addr)
 	if err != nil {
 		return 0, err
 	}
-	defer CloseAll(conns)
-	if err := compatible(t, conns[0].Info); err != nil {
-		return 0, fmt.Errorf("%s: %w", BackendID(addr, t.Export), err)
-	}
-	files, err := SocketFiles(conns)
-	if err != nil {
-		return 0, err
-	}
-	defer CloseFiles(files)
-	if err := k.Kernel.Reconfigure(Device{Index: t.Index, BackendID: t.BackendID}, files); err != nil {
+	defer l.close()
+	if err := k.Kernel.Reconfigure(Device{Index: t.Index, BackendID: t.BackendID}, l.files); err != nil {
 		// The kernel's refusals are not specific (EINVAL for a device disconnected meanwhile
 		// as for a bad request): ask whether the device is still there.
 		if st, serr := k.Kernel.Status(t.Index); serr == nil && !connected(st, t.Index) {
 			return 0, fmt.Errorf("%w: %v", ErrNotConfigured, err)
 		}
-		return 0, err
+		return 0, &AttachError{Step: StepKernel, Server: addr, Err: err}
 	}
-	return len(files), nil
-}
-
-// compatible refuses to hand the kernel a connection to an export that is not the one the
-// device was attached to: another size would corrupt the filesystem's idea of the disk, and
-// a writable device on a read-only export turns every write into an error.
-func compatible(t KeeperTarget, info nbd.ExportInfo) error {
-	if info.Size != t.Size {
-		return fmt.Errorf("the export is now %d bytes, the device has %d: refusing it (another export, or a resized image?)", info.Size, t.Size)
-	}
-	if t.Flags&nbd.TransReadOnly == 0 && info.Flags&nbd.TransReadOnly != 0 {
-		return errors.New("the export is now read-only but the device was attached writable: refusing it")
-	}
-	return nil
+	return len(l.files), nil
 }

@@ -30,6 +30,9 @@ func (k *KeeperProcess) Check(wait time.Duration) (pid, index int, err error) {
 	return 0, -1, errLinuxOnly
 }
 
+// Pid is Linux only.
+func (k *KeeperProcess) Pid() int { return 0 }
+
 // Ready is Linux only.
 func (k *KeeperProcess) Ready() (pid, index int, err error) { return 0, -1, errLinuxOnly }
 

@@ -185,7 +185,7 @@ func startNBDServer(t *testing.T, root, ro string) peer {
 		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
 		return waitListening(t, port, exited)
 	})
-	return peer{name: "nbd-server", addr: JoinHostPort("127.0.0.1", port), multiConn: true, strictNames: true, flush: true}
+	return peer{name: "nbd-server", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), multiConn: true, strictNames: true, flush: true}
 }
 
 func startNbdkit(t *testing.T, root, ro string) peer {
@@ -198,7 +198,7 @@ func startNbdkit(t *testing.T, root, ro string) peer {
 			"exportname=root", "exportname-list=explicit", "exportname-strict=true",
 			"blocksize-minimum=512", "blocksize-preferred=4096", "blocksize-maximum=65536")
 	})
-	return peer{name: "nbdkit", addr: JoinHostPort("127.0.0.1", port), multiConn: true, strictNames: true, blockSizes: true, flush: true}
+	return peer{name: "nbdkit", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), multiConn: true, strictNames: true, blockSizes: true, flush: true}
 }
 
 func startQemuNBD(t *testing.T, root, ro string) peer {
@@ -209,7 +209,7 @@ func startQemuNBD(t *testing.T, root, ro string) peer {
 			"-x", "root", "-f", "raw", "--shared=8", "--cache=writeback", root)
 	})
 	// qemu-nbd advertises multi-conn when it allows several clients (--shared).
-	return peer{name: "qemu-nbd", addr: JoinHostPort("127.0.0.1", port), multiConn: true, strictNames: true, blockSizes: true, flush: true}
+	return peer{name: "qemu-nbd", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), multiConn: true, strictNames: true, blockSizes: true, flush: true}
 }
 
 func startNbdrootServe(t *testing.T, root, ro string) peer {
@@ -387,7 +387,7 @@ func TestPeerBlockSizes(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, JoinHostPort("127.0.0.1", port), "")
+	c, err := Dial(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "")
 	if err != nil {
 		t.Fatal(err)
 	}

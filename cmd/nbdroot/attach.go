@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nbdroot/nbdroot/bootparam"
 	"github.com/nbdroot/nbdroot/nbd"
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
@@ -119,6 +120,9 @@ func usageError(stderr io.Writer, cmd, usage string, err error) int {
 	return 2
 }
 
+// attachTimeout bounds `nbdroot attach`'s negotiation with its server.
+const attachTimeout = 60 * time.Second
+
 // runAttach implements `nbdroot attach`; `attach --run-keeper` is the keeper process it
 // starts (argv[0] @nbdroot-keeper).
 func runAttach(args []string, stdout, stderr io.Writer) int {
@@ -127,7 +131,9 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("nbdroot attach", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	r := nbdclient.AttachRequest{Device: -1, Keeper: nbdclient.KeeperStart{Args: []string{"attach", "--run-keeper"}}}
+	r := nbdclient.Request{Device: -1, DialTimeout: attachTimeout,
+		Keeper: nbdclient.KeeperStart{Args: []string{"attach", "--run-keeper"}},
+		Log:    func(s string) { fmt.Fprintf(stderr, "nbdroot attach: %s\n", s) }}
 	fs.StringVar(&r.Export, "export", "", "")
 	device := fs.String("device", "", "")
 	fs.IntVar(&r.Connections, "connections", 1, "")
@@ -135,7 +141,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs.Var(durationFlag{&r.DeadConnTimeout}, "dead-conn-timeout", "")
 	fs.IntVar(&r.BlockSize, "block-size", 0, "")
 	fs.BoolVar(&r.Keep, "keep", false, "")
-	fs.BoolVar(&r.Ioctl, "ioctl", false, "")
+	ioctl := fs.Bool("ioctl", false, "")
 	asJSON := fs.Bool("json", false, "")
 	pos, err := parseInterleaved(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -148,13 +154,20 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 1 {
 		return usageError(stderr, "attach", attachUsage, errors.New("give exactly one SERVER[:PORT]"))
 	}
-	if r.Server, err = nbdclient.ParseServer(pos[0]); err != nil {
-		return usageError(stderr, "attach", attachUsage, err)
+	srv, err := bootparam.ParseServer(pos[0])
+	if err != nil {
+		var pe *bootparam.ParamError
+		errors.As(err, &pe)
+		return usageError(stderr, "attach", attachUsage, fmt.Errorf("%q is not SERVER[:PORT]: %s", pos[0], pe.Reason))
 	}
+	r.Servers = []string{srv.String()}
 	if *device != "" {
 		if r.Device, err = nbdclient.DeviceNumber(*device); err != nil {
 			return usageError(stderr, "attach", attachUsage, err)
 		}
+	}
+	if *ioctl {
+		r.Interface = nbdclient.InterfaceIoctl
 	}
 	if r.Connections < 1 || r.Connections > 64 {
 		return usageError(stderr, "attach", attachUsage, fmt.Errorf("--connections %d: must be 1-64", r.Connections))
@@ -162,18 +175,23 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if r.BlockSize != 0 && (r.BlockSize < 512 || r.BlockSize > 4096 || r.BlockSize&(r.BlockSize-1) != 0) {
 		return usageError(stderr, "attach", attachUsage, fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", r.BlockSize))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	a, err := nbdclient.Attach(ctx, r, func(s string) { fmt.Fprintf(stderr, "nbdroot attach: %s\n", s) })
+	a, err := nbdclient.Attach(context.Background(), r)
 	if a == nil {
 		fmt.Fprintf(stderr, "nbdroot attach: %v\n", err)
 		return 1
+	}
+	if err == nil {
+		err = a.KeeperReady()
 	}
 	for _, w := range a.Warnings {
 		fmt.Fprintf(stderr, "nbdroot attach: warning: %s\n", w)
 	}
 	if *asJSON {
-		b, _ := json.MarshalIndent(a, "", "  ")
+		b, jerr := json.MarshalIndent(a, "", "  ")
+		if jerr != nil {
+			fmt.Fprintf(stderr, "nbdroot attach: %s is attached, but its description: %v\n", a.Device, jerr)
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s\n", b)
 	} else {
 		fmt.Fprintln(stdout, a.Device)
@@ -259,7 +277,11 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		if devs == nil {
 			devs = []nbdclient.DeviceInfo{}
 		}
-		b, _ := json.MarshalIndent(devs, "", "  ")
+		b, err := json.MarshalIndent(devs, "", "  ")
+		if err != nil {
+			fmt.Fprintf(stderr, "nbdroot status: %v\n", err)
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s\n", b)
 		return 0
 	}

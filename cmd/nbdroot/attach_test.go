@@ -45,7 +45,7 @@ func TestAttachUsage(t *testing.T) {
 		{"no server", []string{"attach"}, 2, "give exactly one SERVER[:PORT]"},
 		{"two servers", []string{"attach", "a", "b"}, 2, "give exactly one SERVER[:PORT]"},
 		{"bad server", []string{"attach", "a:b:c"}, 2, `"a:b:c" is not SERVER[:PORT]`},
-		{"bad port", []string{"attach", "a:99999"}, 2, `port "99999" is not a number from 1 to 65535`},
+		{"bad port", []string{"attach", "a:99999"}, 2, `"a:99999" is not SERVER[:PORT]: port must be 1-65535`},
 		{"not an nbd device", []string{"attach", "a", "--device", "/dev/sda"}, 2, `"/dev/sda" is not an NBD device`},
 		{"connections", []string{"attach", "a", "--connections", "0"}, 2, "--connections 0: must be 1-64"},
 		{"block size", []string{"attach", "a", "--block-size", "1000"}, 2, "--block-size 1000: must be a power of two"},
