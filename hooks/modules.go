@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/nbdroot/nbdroot/kmod"
@@ -49,8 +50,12 @@ func (m *ImageModules) Start(ctx context.Context) {
 		nicChain := make(chan struct{})
 		go func() {
 			defer close(nicChain)
-			err := m.Boot.LoadHook(ctx, "udev")
-			err = errors.Join(err, m.Boot.LoadHook(ctx, "net"))
+			var err error
+			for _, h := range []string{"udev", "net"} {
+				if slices.Contains(m.Hooks, h) {
+					err = errors.Join(err, m.Boot.LoadHook(ctx, h))
+				}
+			}
 			if _, cerr := m.Boot.Coldplug(ctx, m.SysDevices); cerr != nil && m.Log != nil {
 				// A device whose driver fails to load is reported, not fatal: the NIC
 				// the boot needs may be another one.

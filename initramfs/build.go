@@ -292,7 +292,9 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 	// Each hook loads what its own requests resolved to, with their dependencies. The
 	// modules of --add-module (mkinitcpio's MODULES) belong to the first hook, so they are
 	// loaded at the start of the boot as mkinitcpio does; they had to exist to build the
-	// image, but at boot a failure is logged and the boot goes on, as there.
+	// image, but at boot a failure is logged and the boot goes on, as there. Every hook of
+	// the image is listed, those without modules too: the init tells "no modules" from "not
+	// in this image" (kmod.ErrUnknownHook).
 	for i, s := range specs {
 		var required, optional []string
 		for _, m := range s.Modules {
@@ -305,9 +307,6 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 			for _, m := range opts.AddModules {
 				optional = append(optional, cl.Resolved[m]...)
 			}
-		}
-		if len(required)+len(optional) == 0 {
-			continue
 		}
 		ix.Hooks = append(ix.Hooks, hookModules(s.Name, required, optional))
 	}

@@ -243,6 +243,7 @@ func TestBuildLayout(t *testing.T) {
 	wantHooks := []kmod.Hook{
 		{Name: "base", Optional: []string{"tg3"}}, // --add-module: first hook
 		{Name: "udev", Optional: []string{"virtio_pci"}},
+		{Name: "net"}, // no modules of its own (af_packet is built in), listed all the same
 		{Name: "nbd", Modules: []string{"nbd"}},
 		{Name: "encrypt", Modules: []string{"dm_mod", "dm_crypt", "xts", "ecb"}, Optional: []string{"aesni_intel", "essiv", "sha512_generic"}},
 		{Name: "filesystems", Modules: []string{"ext4"}},

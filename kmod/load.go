@@ -164,13 +164,21 @@ func (b *Boot) Loaded(name string) bool {
 	}
 }
 
+// ErrUnknownHook reports a hook the index does not list: the image was built with other
+// hooks than the init runs, so its modules (if any) are not known.
+var ErrUnknownHook = errors.New("hook not in the module index")
+
 // LoadHook loads the modules the index lists for the hook called hook, optional ones
 // included. Only failures of the hook's required modules and of what they depend on are
 // returned; others — optional modules, soft dependencies — are logged: an accelerated
 // variant refusing a CPU without its instructions (ENODEV) does not stop the boot, the
-// generic one does the work.
+// generic one does the work. A hook the index does not list is an error wrapping
+// ErrUnknownHook (the builder lists every hook of the image, those without modules too).
 func (b *Boot) LoadHook(ctx context.Context, hook string) error {
-	h, _ := b.ix.Hook(hook)
+	h, ok := b.ix.Hook(hook)
+	if !ok {
+		return fmt.Errorf("%s: %w", hook, ErrUnknownHook)
+	}
 	need, _ := b.ix.closure(h.Modules, false)
 	needed := map[string]bool{}
 	for _, m := range need {

@@ -272,9 +272,14 @@ func TestLoadHookOptional(t *testing.T) {
 	if err := b.LoadHook(context.Background(), "encrypt"); err == nil || !strings.Contains(err.Error(), "dm_mod") {
 		t.Errorf("LoadHook(encrypt) = %v, want an error naming dm_mod", err)
 	}
-	// A hook the index does not list loads nothing.
-	if err := b.LoadHook(context.Background(), "base"); err != nil {
-		t.Errorf("LoadHook(base) = %v", err)
+	// A hook the index lists without modules loads nothing.
+	ix.Hooks = append(ix.Hooks, Hook{Name: "keymap"})
+	if err := b.LoadHook(context.Background(), "keymap"); err != nil {
+		t.Errorf("LoadHook(keymap) = %v", err)
+	}
+	// A hook the index does not list is an error: the image was built for other hooks.
+	if err := b.LoadHook(context.Background(), "base"); !errors.Is(err, ErrUnknownHook) || !strings.Contains(err.Error(), "base") {
+		t.Errorf("LoadHook(base) = %v, want ErrUnknownHook naming base", err)
 	}
 }
 
