@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/nbdroot/nbdroot/hooks/catalog"
@@ -35,29 +32,107 @@ image (mtimes are 0, or SOURCE_DATE_EPOCH when set).
 Options:
 `
 
+// initramfsFlags are the flags of `nbdroot initramfs`.
+type initramfsFlags struct {
+	modules, root, kver, hooks, config, nics, comp, init, kernelCfg, firmware, out string
+	addModules, files, keyfiles                                                    listFlag
+}
+
+func (f *initramfsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.modules, "modules", "", "client kernel's modules directory `DIR` (/lib/modules/VER)")
+	fs.StringVar(&f.root, "root", "", "take the modules from the chroot `CHROOT` (CHROOT/lib/modules/VER)")
+	fs.StringVar(&f.kver, "kver", "", "kernel release `VER` under --root (default: the only one there)")
+	fs.StringVar(&f.hooks, "hooks", "", "hooks in boot order: \"base udev net\" or a mkinitcpio line HOOKS=(…) (default: "+strings.Join(catalog.Default, " ")+")")
+	fs.StringVar(&f.config, "config", "", "read HOOKS, MODULES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
+	fs.StringVar(&f.nics, "nics", "", "NIC drivers for the net hook: common, host-only, universal, or a comma `LIST` of drivers and policies (default "+initramfs.DefaultNICs+")")
+	fs.StringVar(&f.comp, "compression", "", "image compression: "+strings.Join(initramfs.Compressions(), ", ")+" (default "+string(initramfs.DefaultCompression)+")")
+	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH` (default: nbdroot-init beside this program)")
+	fs.StringVar(&f.kernelCfg, "kernel-config", "", "kernel .config `FILE` for the kernel check (default: ROOT/boot/config-VER beside the modules, when present)")
+	fs.StringVar(&f.firmware, "firmware", "", "firmware `DIR` for modules that name firmware (default: ROOT/lib/firmware beside the modules)")
+	fs.StringVar(&f.out, "o", "", "output image `FILE` (required)")
+	fs.Var(&f.addModules, "add-module", "also include module `NAME` (name or alias) and load it at the start of the boot (repeatable)")
+	fs.Var(&f.files, "file", "add file or directory `SRC[:DST]` (repeatable)")
+	fs.Var(&f.keyfiles, "keyfile", "add a keyfile `SRC[:DST]` with mode 0400 (repeatable)")
+}
+
+// usageErr is a wrong use of the command: exit status 2.
+type usageErr struct{ err error }
+
+func (e usageErr) Error() string { return e.err.Error() }
+
+func usagef(format string, a ...any) error { return usageErr{fmt.Errorf(format, a...)} }
+
+// options turns the flags into the builder's Options: the command line first, then what a
+// mkinitcpio.conf adds, then the defaults. A usageErr is a wrong use of the command.
+func (f *initramfsFlags) options() (initramfs.Options, error) {
+	if f.out == "" {
+		return initramfs.Options{}, usagef("-o OUT is required")
+	}
+	opts := initramfs.Options{Output: f.out, NICs: f.nics, Firmware: f.firmware, KernelConfig: f.kernelCfg,
+		Compression: initramfs.Compression(f.comp), AddModules: f.addModules}
+	switch {
+	case f.modules != "" && f.root != "":
+		return opts, usagef("--modules and --root exclude each other")
+	case f.modules != "":
+		opts.ModulesDir = f.modules
+	case f.root != "":
+		dir, err := initramfs.ChrootModules(f.root, f.kver)
+		if err != nil {
+			return opts, err
+		}
+		opts.ModulesDir = dir
+	default:
+		return opts, usagef("--modules DIR or --root CHROOT is required")
+	}
+	var err error
+	if f.hooks != "" {
+		if opts.Hooks, err = initramfs.ParseHooks(f.hooks); err != nil {
+			return opts, err
+		}
+	}
+	for _, l := range []struct {
+		flag  string
+		specs []string
+		dst   *[]initramfs.File
+	}{{"--file", f.files, &opts.Files}, {"--keyfile", f.keyfiles, &opts.Keyfiles}} {
+		for _, s := range l.specs {
+			file, err := initramfs.ParseFile(s)
+			if err != nil {
+				return opts, usagef("%s: %v", l.flag, err)
+			}
+			*l.dst = append(*l.dst, file)
+		}
+	}
+	if f.config != "" {
+		cfg, err := initramfs.LoadConfig(f.config)
+		if err != nil {
+			return opts, err
+		}
+		cfg.Apply(&opts)
+	}
+	if opts.Compression, err = initramfs.ParseCompression(string(opts.Compression)); err != nil {
+		return opts, usageErr{err}
+	}
+	if opts.Init = f.init; opts.Init == "" {
+		if exe, err := os.Executable(); err == nil {
+			opts.Init = initramfs.DefaultInit(exe)
+		}
+		if opts.Init == "" {
+			return opts, usagef("--init PATH is required (no nbdroot-init beside this program)")
+		}
+	}
+	if opts.MTime, err = initramfs.SourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH")); err != nil {
+		return opts, usageErr{err}
+	}
+	return opts, nil
+}
+
 // runInitramfs is `nbdroot initramfs`.
 func runInitramfs(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("nbdroot initramfs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var (
-		modules    = fs.String("modules", "", "client kernel's modules directory `DIR` (/lib/modules/VER)")
-		root       = fs.String("root", "", "take the modules from the chroot `CHROOT` (CHROOT/lib/modules/VER)")
-		kver       = fs.String("kver", "", "kernel release `VER` under --root (default: the only one there)")
-		hooksArg   = fs.String("hooks", "", "hooks in boot order: \"base udev net\" or a mkinitcpio line HOOKS=(…) (default: "+strings.Join(catalog.Default, " ")+")")
-		config     = fs.String("config", "", "read HOOKS, MODULES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
-		nics       = fs.String("nics", "", "NIC drivers for the net hook: common, host-only, universal, or a comma `LIST` of drivers and policies (default "+initramfs.DefaultNICs+")")
-		comp       = fs.String("compression", "", "image compression: "+strings.Join(initramfs.Compressions(), ", ")+" (default "+string(initramfs.DefaultCompression)+")")
-		initBin    = fs.String("init", "", "nbdroot-init binary `PATH` (default: nbdroot-init beside this program)")
-		kernelCfg  = fs.String("kernel-config", "", "kernel .config `FILE` for the kernel check (default: ROOT/boot/config-VER beside the modules, when present)")
-		firmware   = fs.String("firmware", "", "firmware `DIR` for modules that name firmware (default: ROOT/lib/firmware beside the modules)")
-		out        = fs.String("o", "", "output image `FILE` (required)")
-		addModules listFlag
-		files      listFlag
-		keyfiles   listFlag
-	)
-	fs.Var(&addModules, "add-module", "also include module `NAME` (name or alias) and load it at the start of the boot (repeatable)")
-	fs.Var(&files, "file", "add file or directory `SRC[:DST]` (repeatable)")
-	fs.Var(&keyfiles, "keyfile", "add a keyfile `SRC[:DST]` with mode 0400 (repeatable)")
+	var f initramfsFlags
+	f.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), initramfsUsage)
 		fs.PrintDefaults()
@@ -75,110 +150,18 @@ func runInitramfs(args []string, stdout, stderr io.Writer) int {
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "nbdroot initramfs: %v\n", err)
+		if errors.As(err, new(usageErr)) {
+			return 2
+		}
 		return 1
 	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "nbdroot initramfs: "+format+"\n", a...)
-		return 2
-	}
 	if fs.NArg() > 0 {
-		return usageErr("unexpected argument %q", fs.Arg(0))
+		return fail(usagef("unexpected argument %q", fs.Arg(0)))
 	}
-	if *out == "" {
-		return usageErr("-o OUT is required")
-	}
-	opts := initramfs.Options{Output: *out, NICs: *nics, Firmware: *firmware}
-
-	switch {
-	case *modules != "" && *root != "":
-		return usageErr("--modules and --root exclude each other")
-	case *modules != "":
-		opts.ModulesDir = *modules
-	case *root != "":
-		dir, err := chrootModules(*root, *kver)
-		if err != nil {
-			return fail(err)
-		}
-		opts.ModulesDir = dir
-	default:
-		return usageErr("--modules DIR or --root CHROOT is required")
-	}
-
-	if *config != "" {
-		f, err := os.Open(*config)
-		if err != nil {
-			return fail(err)
-		}
-		cfg, err := initramfs.ReadConfig(f)
-		f.Close()
-		if err != nil {
-			return fail(fmt.Errorf("%s: %w", *config, err))
-		}
-		if *hooksArg == "" && cfg.Hooks != nil {
-			opts.Hooks = cfg.Hooks
-		}
-		opts.AddModules = append(opts.AddModules, cfg.Modules...)
-		for _, f := range cfg.Files {
-			opts.Files = append(opts.Files, initramfs.File{Src: f, Dst: f})
-		}
-		if *comp == "" && cfg.Compression != "" {
-			// mkinitcpio's names are the commands: zstd, gzip, xz, lz4, cat.
-			c := cfg.Compression
-			if c == "cat" {
-				c = "none"
-			}
-			*comp = c
-		}
-	}
-	if *hooksArg != "" {
-		h, err := initramfs.ParseHooks(*hooksArg)
-		if err != nil {
-			return fail(err)
-		}
-		opts.Hooks = h
-	}
-	c, err := initramfs.ParseCompression(*comp)
+	opts, err := f.options()
 	if err != nil {
-		return usageErr("%v", err)
+		return fail(err)
 	}
-	opts.Compression = c
-	opts.AddModules = append(opts.AddModules, addModules...)
-	for _, s := range files {
-		f, err := initramfs.ParseFile(s)
-		if err != nil {
-			return usageErr("--file: %v", err)
-		}
-		opts.Files = append(opts.Files, f)
-	}
-	for _, s := range keyfiles {
-		f, err := initramfs.ParseFile(s)
-		if err != nil {
-			return usageErr("--keyfile: %v", err)
-		}
-		opts.Keyfiles = append(opts.Keyfiles, f)
-	}
-	opts.Init = *initBin
-	if opts.Init == "" {
-		exe, err := os.Executable()
-		if err == nil {
-			cand := filepath.Join(filepath.Dir(exe), "nbdroot-init")
-			if _, err := os.Stat(cand); err == nil {
-				opts.Init = cand
-			}
-		}
-		if opts.Init == "" {
-			return usageErr("--init PATH is required (no nbdroot-init beside this program)")
-		}
-	}
-	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
-		t, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || t < 0 || t > 1<<32-1 {
-			return usageErr("SOURCE_DATE_EPOCH=%q is not a time the cpio format can hold", v)
-		}
-		opts.MTime = t
-	}
-	opts.KernelConfig = *kernelCfg
-
 	sum, err := initramfs.Build(opts)
 	if err != nil {
 		return fail(err)
@@ -187,31 +170,4 @@ func runInitramfs(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	return 0
-}
-
-// chrootModules returns CHROOT/lib/modules/VER: kver when given, otherwise the only
-// release installed there.
-func chrootModules(root, kver string) (string, error) {
-	base := filepath.Join(root, "lib", "modules")
-	if kver != "" {
-		return filepath.Join(base, kver), nil
-	}
-	ents, err := os.ReadDir(base)
-	if err != nil {
-		return "", fmt.Errorf("--root: %w", err)
-	}
-	var vers []string
-	for _, e := range ents {
-		if e.IsDir() {
-			vers = append(vers, e.Name())
-		}
-	}
-	sort.Strings(vers)
-	switch len(vers) {
-	case 0:
-		return "", fmt.Errorf("--root: no kernel under %s", base)
-	case 1:
-		return filepath.Join(base, vers[0]), nil
-	}
-	return "", fmt.Errorf("--root: several kernels under %s (%s): choose one with --kver", base, strings.Join(vers, ", "))
 }

@@ -1,0 +1,84 @@
+package initramfs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestChrootModules(t *testing.T) {
+	one, several := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(one, "lib/modules/6.1.0-test"), 0o755)
+	for _, v := range []string{"6.1.0-a", "6.12.0-b"} {
+		os.MkdirAll(filepath.Join(several, "lib/modules", v), 0o755)
+	}
+	tests := []struct {
+		name, root, kver, want, wantErr string
+	}{
+		{"the only kernel", one, "", filepath.Join(one, "lib/modules/6.1.0-test"), ""},
+		{"kver chosen", several, "6.12.0-b", filepath.Join(several, "lib/modules/6.12.0-b"), ""},
+		{"several", several, "", "", "several kernels under " + filepath.Join(several, "lib/modules") + " (6.1.0-a, 6.12.0-b): choose one with --kver"},
+		{"none", t.TempDir(), "", "", "--root: open"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ChrootModules(tt.root, tt.kver)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ChrootModules = %q, %v; want error %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("ChrootModules = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestConfigApply: the command line wins over mkinitcpio.conf for HOOKS and COMPRESSION;
+// MODULES and FILES add up, the config's first.
+func TestConfigApply(t *testing.T) {
+	cfg := &Config{Hooks: []string{"base", "nbd"}, Modules: []string{"tg3"}, Files: []string{"/etc/hosts"}, Compression: "cat"}
+	var empty Options
+	cfg.Apply(&empty)
+	want := Options{Hooks: []string{"base", "nbd"}, AddModules: []string{"tg3"}, Files: []File{{"/etc/hosts", "/etc/hosts"}}, Compression: None}
+	if diff := cmp.Diff(want, empty); diff != "" {
+		t.Errorf("into empty options (-want +got):\n%s", diff)
+	}
+	flags := Options{Hooks: []string{"base"}, AddModules: []string{"e1000"}, Files: []File{{"/a", "/b"}}, Compression: Gzip}
+	cfg.Apply(&flags)
+	want = Options{Hooks: []string{"base"}, AddModules: []string{"tg3", "e1000"},
+		Files: []File{{"/etc/hosts", "/etc/hosts"}, {"/a", "/b"}}, Compression: Gzip}
+	if diff := cmp.Diff(want, flags); diff != "" {
+		t.Errorf("under command line options (-want +got):\n%s", diff)
+	}
+}
+
+func TestSourceDateEpoch(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "0": 0, "1700000000": 1700000000, "4294967295": 1<<32 - 1} {
+		if got, err := SourceDateEpoch(in); err != nil || got != want {
+			t.Errorf("SourceDateEpoch(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"yesterday", "-1", "4294967296", "1e9"} {
+		if got, err := SourceDateEpoch(in); err == nil {
+			t.Errorf("SourceDateEpoch(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
+func TestDefaultInit(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "nbdroot")
+	if got := DefaultInit(exe); got != "" {
+		t.Errorf("DefaultInit without nbdroot-init = %q", got)
+	}
+	os.WriteFile(filepath.Join(dir, "nbdroot-init"), nil, 0o755)
+	if got := DefaultInit(exe); got != filepath.Join(dir, "nbdroot-init") {
+		t.Errorf("DefaultInit = %q", got)
+	}
+}
