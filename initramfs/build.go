@@ -159,8 +159,57 @@ func writeAtomic(out string, write func(io.Writer) error) error {
 	return os.Rename(tmp.Name(), out)
 }
 
-// build assembles the image and writes the compressed archive to w.
+// build assembles the image and writes the compressed archive to w: the hooks' module
+// requests resolved against the modules directory, the image's tree (skeleton, modules
+// and their index, firmware, extra files), the kernel check's warnings, the archive.
 func build(opts Options, w io.Writer) (*Summary, error) {
+	img, err := newImage(opts)
+	if err != nil {
+		return nil, err
+	}
+	reqs, nicReqs, err := img.requests()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := img.dir.Resolve(reqs)
+	if err != nil {
+		return nil, err
+	}
+	img.sum.Builtin = cl.Builtin
+	img.sum.Warnings = append(img.sum.Warnings, cl.Warnings...)
+	for _, r := range cl.Skipped {
+		img.sum.Skipped = append(img.sum.Skipped, r.Name)
+	}
+	steps := []func() error{
+		img.skeleton,
+		func() error { return img.modules(cl, nicReqs) },
+		img.extras,
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	img.sum.Warnings = append(img.sum.Warnings, kernelWarnings(opts, img.dir, img.sum.Hooks, img.sum.Compression)...)
+	if err := img.write(w); err != nil {
+		return nil, err
+	}
+	return img.sum, nil
+}
+
+// image is one image being built.
+type image struct {
+	opts  Options
+	specs []catalog.Spec
+	dir   *depmod.Dir
+	tree  *tree
+	sum   *Summary
+	// firmware are the firmware files the image's modules name.
+	firmware map[string]bool
+}
+
+// newImage checks opts and opens the modules directory.
+func newImage(opts Options) (*image, error) {
 	if opts.ModulesDir == "" {
 		return nil, errors.New("no modules directory (--modules or --root)")
 	}
@@ -193,11 +242,14 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 	for _, s := range specs {
 		sum.Hooks = append(sum.Hooks, s.Name)
 	}
+	return &image{opts: opts, specs: specs, dir: d, tree: newTree(), sum: sum, firmware: map[string]bool{}}, nil
+}
 
-	// What each hook asks for, then the NIC drivers, then --add-module.
-	var reqs []depmod.Request
+// requests lists the modules to resolve: what each hook asks for, then the NIC drivers
+// (returned apart too, for the index), then --add-module.
+func (img *image) requests() (reqs, nicReqs []depmod.Request, err error) {
 	needNICs := false
-	for _, s := range specs {
+	for _, s := range img.specs {
 		for _, m := range s.Modules {
 			reqs = append(reqs, depmod.Request{Name: m, By: "hook " + s.Name})
 		}
@@ -206,74 +258,69 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 		}
 		needNICs = needNICs || s.NICs
 	}
-	var nicReqs []depmod.Request
 	if needNICs {
-		sysNet := opts.SysClassNet
+		sysNet := img.opts.SysClassNet
 		if sysNet == "" {
 			sysNet = "/sys/class/net"
 		}
 		var notes []string
-		nicReqs, notes, err = nicRequests(opts.NICs, d, sysNet)
-		if err != nil {
-			return nil, err
+		if nicReqs, notes, err = nicRequests(img.opts.NICs, img.dir, sysNet); err != nil {
+			return nil, nil, err
 		}
-		sum.Warnings = append(sum.Warnings, notes...)
+		img.sum.Warnings = append(img.sum.Warnings, notes...)
 		reqs = append(reqs, nicReqs...)
 	}
-	for _, m := range opts.AddModules {
+	for _, m := range img.opts.AddModules {
 		reqs = append(reqs, depmod.Request{Name: m, By: "--add-module"})
 	}
-	cl, err := d.Resolve(reqs)
-	if err != nil {
-		return nil, err
-	}
-	sum.Builtin = cl.Builtin
-	sum.Warnings = append(sum.Warnings, cl.Warnings...)
-	for _, r := range cl.Skipped {
-		sum.Skipped = append(sum.Skipped, r.Name)
-	}
+	return reqs, nicReqs, nil
+}
 
-	t := newTree()
+// skeleton adds what every image has (layout): the directories, the device nodes, the
+// init with its applet links, and the hook list.
+func (img *image) skeleton() error {
+	t := img.tree
 	for _, dir := range Dirs {
 		if err := t.dir(dir); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, n := range Nodes {
 		if err := t.charDev(n.Path, n.Mode, n.Major, n.Minor, "device node"); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	initData, err := os.ReadFile(opts.Init)
+	initData, err := os.ReadFile(img.opts.Init)
 	if err != nil {
-		return nil, fmt.Errorf("init binary: %w", err)
+		return fmt.Errorf("init binary: %w", err)
 	}
-	sum.InitSize = int64(len(initData))
-	if err := t.file(InitPath, initData, 0o755, "init "+opts.Init); err != nil {
-		return nil, err
+	img.sum.InitSize = int64(len(initData))
+	if err := t.file(InitPath, initData, 0o755, "init "+img.opts.Init); err != nil {
+		return err
 	}
 	for _, a := range Applets {
 		if err := t.symlink(a, InitPath, "applet"); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := t.file(HooksPath, []byte(strings.Join(sum.Hooks, "\n")+"\n"), 0o644, "hook list"); err != nil {
-		return nil, err
-	}
+	return t.file(HooksPath, []byte(strings.Join(img.sum.Hooks, "\n")+"\n"), 0o644, "hook list")
+}
 
-	// Modules: uncompressed in the image (the image is compressed as a whole, which
-	// compresses better than per-file, and finit_module needs no decompression flag).
+// modules adds the resolved modules and their boot index. They are uncompressed in the
+// image: the image is compressed as a whole, which compresses better than per-file, and
+// finit_module needs no decompression flag.
+func (img *image) modules(cl *depmod.Closure, nicReqs []depmod.Request) error {
+	d, sum := img.dir, img.sum
 	modDir := path.Join(ModulesRoot, d.KVer)
 	ix := &kmod.Index{KVer: d.KVer, Builtin: cl.Builtin}
-	firmware := map[string]bool{}
 	for _, m := range cl.Modules {
 		data, err := depmod.ReadModuleFile(filepath.Join(d.Path, filepath.FromSlash(m.File)))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rel := uncompressedName(m.File)
-		if err := t.file(path.Join(modDir, rel), data, 0o644, "module "+m.Name); err != nil {
-			return nil, err
+		if err := img.tree.file(path.Join(modDir, rel), data, 0o644, "module "+m.Name); err != nil {
+			return err
 		}
 		sum.Modules = append(sum.Modules, m.Name)
 		sum.ModulesSize += int64(len(data))
@@ -286,30 +333,10 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 			ix.Aliases = append(ix.Aliases, kmod.Alias{Pattern: a, Module: m.Name})
 		}
 		for _, fw := range m.Info.Firmware {
-			firmware[fw] = true
+			img.firmware[fw] = true
 		}
 	}
-	// Each hook loads what its own requests resolved to, with their dependencies. The
-	// modules of --add-module (mkinitcpio's MODULES) belong to the first hook, so they are
-	// loaded at the start of the boot as mkinitcpio does; they had to exist to build the
-	// image, but at boot a failure is logged and the boot goes on, as there. Every hook of
-	// the image is listed, those without modules too: the init tells "no modules" from "not
-	// in this image" (kmod.ErrUnknownHook).
-	for i, s := range specs {
-		var required, optional []string
-		for _, m := range s.Modules {
-			required = append(required, cl.Resolved[m]...)
-		}
-		for _, m := range s.OptionalModules {
-			optional = append(optional, cl.Resolved[m]...)
-		}
-		if i == 0 {
-			for _, m := range opts.AddModules {
-				optional = append(optional, cl.Resolved[m]...)
-			}
-		}
-		ix.Hooks = append(ix.Hooks, hookModules(s.Name, required, optional))
-	}
+	ix.Hooks = img.hookIndex(cl)
 	nicSeen := map[string]bool{}
 	for _, r := range nicReqs {
 		for _, m := range cl.Resolved[r.Name] {
@@ -322,47 +349,77 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 	sum.NICs = ix.NICs
 	var idx strings.Builder
 	if _, err := ix.WriteTo(&idx); err != nil {
-		return nil, fmt.Errorf("module index: %w", err)
+		return fmt.Errorf("module index: %w", err)
 	}
-	if err := t.file(path.Join(modDir, kmod.IndexName), []byte(idx.String()), 0o644, "module index"); err != nil {
-		return nil, err
-	}
+	return img.tree.file(path.Join(modDir, kmod.IndexName), []byte(idx.String()), 0o644, "module index")
+}
 
-	if err := addFirmware(t, opts, d, firmware, sum); err != nil {
-		return nil, err
+// hookIndex lists what each hook loads: what its own requests resolved to, with their
+// dependencies. The modules of --add-module (mkinitcpio's MODULES) belong to the first
+// hook, so they are loaded at the start of the boot as mkinitcpio does; they had to exist
+// to build the image, but at boot a failure is logged and the boot goes on, as there.
+// Every hook of the image is listed, those without modules too: the init tells "no
+// modules" from "not in this image" (kmod.ErrUnknownHook).
+func (img *image) hookIndex(cl *depmod.Closure) []kmod.Hook {
+	var out []kmod.Hook
+	for i, s := range img.specs {
+		var required, optional []string
+		for _, m := range s.Modules {
+			required = append(required, cl.Resolved[m]...)
+		}
+		for _, m := range s.OptionalModules {
+			optional = append(optional, cl.Resolved[m]...)
+		}
+		if i == 0 {
+			for _, m := range img.opts.AddModules {
+				optional = append(optional, cl.Resolved[m]...)
+			}
+		}
+		out = append(out, hookModules(s.Name, required, optional))
 	}
-	for _, f := range opts.Files {
-		if err := addHostPath(t, f, false); err != nil {
-			return nil, err
+	return out
+}
+
+// extras adds the firmware the modules name, --file and --keyfile.
+func (img *image) extras() error {
+	if err := addFirmware(img.tree, img.opts, img.dir, img.firmware, img.sum); err != nil {
+		return err
+	}
+	for _, f := range img.opts.Files {
+		if err := addHostPath(img.tree, f, false); err != nil {
+			return err
 		}
 	}
-	for _, f := range opts.Keyfiles {
-		if err := addHostPath(t, f, true); err != nil {
-			return nil, err
+	for _, f := range img.opts.Keyfiles {
+		if err := addHostPath(img.tree, f, true); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	sum.Warnings = append(sum.Warnings, kernelWarnings(opts, d, sum.Hooks, comp)...)
-
-	sum.Files = len(t.entries)
+// write writes the tree as a compressed cpio archive to w.
+func (img *image) write(w io.Writer) error {
+	img.sum.Files = len(img.tree.entries)
+	comp := img.sum.Compression
 	cw := &countWriter{w: w}
 	zw, err := NewWriter(cw, comp)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	aw := &countWriter{w: zw}
-	mtime := opts.MTime
+	mtime := img.opts.MTime
 	if mtime < 0 {
 		mtime = 0
 	}
-	if err := t.writeCPIO(aw, uint64(mtime)); err != nil {
-		return nil, err
+	if err := img.tree.writeCPIO(aw, uint64(mtime)); err != nil {
+		return err
 	}
 	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("%s: %w", comp, err)
+		return fmt.Errorf("%s: %w", comp, err)
 	}
-	sum.ArchiveSize = aw.n
-	return sum, nil
+	img.sum.ArchiveSize = aw.n
+	return nil
 }
 
 // hookModules returns the index entry of one hook: the modules its requests resolved to,
