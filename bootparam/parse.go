@@ -235,11 +235,20 @@ type dialect struct {
 // is not combined with the server of a winning one. nbd_export= is ours and explicit, so it
 // overrides the export whichever dialect won.
 func (b *builder) buildNBD() error {
+	present, err := b.dialects()
+	if err != nil {
+		return err
+	}
+	return b.applyDialects(present)
+}
+
+// dialects returns the NBD dialects the command line uses, in precedence order.
+func (b *builder) dialects() ([]dialect, error) {
 	var present []dialect
 	if p, ok := b.get("nbd_server"); ok {
 		servers, err := parseServerList(p.Name, p.Value)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		present = append(present, dialect{"nbd_server", &nbdSpec{source: p.String(), servers: servers}})
 	}
@@ -247,7 +256,7 @@ func (b *builder) buildNBD() error {
 	if hasRoot && strings.HasPrefix(root.Value, "nbd:") {
 		spec, err := parseDracutNBD("root", root.Value)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		present = append(present, dialect{"root=nbd:", spec})
 	}
@@ -259,7 +268,7 @@ func (b *builder) buildNBD() error {
 		case strings.HasPrefix(p.Value, "nbd:"):
 			spec, err := parseDracutNBD("netroot", p.Value)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			present = append(present, dialect{"netroot=nbd:", spec})
 		case p.Value == "dhcp":
@@ -270,87 +279,122 @@ func (b *builder) buildNBD() error {
 		}
 		break // dracut's parse-nbdroot.sh takes the first netroot=nbd:
 	}
-	if p, ok := b.get("nbdroot"); ok {
-		spec, err := parseDebianNBD(p.Name, p.Value)
-		if err != nil {
-			return err
-		}
-		if np, ok := b.get("nbdport"); ok {
-			// Old Ubuntu/LTSP initramfs: nbdroot=SERVER nbdport=PORT|NAME.
-			if spec.port != 0 || spec.hasExport {
-				b.note("%s is ignored: %s already gives the port or export", np.String(), p.String())
-			} else if allDigits(np.Value) {
-				port, r := parsePort(np.Value)
-				if r != "" {
-					return perr(np.Name, np.Value, r, "nbdport=PORT|NAME")
-				}
-				spec.port = port
-				for i := range spec.servers {
-					spec.servers[i].Port = port
-				}
-				spec.source += " " + np.String()
-			} else {
-				if r := checkExport(np.Value); r != "" || np.Value == "" {
-					if r == "" {
-						r = "export name is empty"
-					}
-					return perr(np.Name, np.Value, r, "nbdport=PORT|NAME")
-				}
-				spec.export, spec.hasExport = np.Value, true
-				spec.source += " " + np.String()
-			}
-		}
-		present = append(present, dialect{"nbdroot=", spec})
-	} else if np, ok := b.get("nbdport"); ok {
-		b.note("%s is ignored without nbdroot=", np.String())
+	debian, err := b.debianDialect()
+	if err != nil {
+		return nil, err
 	}
+	if debian != nil {
+		present = append(present, dialect{"nbdroot=", debian})
+	}
+	mkinitcpio, err := b.mkinitcpioDialect(len(present) > 0)
+	if err != nil {
+		return nil, err
+	}
+	if mkinitcpio != nil {
+		present = append(present, dialect{"nbd_host=", mkinitcpio})
+	}
+	return present, nil
+}
+
+// debianDialect reads Debian's nbdroot=, with the old nbdport= (nil when absent).
+func (b *builder) debianDialect() (*nbdSpec, error) {
+	p, ok := b.get("nbdroot")
+	np, hasPort := b.get("nbdport")
+	if !ok {
+		if hasPort {
+			b.note("%s is ignored without nbdroot=", np.String())
+		}
+		return nil, nil
+	}
+	spec, err := parseDebianNBD(p.Name, p.Value)
+	if err != nil || !hasPort {
+		return spec, err
+	}
+	// Old Ubuntu/LTSP initramfs: nbdroot=SERVER nbdport=PORT|NAME.
+	const form = "nbdport=PORT|NAME"
+	switch {
+	case spec.port != 0 || spec.hasExport:
+		b.note("%s is ignored: %s already gives the port or export", np.String(), p.String())
+		return spec, nil
+	case allDigits(np.Value):
+		port, r := parsePort(np.Value)
+		if r != "" {
+			return nil, perr(np.Name, np.Value, r, form)
+		}
+		spec.port = port
+		for i := range spec.servers {
+			spec.servers[i].Port = port
+		}
+	default:
+		if r := checkExport(np.Value); r != "" || np.Value == "" {
+			if r == "" {
+				r = "export name is empty"
+			}
+			return nil, perr(np.Name, np.Value, r, form)
+		}
+		spec.export, spec.hasExport = np.Value, true
+	}
+	spec.source += " " + np.String()
+	return spec, nil
+}
+
+// mkinitcpioDialect reads mkinitcpio-nbd's nbd_host=, nbd_port= and nbd_name= (nil when
+// nbd_host= is absent). Without nbd_host= the other two are an error when nothing else
+// names a server (others false), and ignored otherwise.
+func (b *builder) mkinitcpioDialect(others bool) (*nbdSpec, error) {
+	const form = "nbd_host=HOST nbd_name=NAME [nbd_port=PORT]"
 	host, hasHost := b.get("nbd_host")
 	name, hasName := b.get("nbd_name")
 	port, hasPort := b.get("nbd_port")
-	if hasHost {
-		const form = "nbd_host=HOST nbd_name=NAME [nbd_port=PORT]"
-		// nbd-client takes a bare IPv6 address; brackets are tolerated.
-		h, r := unbracket(host.Value)
-		if r == "" {
-			r = checkHost(h)
+	if !hasHost {
+		if !hasName && !hasPort {
+			return nil, nil
 		}
-		if r != "" {
-			return perr(host.Name, host.Value, r, form)
-		}
-		spec := &nbdSpec{source: host.String(), servers: []Server{{Host: h, Port: nbd.DefaultPort}}}
-		if hasPort {
-			p, r := parsePort(port.Value)
-			if r != "" {
-				return perr(port.Name, port.Value, r, form)
-			}
-			spec.servers[0].Port = p
-			spec.source += " " + port.String()
-		}
-		if hasName {
-			if r := checkExport(name.Value); r != "" {
-				return perr(name.Name, name.Value, r, form)
-			}
-			spec.export, spec.hasExport = name.Value, name.Value != ""
-			spec.source += " " + name.String()
-		}
-		present = append(present, dialect{"nbd_host=", spec})
-	} else if hasName || hasPort {
-		if len(present) == 0 {
+		if !others {
 			p := name
 			if !hasName {
 				p = port
 			}
-			return &ParamError{Param: "nbd_host", Missing: true,
-				Reason:   p.String() + " needs nbd_host= (mkinitcpio-nbd)",
-				Expected: "nbd_host=HOST nbd_name=NAME [nbd_port=PORT]"}
+			return nil, &ParamError{Param: "nbd_host", Missing: true,
+				Reason: p.String() + " needs nbd_host= (mkinitcpio-nbd)", Expected: form}
 		}
 		for _, p := range []Param{name, port} {
 			if p.Name != "" {
 				b.note("%s is ignored without nbd_host=", p.String())
 			}
 		}
+		return nil, nil
 	}
+	// nbd-client takes a bare IPv6 address; brackets are tolerated.
+	h, r := unbracket(host.Value)
+	if r == "" {
+		r = checkHost(h)
+	}
+	if r != "" {
+		return nil, perr(host.Name, host.Value, r, form)
+	}
+	spec := &nbdSpec{source: host.String(), servers: []Server{{Host: h, Port: nbd.DefaultPort}}}
+	if hasPort {
+		p, r := parsePort(port.Value)
+		if r != "" {
+			return nil, perr(port.Name, port.Value, r, form)
+		}
+		spec.servers[0].Port = p
+		spec.source += " " + port.String()
+	}
+	if hasName {
+		if r := checkExport(name.Value); r != "" {
+			return nil, perr(name.Name, name.Value, r, form)
+		}
+		spec.export, spec.hasExport = name.Value, name.Value != ""
+		spec.source += " " + name.String()
+	}
+	return spec, nil
+}
 
+// applyDialects applies the winning dialect (the first present) to the plan, notes the
+// others, and applies nbd_export=.
+func (b *builder) applyDialects(present []dialect) error {
 	n := &b.plan.NBD
 	var win *nbdSpec
 	if len(present) > 0 {
