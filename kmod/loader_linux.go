@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nbdroot/nbdroot/initramfs/layout"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,21 +31,25 @@ func (FinitLoader) Load(path, params string) error {
 	return nil
 }
 
-// ModulesDir returns root's /lib/modules/<running kernel release>, or when that has no
-// index, the only directory under /lib/modules that has one.
+// ModulesDir returns root's /lib/modules/<running kernel release> (layout.ModulesRoot), or
+// when that has no index, the only directory under it that has one.
 func ModulesDir(root string) (string, error) {
+	base := filepath.Join(root, layout.ModulesRoot)
 	var u unix.Utsname
 	if err := unix.Uname(&u); err == nil {
-		dir := filepath.Join(root, "lib/modules", unix.ByteSliceToString(u.Release[:]))
+		dir := filepath.Join(base, unix.ByteSliceToString(u.Release[:]))
 		if _, err := os.Stat(filepath.Join(dir, IndexName)); err == nil {
 			return dir, nil
 		}
 	}
-	m, _ := filepath.Glob(filepath.Join(root, "lib/modules/*", IndexName))
+	m, err := filepath.Glob(filepath.Join(base, "*", IndexName))
+	if err != nil {
+		return "", err
+	}
 	if len(m) == 1 {
 		return filepath.Dir(m[0]), nil
 	}
-	return "", fmt.Errorf("no %s under %s", IndexName, filepath.Join(root, "lib/modules"))
+	return "", fmt.Errorf("no %s under %s", IndexName, base)
 }
 
 // Modprobe is the entry point of /sbin/modprobe in the image (the init binary called by
