@@ -156,9 +156,11 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 	srv, err := bootparam.ParseServer(pos[0])
 	if err != nil {
-		var pe *bootparam.ParamError
-		errors.As(err, &pe)
-		return usageError(stderr, "attach", attachUsage, fmt.Errorf("%q is not SERVER[:PORT]: %s", pos[0], pe.Reason))
+		reason := err.Error()
+		if pe := (*bootparam.ParamError)(nil); errors.As(err, &pe) {
+			reason = pe.Reason
+		}
+		return usageError(stderr, "attach", attachUsage, fmt.Errorf("%q is not SERVER[:PORT]: %s", pos[0], reason))
 	}
 	r.Servers = []string{srv.String()}
 	if *device != "" {
