@@ -306,12 +306,9 @@ func maskString(bits int) string {
 }
 
 func parseMTU(s string) (int, string) {
-	if !allDigits(s) || len(s) > 5 {
-		return 0, "MTU must be 68-65535"
-	}
-	n, _ := strconv.Atoi(s)
 	// 68 is the minimum IPv4 MTU (RFC 791); 65535 the largest an IPv4 packet can be.
-	if n < 68 || n > 65535 {
+	n, ok := decimalIn(s, 68, 65535)
+	if !ok {
 		return 0, "MTU must be 68-65535"
 	}
 	return n, ""

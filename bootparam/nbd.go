@@ -141,19 +141,15 @@ func parseDracutNBD(param, value string) (*nbdSpec, error) {
 	portName, rest, _ := strings.Cut(rest, ":")
 	srv := Server{Host: host, Port: nbd.DefaultPort}
 	if portName != "" {
-		port, name, hasName := strings.Cut(portName, "/")
+		pn, ok, r := parsePortName(portName)
 		switch {
-		case allDigits(port):
-			p, r := parsePort(port)
-			if r != "" {
-				return fail(r)
+		case r != "":
+			return fail(r)
+		case ok:
+			if pn.port != 0 {
+				srv.Port = pn.port
 			}
-			srv.Port = p
-			if hasName {
-				spec.export, spec.hasExport = name, true
-			}
-		case hasName && port == "":
-			spec.export, spec.hasExport = name, true
+			spec.export, spec.hasExport = pn.export, pn.hasExport
 		default:
 			// nbdroot.sh: `[ "$nbdport" -gt 0 ] || nbdport="-name $nbdport"`.
 			spec.export, spec.hasExport = portName, true
@@ -261,19 +257,13 @@ func parseDebianNBD(param, value string) (*nbdSpec, error) {
 			spec.export, spec.hasExport = rest[1:], true
 		case rest[0] == ':':
 			rest = rest[1:]
-			port, name, hasName := strings.Cut(rest, "/")
+			pn, ok, r := parsePortName(rest)
+			port, _, _ := strings.Cut(rest, "/")
 			switch {
-			case port == "" && hasName:
-				spec.export, spec.hasExport = name, true
-			case allDigits(port):
-				p, r := parsePort(port)
-				if r != "" {
-					return fail(r)
-				}
-				spec.port = p
-				if hasName {
-					spec.export, spec.hasExport = name, true
-				}
+			case r != "":
+				return fail(r)
+			case ok:
+				spec.port, spec.export, spec.hasExport = pn.port, pn.export, pn.hasExport
 			case port == "":
 				return fail("':' without a port or export name")
 			case strings.Contains(port, ":"):
@@ -310,6 +300,31 @@ func parseDebianNBD(param, value string) (*nbdSpec, error) {
 	}
 	spec.servers = []Server{{Host: host, Port: port}}
 	return spec, nil
+}
+
+// portName is what PORT[/NAME] or /NAME says.
+type portName struct {
+	port      int // 0 when not given
+	export    string
+	hasExport bool
+}
+
+// parsePortName reads the PORT[/NAME] and /NAME that follow a server in dracut's and
+// Debian's colon forms. ok is false for anything else, which each dialect reads its own way
+// (dracut and LTSP take a bare NAME).
+func parsePortName(s string) (pn portName, ok bool, reason string) {
+	port, name, hasName := strings.Cut(s, "/")
+	switch {
+	case port == "" && hasName:
+		return portName{export: name, hasExport: true}, true, ""
+	case allDigits(port):
+		p, r := parsePort(port)
+		if r != "" {
+			return portName{}, false, r
+		}
+		return portName{port: p, export: name, hasExport: hasName}, true, ""
+	}
+	return portName{}, false, ""
 }
 
 // splitRootFlags splits a comma list of mount options and pulls out ro and rw, the last of

@@ -44,14 +44,21 @@ func parsePort(s string) (int, string) {
 	if !allDigits(s) {
 		return 0, "port " + strconv.Quote(s) + " is not a number"
 	}
-	if len(s) > 5 {
-		return 0, "port must be 1-65535"
-	}
-	n, _ := strconv.Atoi(s)
-	if n < 1 || n > 65535 {
+	n, ok := decimalIn(s, 1, 65535)
+	if !ok {
 		return 0, "port must be 1-65535"
 	}
 	return n, ""
+}
+
+// decimalIn parses a string of digits (allDigits) as a number from min to max; ok is false
+// outside (also for a number too long to parse).
+func decimalIn(s string, min, max int) (int, bool) {
+	if !allDigits(s) || len(s) > len(strconv.Itoa(max)) {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n >= min && n <= max
 }
 
 func allDigits(s string) bool {
