@@ -3,8 +3,11 @@
 // negotiated sockets to the kernel's nbd driver — through the generic netlink family "nbd"
 // (CONNECT, RECONFIGURE, DISCONNECT, STATUS) or, on kernels without it, the legacy ioctls —
 // and keeps them alive: the Keeper, a process of its own that survives switch_root,
-// reconnects when the kernel reports a dead link (NBD_CMD_LINK_DEAD). Attach, Detach and
-// Status are `nbdroot attach/detach/status` for running systems.
+// reconnects when the kernel reports a dead link (NBD_CMD_LINK_DEAD).
+//
+// Attach is the one attach path: the init's nbd hook and `nbdroot attach` call it, and the
+// keeper's reconnect shares its negotiation and its retry loop (connect.go), so a behaviour
+// of the connection is changed in one place. Detach and Status are `nbdroot detach/status`.
 //
 // It never negotiates structured replies or extended headers on a socket it hands to the
 // kernel: the kernel's nbd driver reads only simple replies. It never sets

@@ -212,45 +212,16 @@ func KeeperMain() int {
 		log.Logf(LevelWarning, "cannot lock the keeper's memory: %v", err)
 	}
 
-	var (
-		kernel DeviceKernel
-		links  LinkSource
-	)
 	t := spec.Target
-	if spec.Legacy != nil {
-		var socks []*os.File
-		for i := 0; i < spec.Sockets; i++ {
-			socks = append(socks, os.NewFile(uintptr(keeperSockFD+i), "nbd-socket"))
-		}
-		path := "/dev/nbd" + strconv.Itoa(t.Index)
-		sess, err := AttachLegacy(path, t.Index, *spec.Legacy, socks)
-		for _, s := range socks {
-			s.Close()
-		}
-		var se *SetupError
-		if errors.As(err, &se) {
-			log.Logf(LevelWarning, "%v", err)
-		} else if err != nil {
-			return fail(err)
-		}
-		kernel, links = sess, sess
-	} else {
-		k, err := OpenKernel()
-		if err != nil {
-			return fail(err)
-		}
-		ev, err := OpenLinkEvents()
-		if err != nil {
-			return fail(err)
-		}
-		kernel, links = k, ev
+	kernel, links, err := keeperKernel(spec, log)
+	if err != nil {
+		return fail(err)
 	}
-	keeper := &Keeper{Target: t, Dial: Dial, Kernel: kernel, Links: links, Logf: log.Logf}
-	mode := "netlink"
+	mode := InterfaceNetlink
 	if spec.Legacy != nil {
-		mode = "ioctl"
+		mode = InterfaceIoctl
 	}
-	keeper.Interface = mode
+	keeper := &Keeper{Target: t, Dial: Dial, Kernel: kernel, Links: links, Logf: log.Logf, Interface: string(mode)}
 	if spec.Probe != "" && spec.Legacy == nil {
 		// Opened now: after switch_root the keeper's /dev is the deleted initramfs's.
 		probe, err := openProbe(spec.Probe)
@@ -292,6 +263,40 @@ func KeeperMain() int {
 		return 1
 	}
 	return 0
+}
+
+// keeperKernel is the kernel side of a keeper: the netlink family and its link notices, or
+// for a Legacy spec the device it attaches itself through the ioctl interface with the
+// sockets it inherited (a failed partition scan is logged, not fatal).
+func keeperKernel(spec KeeperSpec, log *kmsgLog) (DeviceKernel, LinkSource, error) {
+	t := spec.Target
+	if spec.Legacy == nil {
+		k, err := OpenKernel()
+		if err != nil {
+			return nil, nil, err
+		}
+		ev, err := OpenLinkEvents()
+		if err != nil {
+			k.Close()
+			return nil, nil, err
+		}
+		return k, ev, nil
+	}
+	var socks []*os.File
+	for i := 0; i < spec.Sockets; i++ {
+		socks = append(socks, os.NewFile(uintptr(keeperSockFD+i), "nbd-socket"))
+	}
+	sess, err := AttachLegacy("/dev/nbd"+strconv.Itoa(t.Index), t.Index, *spec.Legacy, socks)
+	for _, s := range socks {
+		s.Close()
+	}
+	var se *SetupError
+	if errors.As(err, &se) {
+		log.Logf(LevelWarning, "%v", err)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	return sess, sess, nil
 }
 
 // openProbe opens the device for one direct read of its first block (the page cache would
