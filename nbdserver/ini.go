@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // ServerFile is what an nbd-server configuration file (nbd-server(5), "-C FILE") says, in
@@ -224,7 +226,7 @@ func ParseServerFile(r io.Reader, file string, readFile func(string) ([]byte, er
 	if len(secs) == 0 || secs[0].name != "generic" {
 		return nil, &INIError{file, 0, errors.New("the first section must be [generic] (nbd-server(5))")}
 	}
-	sf := &ServerFile{Port: "10809"}
+	sf := &ServerFile{Port: strconv.Itoa(nbd.DefaultPort)}
 	includeDir := ""
 	for _, k := range secs[0].keys {
 		if err := sf.generic(k, &includeDir); err != nil {

@@ -12,8 +12,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // Options are the settings of `nbdroot serve`, from its flags. Flags add to and override what
@@ -129,7 +132,7 @@ func (o *Options) Load() (*Plan, error) {
 		p.TCP, p.Unix = o.Listen, o.Unix
 	}
 	if len(p.TCP) == 0 && len(p.Unix) == 0 {
-		p.TCP = []string{net.JoinHostPort("", "10809")}
+		p.TCP = []string{net.JoinHostPort("", strconv.Itoa(nbd.DefaultPort))}
 	}
 	if o.NoList {
 		p.Config.DenyList = true
