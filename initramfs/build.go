@@ -473,7 +473,7 @@ func addFirmware(t *tree, opts Options, d *depmod.Dir, want map[string]bool, sum
 			if err != nil {
 				continue
 			}
-			if err := t.file(path.Join("/lib/firmware", n+suffix), data, 0o644, "firmware "+n); err != nil {
+			if err := t.file(path.Join(FirmwareRoot, n+suffix), data, 0o644, "firmware "+n); err != nil {
 				return err
 			}
 			sum.Firmware = append(sum.Firmware, n+suffix)

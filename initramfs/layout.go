@@ -13,6 +13,8 @@ const (
 	ModulesRoot = layout.ModulesRoot
 	// NewRoot is where the init mounts the root filesystem before switch_root.
 	NewRoot = layout.NewRoot
+	// FirmwareRoot holds the firmware the modules name.
+	FirmwareRoot = layout.FirmwareRoot
 )
 
 // Applets are the names under which the init binary is installed as symlinks to /init

@@ -15,6 +15,9 @@ const (
 	ModulesRoot = "/lib/modules"
 	// NewRoot is where the init mounts the root filesystem before switch_root.
 	NewRoot = "/newroot"
+	// FirmwareRoot holds the firmware files the image's modules name, where the kernel's
+	// firmware loader looks for them.
+	FirmwareRoot = "/lib/firmware"
 )
 
 // Applets are the names under which the init binary is installed as symlinks to /init;
