@@ -149,6 +149,7 @@ func (a *Attached) KeeperReady() error {
 	}
 	pid, _, err := a.Keeper.Ready()
 	if err != nil {
+		a.Keeper, a.KeeperPid = nil, 0
 		return &KeeperError{Device: a.Device, Err: err}
 	}
 	a.KeeperPid = pid
