@@ -2,7 +2,6 @@ package nbdclient
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,9 +85,10 @@ type Request struct {
 	// Keeper says how to start the keeper process (the running binary, re-executed).
 	Keeper KeeperStart
 
-	// TLS is for STARTTLS and kernel TLS (issue 15); Attach refuses a request with it until
-	// then, rather than connect in the clear.
-	TLS *tls.Config
+	// TLS secures the connections (STARTTLS, then kernel TLS: issue 15); it is carried into
+	// the keeper's target as is. Until then Attach refuses a request with it rather than
+	// connect in the clear.
+	TLS *TLSSettings
 	// Identity is this client's identity for the server, and Overlay the overlay ID to
 	// resume (CONTRACTS.md, NBD_OPT_NBDROOT_CLIENT). They are carried into the keeper's
 	// target, not yet sent: the option comes with issue 13.
@@ -306,7 +306,7 @@ func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
 		Interface: InterfaceNetlink}
 	a.Target = KeeperTarget{Servers: r.keeperServers(ctx, l.addr), Export: r.Export, Size: l.info.Size,
 		Flags: l.info.Flags, BlockSize: l.bs, Connections: len(l.files), DeadConnTimeout: r.DeadConnTimeout,
-		BackendID: backend, Identity: r.Identity, Overlay: r.Overlay}
+		BackendID: backend, Identity: r.Identity, Overlay: r.Overlay, TLS: r.TLS}
 
 	if r.Interface != InterfaceIoctl {
 		k, err := r.Kernel()

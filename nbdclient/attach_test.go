@@ -2,7 +2,6 @@ package nbdclient
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"os"
@@ -340,7 +339,7 @@ func TestAttachFailures(t *testing.T) {
 			kernel: errors.New("NBD_CMD_CONNECT: /dev/nbd3 is already connected"), step: StepKernel, want: "already connected"},
 		{name: "netlink asked, no family", req: Request{Servers: []string{"10.0.0.1:10809"}, Interface: InterfaceNetlink}, up: true,
 			family: ErrNoFamily, step: StepKernel, want: "generic netlink family"},
-		{name: "TLS", req: Request{Servers: []string{"10.0.0.1:10809"}, TLS: &tls.Config{}}, up: true, want: "TLS"},
+		{name: "TLS", req: Request{Servers: []string{"10.0.0.1:10809"}, TLS: &TLSSettings{ServerName: "nbd.lab"}}, up: true, want: "TLS"},
 		{name: "no server", req: Request{}, want: "no server"},
 	}
 	for _, tt := range tests {

@@ -49,12 +49,13 @@ type KeeperTarget struct {
 	Overlay  string `json:"overlay,omitempty"`
 	// TLS is how the connections are secured, nil for plain TCP (the only mode until
 	// issue 15; a keeper refuses a target it cannot reconnect the same way).
-	TLS *TLSTarget `json:"tls,omitempty"`
+	TLS *TLSSettings `json:"tls,omitempty"`
 }
 
-// TLSTarget is a device's TLS configuration as plain data, for the keeper: it gets its
-// target as JSON and has no files once the initramfs is gone, so certificates travel as PEM.
-type TLSTarget struct {
+// TLSSettings is how an attach secures its connections, as plain data: the keeper gets its
+// target as JSON and has no files once the initramfs is gone, so certificates travel as PEM;
+// and the init does not link crypto/tls until it speaks TLS (it would add ~0.9 MB to /init).
+type TLSSettings struct {
 	// ServerName is the name the server's certificate must carry.
 	ServerName string `json:"server_name,omitempty"`
 	// CAPEM are the certificates the server's must chain to; CertPEM and KeyPEM the
