@@ -318,7 +318,7 @@ func (img *image) modules(cl *depmod.Closure, nicReqs []depmod.Request) error {
 		if err != nil {
 			return err
 		}
-		rel := uncompressedName(m.File)
+		rel := depmod.UncompressedName(m.File)
 		if err := img.tree.file(path.Join(modDir, rel), data, 0o644, "module "+m.Name); err != nil {
 			return err
 		}
@@ -437,16 +437,6 @@ func hookModules(hook string, required, optional []string) kmod.Hook {
 		}
 	}
 	return h
-}
-
-// uncompressedName strips the compression suffix of a module file name.
-func uncompressedName(rel string) string {
-	for _, s := range []string{".xz", ".zst", ".gz"} {
-		if strings.HasSuffix(rel, ".ko"+s) {
-			return strings.TrimSuffix(rel, s)
-		}
-	}
-	return rel
 }
 
 // addFirmware adds the firmware files the image's modules name, from the firmware
