@@ -160,8 +160,8 @@ func (f *fakeNBD) Attach(ctx context.Context, r nbdclient.Request) (*nbdclient.A
 	f.mu.Unlock()
 	r.Dial = f.dial
 	if r.Dial == nil {
-		r.Dial = func(ctx context.Context, addr, export string) (*nbdclient.Conn, error) {
-			return nil, &nbdclient.DialError{Server: addr, Export: export, Err: errors.New("connection refused")}
+		r.Dial = func(ctx context.Context, addr string, o nbdclient.DialOptions) (*nbdclient.Conn, error) {
+			return nil, &nbdclient.DialError{Server: addr, Export: o.Export, Err: errors.New("connection refused")}
 		}
 	}
 	r.Kernel = func() (nbdclient.Connector, error) {

@@ -17,7 +17,7 @@ import (
 
 // nbdDialer returns a fake DialNBD handing out real loopback connections (the hook calls
 // File on them) that describe info; addresses in down refuse.
-func nbdDialer(t *testing.T, info nbd.ExportInfo, down ...string) func(ctx context.Context, addr, export string) (*nbdclient.Conn, error) {
+func nbdDialer(t *testing.T, info nbd.ExportInfo, down ...string) nbdclient.DialFunc {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,10 +39,10 @@ func nbdDialer(t *testing.T, info nbd.ExportInfo, down ...string) func(ctx conte
 			c.Close()
 		}
 	})
-	return func(ctx context.Context, addr, export string) (*nbdclient.Conn, error) {
+	return func(ctx context.Context, addr string, o nbdclient.DialOptions) (*nbdclient.Conn, error) {
 		for _, d := range down {
 			if d == addr {
-				return nil, &nbdclient.DialError{Server: addr, Export: export, Err: errors.New("connection refused")}
+				return nil, &nbdclient.DialError{Server: addr, Export: o.Export, Err: errors.New("connection refused")}
 			}
 		}
 		var d net.Dialer
@@ -51,7 +51,7 @@ func nbdDialer(t *testing.T, info nbd.ExportInfo, down ...string) func(ctx conte
 			return nil, err
 		}
 		i := info
-		i.Name = export
+		i.Name = o.Export
 		return &nbdclient.Conn{TCPConn: c.(*net.TCPConn), Info: i}, nil
 	}
 }

@@ -89,11 +89,16 @@ type Request struct {
 	// the keeper's target as is. Until then Attach refuses a request with it rather than
 	// connect in the clear.
 	TLS *TLSSettings
-	// Identity is this client's identity for the server, and Overlay the overlay ID to
-	// resume (CONTRACTS.md, NBD_OPT_NBDROOT_CLIENT). They are carried into the keeper's
-	// target, not yet sent: the option comes with issue 13.
+	// Identity is this client's identity for the server (CONTRACTS.md: 1-64 of
+	// [A-Za-z0-9._:-], by default a MAC address; see MACIdentity), sent in
+	// NBD_OPT_NBDROOT_CLIENT before NBD_OPT_GO; "" sends none. Servers without nbdroot's
+	// extension are used without it.
 	Identity string
-	Overlay  string
+	// Overlay, when not zero, is a copy-on-write overlay to resume: the server must serve
+	// it (an *OverlayError otherwise). Zero takes what the server gives a fresh attach.
+	// Either way the overlay served goes into the keeper's target, which resumes it on
+	// every reconnect.
+	Overlay nbd.OverlayID
 
 	// Ready, when set, runs once a server has negotiated, before the kernel is touched (the
 	// init waits there for the nbd module, which loads while the handshake runs).
@@ -172,9 +177,20 @@ func (a *Attached) MarshalJSON() ([]byte, error) {
 		BlockSize uint32    `json:"block_size"`
 		Sockets   int       `json:"connections"`
 		Interface Interface `json:"interface"`
+		Identity  string    `json:"identity,omitempty"`
+		Overlay   string    `json:"overlay,omitempty"`
 		KeeperPid int       `json:"keeper_pid,omitempty"`
 		Warnings  []string  `json:"warnings,omitempty"`
-	}{a.Device, a.Index, a.Server, a.Export, a.Info.Size, flags, a.BlockSize, a.Sockets, a.Interface, a.KeeperPid, a.Warnings})
+	}{a.Device, a.Index, a.Server, a.Export, a.Info.Size, flags, a.BlockSize, a.Sockets, a.Interface,
+		a.Target.Identity, a.overlayJSON(), a.KeeperPid, a.Warnings})
+}
+
+// overlayJSON is the overlay for `nbdroot attach --json`: its ID, "" without one.
+func (a *Attached) overlayJSON() string {
+	if a.Info.Overlay.IsZero() {
+		return ""
+	}
+	return a.Info.Overlay.String()
 }
 
 // KeeperError reports a device that was attached but whose keeper did not start.
@@ -203,6 +219,13 @@ func Attach(ctx context.Context, r Request) (*Attached, error) {
 	if r.TLS != nil {
 		return nil, fmt.Errorf("TLS: %w: nbdroot does not hand TLS connections to the kernel yet", errors.ErrUnsupported)
 	}
+	if r.Identity != "" {
+		if err := nbd.ValidateIdentity(r.Identity); err != nil {
+			return nil, fmt.Errorf("client identity: %w", err)
+		}
+	} else if !r.Overlay.IsZero() {
+		return nil, errors.New("an overlay to resume needs a client identity: the server keys overlays by it")
+	}
 	loop, rounds := ctx, 1
 	if r.Budget > 0 {
 		var cancel context.CancelFunc
@@ -211,7 +234,10 @@ func Attach(ctx context.Context, r Request) (*Attached, error) {
 		rounds = 0
 	}
 	spec := linkSpec{dial: r.Dial, export: r.Export, connections: r.Connections,
-		dialTimeout: r.DialTimeout, blockSize: r.BlockSize, note: r.Log}
+		dialTimeout: r.DialTimeout, blockSize: r.BlockSize, client: r.client(), note: r.Log}
+	if !r.Overlay.IsZero() {
+		spec.expect = &r.Overlay
+	}
 	var a *Attached
 	_, round, err := failover(loop, retry{minBackoff: r.MinBackoff, maxBackoff: r.MaxBackoff, rounds: rounds,
 		// Only the servers' answers are worth another try: a block size the kernel refuses
@@ -244,6 +270,14 @@ func Attach(ctx context.Context, r Request) (*Attached, error) {
 	}
 	a.Keeper, a.KeeperPid = proc, proc.Pid()
 	return a, nil
+}
+
+// client is the NBD_OPT_NBDROOT_CLIENT of the request, nil without an identity.
+func (r *Request) client() *nbd.ClientOption {
+	if r.Identity == "" {
+		return nil
+	}
+	return &nbd.ClientOption{ID: r.Identity, Overlay: r.Overlay}
 }
 
 func (r *Request) setDefaults() {
@@ -306,7 +340,7 @@ func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
 		Interface: InterfaceNetlink}
 	a.Target = KeeperTarget{Servers: r.keeperServers(ctx, l.addr), Export: r.Export, Size: l.info.Size,
 		Flags: l.info.Flags, BlockSize: l.bs, Connections: len(l.files), DeadConnTimeout: r.DeadConnTimeout,
-		BackendID: backend, Identity: r.Identity, Overlay: r.Overlay, TLS: r.TLS}
+		BackendID: backend, Identity: r.Identity, Overlay: l.info.Overlay, TLS: r.TLS}
 
 	if r.Interface != InterfaceIoctl {
 		k, err := r.Kernel()

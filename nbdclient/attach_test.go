@@ -265,7 +265,7 @@ func TestAttachStartsKeeper(t *testing.T) {
 	start := KeeperStart{Args: []string{"attach", "--run-keeper"}}
 	// localhost:10809 does not answer, but the keeper gets it resolved (from /etc/hosts here).
 	a, err := Attach(context.Background(), r.request(Request{Servers: []string{"127.0.0.1:10809", "localhost:10900"},
-		Device: 2, Keep: true, Keeper: start, Overlay: "0123456789abcdef0123456789abcdef"}))
+		Device: 2, Keep: true, Keeper: start, Identity: "pc-7"}))
 	var ke *KeeperError
 	if !errors.As(err, &ke) || ke.Device != "/dev/nbd2" || a == nil || a.Device != "/dev/nbd2" {
 		t.Fatalf("Attach = %+v, %v; want /dev/nbd2 with a *KeeperError", a, err)
@@ -280,7 +280,7 @@ func TestAttachStartsKeeper(t *testing.T) {
 	}
 	want := KeeperSpec{Probe: "/dev/nbd2", Target: KeeperTarget{Index: 2, Servers: []string{"127.0.0.1:10809", local},
 		Size: 1 << 20, Flags: info.Flags, BlockSize: 512, Connections: 1, DeadConnTimeout: DefaultKeptDeadConnTimeout,
-		BackendID: "127.0.0.1:10809", Overlay: "0123456789abcdef0123456789abcdef"}}
+		BackendID: "127.0.0.1:10809", Identity: "pc-7"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("keeper spec (-want +got):\n%s", diff)
 	}

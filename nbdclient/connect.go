@@ -25,7 +25,8 @@ type Step string
 const (
 	// StepConnect dials and negotiates with the servers (every server, every round).
 	StepConnect Step = "connect"
-	// StepCompatible checks that a reconnect found the export its device was attached to.
+	// StepCompatible checks that a reconnect found the export its device was attached to,
+	// and the copy-on-write overlay (an *OverlayError when not).
 	StepCompatible Step = "compatible"
 	// StepBlockSize chooses the logical block size from the request and the server's limits.
 	StepBlockSize Step = "block size"
@@ -89,6 +90,11 @@ type linkSpec struct {
 	dialTimeout time.Duration
 	// blockSize is the block size asked for (0: negotiate).
 	blockSize int
+	// client is the identity to send and the overlay to resume (nil: no identity).
+	client *nbd.ClientOption
+	// expect, when set, is the overlay the server must serve: a reconnect's device's, or
+	// an attach that resumes one. nil takes what a fresh attach is given.
+	expect *nbd.OverlayID
 	// device is the device a reconnect repairs: the export must still fit it. nil for a
 	// new attach.
 	device *KeeperTarget
@@ -97,14 +103,18 @@ type linkSpec struct {
 
 // negotiate is the first half of every attach and reconnect, the same for both: dial addr
 // (one connection, more when the server allows multi-conn), check that the export still
-// fits the device being repaired, choose the block size and make the socket files the
-// kernel takes. The caller hands them to the kernel and closes the link. Errors are
-// *AttachError.
+// fits the device being repaired and that the server serves the overlay expected, choose
+// the block size and make the socket files the kernel takes. The caller hands them to the
+// kernel and closes the link. Errors are *AttachError; an overlay the server does not
+// serve is one of StepCompatible wrapping an *OverlayError.
 func negotiate(ctx context.Context, s linkSpec, addr string) (*link, error) {
 	dctx, cancel := context.WithTimeout(ctx, orDefault(s.dialTimeout, DefaultDialTimeout))
 	defer cancel()
-	conns, err := DialConns(dctx, s.dial, addr, s.export, max(1, s.connections), s.note)
+	conns, err := DialConns(dctx, s.dial, addr, DialOptions{Export: s.export, Client: s.client}, max(1, s.connections), s.note)
 	if err != nil {
+		if oe := overlayGone(addr, s.client, err); oe != err {
+			return nil, &AttachError{Step: StepCompatible, Server: addr, Err: oe}
+		}
 		return nil, &AttachError{Step: StepConnect, Server: addr, Err: err}
 	}
 	l := &link{addr: addr, conns: conns, info: conns[0].Info}
@@ -118,6 +128,11 @@ func negotiate(ctx context.Context, s linkSpec, addr string) (*link, error) {
 			return fail(StepCompatible, fmt.Errorf("%s: %w", BackendID(addr, s.export), err))
 		}
 		want = int(s.device.BlockSize)
+	}
+	if s.expect != nil {
+		if err := checkOverlay(addr, s.client, *s.expect, l.info); err != nil {
+			return fail(StepCompatible, err)
+		}
 	}
 	if l.bs, err = BlockSize(l.info, want); err != nil {
 		return fail(StepBlockSize, fmt.Errorf("%s: %w", BackendID(addr, s.export), err))

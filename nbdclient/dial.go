@@ -56,14 +56,14 @@ const (
 	userTimeout = 30 * time.Second
 )
 
-// Dial connects to the NBD server at addr (host:port), negotiates export and returns the
-// connection ready for the kernel. The context bounds connection and negotiation together.
+// Dial connects to the NBD server at addr (host:port), negotiates o (the export, and the
+// client's identity when o.Client is set) and returns the connection ready for the kernel. The context bounds connection and negotiation together.
 // Sockets get TCP_NODELAY (requests are small and latency-bound), keepalive and a user
 // timeout (a dead peer is noticed even when the filesystem is idle).
 //
 // Every error is a *DialError naming the server, port and export.
-func Dial(ctx context.Context, addr, export string) (*Conn, error) {
-	fail := func(err error) error { return &DialError{Server: addr, Export: export, Err: err} }
+func Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
+	fail := func(err error) error { return &DialError{Server: addr, Export: o.Export, Err: err} }
 	d := net.Dialer{
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepIdle, Interval: keepInterval, Count: keepCount},
 		Control:         setUserTimeout,
@@ -82,7 +82,7 @@ func Dial(ctx context.Context, addr, export string) (*Conn, error) {
 	}
 	// A cancelled context interrupts a server that stalls mid-handshake.
 	stop := context.AfterFunc(ctx, func() { tc.SetDeadline(time.Unix(1, 0)) })
-	info, err := Handshake(tc, export)
+	info, err := Handshake(tc, o)
 	stopped := stop()
 	if err != nil {
 		tc.Close()
@@ -187,17 +187,26 @@ func (c *Conn) File() (*os.File, error) {
 }
 
 // DialFunc negotiates one connection; Dial is the real one, tests pass fakes.
-type DialFunc func(ctx context.Context, addr, export string) (*Conn, error)
+type DialFunc func(ctx context.Context, addr string, o DialOptions) (*Conn, error)
 
-// DialConns opens up to want connections to export at addr. The first one decides: more are
+// DialConns opens up to want connections to o.Export at addr. The first one decides: more are
 // opened only when the server advertises NBD_FLAG_CAN_MULTI_CONN (proto.md: without it,
 // writes on one connection need not be visible on another, and the kernel refuses several
 // sockets), and only while they describe the same export. A failure of the first connection
 // is returned; later failures leave fewer connections and are reported through note.
-func DialConns(ctx context.Context, dial DialFunc, addr, export string, want int, note func(string)) ([]*Conn, error) {
-	first, err := dial(ctx, addr, export)
+//
+// The extra connections of a client with an identity resume the overlay the first one got
+// (CONTRACTS.md: without overlay=, each connection of a fresh boot would start an overlay
+// of its own on a temporary cow export), and one that is served another is dropped.
+func DialConns(ctx context.Context, dial DialFunc, addr string, o DialOptions, want int, note func(string)) ([]*Conn, error) {
+	first, err := dial(ctx, addr, o)
 	if err != nil {
 		return nil, err
+	}
+	if o.Client != nil && !first.Info.Overlay.IsZero() {
+		c := *o.Client
+		c.Overlay = first.Info.Overlay
+		o.Client = &c
 	}
 	conns := []*Conn{first}
 	if want > 1 && first.Info.Flags&nbd.TransCanMultiConn == 0 {
@@ -207,11 +216,16 @@ func DialConns(ctx context.Context, dial DialFunc, addr, export string, want int
 		return conns, nil
 	}
 	for len(conns) < want {
-		c, err := dial(ctx, addr, export)
-		if err == nil && (c.Info.Size != first.Info.Size || c.Info.Flags != first.Info.Flags) {
+		c, err := dial(ctx, addr, o)
+		switch {
+		case err != nil:
+		case c.Info.Size != first.Info.Size || c.Info.Flags != first.Info.Flags:
 			c.Close()
 			err = fmt.Errorf("it describes the export differently (size %d flags %#x, first %d %#x)",
 				c.Info.Size, c.Info.Flags, first.Info.Size, first.Info.Flags)
+		case c.Info.Overlay != first.Info.Overlay:
+			c.Close()
+			err = fmt.Errorf("it is served overlay %s, the first connection %s", overlayName(c.Info.Overlay), overlayName(first.Info.Overlay))
 		}
 		if err != nil {
 			if note != nil {

@@ -112,7 +112,7 @@ func TestDialErrors(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			addr := tt.addr(t)
-			c, err := Dial(ctx, addr, tt.export)
+			c, err := Dial(ctx, addr, DialOptions{Export: tt.export})
 			if err == nil {
 				c.Close()
 				t.Fatal("Dial succeeded")
@@ -141,7 +141,7 @@ func TestDialSocketOptions(t *testing.T) {
 	addr := serveTCP(t, fakeServer{flags: 3, onOpt: goServer(t, map[string]uint64{"root": 4096})}.handler(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, addr, "root")
+	c, err := Dial(ctx, addr, DialOptions{Export: "root"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestDialConns(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := serveTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 			n := 0
-			dial := func(ctx context.Context, _, export string) (*Conn, error) {
+			dial := func(ctx context.Context, _ string, _ DialOptions) (*Conn, error) {
 				info := tt.infos[n]
 				n++
 				if info.Size == 0 {
@@ -191,7 +191,7 @@ func TestDialConns(t *testing.T) {
 			}
 			var notes []string
 			want := tt.ask
-			conns, err := DialConns(context.Background(), dial, "a:1", "root", want, func(s string) { notes = append(notes, s) })
+			conns, err := DialConns(context.Background(), dial, "a:1", DialOptions{Export: "root"}, want, func(s string) { notes = append(notes, s) })
 			defer CloseAll(conns)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v", err)

@@ -45,14 +45,33 @@ func FuzzHandshake(f *testing.F) {
 		nbd.AppendOptReply(nil, nbd.OptList, nbd.RepAck, nil)))
 	f.Add(append(binary.BigEndian.AppendUint64(nil, nbd.NBDMagic), binary.BigEndian.AppendUint64(nil, nbd.OldstyleMagic)...))
 	f.Add([]byte("SSH-2.0-OpenSSH\r\n"))
+	// nbdroot serve: the identity acknowledged, the overlay reported with the export.
+	f.Add(serverStream(fixed,
+		nbd.AppendOptReply(nil, nbd.OptNbdrootClient, nbd.RepAck, nil),
+		nbd.AppendOptReply(nil, nbd.OptGo, nbd.RepInfo, nbd.AppendInfoOverlay(nil, nbd.OverlayID{1, 2, 3})),
+		nbd.AppendOptReply(nil, nbd.OptGo, nbd.RepInfo, nbd.AppendInfoExport(nil, 1<<20, 1)),
+		nbd.AppendOptReply(nil, nbd.OptGo, nbd.RepAck, nil)))
+	f.Add(serverStream(fixed,
+		nbd.AppendOptReply(nil, nbd.OptNbdrootClient, nbd.RepErrUnsup, nil),
+		nbd.AppendOptReply(nil, nbd.OptGo, nbd.RepErrNbdrootOverlayGone, []byte("gone"))))
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		info, err := Handshake(scripted{bytes.NewReader(stream)}, "root")
+		info, err := Handshake(scripted{bytes.NewReader(stream)}, DialOptions{Export: "root"})
 		if err == nil {
 			if info == nil {
 				t.Fatal("Handshake succeeded without export information")
 			}
 			if info.Name != "root" && info.Name != "" && !bytes.Contains(stream, []byte(info.Name)) {
 				t.Fatalf("export name %q came from nowhere", info.Name)
+			}
+		}
+		// The same answers to a client that names itself (and resumes an overlay).
+		client := &nbd.ClientOption{ID: "52:54:00:12:34:56", Overlay: nbd.OverlayID{9}}
+		if info, err := Handshake(scripted{bytes.NewReader(stream)}, DialOptions{Export: "root", Client: client}); err == nil {
+			if info == nil {
+				t.Fatal("Handshake succeeded without export information")
+			}
+			if !info.HasOverlay && !info.Overlay.IsZero() {
+				t.Fatalf("an overlay %s without the overlay information", info.Overlay)
 			}
 		}
 		names, err := List(scripted{bytes.NewReader(stream)})

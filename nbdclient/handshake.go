@@ -31,21 +31,65 @@ var ErrOldstyle = errors.New("server speaks the oldstyle handshake (nbd-server -
 // falls back to NBD_OPT_EXPORT_NAME.
 var errNoGo = errors.New("server does not support NBD_OPT_GO")
 
-// Handshake negotiates the export called name on rw (an established connection to a server)
-// and returns what the server said about it. The connection is then in the transmission phase,
-// ready for the kernel. An empty name asks for the server's default export.
-func Handshake(rw io.ReadWriter, name string) (*nbd.ExportInfo, error) {
+// DialOptions is what one connection asks of the server: the export and, for a server
+// that keys copy-on-write overlays and the writer lock by client identity, who this client
+// is and which overlay it resumes.
+type DialOptions struct {
+	// Export is the export name ("" for the server's default export).
+	Export string
+	// Client is sent as NBD_OPT_NBDROOT_CLIENT before NBD_OPT_GO (CONTRACTS.md): the
+	// identity, and the overlay to resume (zero on a fresh attach). nil sends nothing, and
+	// the server keys the client by its address.
+	Client *nbd.ClientOption
+}
+
+// Handshake negotiates o.Export on rw (an established connection to a server) and returns
+// what the server said about it. The connection is then in the transmission phase, ready for
+// the kernel. An empty name asks for the server's default export.
+//
+// With o.Client, a fixed newstyle server is told the client's identity first; one that does
+// not know the option (nbd-server, nbdkit, qemu-nbd answer NBD_REP_ERR_UNSUP, as proto.md
+// requires of unknown options) is used without it. Only our server then reports the
+// overlay it serves in the GO reply (ExportInfo.HasOverlay).
+func Handshake(rw io.ReadWriter, o DialOptions) (*nbd.ExportInfo, error) {
 	fixed, noZeroes, err := greet(rw)
 	if err != nil {
 		return nil, err
 	}
 	if fixed {
-		info, err := negotiateGo(rw, name)
+		if o.Client != nil {
+			if err := sendClient(rw, *o.Client); err != nil {
+				return nil, err
+			}
+		}
+		info, err := negotiateGo(rw, o.Export)
 		if !errors.Is(err, errNoGo) {
 			return info, err
 		}
 	}
-	return exportName(rw, name, noZeroes)
+	return exportName(rw, o.Export, noZeroes)
+}
+
+// sendClient sends NBD_OPT_NBDROOT_CLIENT. A server that does not know it (NBD_REP_ERR_UNSUP)
+// or wants TLS first (NBD_REP_ERR_TLS_REQD: the GO that follows gets the same answer, which
+// says it better) is not an error; a refused identity is.
+func sendClient(rw io.ReadWriter, c nbd.ClientOption) error {
+	if _, err := rw.Write(nbd.AppendOption(nil, nbd.OptNbdrootClient, nbd.AppendClientOption(nil, c))); err != nil {
+		return fmt.Errorf("send %s: %w", nbd.OptName(nbd.OptNbdrootClient), err)
+	}
+	r, data, err := readOptReply(rw, nbd.OptNbdrootClient)
+	if err != nil {
+		return err
+	}
+	switch {
+	case r.Type == nbd.RepAck:
+		return nil
+	case r.Type == nbd.RepErrUnsup, r.Type == nbd.RepErrTLSReqd:
+		return nil
+	case r.Type&nbd.RepFlagError != 0:
+		return &nbd.OptionError{Option: nbd.OptNbdrootClient, Type: r.Type, Message: string(data)}
+	}
+	return fmt.Errorf("unexpected %s to %s", nbd.RepName(r.Type), nbd.OptName(nbd.OptNbdrootClient))
 }
 
 // List asks the server for its export names (NBD_OPT_LIST) and ends the session with

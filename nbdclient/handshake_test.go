@@ -114,7 +114,7 @@ func handshakeWith(t *testing.T, s fakeServer, export string) (*nbd.ExportInfo, 
 	done := make(chan struct{})
 	go func() { defer close(done); s.run(t, srv) }()
 	cli.SetDeadline(time.Now().Add(10 * time.Second))
-	info, err := Handshake(cli, export)
+	info, err := Handshake(cli, DialOptions{Export: export})
 	cli.Close()
 	<-done
 	return info, err

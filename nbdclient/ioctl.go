@@ -179,6 +179,20 @@ func (s *LegacySession) Next() ([]int, error) {
 	}
 }
 
+// Disconnect fails the device for good, as nbd-client -d does (NBD_DISCONNECT, then
+// NBD_CLEAR_SOCK): the keeper calls it only after NBD_DO_IT returned, when I/O already
+// fails, so that nothing restarts the device.
+func (s *LegacySession) Disconnect(index int) error {
+	if index != s.Index {
+		return fmt.Errorf("ioctl session for nbd%d asked to disconnect nbd%d", s.Index, index)
+	}
+	err := doIoctl(s.ioctl, s.fd, nbdDisconnect, 0)
+	if cerr := doIoctl(s.ioctl, s.fd, nbdClearSock, 0); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // Close stops the owner goroutine once NBD_DO_IT returned; it does not disconnect the device.
 func (s *LegacySession) Close() error {
 	s.stopOnce.Do(func() { close(s.stop) })

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // Level is a syslog severity, as /dev/kmsg takes it ("<3>message").
@@ -43,10 +45,12 @@ type KeeperTarget struct {
 	// BackendID is the identifier the device was connected with; NBD_CMD_RECONFIGURE must
 	// repeat it.
 	BackendID string `json:"backend_id,omitempty"`
-	// Identity is the client identity the device was attached with, and Overlay the
-	// overlay ID a reconnect must resume (CONTRACTS.md; sent from issue 13 on).
-	Identity string `json:"identity,omitempty"`
-	Overlay  string `json:"overlay,omitempty"`
+	// Identity is the client identity the device was attached with ("" for none), sent
+	// again on every reconnect. Overlay is the copy-on-write overlay the server served the
+	// attach (zero: none): every reconnect resumes it, and a server that does not serve it
+	// is refused (CONTRACTS.md).
+	Identity string        `json:"identity,omitempty"`
+	Overlay  nbd.OverlayID `json:"overlay,omitzero"`
 	// TLS is how the connections are secured, nil for plain TCP (the only mode until
 	// issue 15; a keeper refuses a target it cannot reconnect the same way).
 	TLS *TLSSettings `json:"tls,omitempty"`
@@ -78,6 +82,8 @@ type LinkSource interface {
 type DeviceKernel interface {
 	Reconfigure(dev Device, socks []*os.File) error
 	Status(index int) ([]DeviceStatus, error)
+	// Disconnect fails the device for good: pending and future I/O end with EIO.
+	Disconnect(index int) error
 }
 
 var (
@@ -111,6 +117,16 @@ const (
 // them to the kernel before DEAD_CONN_TIMEOUT expires, retrying with backoff for as long as
 // it takes. It never disconnects the device.
 //
+// A device attached with a client identity is reconnected to its copy-on-write overlay
+// only (Target.Overlay, resumed by ID): a server that answers NBD_REP_ERR_NBDROOT_OVERLAY_GONE
+// or serves another overlay is refused, at KERN_ERR, since the file system would see another
+// view of its disk. Once every server of the target refused, the keeper fails the device
+// (NBD_CMD_DISCONNECT: the kernel fails waiting and future I/O with EIO at once, instead of
+// after the dead-connection timeout) and stops repairing it: overlay IDs are random and never
+// reused, so a vanished overlay does not come back, and the file system has by then seen
+// I/O errors that only a reboot recovers from. Servers that could not be reached may still
+// have the overlay: while one remains, the keeper goes on trying.
+//
 // The kernel sends NBD_CMD_LINK_DEAD once per socket it marks dead, and none when a device
 // is disconnected on request. The keeper answers every notice (and a lost-notice report)
 // with as many sockets as the device has connections: the kernel puts them in the place of
@@ -138,6 +154,9 @@ type Keeper struct {
 	mu    sync.Mutex
 	state KeeperState
 	cur   int // index into Target.Servers of the server in use
+	// failed is set once the keeper failed the device (no server serves its overlay):
+	// it repairs nothing after that (owned by Run's goroutine).
+	failed bool
 	// covered: dead-link notices received before this instant were answered by the last
 	// successful reconnect (owned by Run's goroutine).
 	covered time.Time
@@ -184,7 +203,7 @@ type KeeperState struct {
 	Device string `json:"device"`
 	Server string `json:"server"`
 	Export string `json:"export"`
-	State  string `json:"state"` // "watching" or "reconnecting"
+	State  string `json:"state"` // "watching", "reconnecting", or "failed" (see Keeper)
 	// Interface is "netlink", or "ioctl" when the keeper holds the device itself (then
 	// stopping the keeper would disconnect it).
 	Interface  string    `json:"interface,omitempty"`
@@ -289,14 +308,18 @@ func (k *Keeper) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-pending.signal():
 			why, at := pending.take()
-			if at.Before(k.covered) {
+			if at.Before(k.covered) || k.failed {
 				continue
 			}
-			if err := k.repair(ctx, why); err != nil {
-				if errors.Is(err, ErrNotConfigured) {
-					k.logf(LevelInfo, "%s was disconnected; the keeper exits", k.dev())
-					return nil
-				}
+			err := k.repair(ctx, why)
+			var oe *OverlayError
+			switch {
+			case errors.As(err, &oe):
+				k.fail(oe)
+			case errors.Is(err, ErrNotConfigured):
+				k.logf(LevelInfo, "%s was disconnected; the keeper exits", k.dev())
+				return nil
+			case err != nil:
 				return err
 			}
 		case err := <-readerErr:
@@ -362,14 +385,31 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 	lastMsg, repeats := "", 0
 	var began time.Time
 	var socks int
+	// refused holds the servers that answered without the device's overlay: once all have,
+	// no server is left that could have it.
+	refused := map[string]bool{}
+	distinct := map[string]bool{}
+	for _, s := range t.Servers {
+		distinct[s] = true
+	}
 	s, attempt, err := failover(ctx, retry{minBackoff: k.MinBackoff, maxBackoff: k.MaxBackoff,
-		final: func(err error) bool { return errors.Is(err, ErrNotConfigured) },
+		final: func(err error) bool {
+			return errors.Is(err, ErrNotConfigured) || len(refused) == len(distinct)
+		},
 		failed: func(attempt int, addr string, err error) {
 			if errors.Is(err, ErrNotConfigured) {
 				return
 			}
 			msg := err.Error()
 			k.setState(func(st *KeeperState) { st.LastError = msg })
+			var oe *OverlayError
+			if errors.As(err, &oe) {
+				if !refused[addr] {
+					k.logf(LevelErr, "%s: refusing to attach another view of the disk: %v", k.dev(), oe)
+				}
+				refused[addr] = true
+				return
+			}
 			// The first failure of a kind is logged, then one in ten: a long outage must not
 			// flood the kernel log.
 			if msg != lastMsg || repeats%10 == 9 {
@@ -410,15 +450,36 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 	return nil
 }
 
+// fail gives the device up after every server refused its overlay: the kernel fails its
+// I/O at once (NBD_CMD_DISCONNECT wakes the requests waiting for a reconnect and fails
+// those in flight; new ones fail too), rather than after the dead-connection timeout, and
+// never with another view of the disk. The keeper then stays, reporting the state, until
+// the device is gone.
+func (k *Keeper) fail(oe *OverlayError) {
+	t := k.Target
+	k.failed = true
+	k.logf(LevelErr, "%s: no server serves client %s the disk this device was attached with (%s) any more (last: %s): failing I/O on /dev/%s with EIO rather than attaching another view; what was written to it since it was attached is lost to this machine: reboot it",
+		k.dev(), clientName(t.Identity), overlayPhrase(t.Overlay), BackendID(oe.Server, t.Export), k.dev())
+	if err := k.Kernel.Disconnect(t.Index); err != nil && !errors.Is(err, ErrNotConfigured) {
+		k.logf(LevelErr, "%s: %v: I/O fails only once the dead-connection timeout (%s) expires", k.dev(), err, t.DeadConnTimeout)
+	}
+	k.setState(func(st *KeeperState) { st.State, st.Since, st.LastError = "failed", time.Now(), oe.Error() })
+}
+
 // reconnect negotiates fresh connections with addr, as an attach does, and hands them to
-// the kernel in the place of the dead ones; it returns how many it handed over.
+// the kernel in the place of the dead ones; it returns how many it handed over. It sends
+// the device's identity and resumes its overlay: the server must serve that one.
 func (k *Keeper) reconnect(ctx context.Context, addr string) (int, error) {
 	t := k.Target
 	if t.TLS != nil {
 		return 0, fmt.Errorf("the device was attached with TLS: %w", errors.ErrUnsupported)
 	}
-	l, err := negotiate(ctx, linkSpec{dial: k.Dial, export: t.Export, connections: t.Connections,
-		dialTimeout: k.DialTimeout, device: &t, note: func(s string) { k.logf(LevelInfo, "%s: %s", k.dev(), s) }}, addr)
+	spec := linkSpec{dial: k.Dial, export: t.Export, connections: t.Connections, dialTimeout: k.DialTimeout,
+		device: &t, expect: &t.Overlay, note: func(s string) { k.logf(LevelInfo, "%s: %s", k.dev(), s) }}
+	if t.Identity != "" {
+		spec.client = &nbd.ClientOption{ID: t.Identity, Overlay: t.Overlay}
+	}
+	l, err := negotiate(ctx, spec, addr)
 	if err != nil {
 		return 0, err
 	}

@@ -52,6 +52,8 @@ type fakeKernel struct {
 	calls     chan reconfigCall
 	refuse    error // returned by Reconfigure when set
 	connected bool
+	// disconnects records the devices failed with Disconnect.
+	disconnects chan int
 }
 
 type reconfigCall struct {
@@ -60,7 +62,7 @@ type reconfigCall struct {
 }
 
 func newFakeKernel() *fakeKernel {
-	return &fakeKernel{calls: make(chan reconfigCall, 16), connected: true}
+	return &fakeKernel{calls: make(chan reconfigCall, 16), connected: true, disconnects: make(chan int, 4)}
 }
 
 func (k *fakeKernel) Reconfigure(dev Device, socks []*os.File) error {
@@ -80,6 +82,11 @@ func (k *fakeKernel) Reconfigure(dev Device, socks []*os.File) error {
 	return nil
 }
 
+func (k *fakeKernel) Disconnect(index int) error {
+	k.disconnects <- index
+	return nil
+}
+
 func (k *fakeKernel) Status(index int) ([]DeviceStatus, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -93,8 +100,19 @@ type fakeServers struct {
 	ln net.Listener
 	mu sync.Mutex
 	up map[string]nbd.ExportInfo
-	// dials counts the dial attempts per address.
+	// dials counts the dial attempts per address; sent records what each dial asked.
 	dials map[string]int
+	sent  []sentDial
+	// cow makes an address an nbdroot server that knows client identities: it says which
+	// overlay a client gets (or returns the error its GO gets). Other servers answer the
+	// identity with NBD_REP_ERR_UNSUP and report no overlay.
+	cow map[string]func(c nbd.ClientOption) (nbd.OverlayID, error)
+}
+
+// sentDial is one dial: the address and what it negotiated.
+type sentDial struct {
+	Addr string
+	Opts DialOptions
 }
 
 func newFakeServers(t *testing.T) *fakeServers {
@@ -102,7 +120,8 @@ func newFakeServers(t *testing.T) *fakeServers {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeServers{t: t, ln: ln, up: map[string]nbd.ExportInfo{}, dials: map[string]int{}}
+	f := &fakeServers{t: t, ln: ln, up: map[string]nbd.ExportInfo{}, dials: map[string]int{},
+		cow: map[string]func(nbd.ClientOption) (nbd.OverlayID, error){}}
 	var held []net.Conn
 	var hmu sync.Mutex
 	go func() {
@@ -143,13 +162,47 @@ func (f *fakeServers) dialCount(addr string) int {
 	return f.dials[addr]
 }
 
-func (f *fakeServers) dial(ctx context.Context, addr, export string) (*Conn, error) {
+// setCow makes addr an nbdroot server with overlays (see fakeServers.cow).
+func (f *fakeServers) setCow(addr string, serve func(c nbd.ClientOption) (nbd.OverlayID, error)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cow[addr] = serve
+}
+
+// sentTo returns what the dials to addr asked, in order.
+func (f *fakeServers) sentTo(addr string) []DialOptions {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []DialOptions
+	for _, s := range f.sent {
+		if s.Addr == addr {
+			out = append(out, s.Opts)
+		}
+	}
+	return out
+}
+
+func (f *fakeServers) dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
 	f.mu.Lock()
 	info, ok := f.up[addr]
 	f.dials[addr]++
+	sent := o
+	if o.Client != nil {
+		c := *o.Client
+		sent.Client = &c
+	}
+	f.sent = append(f.sent, sentDial{addr, sent})
+	serve := f.cow[addr]
 	f.mu.Unlock()
 	if !ok {
-		return nil, &DialError{Server: addr, Export: export, Err: explainDial(syscall.ECONNREFUSED)}
+		return nil, &DialError{Server: addr, Export: o.Export, Err: explainDial(syscall.ECONNREFUSED)}
+	}
+	if o.Client != nil && serve != nil {
+		id, err := serve(*o.Client)
+		if err != nil {
+			return nil, &DialError{Server: addr, Export: o.Export, Err: err}
+		}
+		info.HasOverlay, info.Overlay = true, id
 	}
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", f.ln.Addr().String())

@@ -268,7 +268,7 @@ func TestPeers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			t.Run("go", func(t *testing.T) {
-				c, err := Dial(ctx, p.addr, "root")
+				c, err := Dial(ctx, p.addr, DialOptions{Export: "root"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -302,7 +302,7 @@ func TestPeers(t *testing.T) {
 				if p.name != "nbdroot serve" {
 					t.Skipf("%s has no default export in this setup", p.name)
 				}
-				c, err := Dial(ctx, p.addr, "")
+				c, err := Dial(ctx, p.addr, DialOptions{Export: ""})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -315,7 +315,7 @@ func TestPeers(t *testing.T) {
 				if p.name == "nbdkit" || p.name == "qemu-nbd" {
 					t.Skipf("%s serves one export here", p.name)
 				}
-				c, err := Dial(ctx, p.addr, "ro")
+				c, err := Dial(ctx, p.addr, DialOptions{Export: "ro"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -328,7 +328,7 @@ func TestPeers(t *testing.T) {
 				if !p.strictNames {
 					t.Skip("the server accepts any name")
 				}
-				c, err := Dial(ctx, p.addr, "no-such-export")
+				c, err := Dial(ctx, p.addr, DialOptions{Export: "no-such-export"})
 				if err == nil {
 					c.Close()
 					t.Fatal("an unknown export was negotiated")
@@ -354,8 +354,26 @@ func TestPeers(t *testing.T) {
 					t.Errorf("list %q has no root", names)
 				}
 			})
+			t.Run("identity", func(t *testing.T) {
+				// Servers without nbdroot's extension answer NBD_REP_ERR_UNSUP and are used
+				// as before; ours reports the (here: no) overlay.
+				conns, err := DialConns(ctx, Dial, p.addr, DialOptions{Export: "root", Client: &nbd.ClientOption{ID: "52:54:00:12:34:56"}},
+					2, func(s string) { t.Log(s) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer CloseAll(conns)
+				for i, c := range conns {
+					if got, want := c.Info.HasOverlay, p.name == "nbdroot serve"; got != want || !c.Info.Overlay.IsZero() {
+						t.Errorf("connection %d: overlay reported %v (%s), want %v and none", i, got, c.Info.Overlay, want)
+					}
+					if got := readBlock(t, c, 4096, 4096); !bytes.Equal(got, data[4096:8192]) {
+						t.Errorf("connection %d read other data", i)
+					}
+				}
+			})
 			t.Run("multi-conn", func(t *testing.T) {
-				conns, err := DialConns(ctx, Dial, p.addr, "root", 3, func(s string) { t.Log(s) })
+				conns, err := DialConns(ctx, Dial, p.addr, DialOptions{Export: "root"}, 3, func(s string) { t.Log(s) })
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -387,7 +405,7 @@ func TestPeerBlockSizes(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "")
+	c, err := Dial(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +428,7 @@ func TestPeerPolicy(t *testing.T) {
 	p := startNbdrootServe(t, root, ro)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := Dial(ctx, p.addr, "lan-only")
+	_, err := Dial(ctx, p.addr, DialOptions{Export: "lan-only"})
 	var oe *nbd.OptionError
 	if !errors.As(err, &oe) || oe.Type != nbd.RepErrPolicy || !strings.Contains(err.Error(), "refuses this client") {
 		t.Fatalf("err = %v, want a policy refusal explained", err)
@@ -424,4 +442,91 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestPeerCowOverlays attaches to a copy-on-write export of nbdroot serve the way the init
+// and the keeper do: the extra connections of a fresh attach resume the first one's overlay,
+// writes on one are seen by a reconnect that resumes it, and an overlay that was never
+// there is refused as gone (never replaced by a fresh view).
+func TestPeerCowOverlays(t *testing.T) {
+	root, _, data := peerImages(t)
+	srv, err := nbdserver.New(nbdserver.Config{
+		Exports:  []nbdserver.Export{{Name: "root", Path: root, Cow: true, Default: true}},
+		StateDir: t.TempDir(),
+		Logger:   log.New(io.Discard, "", 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(sctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); srv.Close(); <-done })
+	addr := ln.Addr().String()
+	ctx, cancelDial := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelDial()
+
+	client := &nbd.ClientOption{ID: "52:54:00:12:34:56"}
+	conns, err := DialConns(ctx, Dial, addr, DialOptions{Client: client}, 3, func(s string) { t.Log(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := conns[0].Info.Overlay
+	if len(conns) != 3 || u.IsZero() {
+		t.Fatalf("%d connections, first overlay %s", len(conns), u)
+	}
+	for i, c := range conns {
+		if c.Info.Overlay != u {
+			t.Errorf("connection %d has overlay %s, the first %s", i, c.Info.Overlay, u)
+		}
+	}
+	// A write on the second connection, flushed, is what a resumed connection reads.
+	block := bytes.Repeat([]byte{0xa5}, 4096)
+	writeBlock(t, conns[1], 8192, block)
+	CloseAll(conns)
+	c, err := Dial(ctx, addr, DialOptions{Client: &nbd.ClientOption{ID: client.ID, Overlay: u}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Info.Overlay != u {
+		t.Errorf("resumed overlay %s, want %s", c.Info.Overlay, u)
+	}
+	if got := readBlock(t, c, 8192, 4096); !bytes.Equal(got, block) {
+		t.Error("the resumed overlay lost the write")
+	}
+	if got := readBlock(t, c, 0, 4096); !bytes.Equal(got, data[:4096]) {
+		t.Error("the overlay does not show the image where it was not written")
+	}
+	c.Close()
+	// An overlay this server does not have: refused, as the keeper must see it.
+	other := nbd.OverlayID{1, 2, 3}
+	l, err := negotiate(ctx, linkSpec{dial: Dial, client: &nbd.ClientOption{ID: client.ID, Overlay: other}, expect: &other}, addr)
+	var oe *OverlayError
+	if l != nil || !errors.As(err, &oe) || !oe.Gone || oe.Expected != other || stepOf(err) != StepCompatible {
+		t.Fatalf("negotiate(gone overlay) = %v, %v; want an *OverlayError (gone)", l, err)
+	}
+	t.Log(err)
+}
+
+// writeBlock sends one NBD_CMD_WRITE with FUA and checks the reply.
+func writeBlock(t *testing.T, c *Conn, off uint64, b []byte) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	req := nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdWrite, Flags: nbd.CmdFlagFUA, Handle: 0x4321, Offset: off, Length: uint32(len(b))})
+	if _, err := c.Write(append(req, b...)); err != nil {
+		t.Fatal(err)
+	}
+	var h [nbd.SimpleReplySize]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	r, err := nbd.ParseSimpleReply(h[:])
+	if err != nil || r.Handle != 0x4321 || r.Error != 0 {
+		t.Fatalf("write reply %+v, %v", r, err)
+	}
 }
