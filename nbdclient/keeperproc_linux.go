@@ -254,8 +254,12 @@ func KeeperMain() int {
 	if t.DeadConnTimeout > 0 {
 		dead = "dead-connection timeout " + t.DeadConnTimeout.String()
 	}
-	log.Logf(LevelInfo, "keeping /dev/nbd%d connected to %s (%s, %d connection(s), %s)",
-		t.Index, strings.Join(t.Servers, ", "), mode, t.Connections, dead)
+	who := ""
+	if t.Identity != "" {
+		who = fmt.Sprintf(", client %s, %s", t.Identity, overlayPhrase(t.Overlay))
+	}
+	log.Logf(LevelInfo, "keeping /dev/nbd%d connected to %s (%s, %d connection(s), %s%s)",
+		t.Index, strings.Join(t.Servers, ", "), mode, t.Connections, dead, who)
 	err = keeper.Run(ctx)
 	ln.Close()
 	if err != nil && !errors.Is(err, context.Canceled) {
