@@ -62,6 +62,11 @@ func (p *Plan) Explain(w io.Writer) error {
 	if n.BlockSize != 0 {
 		line("block size", strconv.Itoa(n.BlockSize), "nbd.block_size")
 	}
+	clientID := n.ClientID
+	if clientID == "" {
+		clientID = "the NIC's MAC address"
+	}
+	line("client id", clientID+" (the server keys overlays and its writer lock by it)", "nbd.client_id")
 
 	if c := p.Crypt; c != nil {
 		ew.printf("crypt\n")
@@ -97,7 +102,12 @@ func (p *Plan) Explain(w io.Writer) error {
 	if r.RW {
 		mode = "read-write"
 	}
-	line("mode", mode, "root.rw")
+	if p.Overlay != nil {
+		line("mode", "read-only, under a writable overlay", "overlay")
+		line("overlay", describeOverlay(p.Overlay), "overlay")
+	} else {
+		line("mode", mode, "root.rw")
+	}
 	if p.RootDelay != 0 {
 		line("delay", p.RootDelay.String()+" before looking for the root", "rootdelay")
 	}

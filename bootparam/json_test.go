@@ -161,11 +161,38 @@ func TestExplain(t *testing.T) {
 		"  delay        2s before looking for the root  (from rootdelay=2)\n",
 		"  arguments    single  (after --)\n",
 		"  break        rescue shell before filesystems  (from rd.break=pre-mount)\n",
+		"  client id    52:54:00:12:34:56 (the server keys overlays and its writer lock by it)  (default: the boot NIC's MAC address, from BOOTIF=01-52-54-00-12-34-56)\n",
 		"  - nbdroot=10.0.0.1,x is ignored: nbd_server=192.168.0.1:10809,[fd00::1]:10810 takes precedence",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("Explain output lacks %q:\n%s", want, text)
 		}
+	}
+	// The fleet knobs: an identity, a client-side overlay that overrides rw.
+	p, err = Parse("nbd_server=10.0.0.1 root=/dev/nbd0 rw nbdroot.id=pc-7 nbdroot.overlay=tmpfs:1g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	p.Explain(&out)
+	for _, want := range []string{
+		"  client id    pc-7 (the server keys overlays and its writer lock by it)  (from nbdroot.id=pc-7)\n",
+		"  mode         read-only, under a writable overlay  (from nbdroot.overlay=tmpfs:1g)\n",
+		"  overlay      tmpfs of 1g (the writes live in memory and are gone at the next boot)  (from nbdroot.overlay=tmpfs:1g)\n",
+		"  - nbdroot.overlay=tmpfs:1g mounts the NBD root read-only: rw does not make it writable",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("Explain output lacks %q:\n%s", want, out.String())
+		}
+	}
+	p, _ = Parse("nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=/dev/vda")
+	out.Reset()
+	p.Explain(&out)
+	if want := "  overlay      on /dev/vda (its file system keeps the writes in /nbdroot-overlay, emptied at every boot)  (from nbdroot.overlay=/dev/vda)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("Explain output lacks %q:\n%s", want, out.String())
+	}
+	if want := "  client id    the NIC's MAC address (the server keys overlays and its writer lock by it)  (default: the MAC address of the NIC the net stage configures)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("Explain output lacks %q:\n%s", want, out.String())
 	}
 	// A plan waiting for DHCP says so.
 	p, _ = Parse("ip=eth0:dhcp nbdroot=,root root=/dev/nbd0")

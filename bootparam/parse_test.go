@@ -27,6 +27,7 @@ func server(host string, port int) NBD {
 
 func withExport(n NBD, export string) NBD { n.Export = export; return n }
 func withDevice(n NBD, dev string) NBD    { n.Device = dev; return n }
+func withClientID(n NBD, id string) NBD   { n.ClientID = id; return n }
 
 func fromDHCP(export, dev string) NBD {
 	return NBD{Port: nbd.DefaultPort, Export: export, Device: dev, FromDHCP: true}
@@ -215,7 +216,21 @@ func TestParse(t *testing.T) {
 		{"nbdroot.break beats rd.break", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.break=nbd rd.break nbdroot.shell",
 			&Plan{IP: defaultIP, NBD: server("10.0.0.1", 10809), Root: rootNBD0, Init: DefaultInit, Break: "nbd"}},
 		{"BOOTIF", "ip=dhcp BOOTIF=01-52-54-00-12-34-56 nbd_server=10.0.0.1 root=/dev/nbd0",
-			&Plan{IP: dhcpIP, BootIF: "52:54:00:12:34:56", NBD: server("10.0.0.1", 10809), Root: rootNBD0, Init: DefaultInit}},
+			&Plan{IP: dhcpIP, BootIF: "52:54:00:12:34:56", NBD: withClientID(server("10.0.0.1", 10809), "52:54:00:12:34:56"), Root: rootNBD0, Init: DefaultInit}},
+		// The fleet knobs: identity and client-side overlays.
+		{"nbdroot.id wins over BOOTIF", "BOOTIF=01-52-54-00-12-34-56 nbdroot.id=lab-07.pc_3 nbd_server=10.0.0.1 root=/dev/nbd0",
+			&Plan{IP: defaultIP, BootIF: "52:54:00:12:34:56", NBD: withClientID(server("10.0.0.1", 10809), "lab-07.pc_3"), Root: rootNBD0, Init: DefaultInit}},
+		{"overlay tmpfs", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=tmpfs",
+			&Plan{IP: defaultIP, NBD: server("10.0.0.1", 10809), Root: rootNBD0, Init: DefaultInit, Overlay: &Overlay{Kind: OverlayTmpfs}}},
+		{"overlay tmpfs with a size, rw ignored", "nbd_server=10.0.0.1 root=/dev/nbd0 rw nbdroot.overlay=tmpfs:512M",
+			&Plan{IP: defaultIP, NBD: server("10.0.0.1", 10809), Root: Root{Device: "/dev/nbd0", RW: true}, Init: DefaultInit,
+				Overlay: &Overlay{Kind: OverlayTmpfs, Size: "512m"}}},
+		{"overlay tmpfs percent", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=tmpfs:25%",
+			&Plan{IP: defaultIP, NBD: server("10.0.0.1", 10809), Root: rootNBD0, Init: DefaultInit, Overlay: &Overlay{Kind: OverlayTmpfs, Size: "25%"}}},
+		{"overlay on a disk", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=/dev/vda",
+			&Plan{IP: defaultIP, NBD: server("10.0.0.1", 10809), Root: rootNBD0, Init: DefaultInit, Overlay: &Overlay{Kind: OverlayDevice, Device: "/dev/vda"}}},
+		{"overlay on a labelled disk", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=LABEL=scratch",
+			&Plan{IP: defaultIP, NBD: server("10.0.0.1", 10809), Root: rootNBD0, Init: DefaultInit, Overlay: &Overlay{Kind: OverlayDevice, Device: "LABEL=scratch"}}},
 		{"several ip=", "ip=eth0:dhcp ip=10.0.0.5::10.0.0.1:255.255.255.0::eth1:off nbd_server=10.0.0.1 root=/dev/nbd0",
 			plan([]IPConfig{{Mode: ModeDHCP, Device: "eth0", Autoconf: "dhcp"},
 				{Mode: ModeStatic, Address: "10.0.0.5", Gateway: "10.0.0.1", Netmask: "255.255.255.0", Device: "eth1", Autoconf: "off"}},
@@ -412,6 +427,19 @@ func TestParseErrors(t *testing.T) {
 		{"two ip= without device", "ip=dhcp ip=::::::dhcp nbd_server=10.0.0.1 root=/dev/nbd0", "ip", "several ip= leave the device empty", false},
 		{"bad ip=", "ip=dhpc nbd_server=10.0.0.1 root=/dev/nbd0", "ip", "neither an autoconf word", false},
 		{"bad BOOTIF", "BOOTIF=xx nbd_server=10.0.0.1 root=/dev/nbd0", "BOOTIF", "hex digits", false},
+		{"identity with a slash", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.id=lab/pc1", "nbdroot.id", `contains '/'`, false},
+		{"identity dot-dot", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.id=..", "nbdroot.id", "is a path element", false},
+		{"identity too long", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.id=" + strings.Repeat("a", 65), "nbdroot.id", "65 bytes (at most 64)", false},
+		{"identity empty", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.id=", "nbdroot.id", "empty", false},
+		{"identity with a space", "nbd_server=10.0.0.1 root=/dev/nbd0 \"nbdroot.id=a b\"", "nbdroot.id", `contains ' '`, false},
+		{"overlay empty", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=", "nbdroot.overlay", "empty", false},
+		{"overlay tmpfs without size", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=tmpfs:", "nbdroot.overlay", "no size", false},
+		{"overlay tmpfs bad size", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=tmpfs:lots", "nbdroot.overlay", "not a number", false},
+		{"overlay tmpfs zero", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=tmpfs:0", "nbdroot.overlay", "no room", false},
+		{"overlay tmpfs bytes", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=tmpfs:512", "nbdroot.overlay", "less than 1 MiB", false},
+		{"overlay tmpfs percent", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=tmpfs:150%", "nbdroot.overlay", "more than all of the RAM", false},
+		{"overlay not a device", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.overlay=ram", "nbdroot.overlay", "neither a /dev/ path", false},
+		{"overlay on the root's device", "nbd_server=10.0.0.1 root=/dev/nbd0p1 nbdroot.overlay=/dev/nbd0p2", "nbdroot.overlay", "NBD device of the root", false},
 		{"connections zero", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.connections=0", "nbdroot.connections", "must be 1-64", false},
 		{"connections too many", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.connections=65", "nbdroot.connections", "must be 1-64", false},
 		{"connections not a number", "nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.connections=four", "nbdroot.connections", "not a number", false},

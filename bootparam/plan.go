@@ -27,6 +27,9 @@ type Plan struct {
 	// Crypt is nil unless cryptdevice= asks for a LUKS device to be opened.
 	Crypt *Crypt `json:"crypt,omitempty"`
 	Root  Root   `json:"root"`
+	// Overlay is nil unless nbdroot.overlay= asks for a client-side overlay: the root is
+	// then mounted read-only (whatever Root.RW says) under a writable overlayfs.
+	Overlay *Overlay `json:"overlay,omitempty"`
 	// Init is the program run as PID 1 after switch_root (init=, default /sbin/init).
 	Init string `json:"init"`
 	// RootDelay is how long to wait for the root device (rootdelay=).
@@ -118,6 +121,10 @@ type NBD struct {
 	ConnectTimeout time.Duration `json:"connect_timeout,omitempty"`
 	// BlockSize is the block size asked of the kernel (dracut's bs=); 0 means negotiate.
 	BlockSize int `json:"block_size,omitempty"`
+	// ClientID is the client identity presented to the server (nbdroot.id=, else the
+	// BOOTIF MAC address); empty leaves it to the boot: the MAC of the NIC the net stage
+	// configured.
+	ClientID string `json:"client_id,omitempty"`
 }
 
 // Crypt is a LUKS device to open before the root is mounted (cryptdevice=).

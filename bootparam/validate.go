@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/nbdroot/nbdroot/nbd"
 )
 
 // Validate checks that the Plan is complete and consistent: a server to connect to (a plan
@@ -105,6 +107,14 @@ func (p *Plan) check(pending bool) error {
 		case r.kind == rootMapper && (p.Crypt == nil || p.Crypt.Name != r.mapperName):
 			return p.errFor("root.device", p.Root.Device, "no cryptdevice= opens mapping "+r.mapperName, formCryptDevice)
 		}
+	}
+	if n.ClientID != "" {
+		if err := nbd.ValidateIdentity(n.ClientID); err != nil {
+			return p.errFor("nbd.client_id", n.ClientID, strings.TrimPrefix(err.Error(), nbd.ErrBadIdentity.Error()+": "), formClientID)
+		}
+	}
+	if err := p.checkOverlay(); err != nil {
+		return err
 	}
 	if r := checkFSType(p.Root.FSType); r != "" {
 		return p.errFor("root.fstype", p.Root.FSType, r, "rootfstype=TYPE")

@@ -46,6 +46,10 @@ func TestValidate(t *testing.T) {
 		{"init", func(p *Plan) { p.Init = "init" }, "init", "absolute path"},
 		{"rootdelay", func(p *Plan) { p.RootDelay = 48 * time.Hour }, "rootdelay", "must be 0-24h"},
 		{"break", func(p *Plan) { p.Break = "pre-mount" }, "break", "unknown break point"},
+		{"client id", func(p *Plan) { p.NBD.ClientID = "a/b" }, "nbd.client_id", "contains '/'"},
+		{"overlay kind", func(p *Plan) { p.Overlay = &Overlay{Kind: "zram"} }, "overlay", "unknown overlay kind"},
+		{"overlay size", func(p *Plan) { p.Overlay = &Overlay{Kind: OverlayTmpfs, Size: "x"} }, "overlay", "not a number"},
+		{"overlay device", func(p *Plan) { p.Overlay = &Overlay{Kind: OverlayDevice, Device: "vda"} }, "overlay", "neither a /dev/ path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
