@@ -100,6 +100,9 @@ func run(ctx context.Context, cfg BootConfig, log *Logger) (*State, error) {
 	if s.Hooks, err = imageHooks(orPath(cfg.HooksFile, layout.HooksPath)); err != nil {
 		return s, err
 	}
+	if err := checkImageHooks(s); err != nil {
+		return s, err
+	}
 	if cfg.NewModules != nil {
 		s.Modules = cfg.NewModules(s)
 	}
@@ -189,6 +192,7 @@ var stageCode = map[string]func(cfg BootConfig) Hook{
 	"nbd":         func(BootConfig) Hook { return NBD{} },
 	"encrypt":     func(BootConfig) Hook { return Encrypt{} },
 	"filesystems": func(BootConfig) Hook { return Filesystems{} },
+	"overlay":     func(BootConfig) Hook { return Overlay{} },
 }
 
 // hookList turns the image's hook names into the stages to run after base, then

@@ -90,6 +90,8 @@ func (f *fakeFiles) Mount(source, target, fstype string, flags uintptr, data str
 
 func (f *fakeFiles) Unmount(target string) error { f.record("umount %s", target); return nil }
 
+func (f *fakeFiles) RemoveAll(path string) error { f.record("rm -r %s", path); return nil }
+
 func (f *fakeFiles) MkdirAll(path string, perm os.FileMode) error {
 	f.record("mkdir %s", path)
 	return nil

@@ -54,6 +54,8 @@ type State struct {
 	CryptDevice string
 	// NewRoot is where the root filesystem was mounted by filesystems.
 	NewRoot string
+	// Overlay is the overlay the overlay stage put over the root (nbdroot.overlay=).
+	Overlay *RootOverlay
 
 	// keeper is the root device's keeper, launched at attach and checked before switch_root.
 	keeper *nbdclient.KeeperProcess
@@ -64,13 +66,14 @@ type State struct {
 
 // Root is the root filesystem to mount: the Target's (the Plan's root, completed with the
 // DHCP root-path), read-only when the NBD export is (the kernel makes the device read-only:
-// a read-write mount would fail with a less helpful error).
+// a read-write mount would fail with a less helpful error), and under nbdroot.overlay=
+// (the overlay is what is writable; the root is its read-only lower layer).
 func (s *State) Root() bootparam.Root {
 	r := s.Plan.Root
 	if s.Target != nil {
 		r = s.Target.Root
 	}
-	if s.NBD != nil && s.NBD.ReadOnly() {
+	if (s.NBD != nil && s.NBD.ReadOnly()) || s.Plan.Overlay != nil {
 		r.RW = false
 	}
 	return r

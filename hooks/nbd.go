@@ -62,7 +62,11 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 		// not need either: the filesystems stage decides.
 		s.Log.Printf("nbd: %s", w)
 	}
-	if a.ReadOnly() && t.Root.RW {
+	if a.Info.HasOverlay && !a.Info.Overlay.IsZero() {
+		s.Log.Printf("nbd: client %s has overlay %s on %s: the keeper resumes it after a reconnect, or fails I/O rather than attach another view",
+			a.Target.Identity, a.Info.Overlay, nbdclient.BackendID(a.Server, a.Export))
+	}
+	if a.ReadOnly() && t.Root.RW && s.Plan.Overlay == nil {
 		s.Log.Printf("nbd: %s is read-only (NBD_FLAG_READ_ONLY): mounting the root read-only despite rw", nbdclient.BackendID(a.Server, a.Export))
 	}
 	switch {
@@ -115,8 +119,9 @@ func (h NBD) request(ctx context.Context, s *State, t *bootparam.Target) (nbdcli
 	if budget == 0 {
 		budget = DefaultConnectBudget
 	}
+	id := clientIdentity(s, p)
 	return nbdclient.Request{
-		Servers: servers, Export: p.Export, Device: index, Connections: p.Connections, Budget: budget,
+		Servers: servers, Export: p.Export, Device: index, Connections: p.Connections, Budget: budget, Identity: id,
 		Timeout: p.Timeout, DeadConnTimeout: p.DeadConnTimeout, BlockSize: p.BlockSize,
 		ReadAheadKB: DefaultReadAheadKB, Keep: true,
 		Log: func(msg string) { s.Log.Printf("nbd: %s", msg) },
@@ -128,6 +133,26 @@ func (h NBD) request(ctx context.Context, s *State, t *bootparam.Target) (nbdcli
 			return s.Modules.Wait(ctx, "nbd")
 		},
 	}, nil
+}
+
+// clientIdentity is who this machine is to the server (CONTRACTS.md): nbdroot.id=, else the
+// boot NIC's MAC address — BOOTIF's (both in the Plan), else that of the NIC the net stage
+// configured. A NIC without a usable MAC leaves the machine without identity: the server
+// then keys it by its address, which the console says.
+func clientIdentity(s *State, p bootparam.NBD) string {
+	if p.ClientID != "" {
+		return p.ClientID
+	}
+	if s.Net == nil || s.Net.MAC == "" {
+		s.Log.Printf("nbd: no client identity (no NIC configured by the net stage; set nbdroot.id=): the server keys this client by its address")
+		return ""
+	}
+	id, err := nbdclient.MACIdentity(s.Net.MAC)
+	if err != nil {
+		s.Log.Printf("nbd: no client identity from %s (%v; set nbdroot.id=): the server keys this client by its address", s.Net.Interface, err)
+		return ""
+	}
+	return id
 }
 
 // attachFailure says what failed the way the console needs it: the step, the parameter

@@ -344,3 +344,50 @@ func TestNBDHookDHCP(t *testing.T) {
 		t.Errorf("root %+v (plan %+v): want the root-path's rw and ext4, the Plan untouched", r, s.Plan.Root)
 	}
 }
+
+// TestNBDHookIdentity checks who the init says this machine is: nbdroot.id=, else BOOTIF's
+// MAC, else the MAC of the NIC the net stage configured, else nobody (said on the console).
+func TestNBDHookIdentity(t *testing.T) {
+	rw := nbd.ExportInfo{Size: 64 << 20, Flags: nbd.TransHasFlags | nbd.TransSendFlush}
+	tests := []struct {
+		name    string
+		cmdline string
+		net     *NetConfig
+		want    string
+		log     string
+	}{
+		{"nbdroot.id", "nbd_server=10.0.0.1 root=/dev/nbd0 BOOTIF=01-52-54-00-12-34-56 nbdroot.id=lab7-pc03",
+			&NetConfig{Interface: "eth0", MAC: "52:54:00:aa:bb:cc"}, "lab7-pc03", ""},
+		{"BOOTIF", "nbd_server=10.0.0.1 root=/dev/nbd0 BOOTIF=01-52-54-00-12-34-56",
+			&NetConfig{Interface: "eth1", MAC: "52:54:00:aa:bb:cc"}, "52:54:00:12:34:56", ""},
+		{"the net stage's NIC", "nbd_server=10.0.0.1 root=/dev/nbd0",
+			&NetConfig{Interface: "eth0", MAC: "52:54:00:AA:BB:CC"}, "52:54:00:aa:bb:cc", ""},
+		{"no NIC", "nbd_server=10.0.0.1 root=/dev/nbd0", nil, "",
+			"nbd: no client identity (no NIC configured by the net stage; set nbdroot.id=): the server keys this client by its address"},
+		{"a NIC without a MAC", "nbd_server=10.0.0.1 root=/dev/nbd0", &NetConfig{Interface: "tun0", MAC: "00:00:00:00:00:00"}, "",
+			"nbd: no client identity from tun0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sys := newFakes()
+			sys.nbd.dial = nbdDialer(t, rw)
+			s, buf, err := newTestState(tt.cmdline, sys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Net = tt.net
+			if err := (NBD{Budget: 10 * time.Second}).Run(context.Background(), s); err != nil {
+				t.Fatalf("%v\n%s", err, buf)
+			}
+			if got := sys.nbd.requests[0].Identity; got != tt.want {
+				t.Errorf("identity %q, want %q", got, tt.want)
+			}
+			if got := s.NBD.Target.Identity; got != tt.want {
+				t.Errorf("the keeper's identity %q, want %q", got, tt.want)
+			}
+			if !strings.Contains(buf.String(), tt.log) {
+				t.Errorf("log does not say %q:\n%s", tt.log, buf)
+			}
+		})
+	}
+}

@@ -47,6 +47,8 @@ func (linuxFiles) WriteFile(path string, data []byte, perm os.FileMode) error {
 	return os.WriteFile(path, data, perm)
 }
 
+func (linuxFiles) RemoveAll(path string) error { return os.RemoveAll(path) }
+
 func (linuxFiles) Unmount(target string) error {
 	return os.NewSyscallError("umount", unix.Unmount(target, 0))
 }

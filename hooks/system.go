@@ -30,6 +30,8 @@ type Files interface {
 	Unmount(target string) error
 	MkdirAll(path string, perm os.FileMode) error
 	WriteFile(path string, data []byte, perm os.FileMode) error
+	// RemoveAll removes path and what is below it (nothing when it does not exist).
+	RemoveAll(path string) error
 }
 
 // Network brings up links and configures them.

@@ -184,6 +184,17 @@ func Catalog() []Spec {
 					NeededFor: "ext4 metadata checksums (ext4: softdep pre: crypto-crc32c)"},
 			},
 			KernelNotes: []string{"JBD2, FS_MBCACHE and CRC16 come with EXT4_FS (Kconfig select); the initramfs builder resolves the modules' depends=."}},
+		{Name: "overlay", Summary: "a writable / over the read-only root (nbdroot.overlay=): overlayfs on tmpfs or a local disk", Runs: true,
+			Modules: []string{"overlay"},
+			// The disks of nbdroot.overlay=DEVICE: virtio (virtual machines), SATA (AHCI and
+			// the SCSI disk driver it needs) and NVMe.
+			OptionalModules: []string{"virtio_blk", "ahci", "sd_mod", "nvme"},
+			Kernel: []Requirement{
+				{AnyOf: []Option{{"OVERLAY_FS", "overlay"}}, NeededFor: "the writable overlay over the read-only root (nbdroot.overlay=)"},
+				{AnyOf: []Option{{"VIRTIO_BLK", "virtio_blk"}, {"BLK_DEV_NVME", "nvme"}, {"SATA_AHCI", "ahci"}}, Optional: true,
+					NeededFor: "a local disk for nbdroot.overlay=DEVICE (virtio, NVMe, or SATA with BLK_DEV_SD)"},
+			},
+			KernelNotes: []string{"nbdroot.overlay=tmpfs needs only TMPFS (the base hook's); a local disk's file system must be one the image carries (ext4 comes with filesystems)."}},
 	}
 	for i := range specs {
 		for j := range specs[i].Kernel {
