@@ -32,6 +32,10 @@ options:
                              (default 2m with --keep, none without)
   --block-size N             logical block size 512-4096 (default: the server's minimum)
   --keep                     start a keeper that reconnects when the server restarts
+  --id ID                    this machine's identity for the server, which keys copy-on-write
+                             overlays and its writer lock by it (1-64 of A-Z a-z 0-9 . _ : -;
+                             default: the MAC address of the interface towards the server;
+                             --id= sends none)
   --ioctl                    use the ioctl interface (it always starts a keeper)
   --json                     print the attachment as JSON
   -h, --help                 print this help
@@ -114,6 +118,18 @@ func (f durationFlag) Set(s string) error {
 	return fmt.Errorf("%q is not a duration (30, 30s, 2m)", s)
 }
 
+// identityFlag is --id: whether it was given (--id= is given, and empty: no identity).
+type identityFlag struct {
+	set bool
+	id  string
+}
+
+// String implements flag.Value.
+func (f *identityFlag) String() string { return f.id }
+
+// Set implements flag.Value.
+func (f *identityFlag) Set(s string) error { f.set, f.id = true, s; return nil }
+
 // usageError prints a usage problem and returns exit status 2.
 func usageError(stderr io.Writer, cmd, usage string, err error) int {
 	fmt.Fprintf(stderr, "nbdroot %s: %v\n\n%s", cmd, err, usage)
@@ -143,6 +159,8 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&r.Keep, "keep", false, "")
 	ioctl := fs.Bool("ioctl", false, "")
 	asJSON := fs.Bool("json", false, "")
+	var id identityFlag
+	fs.Var(&id, "id", "")
 	pos, err := parseInterleaved(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stdout, attachUsage)
@@ -176,6 +194,22 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 	if r.BlockSize != 0 && (r.BlockSize < 512 || r.BlockSize > 4096 || r.BlockSize&(r.BlockSize-1) != 0) {
 		return usageError(stderr, "attach", attachUsage, fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", r.BlockSize))
+	}
+	switch {
+	case !id.set:
+		// The default: the machine as the server sees it, by the NIC that reaches it.
+		mac, iface, err := nbdclient.RouteIdentity(r.Servers[0])
+		if err != nil {
+			fmt.Fprintf(stderr, "nbdroot attach: no client identity (%v): the server keys this client by its address; --id ID names it\n", err)
+		} else {
+			r.Identity = mac
+			r.Log(fmt.Sprintf("client identity %s (the MAC address of %s)", mac, iface))
+		}
+	case id.id != "":
+		if err := nbd.ValidateIdentity(id.id); err != nil {
+			return usageError(stderr, "attach", attachUsage, fmt.Errorf("--id %q: %w", id.id, err))
+		}
+		r.Identity = id.id
 	}
 	a, err := nbdclient.Attach(context.Background(), r)
 	if a == nil {

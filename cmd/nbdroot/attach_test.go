@@ -51,6 +51,8 @@ func TestAttachUsage(t *testing.T) {
 		{"block size", []string{"attach", "a", "--block-size", "1000"}, 2, "--block-size 1000: must be a power of two"},
 		{"timeout", []string{"attach", "--timeout", "soon", "a"}, 2, `"soon" is not a duration`},
 		{"unknown flag", []string{"attach", "a", "--persist"}, 2, "flag provided but not defined: -persist"},
+		{"identity with a slash", []string{"attach", "a", "--id", "lab/pc1"}, 2, `--id "lab/pc1": bad client identity: "lab/pc1" contains '/'`},
+		{"identity too long", []string{"attach", "a", "--id", strings.Repeat("x", 65)}, 2, "65 bytes (at most 64)"},
 		{"detach nothing", []string{"detach"}, 2, "give exactly one /dev/nbdN"},
 		{"detach partition", []string{"detach", "/dev/nbd0p1"}, 2, `"/dev/nbd0p1" is not an NBD device`},
 		{"status two", []string{"status", "/dev/nbd0", "/dev/nbd1"}, 2, "give at most one device"},
@@ -128,6 +130,13 @@ func TestAttachRefused(t *testing.T) {
 	code, stdout, stderr := runCmd("attach", addr, "--export", "root")
 	if code != 1 || stdout != "" || !strings.Contains(stderr, "NBD server "+addr+`, export "root": connection refused`) {
 		t.Errorf("exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+	}
+	// Towards loopback there is no MAC address to be: the console says so, and --id helps.
+	if !strings.Contains(stderr, "nbdroot attach: no client identity (lo (127.0.0.1): no hardware address): the server keys this client by its address; --id ID names it") {
+		t.Errorf("no word about the missing identity:\n%s", stderr)
+	}
+	if _, _, stderr := runCmd("attach", addr, "--id", "pc-7"); strings.Contains(stderr, "identity") {
+		t.Errorf("--id given, yet:\n%s", stderr)
 	}
 }
 
