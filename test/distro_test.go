@@ -30,9 +30,15 @@ const distroTimeout = 6 * time.Minute
 // console. extraAppend is added to the seed's command line.
 func bootDebian(t *testing.T, e *vm.Env, suite, img string, srv *vm.Server, extraAppend string) *vm.VM {
 	t.Helper()
+	return bootDebianHooks(t, e, suite, seedHooks, srv, extraAppend)
+}
+
+// bootDebianHooks is bootDebian with an initramfs of the given hooks.
+func bootDebianHooks(t *testing.T, e *vm.Env, suite, hooks string, srv *vm.Server, extraAppend string) *vm.VM {
+	t.Helper()
 	root := vm.DebianRoot(t, suite)
 	_, vmlinuz := vm.DebianKernel(t, root)
-	initrd := e.InitramfsFromRoot(t, root, seedHooks)
+	initrd := e.InitramfsFromRoot(t, root, hooks)
 	v := vm.Start(t, vm.Options{
 		Kernel:   vmlinuz,
 		Initrd:   initrd,
