@@ -53,3 +53,20 @@ func TestDistroOverlay(t *testing.T) {
 		})
 	}
 }
+
+// TestDistroCowRestart runs the copy-on-write restart of TestCowServerRestart (a synced file
+// intact across a killed server; a removed overlay failing I/O with EIO at once) with the
+// kernels of Debian 12 and 13: NBD_CMD_DISCONNECT must wake the requests waiting for a
+// reconnect on 6.12 as on 6.1.
+func TestDistroCowRestart(t *testing.T) {
+	e := needDistro(t)
+	for _, suite := range vm.DebianSuites {
+		for _, tc := range []cowCase{cowCases[0], cowCases[3]} {
+			t.Run(suite+"/"+tc.name, func(t *testing.T) {
+				root := vm.DebianRoot(t, suite)
+				_, vmlinuz := vm.DebianKernel(t, root)
+				cowRestart(t, e, tc, vmlinuz, e.InitramfsFromRoot(t, root, seedHooks))
+			})
+		}
+	}
+}
