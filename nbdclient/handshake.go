@@ -11,7 +11,8 @@
 //
 // It never negotiates structured replies or extended headers on a socket it hands to the
 // kernel: the kernel's nbd driver reads only simple replies. It never sets
-// DISCONNECT_ON_CLOSE for a root device, and never disconnects a device it keeps.
+// DISCONNECT_ON_CLOSE for a root device, and never disconnects a device it keeps — except to
+// fail one with EIO whose copy-on-write overlay no server serves any more (see Keeper).
 package nbdclient
 
 import (

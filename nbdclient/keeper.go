@@ -115,7 +115,7 @@ const (
 // Keeper keeps one NBD device connected: when the kernel reports a dead link it negotiates
 // new connections (to the same server first, then to the next of Target.Servers) and hands
 // them to the kernel before DEAD_CONN_TIMEOUT expires, retrying with backoff for as long as
-// it takes. It never disconnects the device.
+// it takes. It never disconnects the device, but to fail it (below).
 //
 // A device attached with a client identity is reconnected to its copy-on-write overlay
 // only (Target.Overlay, resumed by ID): a server that answers NBD_REP_ERR_NBDROOT_OVERLAY_GONE
