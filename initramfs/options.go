@@ -72,14 +72,23 @@ func (c *Config) Apply(o *Options) {
 	}
 }
 
-// DefaultInit is the nbdroot-init binary beside the running program (exe, os.Executable),
-// or "" when there is none.
+// InstalledInit is where an installation puts nbdroot-init, relative to the directory of
+// the nbdroot program: PREFIX/bin/nbdroot and PREFIX/lib/nbdroot/nbdroot-init, the FHS's
+// place for a program's internal executables (`make install`, the Debian package and
+// `nbdroot install` all use it).
+const InstalledInit = "../lib/nbdroot/nbdroot-init"
+
+// DefaultInit is the nbdroot-init binary beside the running program (exe, os.Executable,
+// as in a build directory), else where an installation puts it (InstalledInit), or "" when
+// there is none.
 func DefaultInit(exe string) string {
-	cand := filepath.Join(filepath.Dir(exe), "nbdroot-init")
-	if _, err := os.Stat(cand); err != nil {
-		return ""
+	dir := filepath.Dir(exe)
+	for _, cand := range []string{filepath.Join(dir, "nbdroot-init"), filepath.Join(dir, InstalledInit)} {
+		if _, err := os.Stat(cand); err == nil {
+			return cand
+		}
 	}
-	return cand
+	return ""
 }
 
 // SourceDateEpoch parses SOURCE_DATE_EPOCH (reproducible-builds.org), the mtime of every

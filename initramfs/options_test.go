@@ -82,3 +82,23 @@ func TestDefaultInit(t *testing.T) {
 		t.Errorf("DefaultInit = %q", got)
 	}
 }
+
+// TestDefaultInitInstalled: an installed nbdroot (PREFIX/bin/nbdroot) finds its init in
+// PREFIX/lib/nbdroot, where make install and the Debian package put it; one beside the
+// program (a build directory) comes first.
+func TestDefaultInitInstalled(t *testing.T) {
+	prefix := t.TempDir()
+	exe := filepath.Join(prefix, "bin", "nbdroot")
+	installed := filepath.Join(prefix, "lib", "nbdroot", "nbdroot-init")
+	os.MkdirAll(filepath.Dir(installed), 0o755)
+	os.MkdirAll(filepath.Dir(exe), 0o755)
+	os.WriteFile(installed, nil, 0o755)
+	if got := DefaultInit(exe); filepath.Clean(got) != installed {
+		t.Errorf("DefaultInit = %q, want %q", got, installed)
+	}
+	beside := filepath.Join(prefix, "bin", "nbdroot-init")
+	os.WriteFile(beside, nil, 0o755)
+	if got := DefaultInit(exe); got != beside {
+		t.Errorf("DefaultInit with both = %q, want %q", got, beside)
+	}
+}

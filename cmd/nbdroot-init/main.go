@@ -14,6 +14,7 @@ import (
 	"github.com/nbdroot/nbdroot/kmod"
 	"github.com/nbdroot/nbdroot/nbdclient"
 	"github.com/nbdroot/nbdroot/rescue"
+	"github.com/nbdroot/nbdroot/version"
 )
 
 func main() {
@@ -27,6 +28,10 @@ func main() {
 	}
 	if code, ok := rescue.RunApplet(name, os.Args[1:]); ok {
 		os.Exit(code)
+	}
+	if len(os.Args) == 2 && os.Args[1] == "--version" && os.Getpid() != 1 {
+		fmt.Println(version.Line("nbdroot-init"))
+		return
 	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "nbdroot-init: this is the initramfs's /init and runs as PID 1 only")

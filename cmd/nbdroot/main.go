@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/nbdroot/nbdroot/version"
 )
 
 // command is one subcommand: its name, a one-line summary and its entry point, which returns
@@ -28,6 +30,7 @@ func commands() []command {
 		{"detach", "disconnect /dev/nbdN", runDetach},
 		{"status", "show the NBD devices of this machine", runStatus},
 		{"overlays", "list and remove the copy-on-write overlays of nbdroot serve", runOverlays},
+		{"install", "put nbdroot and its kernel hooks into a client root", runInstall},
 	}
 }
 
@@ -36,7 +39,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\n'nbdroot COMMAND --help' describes a command's options.\n")
+	fmt.Fprintf(w, "\n'nbdroot COMMAND --help' describes a command's options; 'nbdroot --version' prints the version.\n")
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -47,6 +50,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "-h", "--help", "help":
 		usage(stdout)
+		return 0
+	case "--version", "version":
+		fmt.Fprintln(stdout, version.Line("nbdroot"))
 		return 0
 	}
 	for _, c := range commands() {
