@@ -250,7 +250,7 @@ func (in *Installer) readConf(r *root, rep *Report, install bool) (*Conf, error)
 	if known == nil {
 		known = func(string) bool { return true }
 	}
-	return ParseConf(bytes.NewReader(b), ConfPath, known)
+	return ParseConf(bytes.NewReader(b), r.host(ConfPath), known)
 }
 
 // kernel is a kernel installed in a root.
