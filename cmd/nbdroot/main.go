@@ -39,7 +39,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\n'nbdroot COMMAND --help' describes a command's options; 'nbdroot --version' prints the version.\n")
+	fmt.Fprintf(w, "\n'nbdroot COMMAND --help' describes a command's options, 'nbdroot help --man' prints them all\nas the manual page nbdroot(8), 'nbdroot --version' the version.\n")
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -49,6 +49,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
+		if len(args) == 2 && args[1] == "--man" {
+			// nbdroot(8), made of the commands' --help texts (make install, make deb).
+			if err := manual().Write(stdout); err != nil {
+				fmt.Fprintf(stderr, "nbdroot: %v\n", err)
+				return 1
+			}
+			return 0
+		}
 		usage(stdout)
 		return 0
 	case "--version", "version":
