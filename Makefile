@@ -6,9 +6,25 @@ KERNEL    ?= $(NBDROOT_CACHE)/kernel/current
 KMODULES  ?= $(KERNEL)/modules
 HOOKS     ?= base udev net nbd encrypt filesystems
 OUT       ?= $(BUILD)/kernel26.img
-GOFLAGS_BUILD := -trimpath -ldflags=-s
+# The version both programs print (nbdroot --version): git describe, see scripts/version.sh.
+VERSION   ?= $(shell scripts/version.sh)
+GOFLAGS_BUILD := -trimpath -ldflags="-s -X github.com/nbdroot/nbdroot/version.Version=$(VERSION)"
 
-.PHONY: all build initramfs deps test test-unit test-qemu test-distro demo bench fuzz clean
+# make install: PREFIX/bin/nbdroot, PREFIX/lib/nbdroot/nbdroot-init, the kernel hooks
+# (/etc/kernel/…; they act only in client roots, see nbdroot install --help), the systemd
+# units naming PREFIX/bin/nbdroot, nbdroot(8) and the documentation; under DESTDIR if set.
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+MANDIR    ?= $(PREFIX)/share/man
+DOCDIR    ?= $(PREFIX)/share/doc/nbdroot
+# make deb: $(BUILD)/nbdroot_VERSION_ARCH.deb, the same files for PREFIX=/usr.
+DEB_VERSION ?= $(shell scripts/version.sh --deb)
+DEB_ARCH  ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
+DEB       := $(BUILD)/nbdroot_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_COMPRESSION ?= xz
+
+.PHONY: all build initramfs deps install deb test test-unit test-qemu test-distro test-deb demo bench fuzz clean
 
 all: build
 
@@ -16,6 +32,20 @@ build:
 	@mkdir -p $(BUILD)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BUILD)/nbdroot ./cmd/nbdroot
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BUILD)/nbdroot-init ./cmd/nbdroot-init
+
+install: build
+	$(BUILD)/nbdroot install --destdir "$(DESTDIR)/" --prefix "$(PREFIX)" --init $(BUILD)/nbdroot-init
+	install -d "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(DOCDIR)/docs"
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' dist/nbdroot-serve.service.in > "$(DESTDIR)$(UNITDIR)/nbdroot-serve.service"
+	install -m 644 dist/nbdroot-serve.socket "$(DESTDIR)$(UNITDIR)/"
+	$(BUILD)/nbdroot help --man > "$(DESTDIR)$(MANDIR)/man8/nbdroot.8"
+	install -m 644 README.md "$(DESTDIR)$(DOCDIR)/"
+	install -m 644 docs/*.md "$(DESTDIR)$(DOCDIR)/docs/"
+
+deb: build
+	rm -rf $(BUILD)/deb
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD))/deb PREFIX=/usr VERSION=$(VERSION)
+	scripts/deb.sh $(BUILD)/deb $(DEB_VERSION) $(DEB_ARCH) $(DEB) $(DEB_COMPRESSION)
 
 deps:
 	scripts/deps.sh all
@@ -40,6 +70,11 @@ test: deps build
 test-distro: deps build
 	NBDROOT_DISTRO=1 NBDROOT_REQUIRE_PEERS=1 NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) \
 		$(GO) test -count=1 -timeout 25m -v -run 'Distro' ./test/
+
+# The Debian package: built, installed into a scratch root with dpkg, checked, purged. Part
+# of `make test` (the QEMU tier runs every test in test/).
+test-deb:
+	NBDROOT_REQUIRE_PEERS=1 $(GO) test -count=1 -timeout 10m -v -run 'Deb' ./test/
 
 test-unit:
 	$(GO) test ./...

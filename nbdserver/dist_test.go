@@ -9,9 +9,10 @@ import (
 )
 
 // The systemd units in dist/ must be valid units, and the server command line in them must
-// be one `nbdroot serve` accepts (checked against the flag list it documents).
+// be one `nbdroot serve` accepts (checked against the flag list it documents). The service
+// is a template for make install (@BINDIR@).
 func TestSystemdUnits(t *testing.T) {
-	svc, err := os.ReadFile("../dist/nbdroot-serve.service")
+	svc, err := os.ReadFile("../dist/nbdroot-serve.service.in")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"github.com/nbdroot/nbdroot/initramfs"
@@ -132,8 +133,8 @@ func (f *installFlags) run() (*install.Report, error) {
 // binaries are the nbdroot and nbdroot-init an installation copies: this program and the
 // init found as `nbdroot initramfs` finds it (or --init).
 func (f *installFlags) binaries() (bin, init string, err error) {
-	if bin, err = os.Executable(); err != nil {
-		return "", "", fmt.Errorf("this program's path: %w", err)
+	if bin, err = self(); err != nil {
+		return "", "", err
 	}
 	if init = f.init; init == "" {
 		if init = initramfs.DefaultInit(bin); init == "" {
@@ -142,6 +143,21 @@ func (f *installFlags) binaries() (bin, init string, err error) {
 		}
 	}
 	return bin, init, nil
+}
+
+// self is this program's path: os.Executable, which reads /proc/self/exe, else (a chroot
+// without /proc, as dpkg runs maintainer scripts in one) the command as it was called,
+// looked up in PATH.
+func self() (string, error) {
+	exe, err := os.Executable()
+	if err == nil {
+		return exe, nil
+	}
+	p, lerr := exec.LookPath(os.Args[0])
+	if lerr != nil {
+		return "", fmt.Errorf("this program's path: %w (and %q: %v)", err, os.Args[0], lerr)
+	}
+	return filepath.Abs(p)
 }
 
 // buildInitramfs runs the builder as `nbdroot initramfs ARGS` would, with the command's own
