@@ -118,7 +118,7 @@ func TestMakeInstall(t *testing.T) {
 		"usr/local/bin/nbdroot": 0o755, "usr/local/lib/nbdroot/nbdroot-init": 0o755,
 		"etc/kernel/postinst.d/nbdroot": 0o755, "etc/kernel/postrm.d/nbdroot": 0o755,
 		"etc/kernel/install.d/60-nbdroot.install": 0o755, "etc/pacman.d/hooks/90-nbdroot-install.hook": 0o644,
-		"usr/local/share/libalpm/scripts/nbdroot": 0o755,
+		"usr/local/share/libalpm/scripts/nbdroot":            0o755,
 		"usr/local/lib/systemd/system/nbdroot-serve.service": 0o644, "usr/local/lib/systemd/system/nbdroot-serve.socket": 0o644,
 		"usr/local/share/man/man8/nbdroot.8": 0o644, "usr/local/share/doc/nbdroot/README.md": 0o644,
 		"usr/local/share/doc/nbdroot/docs/netboot.md": 0o644,
@@ -153,7 +153,7 @@ func makeDeb(t *testing.T) string {
 var debFiles = map[string]fs.FileMode{
 	"usr/bin/nbdroot": 0o755, "usr/lib/nbdroot/nbdroot-init": 0o755,
 	"etc/kernel/postinst.d/nbdroot": 0o755, "etc/kernel/postrm.d/nbdroot": 0o755,
-	"usr/lib/kernel/install.d/60-nbdroot.install": 0o755,
+	"usr/lib/kernel/install.d/60-nbdroot.install":  0o755,
 	"usr/lib/systemd/system/nbdroot-serve.service": 0o644, "usr/lib/systemd/system/nbdroot-serve.socket": 0o644,
 	"usr/share/man/man8/nbdroot.8.gz": 0o644, "usr/share/doc/nbdroot/README.md": 0o644,
 	"usr/share/doc/nbdroot/docs/server.md": 0o644,
