@@ -91,7 +91,7 @@ func Escape(s string) string {
 	return b.String()
 }
 
-// line escapes a line of text; one starting with '.' or '\” would be a request, and an
+// line escapes a line of text; one starting with a dot or an apostrophe would be a request, and an
 // empty one is a blank line in no-fill mode but a paragraph break in filled text.
 func line(s string) string {
 	s = Escape(s)
