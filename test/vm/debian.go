@@ -128,6 +128,9 @@ type DebianImageOptions struct {
 	Files map[string]string
 	// SizeMB defaults to 2048.
 	SizeMB int
+	// Prepare, when set, changes the tree (a copy of the cache: replace files, never write
+	// into them) before the image is made, e.g. `nbdroot install --root TREE`.
+	Prepare func(tree string) error
 }
 
 // autologin logs root in on the serial console, so that tests type commands at a shell.
@@ -172,6 +175,11 @@ func (e *Env) DebianImage(t TB, suite string, o DebianImageOptions) string {
 			t.Fatal(err)
 		}
 	}
+	if o.Prepare != nil {
+		if err := o.Prepare(tree); err != nil {
+			t.Fatalf("prepare %s: %v", tree, err)
+		}
+	}
 	size := o.SizeMB
 	if size == 0 {
 		size = 2048
@@ -197,4 +205,87 @@ func (e *Env) InitramfsFromRoot(t TB, root, hooks string, args ...string) string
 		}
 		return nil
 	})
+}
+
+// DebianKernelPackage returns Debian's kernel package of a flavour (linux-image-FLAVOUR, e.g.
+// "rt-amd64": a kernel whose release differs from the generic one's by its suffix) as the
+// host's apt finds it, and its kernel release. The .deb is fetched once per machine with
+// `apt-get download` into CacheDir()/debs and reused by later runs.
+func DebianKernelPackage(t TB, flavour string) (deb, release string) {
+	t.Helper()
+	deb, release, err := debianKernelPackage(flavour)
+	if err != nil {
+		t.Fatalf("Debian kernel package linux-image-%s: %v", flavour, err)
+	}
+	return deb, release
+}
+
+func debianKernelPackage(flavour string) (string, string, error) {
+	dir := filepath.Join(CacheDir(), "debs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", "", err
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return "", "", fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	// linux-image-RELEASE_VERSION_ARCH.deb, RELEASE ending in the flavour.
+	glob := filepath.Join(dir, "linux-image-*-"+flavour+"_*.deb")
+	if found, _ := filepath.Glob(glob); len(found) > 0 {
+		sort.Strings(found)
+		deb := found[len(found)-1]
+		return deb, debRelease(deb), nil
+	}
+	tmp, err := os.MkdirTemp(dir, "download-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(tmp)
+	download := func(pkg string) error {
+		cmd := exec.Command("apt-get", "download", pkg)
+		cmd.Dir = tmp
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get download %s: %v\n%s", pkg, err, tail(string(out), 10))
+		}
+		return nil
+	}
+	meta := "linux-image-" + flavour
+	if err := download(meta); err != nil {
+		return "", "", err
+	}
+	metas, _ := filepath.Glob(filepath.Join(tmp, meta+"_*.deb"))
+	if len(metas) != 1 {
+		return "", "", fmt.Errorf("apt-get download %s gave %v", meta, metas)
+	}
+	depends, err := exec.Command("dpkg-deb", "--field", metas[0], "Depends").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("dpkg-deb --field %s Depends: %w", metas[0], err)
+	}
+	pkg, _, _ := strings.Cut(strings.TrimSpace(string(depends)), " ")
+	pkg = strings.TrimSuffix(pkg, ",")
+	if !strings.HasPrefix(pkg, "linux-image-") || !strings.HasSuffix(pkg, "-"+flavour) {
+		return "", "", fmt.Errorf("%s depends on %q, not a kernel of that flavour", meta, depends)
+	}
+	if err := download(pkg); err != nil {
+		return "", "", err
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, pkg+"_*.deb"))
+	if len(debs) != 1 {
+		return "", "", fmt.Errorf("apt-get download %s gave %v", pkg, debs)
+	}
+	deb := filepath.Join(dir, filepath.Base(debs[0]))
+	if err := os.Rename(debs[0], deb); err != nil {
+		return "", "", err
+	}
+	return deb, debRelease(deb), nil
+}
+
+// debRelease is the kernel release of a linux-image-RELEASE_VERSION_ARCH.deb.
+func debRelease(deb string) string {
+	name, _, _ := strings.Cut(filepath.Base(deb), "_")
+	return strings.TrimPrefix(name, "linux-image-")
 }
