@@ -46,7 +46,7 @@ func (f *initramfsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "read HOOKS, MODULES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
 	fs.StringVar(&f.nics, "nics", "", "NIC drivers for the net hook: common, host-only, universal, or a comma `LIST` of drivers and policies (default "+initramfs.DefaultNICs+")")
 	fs.StringVar(&f.comp, "compression", "", "image compression: "+strings.Join(initramfs.Compressions(), ", ")+" (default "+string(initramfs.DefaultCompression)+")")
-	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH` (default: nbdroot-init beside this program)")
+	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH` (default: nbdroot-init beside this program, else in ../lib/nbdroot as installed)")
 	fs.StringVar(&f.kernelCfg, "kernel-config", "", "kernel .config `FILE` for the kernel check (default: ROOT/boot/config-VER beside the modules, when present)")
 	fs.StringVar(&f.firmware, "firmware", "", "firmware `DIR` for modules that name firmware (default: ROOT/lib/firmware beside the modules)")
 	fs.StringVar(&f.out, "o", "", "output image `FILE` (required)")
