@@ -66,6 +66,17 @@ func openRoot(dir string) (*root, string, error) {
 	return rt, name, nil
 }
 
+// CheckRoot says whether dir is a distribution's root file system, as Install and the
+// hooks require, and returns the distribution's name (os-release's PRETTY_NAME).
+func CheckRoot(dir string) (string, error) {
+	r, name, err := openRoot(dir)
+	if err != nil {
+		return "", err
+	}
+	r.Close()
+	return name, nil
+}
+
 // prettyName is os-release's PRETTY_NAME (else NAME), unquoted; "Linux" when neither is
 // set, as os-release(5) says.
 func prettyName(b []byte) string {

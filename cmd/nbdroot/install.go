@@ -53,7 +53,7 @@ func (f *installFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.remove, "remove-kernel", "", "only remove the initramfs of kernel `VERSION`")
 	fs.StringVar(&f.destdir, "destdir", "", "write a package's files below `DIR` instead (make install, make deb)")
 	fs.StringVar(&f.prefix, "prefix", "/usr/local", "with --destdir: the installation `PREFIX`")
-	fs.StringVar(&f.init, "init", "", "the nbdroot-init binary to install (default: beside this program, or in ../lib/nbdroot)")
+	fs.StringVar(&f.init, "init", "", "the nbdroot-init binary `PATH` to install (default: beside this program, or in ../lib/nbdroot)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "say what would be done; change nothing")
 }
 
@@ -63,19 +63,19 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var f installFlags
 	f.register(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), installUsage)
-		fs.PrintDefaults()
-	}
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-		fs.SetOutput(stdout)
-		fs.Usage()
-		return 0
+	// A wrong flag gets the flag package's one line and a pointer to the help, not the help.
+	fs.Usage = func() {}
+	if len(args) > 0 && args[0] == "help" {
+		args = []string{"--help"}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, installUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return 0
 		}
+		fmt.Fprintln(stderr, "'nbdroot install --help' lists the options")
 		return 2
 	}
 	fail := func(err error) int {
@@ -122,6 +122,10 @@ func (f *installFlags) run() (*install.Report, error) {
 		return in.AddKernel(f.kernel)
 	case f.remove != "":
 		return in.RemoveKernel(f.remove)
+	}
+	// The root is checked first: its error says more than one about the binaries.
+	if _, err := install.CheckRoot(f.root); err != nil {
+		return nil, err
 	}
 	var err error
 	if in.Bin, in.Init, err = f.binaries(); err != nil {

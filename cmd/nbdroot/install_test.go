@@ -45,7 +45,10 @@ func TestInstallCLI(t *testing.T) {
 		wantStderr []string
 	}{
 		{name: "help", args: []string{"--help"}, wantStdout: []string{"usage: nbdroot install --root DIR", "--kernel", "--remove-kernel", "--destdir", "--dry-run"}},
+		{name: "help after flags", args: []string{"--root", root, "-h"}, wantStdout: []string{"usage: nbdroot install --root DIR"}},
+		{name: "unknown flag", args: []string{"--bogus"}, wantStatus: 2, wantStderr: []string{"flag provided but not defined: -bogus\n'nbdroot install --help' lists the options\n"}},
 		{name: "no root", args: nil, wantStatus: 2, wantStderr: []string{"--root DIR is required"}},
+		{name: "missing root before binaries", args: []string{"--root", "/nonexistent/root"}, wantStatus: 1, wantStderr: []string{"--root: stat /nonexistent/root"}},
 		{name: "both kernel flags", args: []string{"--root", root, "--kernel", "a", "--remove-kernel", "b"}, wantStatus: 2, wantStderr: []string{"exclude each other"}},
 		{name: "destdir and root", args: []string{"--root", root, "--destdir", t.TempDir()}, wantStatus: 2, wantStderr: []string{"--destdir"}},
 		{name: "argument", args: []string{"--root", root, "extra"}, wantStatus: 2, wantStderr: []string{`unexpected argument "extra"`}},
@@ -79,8 +82,11 @@ func TestInstallCLI(t *testing.T) {
 					t.Errorf("stderr lacks %q:\n%s", s, stderr.String())
 				}
 			}
-			if tt.name == "help" && stderr.Len() > 0 {
+			if strings.HasPrefix(tt.name, "help") && stderr.Len() > 0 {
 				t.Errorf("help wrote to stderr: %s", stderr.String())
+			}
+			if strings.Contains(stderr.String(), "usage:") {
+				t.Errorf("the usage went to stderr:\n%s", stderr.String())
 			}
 		})
 	}
