@@ -2,6 +2,7 @@ package vm
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdroot/nbdroot/initramfs"
+	"github.com/nbdroot/nbdroot/kmod/depmod"
 )
 
 // DebianSuites are the releases the distribution tests boot: Debian 12 (kernel 6.1, plain
@@ -288,4 +292,70 @@ func debianKernelPackage(flavour string) (string, string, error) {
 func debRelease(deb string) string {
 	name, _, _ := strings.Cut(filepath.Base(deb), "_")
 	return strings.TrimPrefix(name, "linux-image-")
+}
+
+// TrimKernelPackage makes a smaller copy of a Debian kernel package: the same package (name,
+// version, kernel, maintainer scripts — whose postinst runs depmod and the kernel hooks in
+// /etc/kernel/postinst.d), with only the modules an nbdroot initramfs of the default hooks
+// takes from it (found by building one with init). Installing 400 MB of modules under TCG
+// takes most of a test's time and proves nothing more. The package is written to dir.
+func TrimKernelPackage(t TB, deb, init, dir string) string {
+	t.Helper()
+	pkg := filepath.Join(dir, "pkg")
+	if out, err := exec.Command("dpkg-deb", "--raw-extract", deb, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb --raw-extract %s: %v\n%s", deb, err, out)
+	}
+	release := debRelease(deb)
+	var mods string
+	for _, d := range []string{"lib/modules", "usr/lib/modules"} {
+		if st, err := os.Stat(filepath.Join(pkg, d, release)); err == nil && st.IsDir() {
+			mods = filepath.Join(pkg, d, release)
+		}
+	}
+	if mods == "" {
+		t.Fatalf("%s has no modules directory for %s", deb, release)
+	}
+	sum, err := initramfs.Build(initramfs.Options{ModulesDir: mods, Init: init, Output: filepath.Join(dir, "probe.img")})
+	if err != nil {
+		t.Fatalf("initramfs for %s: %v", release, err)
+	}
+	keep := map[string]bool{}
+	for _, m := range sum.Modules {
+		keep[depmod.Normalize(m)] = true
+	}
+	err = filepath.WalkDir(filepath.Join(mods, "kernel"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if name, ok := depmod.ModuleFileName(d.Name()); ok && !keep[name] {
+			return os.Remove(p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// dpkg -V and debsums read md5sums: keep the lines of the files that stay.
+	md5 := filepath.Join(pkg, "DEBIAN", "md5sums")
+	b, err := os.ReadFile(md5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if _, file, ok := strings.Cut(l, "  "); ok {
+			if _, err := os.Stat(filepath.Join(pkg, file)); err == nil {
+				lines = append(lines, l)
+			}
+		}
+	}
+	if err := os.WriteFile(md5, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(deb))
+	if b, err := exec.Command("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", pkg, out).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb --build: %v\n%s", err, b)
+	}
+	os.RemoveAll(pkg)
+	return out
 }
