@@ -38,6 +38,7 @@ declare -A need=(
   [debootstrap]=debootstrap
   [depmod]=kmod
   [lvm]=lvm2
+  [dnsmasq]=dnsmasq-base
 )
 
 packages() {

@@ -35,13 +35,19 @@ import (
 // kernel hooks write). The test gets its own copy.
 func bootImage(t *testing.T, e *vm.Env) (img, version string) {
 	t.Helper()
+	return bootImageWith(t, e, vm.RootOptions{})
+}
+
+// bootImageWith is bootImage with the root's options (its init script).
+func bootImageWith(t *testing.T, e *vm.Env, o vm.RootOptions) (img, version string) {
+	t.Helper()
 	real, err := filepath.EvalSymlinks(e.Kernel)
 	if err != nil {
 		t.Fatal(err)
 	}
 	version = filepath.Base(real)
 	tree := filepath.Join(t.TempDir(), "tree")
-	if err := vm.RootTree(tree, vm.RootOptions{}); err != nil {
+	if err := vm.RootTree(tree, o); err != nil {
 		t.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(tree, "boot"), 0o755)
