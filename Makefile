@@ -71,10 +71,11 @@ test-distro: deps build
 	NBDROOT_DISTRO=1 NBDROOT_REQUIRE_PEERS=1 NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) \
 		$(GO) test -count=1 -timeout 25m -v -run 'Distro' ./test/
 
-# The Debian package: built, installed into a scratch root with dpkg, checked, purged. Part
-# of `make test` (the QEMU tier runs every test in test/).
+# The install path alone: make install into a DESTDIR; the Debian package built, installed
+# into a scratch root with dpkg, checked, purged. Part of `make test` (the QEMU tier runs
+# every test in test/).
 test-deb:
-	NBDROOT_REQUIRE_PEERS=1 $(GO) test -count=1 -timeout 10m -v -run 'Deb' ./test/
+	NBDROOT_REQUIRE_PEERS=1 $(GO) test -count=1 -timeout 10m -v -run 'TestMakeInstall|TestDeb' ./test/
 
 test-unit:
 	$(GO) test ./...

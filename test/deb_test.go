@@ -56,6 +56,7 @@ func command(t *testing.T, dir string, argv ...string) string {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
+	cmd.Env = cleanEnv()
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -63,6 +64,20 @@ func command(t *testing.T, dir string, argv ...string) string {
 		t.Fatalf("%s: %v\n%s%s", strings.Join(argv, " "), err, out, stderr.String())
 	}
 	return string(out)
+}
+
+// cleanEnv is the environment without what a `make` running the tests (make test) passes
+// to its children: a nested make must not join its jobserver or see its variables.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES":
+		default:
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // buildVersion is what `make` stamps into the binaries.
@@ -292,4 +307,30 @@ func clientTree(t *testing.T, e *vm.Env, suite string) string {
 	out := command(t, "", e.Tool("nbdroot"), "install", "--root", tree)
 	t.Logf("nbdroot install --root:\n%s", out)
 	return tree
+}
+
+// TestDistroKernelInstallPlugin: systemd's kernel-install, run in a Debian client root (it is
+// in Debian's systemd package), runs our plugin among its own: `add` builds the kernel's
+// initramfs, `remove` removes it.
+func TestDistroKernelInstallPlugin(t *testing.T) {
+	e := needDistro(t)
+	needTools(t, "chroot")
+	tree := clientTree(t, e, "bookworm")
+	if _, err := os.Stat(filepath.Join(tree, "usr/bin/kernel-install")); err != nil {
+		t.Fatalf("the Debian root has no kernel-install: %v", err)
+	}
+	release, _ := vm.DebianKernel(t, tree)
+	image := filepath.Join(tree, "boot", "nbdroot.img-"+release)
+	os.Remove(image)
+	out := command(t, "", "chroot", tree, "kernel-install", "--verbose", "add", release, "/boot/vmlinuz-"+release)
+	if !strings.Contains(out, "60-nbdroot.install add "+release) {
+		t.Errorf("kernel-install did not run our plugin:\n%s", out)
+	}
+	if _, err := os.Stat(image); err != nil {
+		t.Fatalf("kernel-install add did not build the initramfs: %v\n%s", err, out)
+	}
+	out = command(t, "", "chroot", tree, "kernel-install", "--verbose", "remove", release)
+	if _, err := os.Stat(image); err == nil {
+		t.Errorf("kernel-install remove left %s:\n%s", image, out)
+	}
 }

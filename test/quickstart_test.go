@@ -82,7 +82,7 @@ func TestDistroQuickStart(t *testing.T) {
 	}
 	dest, build, work := t.TempDir(), t.TempDir(), t.TempDir()
 	shims := debootstrapShim(t)
-	env := append(os.Environ(), "DESTDIR="+dest, "BUILD="+build,
+	env := append(cleanEnv(), "DESTDIR="+dest, "BUILD="+build,
 		"PATH="+filepath.Join(dest, "usr/local/bin")+":"+shims+":"+os.Getenv("PATH"))
 	sh := func(dir, cmd string) {
 		t.Helper()
