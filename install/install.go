@@ -53,6 +53,9 @@ func (in *Installer) Install() (*Report, error) {
 		return rep, err
 	}
 	defer r.Close()
+	if err := r.checkArch(in.Bin, in.Init); err != nil {
+		return rep, err
+	}
 	fams := r.families()
 	for _, f := range layout.Files(in.Bin, in.Init) {
 		if f.Family != "" && !fams[f.Family] {

@@ -2,6 +2,8 @@ package install
 
 import (
 	"bytes"
+	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -556,6 +558,56 @@ func TestStage(t *testing.T) {
 			hook, _ := os.ReadFile(filepath.Join(dest, "etc/kernel/postinst.d/nbdroot"))
 			if !strings.Contains(string(hook), "exec "+tc.prefix+"/bin/nbdroot install --root / --kernel") {
 				t.Errorf("hook does not run %s/bin/nbdroot:\n%s", tc.prefix, hook)
+			}
+		})
+	}
+}
+
+// elfHeader is the 64-byte header of a little-endian 64-bit ELF executable for machine,
+// enough for debug/elf.
+func elfHeader(machine elf.Machine) []byte {
+	h := make([]byte, 64)
+	copy(h, "\x7fELF")
+	h[4], h[5], h[6] = 2, 1, 1 // 64-bit, little-endian, version 1
+	binary.LittleEndian.PutUint16(h[16:], uint16(elf.ET_EXEC))
+	binary.LittleEndian.PutUint16(h[18:], uint16(machine))
+	binary.LittleEndian.PutUint32(h[20:], 1)
+	binary.LittleEndian.PutUint16(h[52:], 64) // e_ehsize
+	binary.LittleEndian.PutUint16(h[54:], 56) // e_phentsize
+	binary.LittleEndian.PutUint16(h[58:], 64) // e_shentsize
+	return h
+}
+
+// TestInstallRefusesOtherArchitecture: an arm64 root gets no x86-64 nbdroot (its hooks could
+// not run it, its init would not boot); the same architecture is installed.
+func TestInstallRefusesOtherArchitecture(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		root, bin elf.Machine
+		wantErr   bool
+	}{
+		{"same", elf.EM_X86_64, elf.EM_X86_64, false},
+		{"arm64 root", elf.EM_AARCH64, elf.EM_X86_64, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := debianRoot(t)
+			tree(t, root, map[string]string{"usr/bin/dash": string(elfHeader(tc.root)), "bin": "→usr/bin", "usr/bin/sh": "→dash"})
+			in := installer(t, root, &fakeBuilder{})
+			os.WriteFile(in.Bin, elfHeader(tc.bin), 0o755)
+			before := snapshot(t, root)
+			_, err := in.Install()
+			var ae *ArchError
+			if tc.wantErr {
+				if !errors.As(err, &ae) || !strings.Contains(err.Error(), "EM_X86_64, the root's programs (/bin/sh) for EM_AARCH64") {
+					t.Fatalf("error %v, want an ArchError", err)
+				}
+				if !mapsEqual(before, snapshot(t, root)) {
+					t.Error("files were written for another architecture")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package install
 import (
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -204,4 +205,48 @@ func (r *root) remove(p string) error {
 		return err
 	}
 	return r.syncDir(path.Dir(rel(p)))
+}
+
+// ArchError is a program for another architecture than the root's.
+type ArchError struct {
+	Program      string
+	Machine      elf.Machine
+	RootMachine  elf.Machine
+	RootEvidence string
+}
+
+func (e *ArchError) Error() string {
+	return fmt.Sprintf("%s is built for %v, the root's programs (%s) for %v: install nbdroot built for the root's architecture",
+		e.Program, e.Machine, e.RootEvidence, e.RootMachine)
+}
+
+// rootShell is the program whose architecture stands for the root's: every root has a shell,
+// and the hooks run under it.
+const rootShell = "/bin/sh"
+
+// checkArch refuses programs built for another architecture than the root's /bin/sh: in
+// the client, the hooks could not run them, and an init of another architecture does not
+// boot. Programs that are not ELF files (or a root whose shell is not) are not judged.
+func (r *root) checkArch(programs ...string) error {
+	f, err := r.fs.Open(rel(rootShell))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	sh, err := elf.NewFile(f)
+	if err != nil {
+		return nil
+	}
+	for _, p := range programs {
+		e, err := elf.Open(p)
+		if err != nil {
+			continue
+		}
+		m := e.Machine
+		e.Close()
+		if m != sh.Machine {
+			return &ArchError{Program: p, Machine: m, RootMachine: sh.Machine, RootEvidence: rootShell}
+		}
+	}
+	return nil
 }
