@@ -19,9 +19,9 @@ func TestParseConf(t *testing.T) {
 		err        string // part of the error; "" for none
 	}{
 		{"default file", string(layout.render("initramfs.conf")), []ConfOption{
-			{Line: 15, Name: "hooks", Value: "base udev net nbd encrypt filesystems"},
-			{Line: 16, Name: "compression", Value: "zstd"},
-			{Line: 17, Name: "init", Value: "/usr/lib/nbdroot/nbdroot-init"}}, ""},
+			{Line: 17, Name: "hooks", Value: "base udev net nbd encrypt filesystems"},
+			{Line: 18, Name: "compression", Value: "zstd"},
+			{Line: 19, Name: "init", Value: "/usr/lib/nbdroot/nbdroot-init"}}, ""},
 		{"tabs, blanks, comments, dashes", "# c\n\n\thooks\tbase  udev\n--nics common\n", []ConfOption{
 			{Line: 3, Name: "hooks", Value: "base  udev"}, {Line: 4, Name: "nics", Value: "common"}}, ""},
 		{"repeatable", "file /a\nfile /b:/c\n", []ConfOption{
