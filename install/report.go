@@ -23,8 +23,9 @@ const (
 	Failed    Action = "failed"
 )
 
-// dryRun is how a dry run words the actions it did not carry out.
-var dryRun = map[Action]string{Installed: "would install", Updated: "would update", Built: "would build", Removed: "would remove"}
+// wouldDo is how a dry run words the actions that change the root (the others it reports
+// as they are).
+var wouldDo = map[Action]string{Installed: "would install", Updated: "would update", Built: "would build", Removed: "would remove"}
 
 // Step is what was done to one file.
 type Step struct {
@@ -61,7 +62,7 @@ func (r *Report) add(a Action, p, what, note string) {
 // Changed says whether anything was (or, in a dry run, would be) written or removed.
 func (r *Report) Changed() bool {
 	for _, s := range r.Steps {
-		if dryRun[s.Action] != "" {
+		if wouldDo[s.Action] != "" {
 			return true
 		}
 	}
@@ -98,8 +99,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	for _, s := range r.Steps {
 		a := string(s.Action)
-		if r.DryRun && dryRun[s.Action] != "" {
-			a = dryRun[s.Action]
+		if r.DryRun && wouldDo[s.Action] != "" {
+			a = wouldDo[s.Action]
 		}
 		line := fmt.Sprintf("  %-13s %-*s  %s", a, width, s.Path, s.What)
 		if s.Note != "" {
