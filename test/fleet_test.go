@@ -63,6 +63,8 @@ func TestFleetDnsmasq(t *testing.T) {
 echo "HOSTNAME=$(hostname)"
 echo "ADDRESSES=$(ip -4 -o addr show | grep -o 'inet [0-9.]*' | tr '\n' ' ')"
 sync
+# poweroff -f does not wait for the console to drain: give the lines above time to leave.
+sleep 2
 poweroff -f
 `})
 	// The client's own export: its own copy of the image (one image, one writer).
