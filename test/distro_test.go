@@ -19,6 +19,9 @@ func needDistro(t *testing.T) *vm.Env {
 	if os.Getenv("NBDROOT_DISTRO") != "1" {
 		t.Skip("real-distribution boots run with NBDROOT_DISTRO=1 (make test-distro)")
 	}
+	// A TCG guest keeps about one host CPU busy: two distribution boots side by side (go
+	// test's -parallel is GOMAXPROCS) take the tier's wall time down by about half.
+	t.Parallel()
 	return e
 }
 
