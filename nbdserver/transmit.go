@@ -287,9 +287,6 @@ func (t *tx) inBounds(r nbd.Request) bool {
 // refuseShutdown answers a request that arrived after Shutdown began with ESHUTDOWN.
 func (t *tx) refuseShutdown(r nbd.Request) error {
 	if r.Type == nbd.CmdWrite {
-		if r.Length > nbd.MaxPayload {
-			return fmt.Errorf("WRITE of %d bytes (limit %d)", r.Length, nbd.MaxPayload)
-		}
 		if err := t.skip(int(r.Length)); err != nil {
 			return err
 		}
@@ -308,12 +305,12 @@ func (t *tx) read(r nbd.Request) error {
 	switch {
 	case r.Flags&^allowed != 0:
 		return t.replyError(r, nbd.EINVAL, "unsupported flags for READ")
-	case r.Length > nbd.MaxPayload:
-		return t.replyError(r, nbd.EINVAL, "READ longer than the 32 MiB maximum block size")
 	case !t.inBounds(r):
 		return t.replyError(r, nbd.EINVAL, "READ beyond the end of the export")
 	case r.Length == 0:
 		return t.replyOK(r)
+	case r.Length > nbd.MaxPayload:
+		return t.readHuge(r)
 	}
 	n := int(r.Length)
 	t.stats.bytesRead += uint64(n)
@@ -411,9 +408,7 @@ func (t *tx) appendBig(b []byte, rel releaser) {
 func (t *tx) write(r nbd.Request) error {
 	t.stats.writes++
 	if r.Length > nbd.MaxPayload {
-		// We cannot answer without reading the payload, and will not buffer it: this client
-		// ignores the block size limits we sent, so it gets a closed connection.
-		return fmt.Errorf("WRITE of %d bytes (limit %d)", r.Length, nbd.MaxPayload)
+		return t.writeHuge(r)
 	}
 	n := int(r.Length)
 	var errno uint32

@@ -86,6 +86,46 @@ func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel release
 	return w.writeLocked()
 }
 
+// stream waits for the writer's turn, writes what is queued, then lets fn write straight to
+// the connection while nobody else may: for a reply too big to queue (readHuge).
+func (w *replyWriter) stream(fn func(io.Writer) error) error {
+	w.mu.Lock()
+	for w.writing && w.err == nil {
+		w.waiters++
+		w.idle.Wait()
+		w.waiters--
+	}
+	if w.err != nil {
+		err := w.err
+		w.idle.Broadcast()
+		w.mu.Unlock()
+		return err
+	}
+	w.writing = true
+	bufs, rels := w.pending, w.rel
+	w.pending, w.rel = w.spareBufs[:0], w.spareRel[:0]
+	w.mu.Unlock()
+
+	out := bufs
+	_, err := out.WriteTo(w.w)
+	for _, r := range rels {
+		r.release()
+	}
+	clear(bufs)
+	clear(rels)
+	if err == nil {
+		err = fn(w.w)
+	}
+
+	w.mu.Lock()
+	w.spareBufs, w.spareRel = bufs[:0], rels[:0]
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	w.writing = false
+	return w.writeLocked()
+}
+
 // submit queues bufs (written in order, contiguously) and, once they are written or the
 // connection has failed, releases rel. It returns the first write error of the connection.
 func (w *replyWriter) submit(bufs [][]byte, rel []releaser) error {
