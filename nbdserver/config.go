@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -338,7 +339,7 @@ func ParseExport(spec string) (Export, error) {
 			err, e.TLSOnly = noVal(), true
 		case "timeout":
 			if err = needVal(); err == nil {
-				e.IdleTimeout, err = time.ParseDuration(val)
+				e.IdleTimeout, err = ParseDuration(val)
 				if err == nil && e.IdleTimeout < 0 {
 					err = errors.New("timeout must not be negative")
 				}
@@ -399,4 +400,22 @@ func maskBits(m netip.Addr) (int, error) {
 		return 0, fmt.Errorf("netmask %s is not contiguous", m)
 	}
 	return ones, nil
+}
+
+// ParseDuration reads a duration the way every nbdroot option and configuration takes one:
+// a Go duration ("30s", "2m", "1m30s") or a bare number of seconds ("30", "-1"), as
+// nbd-server's own timeout option is written. The error names neither the option nor its
+// source: the caller adds those.
+func ParseDuration(s string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n > math.MaxInt64/int64(time.Second) || n < math.MinInt64/int64(time.Second) {
+			return 0, fmt.Errorf("%q seconds is too long", s)
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (30, 30s, 2m)", s)
+	}
+	return d, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -74,50 +73,6 @@ exit status: 0 shown; 1 the kernel has no nbd driver or the device is unknown; 2
 is wrong.
 `
 
-// parseInterleaved parses flags that may come before, between or after the positional
-// arguments (nbdroot attach HOST --export root), and returns the positional ones.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
-	}
-}
-
-// durationFlag accepts Go durations and plain seconds.
-type durationFlag struct{ d *time.Duration }
-
-// String implements flag.Value.
-func (f durationFlag) String() string {
-	if f.d == nil {
-		return ""
-	}
-	return f.d.String()
-}
-
-// Set implements flag.Value.
-func (f durationFlag) Set(s string) error {
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		*f.d = d
-		return nil
-	}
-	var n uint
-	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && fmt.Sprint(n) == s {
-		*f.d = time.Duration(n) * time.Second
-		return nil
-	}
-	return fmt.Errorf("%q is not a duration (30, 30s, 2m)", s)
-}
-
 // identityFlag is --id: whether it was given (--id= is given, and empty: no identity).
 type identityFlag struct {
 	set bool
@@ -130,12 +85,6 @@ func (f *identityFlag) String() string { return f.id }
 // Set implements flag.Value.
 func (f *identityFlag) Set(s string) error { f.set, f.id = true, s; return nil }
 
-// usageError prints a usage problem and returns exit status 2.
-func usageError(stderr io.Writer, cmd, usage string, err error) int {
-	fmt.Fprintf(stderr, "nbdroot %s: %v\n\n%s", cmd, err, usage)
-	return 2
-}
-
 // attachTimeout bounds `nbdroot attach`'s negotiation with its server.
 const attachTimeout = 60 * time.Second
 
@@ -145,32 +94,28 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "--run-keeper" {
 		return nbdclient.KeeperMain()
 	}
-	fs := flag.NewFlagSet("nbdroot attach", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newCommandFlags("attach")
 	r := nbdclient.Request{Device: -1, DialTimeout: attachTimeout,
 		Keeper: nbdclient.KeeperStart{Args: []string{"attach", "--run-keeper"}},
 		Log:    func(s string) { fmt.Fprintf(stderr, "nbdroot attach: %s\n", s) }}
 	fs.StringVar(&r.Export, "export", "", "")
 	device := fs.String("device", "", "")
 	fs.IntVar(&r.Connections, "connections", 1, "")
-	fs.Var(durationFlag{&r.Timeout}, "timeout", "")
-	fs.Var(durationFlag{&r.DeadConnTimeout}, "dead-conn-timeout", "")
+	fs.Var(durationFlag{&r.Timeout, false}, "timeout", "")
+	fs.Var(durationFlag{&r.DeadConnTimeout, false}, "dead-conn-timeout", "")
 	fs.IntVar(&r.BlockSize, "block-size", 0, "")
 	fs.BoolVar(&r.Keep, "keep", false, "")
 	ioctl := fs.Bool("ioctl", false, "")
 	asJSON := fs.Bool("json", false, "")
 	var id identityFlag
 	fs.Var(&id, "id", "")
-	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, attachUsage)
-		return 0
+	pos, code := parseCommand(fs, args, helpText(fs, attachUsage, false), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if err != nil {
-		return usageError(stderr, "attach", attachUsage, err)
-	}
+	var err error
 	if len(pos) != 1 {
-		return usageError(stderr, "attach", attachUsage, errors.New("give exactly one SERVER[:PORT]"))
+		return usageError(stderr, "attach", errors.New("give exactly one SERVER[:PORT]"))
 	}
 	srv, err := bootparam.ParseServer(pos[0])
 	if err != nil {
@@ -178,22 +123,22 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		if pe := (*bootparam.ParamError)(nil); errors.As(err, &pe) {
 			reason = pe.Reason
 		}
-		return usageError(stderr, "attach", attachUsage, fmt.Errorf("%q is not SERVER[:PORT]: %s", pos[0], reason))
+		return usageError(stderr, "attach", fmt.Errorf("%q is not SERVER[:PORT]: %s", pos[0], reason))
 	}
 	r.Servers = []string{srv.String()}
 	if *device != "" {
 		if r.Device, err = nbdclient.DeviceNumber(*device); err != nil {
-			return usageError(stderr, "attach", attachUsage, err)
+			return usageError(stderr, "attach", err)
 		}
 	}
 	if *ioctl {
 		r.Interface = nbdclient.InterfaceIoctl
 	}
 	if r.Connections < 1 || r.Connections > 64 {
-		return usageError(stderr, "attach", attachUsage, fmt.Errorf("--connections %d: must be 1-64", r.Connections))
+		return usageError(stderr, "attach", fmt.Errorf("--connections %d: must be 1-64", r.Connections))
 	}
 	if r.BlockSize != 0 && (r.BlockSize < 512 || r.BlockSize > 4096 || r.BlockSize&(r.BlockSize-1) != 0) {
-		return usageError(stderr, "attach", attachUsage, fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", r.BlockSize))
+		return usageError(stderr, "attach", fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", r.BlockSize))
 	}
 	switch {
 	case !id.set:
@@ -207,7 +152,7 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 		}
 	case id.id != "":
 		if err := nbd.ValidateIdentity(id.id); err != nil {
-			return usageError(stderr, "attach", attachUsage, fmt.Errorf("--id %q: %w", id.id, err))
+			return usageError(stderr, "attach", fmt.Errorf("--id %q: %w", id.id, err))
 		}
 		r.Identity = id.id
 	}
@@ -241,22 +186,18 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 
 // runDetach implements `nbdroot detach`.
 func runDetach(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("nbdroot detach", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, detachUsage)
-		return 0
+	fs := newCommandFlags("detach")
+	pos, code := parseCommand(fs, args, helpText(fs, detachUsage, false), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if err != nil {
-		return usageError(stderr, "detach", detachUsage, err)
-	}
+	var err error
 	if len(pos) != 1 {
-		return usageError(stderr, "detach", detachUsage, errors.New("give exactly one /dev/nbdN"))
+		return usageError(stderr, "detach", errors.New("give exactly one /dev/nbdN"))
 	}
 	idx, err := nbdclient.DeviceNumber(pos[0])
 	if err != nil {
-		return usageError(stderr, "detach", detachUsage, err)
+		return usageError(stderr, "detach", err)
 	}
 	if err := nbdclient.Detach(idx); err != nil {
 		fmt.Fprintf(stderr, "nbdroot detach: %v\n", err)
@@ -270,25 +211,21 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	if wantsServerStatus(args) {
 		return runServerStatus(args, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("nbdroot status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newCommandFlags("status")
 	asJSON := fs.Bool("json", false, "")
 	all := fs.Bool("all", false, "")
-	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, statusUsage)
-		return 0
+	pos, code := parseCommand(fs, args, helpText(fs, statusUsage, false), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if err != nil {
-		return usageError(stderr, "status", statusUsage, err)
-	}
+	var err error
 	if len(pos) > 1 {
-		return usageError(stderr, "status", statusUsage, errors.New("give at most one device"))
+		return usageError(stderr, "status", errors.New("give at most one device"))
 	}
 	only := -1
 	if len(pos) == 1 {
 		if only, err = nbdclient.DeviceNumber(pos[0]); err != nil {
-			return usageError(stderr, "status", statusUsage, err)
+			return usageError(stderr, "status", err)
 		}
 	}
 	devs, err := nbdclient.Status(*all || only >= 0)

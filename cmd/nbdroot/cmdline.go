@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -41,31 +39,29 @@ example:
 
 // runCmdline implements `nbdroot cmdline`.
 func runCmdline(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("nbdroot cmdline", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newCommandFlags("cmdline")
 	asJSON := fs.Bool("json", false, "")
 	file := fs.String("file", "", "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, cmdlineUsage)
-			return 0
-		}
-		fmt.Fprintf(stderr, "nbdroot cmdline: %v\n\n%s", err, cmdlineUsage)
-		return 2
+	pos, code := parseCommand(fs, args, helpText(fs, cmdlineUsage, false), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if fs.NArg() > 0 && *file != "" {
+	if len(pos) > 0 && *file != "" {
 		fmt.Fprintf(stderr, "nbdroot cmdline: give CMDLINE or --file, not both\n")
 		return 2
 	}
 
 	var cmdline string
 	switch {
-	case fs.NArg() > 0:
-		cmdline = strings.Join(fs.Args(), " ")
+	case len(pos) > 0:
+		cmdline = strings.Join(pos, " ")
 	default:
 		path := *file
 		if path == "" {
 			path = procCmdline
+			// Said on stderr, so --json output stays clean: explaining the host's own command
+			// line is rarely what someone who forgot the argument meant.
+			fmt.Fprintf(stderr, "nbdroot cmdline: no CMDLINE given: explaining this machine's %s\n", procCmdline)
 		}
 		var (
 			b   []byte

@@ -129,24 +129,15 @@ func (f *initramfsFlags) options() (initramfs.Options, error) {
 
 // runInitramfs is `nbdroot initramfs`.
 func runInitramfs(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("nbdroot initramfs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("initramfs")
 	var f initramfsFlags
 	f.register(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), initramfsUsage)
-		fs.PrintDefaults()
+	if len(args) > 0 && args[0] == "help" {
+		args = []string{"--help"}
 	}
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-		fs.SetOutput(stdout)
-		fs.Usage()
-		return 0
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	pos, code := parseCommand(fs, args, helpText(fs, initramfsUsage, true), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "nbdroot initramfs: %v\n", err)
@@ -155,8 +146,8 @@ func runInitramfs(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	if fs.NArg() > 0 {
-		return fail(usagef("unexpected argument %q", fs.Arg(0)))
+	if len(pos) > 0 {
+		return fail(usagef("unexpected argument %q", pos[0]))
 	}
 	opts, err := f.options()
 	if err != nil {

@@ -59,24 +59,15 @@ func (f *installFlags) register(fs *flag.FlagSet) {
 
 // runInstall is `nbdroot install`.
 func runInstall(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("nbdroot install", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("install")
 	var f installFlags
 	f.register(fs)
-	// A wrong flag gets the flag package's one line and a pointer to the help, not the help.
-	fs.Usage = func() {}
 	if len(args) > 0 && args[0] == "help" {
 		args = []string{"--help"}
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, installUsage)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return 0
-		}
-		fmt.Fprintln(stderr, "'nbdroot install --help' lists the options")
-		return 2
+	pos, code := parseCommand(fs, args, helpText(fs, installUsage, true), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "nbdroot install: %v\n", err)
@@ -85,8 +76,8 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	if fs.NArg() > 0 {
-		return fail(usagef("unexpected argument %q", fs.Arg(0)))
+	if len(pos) > 0 {
+		return fail(usagef("unexpected argument %q", pos[0]))
 	}
 	rep, err := f.run()
 	if rep != nil {

@@ -38,8 +38,7 @@ func runKernelcfg(args []string, stdout, stderr io.Writer) int {
 	case "fragment":
 		return kernelcfgFragment(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "nbdroot kernelcfg: unknown subcommand %q\n\n%s", args[0], kernelcfgUsage)
-	return 2
+	return usageError(stderr, "kernelcfg", fmt.Errorf("unknown subcommand %q: want check or fragment", args[0]))
 }
 
 // hookFlags are the flags check and fragment share.
@@ -59,41 +58,39 @@ func (h *hookFlags) list() []string {
 	return strings.FieldsFunc(h.hooks, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
 }
 
-// newFlagSet returns a flag set that prints its help (to stdout on --help, stderr otherwise).
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: nbdroot kernelcfg %s\n\noptions:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
+// kernelcfgCommand is the flag set of `nbdroot kernelcfg NAME` and its help, made of the
+// synopsis and the flags' descriptions.
+type kernelcfgCommand struct {
+	fs             *flag.FlagSet
+	help           func(io.Writer)
+	stdout, stderr io.Writer
 }
 
-// parseFlags parses args; it returns the exit status to return at once, or -1 to go on.
-func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) int {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 2 // the flag package has printed the error and the usage
+func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *kernelcfgCommand {
+	fs := newCommandFlags("kernelcfg " + name)
+	return &kernelcfgCommand{fs: fs, stdout: stdout, stderr: stderr,
+		help: helpText(fs, "usage: nbdroot kernelcfg "+synopsis+"\n\noptions:\n", true)}
+}
+
+// parse parses args; it returns the exit status to return at once, or -1 to go on.
+func (k *kernelcfgCommand) parse(args []string) int {
+	pos, code := parseCommand(k.fs, args, k.help, k.stdout, k.stderr)
+	if code >= 0 {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "nbdroot kernelcfg: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return 2
+	if len(pos) > 0 {
+		return usageError(k.stderr, k.fs.Name(), fmt.Errorf("unexpected argument %q", pos[0]))
 	}
 	return -1
 }
 
 func kernelcfgCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("check", `check [--config FILE] [--modules DIR] [--hooks "HOOK…"] [--compression C] [--json]
+	kc := newFlagSet("check", `check [--config FILE] [--modules DIR] [--hooks "HOOK…"] [--compression C] [--json]
 
 Without --config, the config is looked for beside --modules (ROOT/boot/config-VER for
 ROOT/lib/modules/VER), else at /proc/config.gz and /boot/config-$(uname -r). With --modules
-and no config, built-in options are judged from modules.builtin and bool options are unknown.`, stderr)
+and no config, built-in options are judged from modules.builtin and bool options are unknown.`, stdout, stderr)
+	fs := kc.fs
 	var (
 		hf         hookFlags
 		configPath string
@@ -104,7 +101,7 @@ and no config, built-in options are judged from modules.builtin and bool options
 	fs.StringVar(&modulesDir, "modules", "", "the kernel's modules `DIR` (/lib/modules/VER, also in a chroot); =m options need their module file there")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	hf.register(fs)
-	if st := parseFlags(fs, args, stdout); st >= 0 {
+	if st := kc.parse(args); st >= 0 {
 		return st
 	}
 	if len(hf.list()) == 0 {
@@ -161,13 +158,14 @@ func flagOf(err error) string {
 }
 
 func kernelcfgFragment(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("fragment", `fragment [--hooks "HOOK…"] [--compression C]
+	kc := newFlagSet("fragment", `fragment [--hooks "HOOK…"] [--compression C]
 
 Prints the Kconfig fragment for the hooks and compression given; merge it with
-scripts/kconfig/merge_config.sh, then make olddefconfig.`, stderr)
+scripts/kconfig/merge_config.sh, then make olddefconfig.`, stdout, stderr)
+	fs := kc.fs
 	var hf hookFlags
 	hf.register(fs)
-	if st := parseFlags(fs, args, stdout); st >= 0 {
+	if st := kc.parse(args); st >= 0 {
 		return st
 	}
 	if len(hf.list()) == 0 {

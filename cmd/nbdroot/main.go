@@ -68,8 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return c.run(args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stderr, "nbdroot: unknown command %q\n\n", args[0])
-	usage(stderr)
+	fmt.Fprintf(stderr, "nbdroot: unknown command %q\n'nbdroot --help' lists the commands\n", args[0])
 	return 2
 }
 

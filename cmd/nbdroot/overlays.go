@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -55,7 +54,7 @@ exit status: 0 done; 1 an overlay could not be listed or removed; 2 the usage is
 // runOverlays implements `nbdroot overlays`.
 func runOverlays(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return usageError(stderr, "overlays", overlaysUsage, errors.New("give a command: list, rm or reset"))
+		return usageError(stderr, "overlays", errors.New("give a command: list, rm or reset"))
 	}
 	sub := args[0]
 	switch sub {
@@ -64,10 +63,9 @@ func runOverlays(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "list", "rm", "reset":
 	default:
-		return usageError(stderr, "overlays", overlaysUsage, fmt.Errorf("unknown command %q: want list, rm or reset", sub))
+		return usageError(stderr, "overlays", fmt.Errorf("unknown command %q: want list, rm or reset", sub))
 	}
-	fs := flag.NewFlagSet("nbdroot overlays "+sub, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newCommandFlags("overlays " + sub)
 	stateDir := fs.String("state-dir", nbdserver.DefaultStateDir, "")
 	var dirs multiFlag
 	fs.Var(&dirs, "dir", "")
@@ -75,38 +73,35 @@ func runOverlays(args []string, stdout, stderr io.Writer) int {
 	clientFlag := fs.String("client", "", "")
 	asJSON := fs.Bool("json", false, "")
 	force := fs.Bool("force", false, "")
-	pos, err := parseInterleaved(fs, args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, overlaysUsage)
-		return 0
+	pos, code := parseCommand(fs, args[1:], helpText(fs, overlaysUsage, false), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if err != nil {
-		return usageError(stderr, "overlays", overlaysUsage, err)
-	}
+	var err error
 	for i, d := range dirs {
 		if dirs[i], err = filepath.Abs(d); err != nil {
-			return usageError(stderr, "overlays", overlaysUsage, fmt.Errorf("--dir %s: %w", d, err))
+			return usageError(stderr, "overlays", fmt.Errorf("--dir %s: %w", d, err))
 		}
 	}
 	var only *ovstore.Client
 	if *clientFlag != "" {
 		c, err := ovstore.ParseClient(*clientFlag)
 		if err != nil {
-			return usageError(stderr, "overlays", overlaysUsage, fmt.Errorf("--client %s: %w", *clientFlag, err))
+			return usageError(stderr, "overlays", fmt.Errorf("--client %s: %w", *clientFlag, err))
 		}
 		only = &c
 	}
 	switch {
 	case sub == "list" && len(pos) > 0:
-		return usageError(stderr, "overlays", overlaysUsage, fmt.Errorf("list takes no arguments, got %q", pos[0]))
+		return usageError(stderr, "overlays", fmt.Errorf("list takes no arguments, got %q", pos[0]))
 	case sub == "rm" && len(pos) == 0:
-		return usageError(stderr, "overlays", overlaysUsage, errors.New("rm: give the IDs of the overlays to remove"))
+		return usageError(stderr, "overlays", errors.New("rm: give the IDs of the overlays to remove"))
 	case sub == "reset" && len(pos) != 1:
-		return usageError(stderr, "overlays", overlaysUsage, errors.New("reset: give exactly one CLIENT"))
+		return usageError(stderr, "overlays", errors.New("reset: give exactly one CLIENT"))
 	case sub != "list" && (*asJSON || only != nil):
-		return usageError(stderr, "overlays", overlaysUsage, fmt.Errorf("--json and --client are for list; %s takes CLIENT or IDs as arguments", sub))
+		return usageError(stderr, "overlays", fmt.Errorf("--json and --client are for list; %s takes CLIENT or IDs as arguments", sub))
 	case sub == "list" && *force:
-		return usageError(stderr, "overlays", overlaysUsage, errors.New("--force is for rm and reset"))
+		return usageError(stderr, "overlays", errors.New("--force is for rm and reset"))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -149,7 +144,7 @@ func runOverlays(args []string, stdout, stderr io.Writer) int {
 	default: // reset
 		c, err := ovstore.ParseClient(pos[0])
 		if err != nil {
-			return usageError(stderr, "overlays", overlaysUsage, fmt.Errorf("reset %s: %w", pos[0], err))
+			return usageError(stderr, "overlays", fmt.Errorf("reset %s: %w", pos[0], err))
 		}
 		targets := filterOverlays(list, *export, &c)
 		if len(targets) == 0 {

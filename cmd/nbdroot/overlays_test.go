@@ -39,7 +39,7 @@ func TestOverlaysUsage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr := runCmd(tt.args...)
-			if code != tt.wantCode || stdout != "" || !strings.Contains(stderr, tt.wantErr) || !strings.Contains(stderr, "usage: nbdroot overlays") {
+			if code != tt.wantCode || stdout != "" || !strings.Contains(stderr, tt.wantErr) || !strings.HasSuffix(stderr, "\n'nbdroot overlays --help' lists the options\n") || strings.Count(stderr, "\n") != 2 {
 				t.Errorf("exit %d, stdout %q, stderr:\n%s\nwant exit %d and %q", code, stdout, stderr, tt.wantCode, tt.wantErr)
 			}
 		})

@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -71,8 +72,7 @@ options:
 `
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newCommandFlags("serve")
 	var o nbdserver.Options
 	var listen, unix, exports multiFlag
 	fs.Var(&listen, "listen", "TCP address to listen on, host:port (repeatable; default: the configuration file's, else :10809)")
@@ -85,13 +85,14 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.TLSKey, "tls-key", "", "server private key (PEM)")
 	fs.StringVar(&o.TLSClientCA, "tls-ca", "", "CA bundle (PEM) that client certificates must chain to; clients without one are refused")
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, fmt.Sprintf("bound on all connections (default %d)", nbdserver.DefaultMaxConnections))
-	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 0, fmt.Sprintf("time a client has to finish negotiating (default %v)", nbdserver.DefaultHandshakeTimeout))
-	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 0, fmt.Sprintf("on shutdown, how long to answer new requests with ESHUTDOWN before disconnecting (default %v; negative: disconnect once requests in flight are answered)", nbdserver.DefaultDrainTimeout))
+	durationVar(fs, &o.HandshakeTimeout, "handshake-timeout", false, fmt.Sprintf("time a client has to finish negotiating (default %v)", nbdserver.DefaultHandshakeTimeout))
+	durationVar(fs, &o.DrainTimeout, "drain-timeout", true, fmt.Sprintf("on shutdown, how long to answer new requests with ESHUTDOWN before disconnecting (default %v; negative: disconnect once requests in flight are answered)", nbdserver.DefaultDrainTimeout))
 	fs.IntVar(&o.MaxInFlight, "max-in-flight", 0, fmt.Sprintf("requests served at once per connection (default %d)", nbdserver.DefaultMaxInFlight))
 	fs.BoolVar(&o.NoList, "no-list", false, "refuse to list exports (NBD_OPT_LIST)")
 	fs.StringVar(&o.StateDir, "state-dir", nbdserver.DefaultStateDir, "state `DIR`: temporary cow overlays and the control socket of nbdroot overlays/status")
-	fs.DurationVar(&o.OverlayGrace, "overlay-grace", 0, fmt.Sprintf("keep a temporary cow overlay this long after its client's last connection closed (default %v)", nbdserver.DefaultOverlayGrace))
+	durationVar(fs, &o.OverlayGrace, "overlay-grace", false, fmt.Sprintf("keep a temporary cow overlay this long after its client's last connection closed (default %v)", nbdserver.DefaultOverlayGrace))
 	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics (/metrics) and the server status (/status) over HTTP at `ADDR:PORT`")
+	fs.BoolVar(&o.Strict, "strict", false, "refuse to start when an export's image is missing (default: log it, skip the export, serve the others, as nbd-server does)")
 	fs.StringVar(&o.User, "user", "", "switch to this user after listening")
 	fs.StringVar(&o.Group, "group", "", "switch to this group after listening")
 	var nb netboot.Config
@@ -111,27 +112,25 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&nb.BootURL, "boot-url", "", "base `URL` http://HOST:PORT of the scripts DHCP hands to iPXE (default: this server on --dhcp-interface, --http's port)")
 	fs.StringVar(&nb.Append, "boot-append", "", "kernel parameters added to every boot command line (e.g. console=ttyS0)")
 	fs.Var(&sources, "boot-source", "`EXPORT=PATH`: read the export's kernels from PATH, an image or directory, instead of its own image (a LUKS root; repeatable)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), serveUsage)
-		fs.PrintDefaults()
+	pos, code := parseCommand(fs, args, helpText(fs, serveUsage, true), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "nbdroot serve: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if len(pos) > 0 {
+		return usageError(stderr, "serve", fmt.Errorf("unexpected argument %q", pos[0]))
 	}
 	if len(exports) == 0 && o.ConfigFile == "" {
 		fmt.Fprintln(stderr, "nbdroot serve: nothing to serve: give --export NAME=PATH or -C CONFIG")
 		return 2
 	}
+	for _, l := range listen {
+		if err := checkListen(l); err != nil {
+			return usageError(stderr, "serve", fmt.Errorf("--listen %q: %w", l, err))
+		}
+	}
 	o.Listen, o.Unix, o.Exports, o.Log = listen, unix, exports, stderr
+	// systemd sets JOURNAL_STREAM when standard error goes to journald (systemd.exec(5)).
+	o.Journal = os.Getenv("JOURNAL_STREAM") != ""
 	nb.DHCPDNS = dns
 	for _, src := range sources {
 		name, p, ok := strings.Cut(src, "=")
@@ -145,7 +144,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		nb.Sources[name] = p
 	}
 	if nb.Enabled() {
-		nb.Log = log.New(stderr, "", 0)
+		nb.Log = log.New(stderr, "", nbdserver.LogFlags(o.Journal))
 		srv, err := netboot.New(nb)
 		if err != nil {
 			fmt.Fprintf(stderr, "nbdroot serve: %v\n", err)
@@ -177,4 +176,17 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// checkListen checks a --listen address before anything is opened, so the error names the
+// flag rather than coming from deep inside net.Listen.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want HOST:PORT (:PORT for every address, [::1]:PORT for IPv6)")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q must be a number from 0 to 65535 (0: a free port)", port)
+	}
+	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -48,24 +47,20 @@ func wantsServerStatus(args []string) bool {
 
 // runServerStatus implements `nbdroot status --server` and `nbdroot status --state-dir`.
 func runServerStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("nbdroot status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newCommandFlags("status")
 	server := fs.String("server", "", "")
 	stateDir := fs.String("state-dir", "", "")
 	asJSON := fs.Bool("json", false, "")
-	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, serverStatusUsage)
-		return 0
+	pos, code := parseCommand(fs, args, helpText(fs, serverStatusUsage, false), stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if err != nil {
-		return usageError(stderr, "status", serverStatusUsage, err)
-	}
+	var err error
 	switch {
 	case len(pos) > 0:
-		return usageError(stderr, "status", serverStatusUsage, fmt.Errorf("unexpected argument %q (a device is for this machine's status, without --server)", pos[0]))
+		return usageError(stderr, "status", fmt.Errorf("unexpected argument %q (a device is for this machine's status, without --server)", pos[0]))
 	case (*server == "") == (*stateDir == ""):
-		return usageError(stderr, "status", serverStatusUsage, errors.New("give either --server HOST:PORT or --state-dir DIR"))
+		return usageError(stderr, "status", errors.New("give either --server HOST:PORT or --state-dir DIR"))
 	}
 	var c *nbdserver.ControlClient
 	if *server != "" {

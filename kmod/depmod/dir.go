@@ -71,7 +71,13 @@ func OpenDir(path string) (*Dir, error) { return OpenWith(path, OpenOptions{}) }
 func OpenWith(path string, opts OpenOptions) (*Dir, error) {
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return nil, fmt.Errorf("modules directory: %w", err)
+		// EvalSymlinks names the component it stopped at (/usr/lib/modules for
+		// /lib/modules/X on a merged-/usr system), not the path the user gave.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("modules directory %s: %w", path, err)
 	}
 	d := &Dir{Path: real, KVer: filepath.Base(real), files: map[string]string{},
 		builtin: map[string]bool{}, infos: map[string]*Modinfo{}, data: map[string][]byte{},
