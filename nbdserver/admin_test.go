@@ -225,7 +225,8 @@ func TestProcessControlAndMetrics(t *testing.T) {
 	var metricsAddr string
 	waitFor(t, "the metrics line", func() bool {
 		for _, line := range strings.Split(p.stderr.String(), "\n") {
-			if a, ok := strings.CutPrefix(line, "metrics on http://"); ok {
+			// After the time stamp.
+			if _, a, ok := strings.Cut(line, " metrics on http://"); ok {
 				metricsAddr = strings.TrimSuffix(a, "/metrics")
 				return true
 			}

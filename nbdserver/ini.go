@@ -36,6 +36,8 @@ type ServerFile struct {
 	// MaxConnections bounds all connections (0: no bound given).
 	MaxConnections int
 	Exports        []Export
+	// LogFile is where the log goes instead of standard error (logfile).
+	LogFile string
 	// Warnings lists settings that were accepted but have no effect here, for the log.
 	Warnings []string
 }
@@ -329,7 +331,9 @@ func (sf *ServerFile) generic(k iniKey, includeDir *string) error {
 		if on, err = iniBool(k); err == nil && on {
 			return errors.New("oldstyle: the oldstyle handshake is not supported (nor by nbd-server since 3.10)")
 		}
-	case "max_threads", "splice", "tlsprio", "logfile", "pidfile":
+	case "logfile":
+		sf.LogFile = k.val
+	case "max_threads", "splice", "tlsprio", "pidfile":
 		sf.Warnings = append(sf.Warnings, fmt.Sprintf("[generic] %s is ignored (%s)", k.key, genericIgnored[k.key]))
 	default:
 		sf.Warnings = append(sf.Warnings, fmt.Sprintf("[generic] unknown option %s ignored", k.key))
@@ -341,7 +345,6 @@ var genericIgnored = map[string]string{
 	"max_threads": "workers are sized per connection",
 	"splice":      "reads are served from the page cache without it",
 	"tlsprio":     "GnuTLS priority strings do not apply; TLS 1.2 or later is required",
-	"logfile":     "logs go to standard error",
 	"pidfile":     "use the systemd unit or your supervisor",
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -50,6 +49,12 @@ type Options struct {
 	// the "listening on ADDR" line for each listener.
 	Log io.Writer
 
+	// Strict refuses to start (or to reload) when an export's image is missing, instead of
+	// logging it and serving the others.
+	Strict bool
+	// Journal says journald reads Log, which stamps each line: no time is added.
+	Journal bool
+
 	// Companion, when set, serves beside the NBD server and follows its configuration
 	// (netboot's HTTP, TFTP and DHCP servers).
 	Companion Companion
@@ -77,6 +82,8 @@ type Plan struct {
 	Unix        []string
 	User, Group string
 	Warnings    []string
+	// LogFile is the configuration file's logfile: the log goes there instead of Options.Log.
+	LogFile string
 }
 
 // Load builds the Plan from the configuration file (if any) and the flags.
@@ -93,6 +100,7 @@ func (o *Options) Load() (*Plan, error) {
 		p.Config.DenyList = !sf.AllowList
 		p.Config.MaxConnections = sf.MaxConnections
 		p.User, p.Group = sf.User, sf.Group
+		p.LogFile = sf.LogFile
 		if sf.UnixSocket != "" {
 			p.Unix = append(p.Unix, sf.UnixSocket)
 		}
@@ -275,13 +283,24 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	if logw == nil {
 		logw = io.Discard
 	}
-	logger := log.New(logw, "", 0)
 	plan, err := o.Load()
 	if err != nil {
 		return err
 	}
+	logger, closeLog, err := plan.openLog(o)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	for _, w := range plan.Warnings {
 		logger.Printf("warning: %s", w)
+	}
+	skipped, err := plan.skipBroken(o.Strict)
+	if err != nil {
+		return err
+	}
+	for _, err := range skipped {
+		logger.Printf("%v: skipped, serving the others (--strict refuses to start)", err)
 	}
 	lns, err := plan.Listen()
 	if err != nil {
@@ -355,6 +374,9 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	for _, ln := range lns {
 		// The harness and users wait for this exact line; the address has the real port.
 		fmt.Fprintf(logw, "listening on %s\n", ln.Addr())
+		if plan.LogFile != "" {
+			logger.Printf("listening on %s", ln.Addr())
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -376,7 +398,14 @@ loop:
 			break loop
 		case <-reload:
 			np, err := o.Load()
+			var skipped []error
 			if err == nil {
+				skipped, err = np.skipBroken(o.Strict)
+			}
+			if err == nil {
+				for _, err := range skipped {
+					logger.Printf("%v: skipped, serving the others", err)
+				}
 				ncfg := np.Config
 				ncfg.Logger = logger
 				err = srv.Reload(ncfg)

@@ -1,0 +1,74 @@
+package nbdserver
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+)
+
+// LogFlags are the log.Logger flags of the server log: a date and time on every line, as
+// nbd-server's own log has, unless journald is the reader (JOURNAL_STREAM is set, see
+// systemd.exec(5)): it stamps every line itself, and a second time would be noise.
+func LogFlags(journal bool) int {
+	if journal {
+		return 0
+	}
+	return log.LstdFlags
+}
+
+// openLog returns the server's logger: the configuration file's logfile (nbd-server(5)
+// logfile, appended to, always with times) when it names one, else o.Log. The file, if any,
+// is closed by the returned function.
+func (p *Plan) openLog(o Options) (*log.Logger, func(), error) {
+	w := o.Log
+	if w == nil {
+		w = io.Discard
+	}
+	if p.LogFile == "" {
+		return log.New(w, "", LogFlags(o.Journal)), func() {}, nil
+	}
+	f, err := os.OpenFile(p.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("logfile: %w", err)
+	}
+	return log.New(f, "", LogFlags(false)), func() { f.Close() }, nil
+}
+
+// SkippedError says an export was left out because its image cannot be opened.
+type SkippedError struct {
+	Export string
+	Err    error
+}
+
+func (e *SkippedError) Error() string {
+	return fmt.Sprintf("export %q: %v", e.Export, e.Err)
+}
+
+func (e *SkippedError) Unwrap() error { return e.Err }
+
+// skipBroken leaves out the exports whose image is missing or cannot be looked at, as
+// nbd-server does: one broken export must not take the others down. It returns them, each
+// a *SkippedError. With strict, the first one is an error instead, and so is a
+// configuration with no export left.
+func (p *Plan) skipBroken(strict bool) ([]error, error) {
+	var skipped []error
+	kept := p.Config.Exports[:0:0]
+	for _, e := range p.Config.Exports {
+		if _, err := os.Stat(e.Path); err != nil && !(errors.Is(err, os.ErrNotExist) && e.CreateSize > 0) {
+			serr := &SkippedError{e.Name, fmt.Errorf("image: %w", err)}
+			if strict {
+				return nil, fmt.Errorf("%w (--strict)", serr)
+			}
+			skipped = append(skipped, serr)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	if len(kept) == 0 && len(skipped) > 0 {
+		return nil, fmt.Errorf("no export can be served: %w", errors.Join(skipped...))
+	}
+	p.Config.Exports = kept
+	return skipped, nil
+}
