@@ -102,6 +102,11 @@ type Export struct {
 	// CreateSize creates a missing image as a sparse file of this many bytes (nbd-server
 	// "filesize"); an existing image must have exactly this size. 0: the image must exist.
 	CreateSize int64
+	// Temporary serves a fresh image of CreateSize bytes that nothing outlives (nbd-server
+	// "temporary"): Path is the template, whose directory and name the file gets. Run
+	// creates the file and points Path at it; a Server given such an export directly
+	// refuses it.
+	Temporary bool
 }
 
 // DefaultExport is the export clients asking for the empty name get: the one marked
@@ -199,6 +204,9 @@ func (c *Config) Validate() error {
 		}
 		if !filepath.IsAbs(e.Path) {
 			return &ConfigError{where, fmt.Errorf("path %q is not absolute", e.Path)}
+		}
+		if e.Temporary && e.CreateSize <= 0 {
+			return &ConfigError{where, errors.New("temporary needs filesize, the size of the image to create")}
 		}
 		if e.CowPersistent && e.CowDir == "" {
 			return &ConfigError{where, errors.New("persistent overlays need a cowdir")}

@@ -116,6 +116,10 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 	var def *export
 	for i := range cfgs {
 		cfg := cfgs[i]
+		if cfg.Temporary && !isTemporaryImage(cfg.Path) {
+			undo()
+			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), errors.New("temporary: the image is made by Run (nbdroot serve)")}
+		}
 		st, err := statOrCreate(&cfg)
 		if err != nil {
 			undo()

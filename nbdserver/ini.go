@@ -428,7 +428,9 @@ func exportFromINI(s iniSection, readFile func(string) ([]byte, error)) (Export,
 			if n, err = iniInt(k); err == nil {
 				e.CreateSize = int64(n)
 			}
-		case "multifile", "treefiles", "temporary", "sdp", "waitfile", "prerun", "postrun":
+		case "temporary":
+			e.Temporary, err = iniBool(k)
+		case "multifile", "treefiles", "sdp", "waitfile", "prerun", "postrun":
 			if k.key == "prerun" || k.key == "postrun" || k.key == "waitfile" {
 				if strings.TrimSpace(k.val) == "" {
 					continue

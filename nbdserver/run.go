@@ -295,6 +295,11 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	for _, w := range plan.Warnings {
 		logger.Printf("warning: %s", w)
 	}
+	var temps temporaryImages
+	defer temps.Close()
+	if err := temps.apply(plan.Config.Exports); err != nil {
+		return err
+	}
 	skipped, err := plan.skipBroken(o.Strict)
 	if err != nil {
 		return err
@@ -399,6 +404,9 @@ loop:
 		case <-reload:
 			np, err := o.Load()
 			var skipped []error
+			if err == nil {
+				err = temps.apply(np.Config.Exports)
+			}
 			if err == nil {
 				skipped, err = np.skipBroken(o.Strict)
 			}
