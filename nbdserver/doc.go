@@ -8,8 +8,9 @@
 //   - acknowledge a FLUSH (or a FUA write) before the data it covers is on stable storage;
 //   - let two clients write one image unless the export says "shared";
 //   - write to the image of a copy-on-write export (it is opened read-only);
-//   - trust a length from the wire without a bound (options 64 KiB, payloads 32 MiB,
-//     payload bytes in flight per connection 64 MiB);
+//   - trust a length from the wire without a bound (options 64 KiB, buffered payloads 32 MiB,
+//     payload bytes in flight per connection 64 MiB; longer READs and WRITEs are streamed
+//     through one 4 MiB buffer, see huge.go);
 //   - crash or hang on bad input: a malformed request closes that connection, with a log line.
 //
 // In-process use (the QEMU tests do this):
