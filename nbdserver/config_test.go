@@ -3,6 +3,7 @@ package nbdserver
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,9 @@ func TestParseExport(t *testing.T) {
 		{spec: "r=/img,allow=foo", wantErr: "network"},
 		{spec: "r=/img,maxconn=-1", wantErr: "negative"},
 		{spec: "r=/img,maxconn=x", wantErr: "invalid syntax"},
+		{spec: "r=/img,timeout=30", want: Export{Name: "r", Path: "/img", IdleTimeout: 30 * time.Second}},
 		{spec: "r=/img,timeout=soon", wantErr: "duration"},
+		{spec: "r=/img,timeout=-5", wantErr: "negative"},
 		{spec: "r=/img,,ro", wantErr: "empty option"},
 		{spec: "r\x00=/img", wantErr: "NUL"},
 	}
@@ -142,6 +145,27 @@ func FuzzParseExport(f *testing.F) {
 		}
 		if e.Path == "" || e.MaxConnections < 0 || e.IdleTimeout < 0 {
 			t.Fatalf("accepted %+v", e)
+		}
+	})
+}
+
+// ParseDuration takes what every duration option takes: Go durations and bare seconds.
+func FuzzParseDuration(f *testing.F) {
+	for _, s := range []string{"5", "-1", "30s", "2m", "1m30s", "1.5s", "", "x", "99999999999999", "+3", "0x10"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseDuration(s)
+		if err != nil {
+			return
+		}
+		if n, ierr := strconv.ParseInt(s, 10, 64); ierr == nil && d != time.Duration(n)*time.Second {
+			t.Fatalf("%q: %v, want %d seconds", s, d, n)
+		}
+		if _, gerr := time.ParseDuration(s); gerr != nil {
+			if _, ierr := strconv.ParseInt(s, 10, 64); ierr != nil {
+				t.Fatalf("%q accepted as %v, neither a Go duration nor seconds", s, d)
+			}
 		}
 	})
 }
