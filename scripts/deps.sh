@@ -3,7 +3,7 @@
 # fetches the test kernel (Debian linux-image-amd64) into the cache. Idempotent: a second run
 # does nothing but check.
 #
-#   scripts/deps.sh [packages|kernel|all]      (default: all)
+#   scripts/deps.sh [packages|kernel|nbdtests|all]      (default: all)
 #
 # Environment: NBDROOT_CACHE (default ~/.cache/nbdroot).
 set -euo pipefail
@@ -39,6 +39,7 @@ declare -A need=(
   [depmod]=kmod
   [lvm]=lvm2
   [dnsmasq]=dnsmasq-base
+  [curl]=curl
 )
 
 packages() {
@@ -85,9 +86,30 @@ kernel() {
   echo "deps: kernel $ver in $dir" >&2
 }
 
+# The nbd project's protocol suite (tests/run: nbd-tester-client, its traces and certificates)
+# for TestNBDSuite, built from Debian's pinned upstream tarball of nbd into
+# $cache/nbd-tests by scripts/nbd-tests.sh. Rebuilt only when the pinned version changes.
+nbd_version=3.26.1
+nbd_sha256=f0cf509fa5b20b1a07f7904eb637e9b47d3e30b6ed6f00075af5d8b701c78fef
+nbdtests() {
+  local out=$cache/nbd-tests
+  [[ -x $out/nbd-tester-client && $(cat "$out/.version" 2>/dev/null) == "$nbd_version" ]] && return 0
+  local tmp
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  local tarball=nbd_${nbd_version}.orig.tar.xz
+  echo "deps: nbd $nbd_version's test suite into $out" >&2
+  curl -fsS --retry 3 -o "$tmp/$tarball" "http://deb.debian.org/debian/pool/main/n/nbd/$tarball"
+  echo "$nbd_sha256  $tmp/$tarball" | sha256sum -c --quiet -
+  tar xJf "$tmp/$tarball" -C "$tmp"
+  NBDROOT_CACHE=$cache "$(dirname "$0")/nbd-tests.sh" "$tmp/nbd-$nbd_version"
+  echo "$nbd_version" >"$out/.version"
+}
+
 case $what in
   packages) packages ;;
   kernel) kernel ;;
-  all) packages; kernel ;;
-  *) echo "usage: $0 [packages|kernel|all]" >&2; exit 2 ;;
+  nbdtests) nbdtests ;;
+  all) packages; kernel; nbdtests ;;
+  *) echo "usage: $0 [packages|kernel|nbdtests|all]" >&2; exit 2 ;;
 esac

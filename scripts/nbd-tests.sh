@@ -5,10 +5,10 @@
 #
 #   scripts/nbd-tests.sh NBD_SOURCE_DIR
 #
-# NBD_SOURCE_DIR is a checkout or release tree of NetworkBlockDevice/nbd (3.24 or later).
-# Debian's archive here serves binary packages only (apt-get source finds no tarball), so
-# the source cannot be fetched by this script: give it. Only the tester is compiled — no
-# configure run: it needs GLib and GnuTLS and nothing of the server.
+# NBD_SOURCE_DIR is a release tree of NetworkBlockDevice/nbd (3.26.1: scripts/deps.sh
+# nbdtests fetches Debian's pinned upstream tarball and calls this). Only the tester is
+# compiled, with no configure run: it needs GLib and GnuTLS and nothing of the server; the
+# few answers configure would give are written below (x86_64/arm64 LP64 type sizes).
 set -euo pipefail
 
 src=${1:?usage: $0 NBD_SOURCE_DIR}
@@ -35,6 +35,10 @@ cat >"$tmp/config.h" <<'H'
 #define HAVE_MKSTEMP 1
 #define HAVE_FDATASYNC 1
 #define NBD_LFS 1
+#define SIZEOF_UNSIGNED_SHORT_INT 2
+#define SIZEOF_UNSIGNED_INT 4
+#define SIZEOF_UNSIGNED_LONG_INT 8
+#define SIZEOF_UNSIGNED_LONG_LONG_INT 8
 H
 # shellcheck disable=SC2046
 gcc -O2 -o "$tmp/nbd-tester-client" -I"$tmp" -I"$src" -I"$src/tests/run" \
