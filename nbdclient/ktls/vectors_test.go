@@ -138,9 +138,9 @@ func TestCryptoInfo(t *testing.T) {
 	}
 	// struct tls12_crypto_info_aes_gcm_128: 2+2+8+16+4+8.
 	want := append([]byte{0x04, 0x03, 51, 0}, unhex("ee08579033e523d9")...) // iv: IV[4:]
-	want = append(want, unhex("17422dda596ed5d9acd890e3c63f5051")...)     // key
-	want = append(want, unhex("5b78923d")...)                             // salt: IV[:4]
-	want = append(want, 1, 2, 3, 4, 5, 6, 7, 8)                           // rec_seq
+	want = append(want, unhex("17422dda596ed5d9acd890e3c63f5051")...)       // key
+	want = append(want, unhex("5b78923d")...)                               // salt: IV[:4]
+	want = append(want, 1, 2, 3, 4, 5, 6, 7, 8)                             // rec_seq
 	if !bytes.Equal(b, want) {
 		t.Errorf("AES-128-GCM crypto_info:\n got %x\nwant %x", b, want)
 	}
