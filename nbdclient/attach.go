@@ -85,9 +85,10 @@ type Request struct {
 	// Keeper says how to start the keeper process (the running binary, re-executed).
 	Keeper KeeperStart
 
-	// TLS secures the connections (STARTTLS, then kernel TLS: issue 15); it is carried into
-	// the keeper's target as is. Until then Attach refuses a request with it rather than
-	// connect in the clear.
+	// TLS secures the connections: NBD_OPT_STARTTLS, then kernel TLS, or relays in the
+	// keeper where the kernel cannot (which then always starts, like Keep: it is on the
+	// data path). It is carried into the keeper's target, whose reconnects negotiate TLS
+	// again. nil: plain TCP.
 	TLS *TLSSettings
 	// Identity is this client's identity for the server (CONTRACTS.md: 1-64 of
 	// [A-Za-z0-9._:-], by default a MAC address; see MACIdentity), sent in
@@ -107,7 +108,7 @@ type Request struct {
 	// the interface fallback, names that do not resolve for the keeper.
 	Log func(msg string)
 
-	// Dial negotiates one connection (nil: Dial); tests pass fakes.
+	// Dial negotiates one connection (nil: a Dialer with TLS); tests pass fakes.
 	Dial DialFunc
 	// Kernel opens the netlink family (nil: OpenKernel); tests pass fakes.
 	Kernel func() (Connector, error)
@@ -131,6 +132,9 @@ type Attached struct {
 	BlockSize uint32
 	Sockets   int
 	Interface Interface
+	// TLS says how the connections are secured ("" without TLS): kernel TLS, or relayed
+	// by the keeper and why.
+	TLS string
 	// Target is what the device's keeper keeps connected (servers resolved to addresses
 	// when a keeper was asked for).
 	Target KeeperTarget
@@ -179,10 +183,11 @@ func (a *Attached) MarshalJSON() ([]byte, error) {
 		Interface Interface `json:"interface"`
 		Identity  string    `json:"identity,omitempty"`
 		Overlay   string    `json:"overlay,omitempty"`
+		TLS       string    `json:"tls,omitempty"`
 		KeeperPid int       `json:"keeper_pid,omitempty"`
 		Warnings  []string  `json:"warnings,omitempty"`
 	}{a.Device, a.Index, a.Server, a.Export, a.Info.Size, flags, a.BlockSize, a.Sockets, a.Interface,
-		a.Target.Identity, a.overlayJSON(), a.KeeperPid, a.Warnings})
+		a.Target.Identity, a.overlayJSON(), a.TLS, a.KeeperPid, a.Warnings})
 }
 
 // overlayJSON is the overlay for `nbdroot attach --json`: its ID, "" without one.
@@ -216,9 +221,6 @@ func (e *KeeperError) Unwrap() error { return e.Err }
 // launch: that is a *KeeperError next to the attached device.
 func Attach(ctx context.Context, r Request) (*Attached, error) {
 	r.setDefaults()
-	if r.TLS != nil {
-		return nil, fmt.Errorf("TLS: %w: nbdroot does not hand TLS connections to the kernel yet", errors.ErrUnsupported)
-	}
 	if r.Identity != "" {
 		if err := nbd.ValidateIdentity(r.Identity); err != nil {
 			return nil, fmt.Errorf("client identity: %w", err)
@@ -234,7 +236,7 @@ func Attach(ctx context.Context, r Request) (*Attached, error) {
 		rounds = 0
 	}
 	spec := linkSpec{dial: r.Dial, export: r.Export, connections: r.Connections,
-		dialTimeout: r.DialTimeout, blockSize: r.BlockSize, client: r.client(), note: r.Log}
+		dialTimeout: r.DialTimeout, blockSize: r.BlockSize, client: r.client(), tls: r.TLS, note: r.Log}
 	if !r.Overlay.IsZero() {
 		spec.expect = &r.Overlay
 	}
@@ -259,8 +261,8 @@ func Attach(ctx context.Context, r Request) (*Attached, error) {
 		}
 		return nil, err
 	}
-	if !r.Keep || a.Interface == InterfaceIoctl {
-		return a, nil
+	if !r.Keep || a.KeeperPid != 0 {
+		return a, nil // no keeper asked for, or it attached the device itself (ioctl, relays)
 	}
 	// The device may have a dead link before the keeper is ready: the keeper reads from it
 	// once at its start, so that such a link is repaired too.
@@ -282,7 +284,7 @@ func (r *Request) client() *nbd.ClientOption {
 
 func (r *Request) setDefaults() {
 	if r.Dial == nil {
-		r.Dial = Dial
+		r.Dial = NewDialer(r.TLS).Dial
 	}
 	if r.Kernel == nil {
 		r.Kernel = func() (Connector, error) { return OpenKernel() }
@@ -337,10 +339,19 @@ func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
 		Timeout: r.Timeout, DeadConnTimeout: r.DeadConnTimeout, BackendID: backend,
 		MaxRequest: l.info.MaxBlock, ReadAheadKB: r.ReadAheadKB}
 	a := &Attached{Server: l.addr, Export: r.Export, Info: l.info, BlockSize: l.bs, Sockets: len(l.files),
-		Interface: InterfaceNetlink}
-	a.Target = KeeperTarget{Servers: r.keeperServers(ctx, l.addr), Export: r.Export, Size: l.info.Size,
+		Interface: InterfaceNetlink, TLS: l.tls}
+	servers, names := r.keeperServers(ctx, l.addr)
+	a.Target = KeeperTarget{Servers: servers, Export: r.Export, Size: l.info.Size,
 		Flags: l.info.Flags, BlockSize: l.bs, Connections: len(l.files), DeadConnTimeout: r.DeadConnTimeout,
 		BackendID: backend, Identity: r.Identity, Overlay: l.info.Overlay, TLS: r.TLS}
+	if r.TLS != nil && len(names) > 0 {
+		t := *r.TLS
+		t.Names = names
+		a.Target.TLS = &t
+	}
+	if l.relays != nil {
+		return r.attachRelayed(l, dev, a)
+	}
 
 	if r.Interface != InterfaceIoctl {
 		k, err := r.Kernel()
@@ -392,23 +403,82 @@ func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
 	return a, nil
 }
 
+// attachRelayed hands a link with relayed TLS connections to a keeper that starts their
+// relays and then attaches the device itself (netlink, or the ioctl interface): the
+// kernel's first request (the partition scan) already needs a relay on the other end.
+func (r *Request) attachRelayed(l *link, dev Device, a *Attached) (*Attached, error) {
+	fail := func(step Step, err error) (*Attached, error) {
+		return nil, &AttachError{Step: step, Server: l.addr, Size: l.info.Size, Err: err}
+	}
+	spec := KeeperSpec{Target: a.Target, Relays: l.relays}
+	legacy := r.Interface == InterfaceIoctl
+	if !legacy {
+		k, err := r.Kernel()
+		switch {
+		case errors.Is(err, ErrNoFamily) && r.Interface == InterfaceAuto:
+			r.Log(fmt.Sprintf("%v; using the ioctl interface", err))
+			legacy = true
+		case err != nil:
+			return fail(StepKernel, err)
+		default:
+			k.Close()
+		}
+	}
+	if legacy {
+		dev.DeadConnTimeout, spec.Target.DeadConnTimeout = 0, 0
+		if dev.Index < 0 {
+			idx, err := FreeDevice(r.SysDir)
+			if err != nil {
+				return fail(StepKernel, err)
+			}
+			dev.Index = idx
+		}
+		spec.Target.Index = dev.Index
+		spec.Legacy, a.Interface = &dev, InterfaceIoctl
+	} else {
+		spec.Netlink = &dev
+	}
+	start := r.Keeper
+	start.Socks = l.files
+	proc, err := r.Launch(spec, start)
+	if err != nil {
+		return fail(StepKernel, err)
+	}
+	pid, idx, err := proc.Ready()
+	if err != nil {
+		return fail(StepKernel, err)
+	}
+	a.Target = spec.Target
+	a.Index, a.Target.Index, a.KeeperPid = idx, idx, pid
+	a.Device = "/dev/nbd" + strconv.Itoa(idx)
+	return a, nil
+}
+
 // keeperServers lists the servers a keeper reconnects to: the one in use first, then the
 // others in failover order. With a keeper, names are resolved now: the keeper runs after
-// switch_root, with no files of the initramfs left (no resolv.conf, no hosts file).
-func (r *Request) keeperServers(ctx context.Context, used string) []string {
-	servers := []string{used}
+// switch_root, with no files of the initramfs left (no resolv.conf, no hosts file). names
+// maps each address resolved to the name it came from, which a server's TLS certificate
+// carries.
+func (r *Request) keeperServers(ctx context.Context, used string) (servers []string, names map[string]string) {
+	servers = []string{used}
 	for _, s := range r.Servers {
 		if s != used {
 			servers = append(servers, s)
 		}
 	}
-	if !r.Keep {
-		return servers
+	if !r.Keep && r.TLS == nil {
+		return servers, nil
 	}
 	for i, s := range servers {
 		servers[i] = r.resolve(ctx, s)
+		if host, _, err := net.SplitHostPort(s); err == nil && servers[i] != s {
+			if names == nil {
+				names = map[string]string{}
+			}
+			names[servers[i]] = host
+		}
 	}
-	return servers
+	return servers, names
 }
 
 // resolve turns host:port into ip:port. A name that does not resolve is kept: the keeper

@@ -339,7 +339,10 @@ func TestAttachFailures(t *testing.T) {
 			kernel: errors.New("NBD_CMD_CONNECT: /dev/nbd3 is already connected"), step: StepKernel, want: "already connected"},
 		{name: "netlink asked, no family", req: Request{Servers: []string{"10.0.0.1:10809"}, Interface: InterfaceNetlink}, up: true,
 			family: ErrNoFamily, step: StepKernel, want: "generic netlink family"},
-		{name: "TLS", req: Request{Servers: []string{"10.0.0.1:10809"}, TLS: &TLSSettings{ServerName: "nbd.lab"}}, up: true, want: "TLS"},
+		// Whatever the dial function does, a connection without TLS is refused when TLS is
+		// required: never a silent clear-text attach.
+		{name: "TLS required, plain connection", req: Request{Servers: []string{"10.0.0.1:10809"}, TLS: &TLSSettings{ServerName: "nbd.lab"}},
+			up: true, step: StepConnect, want: "TLS: the server does not do TLS: the connection is not encrypted and TLS is required"},
 		{name: "no server", req: Request{}, want: "no server"},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdclient/ktls"
 )
 
 // This file holds the two halves every attach and every reconnect share: negotiate (dial,
@@ -73,6 +74,12 @@ type link struct {
 	info  nbd.ExportInfo
 	// bs is the logical block size for the device.
 	bs uint32
+	// relays has, for each file of a relayed TLS connection, the record layer a relay
+	// continues (the file is then the TCP socket, for the relay, never for the kernel);
+	// nil entries go to the kernel as they are. nil when no connection is relayed.
+	relays []*ktls.State
+	// tls says how the connections are secured ("" without TLS).
+	tls string
 }
 
 // close closes the link's sockets: the kernel holds its own references once it took them.
@@ -98,7 +105,10 @@ type linkSpec struct {
 	// device is the device a reconnect repairs: the export must still fit it. nil for a
 	// new attach.
 	device *KeeperTarget
-	note   func(string)
+	// tls is the attach's TLS: a connection that ends up without TLS when it is required
+	// is refused here too, whatever the dial function did.
+	tls  *TLSSettings
+	note func(string)
 }
 
 // negotiate is the first half of every attach and reconnect, the same for both: dial addr
@@ -122,6 +132,14 @@ func negotiate(ctx context.Context, s linkSpec, addr string) (*link, error) {
 		l.close()
 		return nil, &AttachError{Step: step, Server: addr, Size: l.info.Size, Err: err}
 	}
+	if s.tls != nil {
+		for _, c := range conns {
+			if s.tls.required() && !c.TLS.Secured() {
+				return fail(StepConnect, &DialError{Server: addr, Export: s.export, Err: &TLSError{Err: fmt.Errorf("%w: the connection is not encrypted and TLS is required", ErrTLSRefused)}})
+			}
+		}
+		l.tls = describeTLS(conns)
+	}
 	want := s.blockSize
 	if s.device != nil {
 		if err := compatible(*s.device, l.info); err != nil {
@@ -139,6 +157,14 @@ func negotiate(ctx context.Context, s linkSpec, addr string) (*link, error) {
 	}
 	if l.files, err = SocketFiles(conns); err != nil {
 		return fail(StepSockets, err)
+	}
+	for i, c := range conns {
+		if c.TLS != nil && c.TLS.Relay != nil {
+			if l.relays == nil {
+				l.relays = make([]*ktls.State, len(conns))
+			}
+			l.relays[i] = c.TLS.Relay
+		}
 	}
 	return l, nil
 }

@@ -19,6 +19,8 @@ import (
 type Conn struct {
 	*net.TCPConn
 	Info nbd.ExportInfo
+	// TLS is how the connection is secured; nil for plain TCP.
+	TLS *TLSState
 }
 
 // DialError says which server, port and export a connection attempt was for, and why it
@@ -56,19 +58,39 @@ const (
 	userTimeout = 30 * time.Second
 )
 
+// Dialer negotiates connections, the same way for an attach and for the keeper's
+// reconnects: TLS (when TLS is set), then the client identity and the export.
+type Dialer struct {
+	// TLS secures every connection; nil for plain TCP.
+	TLS *TLSSettings
+	// kernel remembers a kernel that refused kernel TLS.
+	kernel *kernelTLS
+}
+
+// NewDialer returns a Dialer for the TLS settings s (nil: plain TCP).
+func NewDialer(s *TLSSettings) *Dialer { return &Dialer{TLS: s, kernel: &kernelTLS{}} }
+
+// Dial connects to the NBD server at addr (host:port) in plain TCP, negotiates o and
+// returns the connection ready for the kernel (see Dialer.Dial).
+func Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
+	return NewDialer(nil).Dial(ctx, addr, o)
+}
+
 // Dial connects to the NBD server at addr (host:port), negotiates o (the export, and the
-// client's identity when o.Client is set) and returns the connection ready for the kernel. The context bounds connection and negotiation together.
+// client's identity when o.Client is set) and returns the connection ready for the
+// kernel: with TLS, its records are the kernel's (kernel TLS), or Conn.TLS.Relay says that
+// a relay must carry them. The context bounds connection and negotiation together.
 // Sockets get TCP_NODELAY (requests are small and latency-bound), keepalive and a user
 // timeout (a dead peer is noticed even when the filesystem is idle).
 //
 // Every error is a *DialError naming the server, port and export.
-func Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
+func (d *Dialer) Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
 	fail := func(err error) error { return &DialError{Server: addr, Export: o.Export, Err: err} }
-	d := net.Dialer{
+	nd := net.Dialer{
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepIdle, Interval: keepInterval, Count: keepCount},
 		Control:         setUserTimeout,
 	}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fail(explainDial(err))
 	}
@@ -82,7 +104,7 @@ func Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
 	}
 	// A cancelled context interrupts a server that stalls mid-handshake.
 	stop := context.AfterFunc(ctx, func() { tc.SetDeadline(time.Unix(1, 0)) })
-	info, err := Handshake(tc, o)
+	info, sec, err := d.handshake(ctx, tc, addr, o)
 	stopped := stop()
 	if err != nil {
 		tc.Close()
@@ -92,12 +114,71 @@ func Dial(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
 		err = explainHandshake(err)
 		var oe *nbd.OptionError
 		if errors.As(err, &oe) && oe.Type == nbd.RepErrUnknown {
-			err = withExportList(ctx, addr, err)
+			err = d.withExportList(ctx, addr, err)
 		}
 		return nil, fail(err)
 	}
 	tc.SetDeadline(time.Time{})
-	return &Conn{TCPConn: tc, Info: *info}, nil
+	return &Conn{TCPConn: tc, Info: *info, TLS: sec}, nil
+}
+
+// handshake negotiates o on tc: the greeting, NBD_OPT_STARTTLS and the TLS handshake when
+// d.TLS asks for them, then (over TLS) the client identity and the export, and the
+// hand-off of the records. The TLS state is nil for plain TCP.
+func (d *Dialer) handshake(ctx context.Context, tc *net.TCPConn, addr string, o DialOptions) (*nbd.ExportInfo, *TLSState, error) {
+	fixed, noZeroes, err := greet(tc)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d.TLS == nil {
+		info, err := haggle(tc, o, fixed, noZeroes)
+		return info, nil, err
+	}
+	sess, refused, err := d.secure(ctx, tc, addr, fixed)
+	if err != nil {
+		return nil, nil, err
+	}
+	if sess == nil {
+		info, err := haggle(tc, o, fixed, noZeroes)
+		return info, &TLSState{Refused: refused}, err
+	}
+	info, err := haggle(sess.conn, o, fixed, noZeroes)
+	if isRemoteTLS(err) {
+		return nil, nil, remoteTLSError(err)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := d.handOff(tc, sess)
+	return info, st, err
+}
+
+// secure upgrades tc to TLS after the greeting: NBD_OPT_STARTTLS, then the handshake. A
+// refusal is an error when TLS is required; otherwise secure returns no session and the
+// refusal, and the negotiation goes on in clear text.
+func (d *Dialer) secure(ctx context.Context, tc *net.TCPConn, addr string, fixed bool) (*tlsSession, string, error) {
+	refused := "the server is not fixed newstyle, which TLS needs"
+	if fixed {
+		var err error
+		if refused, err = askStartTLS(tc); err != nil {
+			return nil, "", err
+		}
+	}
+	if refused != "" {
+		if d.TLS.required() {
+			return nil, "", &TLSError{Err: fmt.Errorf("%w: %s; TLS is required (nbdroot.tls=require), and nbdroot never goes on in clear text", ErrTLSRefused, refused)}
+		}
+		return nil, refused, nil
+	}
+	sess, err := handshakeTLS(ctx, tc, d.TLS, addr)
+	if err != nil {
+		var te *TLSError
+		if !errors.As(err, &te) {
+			err = &TLSError{Err: err}
+		}
+		return nil, "", err
+	}
+	return sess, "", nil
 }
 
 // explainDial turns the common connect failures into words a person booting a thin client
@@ -118,13 +199,16 @@ func explainDial(err error) error {
 func explainHandshake(err error) error {
 	var oe *nbd.OptionError
 	var me *nbd.MagicError
+	var te *TLSError
 	switch {
+	case errors.As(err, &te):
+		return err // says what happened already
 	case errors.As(err, &oe):
 		switch oe.Type {
 		case nbd.RepErrPolicy:
 			return fmt.Errorf("%w (the server's access policy refuses this client: check its allow list)", err)
 		case nbd.RepErrTLSReqd:
-			return fmt.Errorf("%w (the export requires TLS, which nbdroot does not hand to the kernel)", err)
+			return fmt.Errorf("%w (the server requires TLS: nbdroot.tls=require with the image's CA, or nbdroot attach --tls-ca)", err)
 		case nbd.RepErrBlockSizeReqd:
 			return fmt.Errorf("%w (the server insists on block size constraints)", err)
 		}
@@ -141,10 +225,10 @@ func explainHandshake(err error) error {
 }
 
 // withExportList adds the server's export names to an "unknown export" error, on a second
-// connection; the original error stands alone when listing fails.
-func withExportList(ctx context.Context, addr string, err error) error {
-	var d net.Dialer
-	c, derr := d.DialContext(ctx, "tcp", addr)
+// connection (secured like the first); the original error stands alone when listing fails.
+func (d *Dialer) withExportList(ctx context.Context, addr string, err error) error {
+	var nd net.Dialer
+	c, derr := nd.DialContext(ctx, "tcp", addr)
 	if derr != nil {
 		return err
 	}
@@ -154,7 +238,7 @@ func withExportList(ctx context.Context, addr string, err error) error {
 	} else {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 	}
-	names, lerr := List(c)
+	names, lerr := d.list(ctx, c.(*net.TCPConn), addr)
 	if lerr != nil {
 		return err
 	}
@@ -172,7 +256,9 @@ func withExportList(ctx context.Context, addr string, err error) error {
 }
 
 // File returns a blocking duplicate of the connection's socket for the kernel. The caller
-// closes it after the kernel took its own reference (NBD_CMD_CONNECT or RECONFIGURE).
+// closes it after the kernel took its own reference (NBD_CMD_CONNECT or RECONFIGURE). A
+// relayed connection's socket (Conn.TLS.Relay) carries TLS records, which the kernel
+// cannot read: its file goes to a relay (Relays.Start), never to the kernel.
 func (c *Conn) File() (*os.File, error) {
 	f, err := c.TCPConn.File()
 	if err != nil {

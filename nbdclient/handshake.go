@@ -57,6 +57,12 @@ func Handshake(rw io.ReadWriter, o DialOptions) (*nbd.ExportInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	return haggle(rw, o, fixed, noZeroes)
+}
+
+// haggle negotiates o after the greeting (and, with TLS, over it): the client identity,
+// then NBD_OPT_GO, or NBD_OPT_EXPORT_NAME where the server does not know it.
+func haggle(rw io.ReadWriter, o DialOptions, fixed, noZeroes bool) (*nbd.ExportInfo, error) {
 	if fixed {
 		if o.Client != nil {
 			if err := sendClient(rw, *o.Client); err != nil {
@@ -100,6 +106,11 @@ func List(rw io.ReadWriter) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return listAfterGreet(rw, fixed)
+}
+
+// listAfterGreet is List after the greeting (and, with TLS, over it).
+func listAfterGreet(rw io.ReadWriter, fixed bool) ([]string, error) {
 	if !fixed {
 		return nil, errors.New("server is not fixed newstyle: it cannot list exports")
 	}

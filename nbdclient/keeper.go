@@ -51,22 +51,9 @@ type KeeperTarget struct {
 	// is refused (CONTRACTS.md).
 	Identity string        `json:"identity,omitempty"`
 	Overlay  nbd.OverlayID `json:"overlay,omitzero"`
-	// TLS is how the connections are secured, nil for plain TCP (the only mode until
-	// issue 15; a keeper refuses a target it cannot reconnect the same way).
+	// TLS is how the connections are secured, nil for plain TCP: every reconnect
+	// negotiates TLS again with these settings.
 	TLS *TLSSettings `json:"tls,omitempty"`
-}
-
-// TLSSettings is how an attach secures its connections, as plain data: the keeper gets its
-// target as JSON and has no files once the initramfs is gone, so certificates travel as PEM;
-// and the init does not link crypto/tls until it speaks TLS (it would add ~0.9 MB to /init).
-type TLSSettings struct {
-	// ServerName is the name the server's certificate must carry.
-	ServerName string `json:"server_name,omitempty"`
-	// CAPEM are the certificates the server's must chain to; CertPEM and KeyPEM the
-	// client's own, when the server asks for one.
-	CAPEM   string `json:"ca_pem,omitempty"`
-	CertPEM string `json:"cert_pem,omitempty"`
-	KeyPEM  string `json:"key_pem,omitempty"`
 }
 
 // LinkSource tells the keeper about dead links: *LinkEvents (the kernel's netlink
@@ -150,6 +137,12 @@ type Keeper struct {
 	// outlive Run while the kernel holds it for a reconnect.
 	Probe        func() error
 	ProbeTimeout time.Duration
+	// Relays runs the relays of connections whose TLS the kernel cannot take; a reconnect
+	// that negotiates such connections starts new ones there. RelayEnded, when set,
+	// receives a value when a relay ends: the keeper then asks the kernel at once whether
+	// the device is still connected (a disconnect ends every relay).
+	Relays     *Relays
+	RelayEnded <-chan struct{}
 
 	mu    sync.Mutex
 	state KeeperState
@@ -211,13 +204,21 @@ type KeeperState struct {
 	Reconnects int       `json:"reconnects"`
 	LastError  string    `json:"last_error,omitempty"`
 	Pid        int       `json:"pid,omitempty"`
+	// TLS says how the connections are secured; Relays counts the TLS relays the keeper
+	// runs for them (then it is on the data path, and stopping it would stop the device).
+	TLS    string `json:"tls,omitempty"`
+	Relays int    `json:"relays,omitempty"`
 }
 
 // State returns a snapshot of the keeper's state.
 func (k *Keeper) State() KeeperState {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.state
+	st := k.state
+	k.mu.Unlock()
+	if k.Relays != nil {
+		st.Relays = k.Relays.Running()
+	}
+	return st
 }
 
 func (k *Keeper) setState(f func(s *KeeperState)) {
@@ -330,13 +331,26 @@ func (k *Keeper) Run(ctx context.Context) error {
 			k.logf(LevelErr, "%s: cannot receive link notices any more: %v; the keeper exits", k.dev(), err)
 			return err
 		case <-status.C:
-			st, err := k.Kernel.Status(k.Target.Index)
-			if err == nil && !connected(st, k.Target.Index) {
-				k.logf(LevelInfo, "%s is no longer connected (disconnected by another program); the keeper exits", k.dev())
+			if k.disconnected() {
+				return nil
+			}
+		case <-k.RelayEnded:
+			if k.disconnected() {
 				return nil
 			}
 		}
 	}
+}
+
+// disconnected asks the kernel whether the device is still connected, and says so when
+// it is not (the keeper then exits).
+func (k *Keeper) disconnected() bool {
+	st, err := k.Kernel.Status(k.Target.Index)
+	if err == nil && !connected(st, k.Target.Index) {
+		k.logf(LevelInfo, "%s is no longer connected (disconnected by another program); the keeper exits", k.dev())
+		return true
+	}
+	return false
 }
 
 func connected(st []DeviceStatus, index int) bool {
@@ -471,11 +485,8 @@ func (k *Keeper) fail(oe *OverlayError) {
 // the device's identity and resumes its overlay: the server must serve that one.
 func (k *Keeper) reconnect(ctx context.Context, addr string) (int, error) {
 	t := k.Target
-	if t.TLS != nil {
-		return 0, fmt.Errorf("the device was attached with TLS: %w", errors.ErrUnsupported)
-	}
 	spec := linkSpec{dial: k.Dial, export: t.Export, connections: t.Connections, dialTimeout: k.DialTimeout,
-		device: &t, expect: &t.Overlay, note: func(s string) { k.logf(LevelInfo, "%s: %s", k.dev(), s) }}
+		device: &t, expect: &t.Overlay, tls: t.TLS, note: func(s string) { k.logf(LevelInfo, "%s: %s", k.dev(), s) }}
 	if t.Identity != "" {
 		spec.client = &nbd.ClientOption{ID: t.Identity, Overlay: t.Overlay}
 	}
@@ -484,7 +495,21 @@ func (k *Keeper) reconnect(ctx context.Context, addr string) (int, error) {
 		return 0, err
 	}
 	defer l.close()
-	if err := k.Kernel.Reconfigure(Device{Index: t.Index, BackendID: t.BackendID}, l.files); err != nil {
+	files := l.files
+	if l.relays != nil {
+		// TLS the kernel cannot take: the kernel gets socket pairs, with relays behind.
+		if k.Relays == nil {
+			return 0, &AttachError{Step: StepSockets, Server: addr, Err: errors.New("the connections need TLS relays, and this keeper runs none")}
+		}
+		if files, err = k.Relays.Start(l.files, l.relays); err != nil {
+			return 0, &AttachError{Step: StepSockets, Server: addr, Err: err}
+		}
+		defer CloseFiles(files)
+	}
+	if l.tls != "" {
+		k.setState(func(st *KeeperState) { st.TLS = l.tls })
+	}
+	if err := k.Kernel.Reconfigure(Device{Index: t.Index, BackendID: t.BackendID}, files); err != nil {
 		// The kernel's refusals are not specific (EINVAL for a device disconnected meanwhile
 		// as for a bad request): ask whether the device is still there.
 		if st, serr := k.Kernel.Status(t.Index); serr == nil && !connected(st, t.Index) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"time"
+
+	"github.com/nbdroot/nbdroot/nbdclient/ktls"
 )
 
 // KeeperArgv0 is the keeper process's argv[0]. systemd spares processes whose argv[0] begins
@@ -19,6 +21,14 @@ type KeeperSpec struct {
 	// itself, through the ioctl interface, with the sockets it inherits, and owns
 	// NBD_DO_IT for as long as the device runs.
 	Legacy *Device `json:"legacy,omitempty"`
+	// Netlink is set when the keeper connects the device itself through netlink, with
+	// the sockets it inherits: relayed TLS connections (Relays) need their relays running
+	// before the kernel's first request.
+	Netlink *Device `json:"netlink,omitempty"`
+	// Relays, one per inherited socket, are the record layers of relayed TLS connections:
+	// the keeper relays such a socket and the kernel gets one end of a socket pair
+	// instead. A nil entry's socket goes to the kernel as it is.
+	Relays []*ktls.State `json:"relays,omitempty"`
 	// Sockets is how many sockets the keeper inherits (set by StartKeeper).
 	Sockets int `json:"sockets,omitempty"`
 	// Probe names the device to read from once at start (see Keeper.Probe): set by the

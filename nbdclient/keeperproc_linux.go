@@ -213,16 +213,21 @@ func KeeperMain() int {
 	}
 
 	t := spec.Target
-	kernel, links, err := keeperKernel(spec, log)
+	ended := make(chan struct{}, 1)
+	relays := &Relays{Logf: log.Logf, Ended: ended}
+	kernel, links, index, err := keeperKernel(spec, log, relays)
 	if err != nil {
 		return fail(err)
 	}
+	t.Index = index
+	relays.Device = fmt.Sprintf("nbd%d", index)
 	mode := InterfaceNetlink
 	if spec.Legacy != nil {
 		mode = InterfaceIoctl
 	}
-	keeper := &Keeper{Target: t, Dial: Dial, Kernel: kernel, Links: links, Logf: log.Logf, Interface: string(mode)}
-	if spec.Probe != "" && spec.Legacy == nil {
+	keeper := &Keeper{Target: t, Dial: NewDialer(t.TLS).Dial, Kernel: kernel, Links: links, Logf: log.Logf,
+		Interface: string(mode), Relays: relays, RelayEnded: ended}
+	if spec.Probe != "" && spec.Legacy == nil && spec.Netlink == nil {
 		// Opened now: after switch_root the keeper's /dev is the deleted initramfs's.
 		probe, err := openProbe(spec.Probe)
 		if err != nil {
@@ -258,8 +263,14 @@ func KeeperMain() int {
 	if t.Identity != "" {
 		who = fmt.Sprintf(", client %s, %s", t.Identity, overlayPhrase(t.Overlay))
 	}
-	log.Logf(LevelInfo, "keeping /dev/nbd%d connected to %s (%s, %d connection(s), %s%s)",
-		t.Index, strings.Join(t.Servers, ", "), mode, t.Connections, dead, who)
+	secured := ""
+	if n := relays.Running(); n > 0 {
+		secured = fmt.Sprintf(", relaying TLS for %d", n)
+	} else if t.TLS != nil {
+		secured = ", TLS"
+	}
+	log.Logf(LevelInfo, "keeping /dev/nbd%d connected to %s (%s, %d connection(s)%s, %s%s)",
+		t.Index, strings.Join(t.Servers, ", "), mode, t.Connections, secured, dead, who)
 	err = keeper.Run(ctx)
 	ln.Close()
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -269,38 +280,63 @@ func KeeperMain() int {
 	return 0
 }
 
-// keeperKernel is the kernel side of a keeper: the netlink family and its link notices, or
-// for a Legacy spec the device it attaches itself through the ioctl interface with the
-// sockets it inherited (a failed partition scan is logged, not fatal).
-func keeperKernel(spec KeeperSpec, log *kmsgLog) (DeviceKernel, LinkSource, error) {
+// keeperKernel is the kernel side of a keeper and the device's index: the netlink family
+// and its link notices; or, when the keeper attaches the device itself (Legacy through the
+// ioctl interface, Netlink for relayed TLS connections), that device, with the sockets it
+// inherited (after starting their relays). A failed partition scan is logged, not fatal.
+func keeperKernel(spec KeeperSpec, log *kmsgLog, relays *Relays) (DeviceKernel, LinkSource, int, error) {
 	t := spec.Target
-	if spec.Legacy == nil {
+	if spec.Legacy == nil && spec.Netlink == nil {
 		k, err := OpenKernel()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		ev, err := OpenLinkEvents()
 		if err != nil {
 			k.Close()
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
-		return k, ev, nil
+		return k, ev, t.Index, nil
 	}
 	var socks []*os.File
 	for i := 0; i < spec.Sockets; i++ {
 		socks = append(socks, os.NewFile(uintptr(keeperSockFD+i), "nbd-socket"))
 	}
-	sess, err := AttachLegacy("/dev/nbd"+strconv.Itoa(t.Index), t.Index, *spec.Legacy, socks)
-	for _, s := range socks {
-		s.Close()
+	files, err := relays.Start(socks, spec.Relays)
+	CloseFiles(socks)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("start the TLS relays: %w", err)
 	}
+	defer CloseFiles(files)
 	var se *SetupError
+	if spec.Legacy != nil {
+		sess, err := AttachLegacy("/dev/nbd"+strconv.Itoa(t.Index), t.Index, *spec.Legacy, files)
+		if errors.As(err, &se) {
+			log.Logf(LevelWarning, "%v", err)
+		} else if err != nil {
+			return nil, nil, 0, err
+		}
+		return sess, sess, t.Index, nil
+	}
+	k, err := OpenKernel()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	// Listening before the connect: a connection that dies at once is not missed.
+	ev, err := OpenLinkEvents()
+	if err != nil {
+		k.Close()
+		return nil, nil, 0, err
+	}
+	idx, err := k.Connect(*spec.Netlink, files)
 	if errors.As(err, &se) {
 		log.Logf(LevelWarning, "%v", err)
 	} else if err != nil {
-		return nil, nil, err
+		ev.Close()
+		k.Close()
+		return nil, nil, 0, err
 	}
-	return sess, sess, nil
+	return k, ev, idx, nil
 }
 
 // openProbe opens the device for one direct read of its first block (the page cache would
@@ -370,6 +406,11 @@ func serveControl(ln net.Listener, k *Keeper, stop func(), log *kmsgLog) {
 			case "stop":
 				if uid, err := peerUID(c); err != nil || uid != 0 {
 					fmt.Fprintln(c, `{"error":"only root may stop the keeper"}`)
+					return
+				}
+				if st.Relays > 0 {
+					// The relays are the device's data path: without them its I/O stops.
+					fmt.Fprintln(c, `{"error":"this keeper relays the device's TLS connections: detach the device instead (nbdroot detach), and the keeper exits"}`)
 					return
 				}
 				if st.Interface == "ioctl" {

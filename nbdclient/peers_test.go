@@ -234,7 +234,7 @@ func startNbdrootServe(t *testing.T, root, ro string) peer {
 
 // readBlock sends one simple NBD_CMD_READ on a negotiated connection and returns the data:
 // what the kernel does with the socket.
-func readBlock(t *testing.T, c *Conn, off uint64, n uint32) []byte {
+func readBlock(t *testing.T, c net.Conn, off uint64, n uint32) []byte {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetDeadline(time.Time{})

@@ -12,8 +12,8 @@ import (
 
 // Detach disconnects /dev/nbd<index> and ends its keeper, if any. A netlink device's keeper
 // is stopped first (a disconnect on request sends no LINK_DEAD, but the keeper must not
-// answer anything meanwhile); a device held through the ioctl interface is disconnected
-// first, and its keeper exits once NBD_DO_IT returns.
+// answer anything meanwhile); a device held through the ioctl interface, or whose TLS the
+// keeper relays, is disconnected first, and its keeper exits once the device is gone.
 func Detach(index int) error {
 	ks, err := QueryKeeper(index)
 	if err != nil && !errors.Is(err, ErrNoKeeper) {
@@ -22,7 +22,9 @@ func Detach(index int) error {
 	if ks != nil && ks.Interface == "ioctl" {
 		return DisconnectLegacy("/dev/nbd" + strconv.Itoa(index))
 	}
-	if ks != nil {
+	// A keeper that relays the device's TLS stays: the disconnect (NBD_CMD_DISC) goes to
+	// the server through its relays, and it exits once the device is gone.
+	if ks != nil && ks.Relays == 0 {
 		if _, err := StopKeeper(index); err != nil && !errors.Is(err, ErrNoKeeper) {
 			return err
 		}
