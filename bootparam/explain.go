@@ -67,6 +67,7 @@ func (p *Plan) Explain(w io.Writer) error {
 		clientID = "the NIC's MAC address"
 	}
 	line("client id", clientID+" (the server keys overlays and its writer lock by it)", "nbd.client_id")
+	line("tls", describeTLS(n), "nbd.tls")
 
 	if c := p.Crypt; c != nil {
 		ew.printf("crypt\n")

@@ -36,7 +36,7 @@ var dracutBreaks = map[string]string{
 
 // knobs are our own nbdroot.* parameters; an unknown one is a typo, not someone else's
 // parameter, so it is an error.
-var knobs = []string{"connections", "timeout", "deadconn", "connect", "tries", "debug", "shell", "break", "id", "overlay"}
+var knobs = []string{"connections", "timeout", "deadconn", "connect", "tries", "debug", "shell", "break", "id", "overlay", "tls", "tlsname", "ktls"}
 
 // valueParams are the parameters Parse reads; for each only the last occurrence counts
 // (the kernel calls a __setup handler per occurrence, the shell scripts of every dialect
@@ -135,7 +135,7 @@ func (b *builder) collect(p Param) error {
 			known = known || k == knob
 		}
 		if !known {
-			return perr(p.Name, p.Value, "unknown nbdroot knob", "nbdroot.connections=N | nbdroot.timeout=SECONDS | nbdroot.deadconn=SECONDS | nbdroot.connect=SECONDS | nbdroot.tries=N | nbdroot.debug | nbdroot.shell | nbdroot.break=HOOK | nbdroot.id=ID | nbdroot.overlay=tmpfs[:SIZE]|DEVICE")
+			return perr(p.Name, p.Value, "unknown nbdroot knob", "nbdroot.connections=N | nbdroot.timeout=SECONDS | nbdroot.deadconn=SECONDS | nbdroot.connect=SECONDS | nbdroot.tries=N | nbdroot.debug | nbdroot.shell | nbdroot.break=HOOK | nbdroot.id=ID | nbdroot.overlay=tmpfs[:SIZE]|DEVICE | nbdroot.tls=require|on|off | nbdroot.tlsname=NAME | nbdroot.ktls=0")
 		}
 	case !p.HasValue || !valueParams[p.Name]:
 		return nil
@@ -169,7 +169,7 @@ func (b *builder) fixRepeatNotes() {
 
 func (b *builder) build() error {
 	b.fixRepeatNotes()
-	steps := []func() error{b.buildIP, b.buildNBD, b.buildKnobs, b.buildDevice, b.buildCrypt, b.buildRoot, b.buildMount, b.buildMisc, b.buildNetwork, b.buildFleet}
+	steps := []func() error{b.buildIP, b.buildNBD, b.buildKnobs, b.buildTLS, b.buildDevice, b.buildCrypt, b.buildRoot, b.buildMount, b.buildMisc, b.buildNetwork, b.buildFleet}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err

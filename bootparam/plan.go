@@ -125,6 +125,15 @@ type NBD struct {
 	// BOOTIF MAC address); empty leaves it to the boot: the MAC of the NIC the net stage
 	// configured.
 	ClientID string `json:"client_id,omitempty"`
+	// TLS is nbdroot.tls: TLSRequire, TLSOn or TLSOff; "" when not given, and then the
+	// init requires TLS when the image carries a CA (it was built for TLS), else uses none.
+	TLS string `json:"tls,omitempty"`
+	// TLSName is the name the server's certificate must carry (nbdroot.tlsname); ""
+	// means the server as given (a name, or an address matched against IP SANs).
+	TLSName string `json:"tls_name,omitempty"`
+	// NoKernelTLS keeps the records out of the kernel: the keeper relays them
+	// (nbdroot.ktls=0).
+	NoKernelTLS bool `json:"no_ktls,omitempty"`
 }
 
 // Crypt is a LUKS device to open before the root is mounted (cryptdevice=).

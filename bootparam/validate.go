@@ -77,6 +77,11 @@ func (p *Plan) check(pending bool) error {
 			return p.errFor("nbd.block_size", strconv.Itoa(n.BlockSize), r, formDracut)
 		}
 	}
+	switch n.TLS {
+	case "", TLSOff, TLSOn, TLSRequire:
+	default:
+		return p.errFor("nbd.tls", n.TLS, "not a TLS mode", "nbdroot.tls=require|on|off")
+	}
 	if len(p.IP) == 0 {
 		return missing("ip", "no network configuration, but the root is on NBD", formIP)
 	}
