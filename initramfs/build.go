@@ -57,6 +57,8 @@ type Options struct {
 	Files []File
 	// Keyfiles are files installed with mode 0400 (LUKS keyfiles).
 	Keyfiles []File
+	// TLS is the client's TLS material (tls.go); nil for none.
+	TLS *TLSFiles
 	// NICs is the NIC policy ("" = DefaultNICs): a named policy or a comma list of drivers
 	// and policies.
 	NICs string
@@ -184,6 +186,7 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 		img.skeleton,
 		func() error { return img.modules(cl, nicReqs) },
 		img.extras,
+		img.addTLS,
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -220,6 +223,10 @@ func newImage(opts Options) (*image, error) {
 	if hookNames == nil {
 		hookNames = catalog.Default
 	}
+	hookNames, tlsWarnings, err := prepareTLS(opts, hookNames)
+	if err != nil {
+		return nil, err
+	}
 	specs, err := CheckHooks(hookNames)
 	if err != nil {
 		return nil, err
@@ -238,7 +245,7 @@ func newImage(opts Options) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := &Summary{KVer: d.KVer, Compression: comp}
+	sum := &Summary{KVer: d.KVer, Compression: comp, Warnings: tlsWarnings}
 	for _, s := range specs {
 		sum.Hooks = append(sum.Hooks, s.Name)
 	}

@@ -22,6 +22,7 @@ const initramfsUsage = `usage: nbdroot initramfs [--modules DIR | --root CHROOT 
                          [--hooks "HOOK…" | --config mkinitcpio.conf]
                          [--add-module NAME]… [--file SRC[:DST]]… [--keyfile SRC[:DST]]…
                          [--nics common|host-only|universal|LIST] [--compression C]
+                         [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
                          [--init PATH] [--kernel-config FILE] -o OUT
 
 Builds the nbdroot initramfs (kernel26.img) for a client kernel: the nbdroot-init binary as
@@ -36,6 +37,7 @@ Options:
 type initramfsFlags struct {
 	modules, root, kver, hooks, config, nics, comp, init, kernelCfg, firmware, out string
 	addModules, files, keyfiles                                                    listFlag
+	tls                                                                            initramfs.TLSFiles
 }
 
 func (f *initramfsFlags) register(fs *flag.FlagSet) {
@@ -46,13 +48,16 @@ func (f *initramfsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "read HOOKS, MODULES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
 	fs.StringVar(&f.nics, "nics", "", "NIC drivers for the net hook: common, host-only, universal, or a comma `LIST` of drivers and policies (default "+initramfs.DefaultNICs+")")
 	fs.StringVar(&f.comp, "compression", "", "image compression: "+strings.Join(initramfs.Compressions(), ", ")+" (default "+string(initramfs.DefaultCompression)+")")
-	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH` (default: nbdroot-init beside this program, else in ../lib/nbdroot as installed)")
+	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH` (default: nbdroot-init beside this program, else in ../lib/nbdroot as installed; nbdroot-init-tls with --tls-ca)")
 	fs.StringVar(&f.kernelCfg, "kernel-config", "", "kernel .config `FILE` for the kernel check (default: ROOT/boot/config-VER beside the modules, when present)")
 	fs.StringVar(&f.firmware, "firmware", "", "firmware `DIR` for modules that name firmware (default: ROOT/lib/firmware beside the modules)")
 	fs.StringVar(&f.out, "o", "", "output image `FILE` (required)")
 	fs.Var(&f.addModules, "add-module", "also include module `NAME` (name or alias) and load it at the start of the boot (repeatable)")
 	fs.Var(&f.files, "file", "add file or directory `SRC[:DST]` (repeatable)")
 	fs.Var(&f.keyfiles, "keyfile", "add a keyfile `SRC[:DST]` with mode 0400 (repeatable)")
+	fs.StringVar(&f.tls.CA, "tls-ca", "", "TLS: the CA certificates (PEM) the NBD server's certificate must chain to; the init then requires TLS (docs/tls.md)")
+	fs.StringVar(&f.tls.Cert, "tls-cert", "", "TLS: the client's certificate (PEM), for servers that ask for one")
+	fs.StringVar(&f.tls.Key, "tls-key", "", "TLS: the client's private key (PEM), installed with mode 0400; refused when every user may read it")
 }
 
 // usageErr is a wrong use of the command: exit status 2.
@@ -113,12 +118,23 @@ func (f *initramfsFlags) options() (initramfs.Options, error) {
 	if opts.Compression, err = initramfs.ParseCompression(string(opts.Compression)); err != nil {
 		return opts, usageErr{err}
 	}
+	if f.tls != (initramfs.TLSFiles{}) {
+		tls := f.tls
+		opts.TLS = &tls
+	}
 	if opts.Init = f.init; opts.Init == "" {
+		name := "nbdroot-init"
 		if exe, err := os.Executable(); err == nil {
-			opts.Init = initramfs.DefaultInit(exe)
+			if opts.TLS != nil {
+				// TLS needs the init built with it (crypto/tls makes /init larger).
+				name = initramfs.TLSInitName
+				opts.Init = initramfs.DefaultTLSInit(exe)
+			} else {
+				opts.Init = initramfs.DefaultInit(exe)
+			}
 		}
 		if opts.Init == "" {
-			return opts, usagef("--init PATH is required (no nbdroot-init beside this program)")
+			return opts, usagef("--init PATH is required (no %s beside this program)", name)
 		}
 	}
 	if opts.MTime, err = initramfs.SourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH")); err != nil {

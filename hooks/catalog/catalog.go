@@ -146,6 +146,22 @@ func Catalog() []Spec {
 				{MinVersion: "4.12", Optional: true, NeededFor: "NBD netlink: the keeper's reconnect (older: ioctl attach only)"},
 				{MinVersion: "5.14", Optional: true, NeededFor: "the export's name in /sys/block/nbdN/backend"},
 			}},
+		// tls: the nbd hook speaks TLS when the image carries a CA; this hook brings the
+		// kernel's side, which is optional because the keeper relays where it is missing.
+		// The AEAD templates are requested by name (crypto-gcm(aes), …) when a socket is
+		// configured, possibly after switch_root: they are loaded at boot instead.
+		{Name: "tls", Summary: "kernel TLS for the NBD connections (the builder adds it with --tls-ca)",
+			OptionalModules: []string{"tls", "gcm", "ctr", "ghash_generic", "ghash_clmulni_intel", "aesni_intel",
+				"chacha20poly1305", "chacha_generic", "chacha_x86_64", "poly1305_generic", "poly1305_x86_64"},
+			Kernel: []Requirement{
+				{AnyOf: []Option{{"TLS", "tls"}}, Optional: true,
+					NeededFor: "kernel TLS: the nbd driver reads the TLS socket itself (without it the keeper relays every byte in userspace)"},
+				{MinVersion: "5.1", Optional: true, NeededFor: "kernel TLS 1.3 (older kernels: the keeper relays)"},
+				{AnyOf: []Option{{"CRYPTO_GCM", "gcm"}}, Optional: true, NeededFor: "kernel TLS with the AES-GCM suites"},
+				{AnyOf: []Option{{"CRYPTO_CHACHA20POLY1305", "chacha20poly1305"}}, Optional: true,
+					NeededFor: "kernel TLS with ChaCha20-Poly1305, which clients without AES instructions negotiate (Linux 5.11+)"},
+			},
+			KernelNotes: []string{"TLS needs nothing from the kernel to work: the handshake runs in userspace, and where kernel TLS or a cipher is missing the keeper relays the records."}},
 		{Name: "usbinput", Summary: "USB keyboards for the passphrase prompt",
 			OptionalModules: []string{"usbhid", "hid_generic", "xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd"},
 			Kernel:          usbKeyboard()},

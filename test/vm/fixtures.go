@@ -51,11 +51,13 @@ func NewEnv() (*Env, error) {
 	e := &Env{Kernel: k, Build: os.Getenv("NBDROOT_BUILD"), Work: work, cache: map[string]string{}}
 	if e.Build == "" {
 		e.Build = filepath.Join(work, "bin")
-		for _, c := range []string{"nbdroot", "nbdroot-init"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(e.Build, c), "github.com/nbdroot/nbdroot/cmd/"+c)
+		for _, c := range []struct{ name, pkg, tags string }{
+			{"nbdroot", "nbdroot", ""}, {"nbdroot-init", "nbdroot-init", "nbdroot_notls"}, {"nbdroot-init-tls", "nbdroot-init", ""},
+		} {
+			cmd := exec.Command("go", "build", "-trimpath", "-tags", c.tags, "-o", filepath.Join(e.Build, c.name), "github.com/nbdroot/nbdroot/cmd/"+c.pkg)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
-				return nil, fmt.Errorf("build %s: %v\n%s", c, err, out)
+				return nil, fmt.Errorf("build %s: %v\n%s", c.name, err, out)
 			}
 		}
 	}
