@@ -31,6 +31,8 @@ type NBD struct {
 	// Budget bounds the whole connect phase; default nbdroot.connect=, else
 	// DefaultConnectBudget.
 	Budget time.Duration
+	// ImageRoot is where the image's files are (its TLS material); "" is / (tests set it).
+	ImageRoot string
 }
 
 // Name implements Hook.
@@ -65,6 +67,9 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 	if a.Info.HasOverlay && !a.Info.Overlay.IsZero() {
 		s.Log.Printf("nbd: client %s has overlay %s on %s: the keeper resumes it after a reconnect, or fails I/O rather than attach another view",
 			a.Target.Identity, a.Info.Overlay, nbdclient.BackendID(a.Server, a.Export))
+	}
+	if a.TLS != "" {
+		s.Log.Printf("nbd: %s", a.TLS)
 	}
 	if a.ReadOnly() && t.Root.RW && s.Plan.Overlay == nil {
 		s.Log.Printf("nbd: %s is read-only (NBD_FLAG_READ_ONLY): mounting the root read-only despite rw", nbdclient.BackendID(a.Server, a.Export))
@@ -120,8 +125,12 @@ func (h NBD) request(ctx context.Context, s *State, t *bootparam.Target) (nbdcli
 		budget = DefaultConnectBudget
 	}
 	id := clientIdentity(s, p)
+	tls, err := h.tlsSettings(s, p)
+	if err != nil {
+		return nbdclient.Request{}, err
+	}
 	return nbdclient.Request{
-		Servers: servers, Export: p.Export, Device: index, Connections: p.Connections, Budget: budget, Identity: id,
+		Servers: servers, Export: p.Export, Device: index, Connections: p.Connections, Budget: budget, Identity: id, TLS: tls,
 		Timeout: p.Timeout, DeadConnTimeout: p.DeadConnTimeout, BlockSize: p.BlockSize,
 		ReadAheadKB: DefaultReadAheadKB, Keep: true,
 		Log: func(msg string) { s.Log.Printf("nbd: %s", msg) },
@@ -164,6 +173,9 @@ func attachFailure(s *State, t *bootparam.Target, req nbdclient.Request, err err
 		step = ae.Step
 	}
 	param := serverParam(t, req.Servers)
+	if errors.As(err, new(*nbdclient.TLSError)) {
+		param = tlsParam(s)
+	}
 	switch step {
 	case nbdclient.StepReady:
 		return fail("nbd", "", "load the nbd module", err)
@@ -190,6 +202,12 @@ func (NBD) Summary(s *State) string {
 	ro := ""
 	if a.ReadOnly() {
 		ro = ", read-only"
+	}
+	switch {
+	case a.TLSRelayed:
+		ro += ", TLS relayed by the keeper"
+	case a.TLS != "":
+		ro += ", TLS"
 	}
 	return fmt.Sprintf("%s ← %s (%s, %d connection(s)%s)", a.Device, nbdclient.BackendID(a.Server, a.Export), nbd.FormatSize(a.Info.Size), a.Sockets, ro)
 }

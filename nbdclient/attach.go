@@ -133,8 +133,9 @@ type Attached struct {
 	Sockets   int
 	Interface Interface
 	// TLS says how the connections are secured ("" without TLS): kernel TLS, or relayed
-	// by the keeper and why.
-	TLS string
+	// by the keeper and why. TLSRelayed is set when the keeper relays any of them.
+	TLS        string
+	TLSRelayed bool
 	// Target is what the device's keeper keeps connected (servers resolved to addresses
 	// when a keeper was asked for).
 	Target KeeperTarget
@@ -312,9 +313,9 @@ func (r *Request) logFailure(round int, addr string, err error) {
 		return // one round: the error is the caller's to report
 	}
 	var oe *nbd.OptionError
-	if errors.As(err, &oe) && (oe.Type == nbd.RepErrUnknown || oe.Type == nbd.RepErrPolicy) {
-		// Retrying cannot make an unknown export appear or lift a policy quickly; still
-		// retry (a server may be reloading), but say so once.
+	if errors.As(err, &oe) && (oe.Type == nbd.RepErrUnknown || oe.Type == nbd.RepErrPolicy) || errors.As(err, new(*TLSError)) {
+		// Retrying cannot make an unknown export appear, lift a policy or fix a certificate
+		// quickly; still retry (a server may be reloading), but say so once.
 		if round == 1 {
 			r.Log(err.Error())
 		}
@@ -339,7 +340,7 @@ func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
 		Timeout: r.Timeout, DeadConnTimeout: r.DeadConnTimeout, BackendID: backend,
 		MaxRequest: l.info.MaxBlock, ReadAheadKB: r.ReadAheadKB}
 	a := &Attached{Server: l.addr, Export: r.Export, Info: l.info, BlockSize: l.bs, Sockets: len(l.files),
-		Interface: InterfaceNetlink, TLS: l.tls}
+		Interface: InterfaceNetlink, TLS: l.tls, TLSRelayed: l.relays != nil}
 	servers, names := r.keeperServers(ctx, l.addr)
 	a.Target = KeeperTarget{Servers: servers, Export: r.Export, Size: l.info.Size,
 		Flags: l.info.Flags, BlockSize: l.bs, Connections: len(l.files), DeadConnTimeout: r.DeadConnTimeout,

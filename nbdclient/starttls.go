@@ -136,3 +136,6 @@ func (d *Dialer) handOff(tc *net.TCPConn, sess *tlsSession) (*TLSState, error) {
 func newRelay(plain, wire net.Conn, st ktls.State) (interface{ Run() error }, error) {
 	return ktls.NewRelay(plain, wire, st)
 }
+
+// TLSSupported reports whether this program was built with TLS (not nbdroot_notls).
+func TLSSupported() bool { return true }

@@ -22,3 +22,6 @@ func (d *Dialer) handOff(tc *net.TCPConn, sess *tlsSession) (*TLSState, error) {
 func newRelay(plain, wire net.Conn, st ktls.State) (interface{ Run() error }, error) {
 	return nil, ErrNoTLSSupport
 }
+
+// TLSSupported reports whether this program was built with TLS: not this one.
+func TLSSupported() bool { return false }

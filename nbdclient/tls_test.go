@@ -38,8 +38,8 @@ func TestServerName(t *testing.T) {
 // relayedDial wraps a fake dial: its connections come back as TLS connections whose
 // records the kernel could not take.
 func relayedDial(dial DialFunc) DialFunc {
-	return func(ctx context.Context, addr, export string) (*Conn, error) {
-		c, err := dial(ctx, addr, export)
+	return func(ctx context.Context, addr string, o DialOptions) (*Conn, error) {
+		c, err := dial(ctx, addr, o)
 		if err != nil {
 			return nil, err
 		}
@@ -106,6 +106,8 @@ func (k *relayKernel) Reconfigure(dev Device, socks []*os.File) error {
 	k.got <- own
 	return nil
 }
+
+func (k *relayKernel) Disconnect(index int) error { return nil }
 
 func (k *relayKernel) Status(index int) ([]DeviceStatus, error) {
 	return []DeviceStatus{{Index: index, Connected: true}}, nil

@@ -36,6 +36,15 @@ options:
                              default: the MAC address of the interface towards the server;
                              --id= sends none)
   --ioctl                    use the ioctl interface (it always starts a keeper)
+  --tls-ca FILE              use TLS (NBD_OPT_STARTTLS), verifying the server's certificate
+                             against the CA certificates in FILE (PEM)
+  --tls-cert FILE, --tls-key FILE
+                             this client's certificate and key, for servers that ask
+  --tls require|on|off       require (the default with --tls-ca), use when the server
+                             offers it, or never
+  --tls-name NAME            the name the server's certificate must carry (default: SERVER)
+  --no-ktls                  do not hand the TLS records to the kernel: the keeper relays
+                             them (it always starts when a relay is needed)
   --json                     print the attachment as JSON
   -h, --help                 print this help
 
@@ -47,6 +56,7 @@ stays attached); 2 the usage is wrong.
 examples:
   nbdroot attach 192.168.0.1 --export root --keep
   nbdroot attach [fd00::1]:10900 --device /dev/nbd3 --connections 2
+  nbdroot attach nbd.lab --export root --tls-ca ca.pem --tls-cert me.pem --tls-key me.key --keep
 `
 
 const detachUsage = `usage: nbdroot detach /dev/nbdN
@@ -109,6 +119,8 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "")
 	var id identityFlag
 	fs.Var(&id, "id", "")
+	var tlsFlags attachTLSFlags
+	tlsFlags.register(fs)
 	pos, code := parseCommand(fs, args, helpText(fs, attachUsage, false), stdout, stderr)
 	if code >= 0 {
 		return code
@@ -140,6 +152,9 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	if r.BlockSize != 0 && (r.BlockSize < 512 || r.BlockSize > 4096 || r.BlockSize&(r.BlockSize-1) != 0) {
 		return usageError(stderr, "attach", fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", r.BlockSize))
 	}
+	if r.TLS, err = tlsFlags.settings(); err != nil {
+		return usageError(stderr, "attach", err)
+	}
 	switch {
 	case !id.set:
 		// The default: the machine as the server sees it, by the NIC that reaches it.
@@ -166,6 +181,9 @@ func runAttach(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, w := range a.Warnings {
 		fmt.Fprintf(stderr, "nbdroot attach: warning: %s\n", w)
+	}
+	if a.TLS != "" {
+		fmt.Fprintf(stderr, "nbdroot attach: %s: %s\n", a.Device, a.TLS)
 	}
 	if *asJSON {
 		b, jerr := json.MarshalIndent(a, "", "  ")
