@@ -40,6 +40,8 @@ declare -A need=(
   [lvm]=lvm2
   [dnsmasq]=dnsmasq-base
   [curl]=curl
+  [openssl]=openssl
+  [tcpdump]=tcpdump
 )
 
 packages() {

@@ -63,8 +63,9 @@ func listening(port int, gone <-chan struct{}) bool {
 }
 
 // startPeer serves img as export "root" with another NBD server on a free loopback port
-// and returns the port. The test's cleanup stops it.
-func startPeer(t *testing.T, kind, img string) int {
+// and returns the port. extra are lines of nbd-server's [generic] section, or nbdkit
+// options before its plugin. The test's cleanup stops it.
+func startPeer(t *testing.T, kind, img string, extra ...string) int {
 	t.Helper()
 	bin := needPeer(t, kind)
 	for try := 0; try < 5; try++ {
@@ -77,7 +78,8 @@ func startPeer(t *testing.T, kind, img string) int {
 			// pid for the cleanup.
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "config")
-			conf := fmt.Sprintf("[generic]\nport = %d\nlistenaddr = 127.0.0.1\n[root]\nexportname = %s\nflush = true\nfua = true\n", port, img)
+			conf := fmt.Sprintf("[generic]\nport = %d\nlistenaddr = 127.0.0.1\n%s[root]\nexportname = %s\nflush = true\nfua = true\n",
+				port, strings.Join(append(extra, ""), "\n"), img)
 			if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +110,8 @@ func startPeer(t *testing.T, kind, img string) int {
 			}
 			continue
 		case "nbdkit":
-			cmd = exec.Command(bin, "-f", "-i", "127.0.0.1", "-p", strconv.Itoa(port), "file", img)
+			args := append([]string{"-f", "-i", "127.0.0.1", "-p", strconv.Itoa(port)}, extra...)
+			cmd = exec.Command(bin, append(args, "file", img)...)
 		case "qemu-nbd":
 			cmd = exec.Command(bin, "-t", "-b", "127.0.0.1", "-p", strconv.Itoa(port), "-x", "root", "-f", "raw",
 				"--shared=8", "--cache=writeback", img)
