@@ -82,9 +82,11 @@ type Export struct {
 	// Default makes this the export for clients that ask for the empty name. A single export
 	// is the default without saying so.
 	Default bool
-	// Allow lists the client networks that may use the export; empty allows everyone
-	// (unless AllowNone). Clients on the Unix socket are local and always pass.
-	Allow []netip.Prefix
+	// Allow lists the client networks that may use the export, AllowCerts the client
+	// certificates (tls.go); a client that one entry admits passes. Both empty allow
+	// everyone (unless AllowNone). Clients on the Unix socket are local and always pass.
+	Allow      []netip.Prefix
+	AllowCerts []CertRule
 	// AllowNone refuses every TCP client (nbd-server: an empty authfile).
 	AllowNone bool
 	// MaxConnections bounds the connections to this export (0: no per-export bound).
@@ -236,6 +238,9 @@ func (c *Config) Validate() error {
 	if c.TLSMode != TLSOff && (c.TLS == nil || len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil) {
 		return &ConfigError{"config", fmt.Errorf("TLS mode %s needs a certificate and key", c.TLSMode)}
 	}
+	if err := c.validateCertRules(); err != nil {
+		return err
+	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		return &ConfigError{"config", fmt.Errorf("state directory %q is not absolute", c.StateDir)}
 	}
@@ -268,6 +273,7 @@ func validateName(name string) error {
 //	cowdir=DIR         persistent overlays in DIR: a client keeps its overlay across boots (implies cow)
 //	cowtmp=DIR         temporary overlays in DIR instead of the state directory (implies cow)
 //	allow=CIDR         allow only this network (repeat for more; an address means /32 or /128)
+//	allow=cn:PATTERN   allow clients whose TLS certificate's common name matches (dns:PATTERN: a DNS name)
 //	default            the export for clients asking for the empty name
 //	shared             allow several concurrent writers (unsafe for ordinary filesystems)
 //	rofallback         serve others read-only while a writer holds the export
@@ -317,10 +323,7 @@ func ParseExport(spec string) (Export, error) {
 			err, e.Cow, e.CowDir = needVal(), true, val
 		case "allow":
 			if err = needVal(); err == nil {
-				var p netip.Prefix
-				if p, err = ParsePrefix(val); err == nil {
-					e.Allow = append(e.Allow, p)
-				}
+				err = e.addAllow(val)
 			}
 		case "default":
 			err, e.Default = noVal(), true

@@ -251,6 +251,8 @@ func (c *conn) logOpen(how string, ss *session, g grant) {
 		extra = append(extra, "client "+c.client.key.ID+", resuming overlay "+c.client.resume.String())
 	case c.client.identified:
 		extra = append(extra, "client "+c.client.key.ID)
+	case c.client.cert != nil && c.client.cert.id != "":
+		extra = append(extra, "client "+c.client.key.ID+" (certificate)")
 	case ss.cow != nil || ss.writer:
 		extra = append(extra, "WARNING: no client identity (NBD_OPT_NBDROOT_CLIENT): keyed by its address "+c.client.from)
 	}
@@ -432,9 +434,7 @@ func (c *conn) startTLS(data []byte, fixed bool) error {
 	}
 	c.rw = tc
 	c.client.tls = true
-	if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
-		c.logf("TLS up, client certificate %q", cs.PeerCertificates[0].Subject.CommonName)
-	}
+	c.authenticate(tc.ConnectionState())
 	return nil
 }
 

@@ -221,17 +221,12 @@ func (s *Server) allowedLocked(e *export, c client) *refusal {
 	if e.cfg.AllowNone && c.addr.IsValid() {
 		return &refusal{nbd.RepErrPolicy, fmt.Sprintf("client %s is not allowed to use export %q", c.addr, e.cfg.Name)}
 	}
-	if len(e.cfg.Allow) > 0 && c.addr.IsValid() {
-		ok := false
-		for _, p := range e.cfg.Allow {
-			if p.Contains(c.addr) {
-				ok = true
-				break
-			}
+	if (len(e.cfg.Allow) > 0 || len(e.cfg.AllowCerts) > 0) && c.addr.IsValid() && !e.cfg.admits(c) {
+		who := c.addr.String()
+		if c.cert != nil {
+			who += " (" + c.cert.String() + ")"
 		}
-		if !ok {
-			return &refusal{nbd.RepErrPolicy, fmt.Sprintf("client %s is not allowed to use export %q", c.addr, e.cfg.Name)}
-		}
+		return &refusal{nbd.RepErrPolicy, fmt.Sprintf("client %s is not allowed to use export %q", who, e.cfg.Name)}
 	}
 	return nil
 }

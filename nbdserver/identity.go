@@ -17,6 +17,8 @@ type client struct {
 	from string     // where it connects from: the IP address, or "unix:uid=N"
 	addr netip.Addr // invalid for Unix-socket clients
 	tls  bool
+	// cert is the verified certificate the client presented (tls.go), nil for none.
+	cert *certificate
 
 	// identified says the client sent NBD_OPT_NBDROOT_CLIENT: its GO/INFO replies carry
 	// the overlay ID. resume is the overlay it asked for (zero: a fresh boot).
@@ -57,7 +59,7 @@ func (c *conn) clientOption(data []byte) error {
 		c.logf("refused %s %q: %v", nbd.OptName(nbd.OptNbdrootClient), truncate(string(data), 80), err)
 		return c.reply(nbd.OptNbdrootClient, nbd.RepErrInvalid, []byte(err.Error()))
 	}
-	c.client.key = ovstore.Client{ID: o.ID}
+	c.client.key = ovstore.Client{ID: c.claim(o.ID)}
 	c.client.identified, c.client.resume = true, o.Overlay
 	return c.reply(nbd.OptNbdrootClient, nbd.RepAck, nil)
 }

@@ -401,17 +401,14 @@ func exportFromINI(s iniSection, readFile func(string) ([]byte, error)) (Export,
 			e.Shared, err = iniBool(k)
 		case "rofallback": // ours
 			e.ReadOnlyFallback, err = iniBool(k)
-		case "allow": // ours: networks inline, comma-separated
+		case "allow": // ours: networks and certificate rules inline, comma-separated
 			for _, a := range strings.Split(k.val, ",") {
 				if a = strings.TrimSpace(a); a == "" {
 					continue
 				}
-				p, perr := ParsePrefix(a)
-				if perr != nil {
-					err = perr
+				if err = e.addAllow(a); err != nil {
 					break
 				}
-				e.Allow = append(e.Allow, p)
 			}
 		case "flush", "fua":
 			if on, err = iniBool(k); err == nil && !on {

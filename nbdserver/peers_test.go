@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -288,14 +289,32 @@ func TestPeerQemuImgCompare(t *testing.T) {
 
 func TestPeerTLS(t *testing.T) {
 	needPeer(t, "nbdinfo")
+	needPeer(t, "nbdcopy")
 	pki := newTestPKI(t)
 	// libnbd's certificate directory: ca-cert.pem, client-cert.pem, client-key.pem.
-	cfg := oneExport(t)
+	const size = 8 << 20
+	img := filepath.Join(t.TempDir(), "disk.img")
+	os.WriteFile(img, nil, 0o600)
+	os.Truncate(img, size)
+	cfg := Config{Exports: []Export{{Name: "root", Path: img}}}
 	cfg.TLSMode, cfg.TLS = TLSRequire, pki.serverConfig(t, true)
 	s := startServer(t, cfg)
 	_, port, _ := strings.Cut(s.addr, ":")
-	out := peer(t, "nbdinfo", "--json", "nbds://localhost:"+port+"/root?tls-certificates="+pki.dir)
-	if !strings.Contains(out, `"TLS": true`) || !strings.Contains(out, `"export-size": 4194304`) {
+	uri := "nbds://localhost:" + port + "/root?tls-certificates=" + pki.dir
+	out := peer(t, "nbdinfo", "--json", uri)
+	if !strings.Contains(out, `"TLS": true`) || !strings.Contains(out, `"export-size": `+strconv.Itoa(size)) {
 		t.Fatalf("nbdinfo over TLS:\n%s", out)
+	}
+	// nbdcopy both ways through nbds://, with its several connections.
+	src, data := randomFile(t, size)
+	peer(t, "nbdcopy", "--flush", src, uri)
+	back := filepath.Join(t.TempDir(), "back.bin")
+	peer(t, "nbdcopy", uri, back)
+	got, _ := os.ReadFile(back)
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("nbdcopy round trip over TLS: checksums differ")
+	}
+	if !strings.Contains(s.logs.String(), "TLS up, client certificate CN=client: client identity client") {
+		t.Errorf("libnbd's client certificate was not taken as the identity:\n%s", s.logs)
 	}
 }

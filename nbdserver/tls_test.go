@@ -2,90 +2,38 @@ package nbdserver
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/test/pki"
 )
 
-// testPKI is a throwaway CA with a server and a client certificate, written as PEM files in
-// the layout libnbd's tls-certificates directories use.
+// testPKI is a throwaway CA with a server certificate for localhost and a client
+// certificate with common name "client", in the layout libnbd's tls-certificates
+// directories use (package test/pki).
 type testPKI struct {
-	dir                string
-	caPool             *x509.CertPool
-	serverCert, client tls.Certificate
+	*pki.Set
+	dir string
 }
 
 func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "nbdroot test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	p := &testPKI{dir: dir, caPool: x509.NewCertPool()}
-	p.caPool.AddCert(caCert)
-	writePEM(t, filepath.Join(dir, "ca-cert.pem"), "CERTIFICATE", caDER)
-	issue := func(name string, serial int64, usage x509.ExtKeyUsage) tls.Certificate {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(key)
-		writePEM(t, filepath.Join(dir, name+"-cert.pem"), "CERTIFICATE", der)
-		writePEM(t, filepath.Join(dir, name+"-key.pem"), "EC PRIVATE KEY", kder)
-		c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+"-cert.pem"), filepath.Join(dir, name+"-key.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	p.serverCert = issue("server", 2, x509.ExtKeyUsageServerAuth)
-	p.client = issue("client", 3, x509.ExtKeyUsageClientAuth)
-	return p
-}
-
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p := pki.New(t, "client")
+	return &testPKI{Set: p, dir: p.Dir}
 }
 
 func (p *testPKI) serverConfig(t testing.TB, clientCA bool) *tls.Config {
 	t.Helper()
 	ca := ""
 	if clientCA {
-		ca = filepath.Join(p.dir, "ca-cert.pem")
+		ca = p.File
 	}
-	cfg, err := LoadTLS(filepath.Join(p.dir, "server-cert.pem"), filepath.Join(p.dir, "server-key.pem"), ca)
+	cfg, err := LoadTLS(p.Server.CertFile, p.Server.KeyFile, ca)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,9 +41,9 @@ func (p *testPKI) serverConfig(t testing.TB, clientCA bool) *tls.Config {
 }
 
 func (p *testPKI) clientConfig(withCert bool) *tls.Config {
-	cfg := &tls.Config{RootCAs: p.caPool, ServerName: "localhost"}
+	cfg := &tls.Config{RootCAs: p.Pool, ServerName: "localhost"}
 	if withCert {
-		cfg.Certificates = []tls.Certificate{p.client}
+		cfg.Certificates = []tls.Certificate{p.Client.TLS}
 	}
 	return cfg
 }
@@ -187,7 +135,7 @@ func TestTLSClientCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.disconnect()
-	if !strings.Contains(s.logs.String(), `client certificate "client"`) {
+	if !strings.Contains(s.logs.String(), `TLS up, client certificate CN=client: client identity client`) {
 		t.Errorf("client certificate not logged:\n%s", s.logs)
 	}
 }
