@@ -34,12 +34,13 @@ func sections() []section {
 		{"luks", benchLUKS},
 		{"boot", benchBoot},
 		{"initramfs", benchInitramfs},
+		{"tls", benchTLS},
 	}
 }
 
 func main() {
 	var e env
-	only := flag.String("only", "", "comma-separated sections to run (server, luks, boot, initramfs); default all")
+	only := flag.String("only", "", "comma-separated sections to run (server, luks, boot, initramfs, tls); default all")
 	out := flag.String("out", "", "also write the tables to this file (e.g. docs/bench.md)")
 	flag.StringVar(&e.Build, "build", "build", "directory with the nbdroot binaries")
 	flag.StringVar(&e.Kernel, "kernel", os.Getenv("NBDROOT_KERNEL"), "test kernel directory")
