@@ -144,7 +144,7 @@ echo "KTLS-EXIT $?"
 	v.Expect(keeperLine(`keeping /dev/nbd0 connected to \S+ \(netlink, 1 connection\(s\), TLS,`), 30*time.Second)
 	v.Expect(`CANARY-LINES 2000`, bootTimeout)
 	v.Expect(`KTLS-EXIT 0`, 2*time.Minute)
-	for _, test := range []string{"TestKernelRFC8448", "TestKernelSuites/TLS_AES_128_GCM_SHA256", "TestKernelSuites/TLS_AES_256_GCM_SHA384", "TestKernelSuites/TLS_CHACHA20_POLY1305_SHA256"} {
+	for _, test := range []string{"TestKernelRFC8448", "TestKernelControlRecord", "TestKernelSuites/TLS_AES_128_GCM_SHA256", "TestKernelSuites/TLS_AES_256_GCM_SHA384", "TestKernelSuites/TLS_CHACHA20_POLY1305_SHA256"} {
 		v.Expect(`--- PASS: `+regexp.QuoteMeta(test)+` `, time.Second)
 	}
 	_, off := v.ExpectAfter(0, `KEEPER-ITER 3\b`, 2*time.Minute)

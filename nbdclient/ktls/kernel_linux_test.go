@@ -164,3 +164,22 @@ func TestKernelSuites(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelControlRecord pins what the nbd driver sees when the server sends a record
+// that is not data (an alert such as close_notify, a KeyUpdate, a session ticket) after
+// the hand-off: a plain read fails with EIO (the kernel will not hand a control record to
+// a reader that cannot learn its type), so the driver marks the connection dead and the
+// keeper reconnects with a new handshake.
+func TestKernelControlRecord(t *testing.T) {
+	needKernelTLS(t)
+	st := State{Suite: AES128GCMSHA256, TX: Direction{Secret: rfc8448ClientAppSecret}, RX: Direction{Secret: rfc8448ServerAppSecret}}
+	client, peer := tcpPair(t)
+	enableOn(t, client, st)
+	server, _ := NewCipher(st.Suite, st.RX)
+	rec, _ := server.Seal(nil, TypeAlert, []byte{1, alertCloseNotify})
+	peer.Write(rec)
+	_, err := client.Read(make([]byte, 100))
+	if !errors.Is(err, unix.EIO) {
+		t.Fatalf("a plain read of an alert record: %v, want EIO", err)
+	}
+}
