@@ -3,6 +3,7 @@ package ktls
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 )
@@ -77,8 +78,13 @@ func (s *recordStream) feed(b []byte, counting bool) {
 }
 
 // want is how many bytes a Read may take now: the rest of the header, or of the body.
+// A stream that can no longer be followed is not limited: crypto/tls reports the bad
+// record itself (a Read of zero bytes would make it spin).
 func (s *recordStream) want() int {
-	if s.nhdr < HeaderLen {
+	switch {
+	case s.err != nil:
+		return math.MaxInt
+	case s.nhdr < HeaderLen:
 		return HeaderLen - s.nhdr
 	}
 	return s.left

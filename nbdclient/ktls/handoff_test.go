@@ -210,3 +210,23 @@ func TestCounterBoundary(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCounterBadHeader: after a header no TLS record has, reads are no longer limited, so
+// crypto/tls sees the bytes and fails, instead of spinning on empty reads.
+func TestCounterBadHeader(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := NewCounter(a)
+	go b.Write([]byte{0x48, 0x54, 0x54, 0x50, 0x2f, 0x31, 0x2e, 0x31}) // "HTTP/1.1"
+	buf := make([]byte, 100)
+	if n, _ := c.Read(buf); n != HeaderLen {
+		t.Fatalf("read %d bytes", n)
+	}
+	if n, err := c.Read(buf); n != 3 || err != nil {
+		t.Fatalf("after a bad header: %d bytes, %v; want the rest", n, err)
+	}
+	if err := c.Start(); err == nil || !errors.Is(err, ErrRecord) {
+		t.Errorf("Start on a stream with a bad header: %v", err)
+	}
+}
