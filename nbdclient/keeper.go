@@ -251,6 +251,12 @@ func (k *Keeper) Run(ctx context.Context) error {
 	k.setState(func(s *KeeperState) {
 		*s = KeeperState{Device: "/dev/" + k.dev(), Server: k.Target.Servers[0], Export: k.Target.Export,
 			State: "watching", Since: time.Now(), Interface: k.Interface}
+		switch {
+		case k.Relays != nil && k.Relays.Running() > 0:
+			s.TLS = "TLS 1.3, relayed by the keeper"
+		case k.Target.TLS != nil:
+			s.TLS = "TLS 1.3"
+		}
 	})
 	// Notices are folded into one pending repair, which remembers the latest notice: a
 	// notice older than the start of the last successful reconnect is covered by it (the
