@@ -10,7 +10,7 @@ OUT       ?= $(BUILD)/kernel26.img
 VERSION   ?= $(shell scripts/version.sh)
 GOFLAGS_BUILD := -trimpath -ldflags="-s -X github.com/nbdroot/nbdroot/version.Version=$(VERSION)"
 
-# make install: PREFIX/bin/nbdroot, PREFIX/lib/nbdroot/nbdroot-init, the kernel hooks
+# make install: PREFIX/bin/nbdroot, PREFIX/lib/nbdroot/nbdroot-init (and -tls), the kernel hooks
 # (/etc/kernel/…; they act only in client roots, see nbdroot install --help), the systemd
 # units naming PREFIX/bin/nbdroot, nbdroot(8) and the documentation; under DESTDIR if set.
 PREFIX    ?= /usr/local
@@ -38,6 +38,7 @@ build:
 
 install: build
 	$(BUILD)/nbdroot install --destdir "$(DESTDIR)/" --prefix "$(PREFIX)" --init $(BUILD)/nbdroot-init
+	install -m 755 $(BUILD)/nbdroot-init-tls "$(DESTDIR)$(PREFIX)/lib/nbdroot/"
 	install -d "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(DOCDIR)/docs"
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' dist/nbdroot-serve.service.in > "$(DESTDIR)$(UNITDIR)/nbdroot-serve.service"
 	install -m 644 dist/nbdroot-serve.socket "$(DESTDIR)$(UNITDIR)/"

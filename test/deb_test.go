@@ -131,7 +131,8 @@ func TestMakeInstall(t *testing.T) {
 	command(t, repo(t), "make", "--no-print-directory", "install", "BUILD="+t.TempDir(), "DESTDIR="+dest, "PREFIX=/usr/local")
 	checkFiles(t, dest, map[string]fs.FileMode{
 		"usr/local/bin/nbdroot": 0o755, "usr/local/lib/nbdroot/nbdroot-init": 0o755,
-		"etc/kernel/postinst.d/nbdroot": 0o755, "etc/kernel/postrm.d/nbdroot": 0o755,
+		"usr/local/lib/nbdroot/nbdroot-init-tls": 0o755,
+		"etc/kernel/postinst.d/nbdroot":          0o755, "etc/kernel/postrm.d/nbdroot": 0o755,
 		"etc/kernel/install.d/60-nbdroot.install": 0o755, "etc/pacman.d/hooks/90-nbdroot-install.hook": 0o644,
 		"usr/local/share/libalpm/scripts/nbdroot":            0o755,
 		"usr/local/lib/systemd/system/nbdroot-serve.service": 0o644, "usr/local/lib/systemd/system/nbdroot-serve.socket": 0o644,
@@ -166,7 +167,7 @@ func makeDeb(t *testing.T) string {
 
 // debFiles are the package's files and their modes.
 var debFiles = map[string]fs.FileMode{
-	"usr/bin/nbdroot": 0o755, "usr/lib/nbdroot/nbdroot-init": 0o755,
+	"usr/bin/nbdroot": 0o755, "usr/lib/nbdroot/nbdroot-init": 0o755, "usr/lib/nbdroot/nbdroot-init-tls": 0o755,
 	"etc/kernel/postinst.d/nbdroot": 0o755, "etc/kernel/postrm.d/nbdroot": 0o755,
 	"usr/lib/kernel/install.d/60-nbdroot.install":  0o755,
 	"usr/lib/systemd/system/nbdroot-serve.service": 0o644, "usr/lib/systemd/system/nbdroot-serve.socket": 0o644,
