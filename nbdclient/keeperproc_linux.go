@@ -329,17 +329,11 @@ func keeperKernel(spec KeeperSpec, log *kmsgLog, relays *Relays) (DeviceKernel, 
 		return nil, nil, 0, err
 	}
 	idx, err := k.Connect(*spec.Netlink, files)
-	// The kernel acknowledges NBD_CMD_CONNECT after its reply: on this socket a later
-	// request would read that acknowledgement first. The keeper's requests get their own.
-	k.Close()
 	if errors.As(err, &se) {
 		log.Logf(LevelWarning, "%v", err)
 	} else if err != nil {
 		ev.Close()
-		return nil, nil, 0, err
-	}
-	if k, err = OpenKernel(); err != nil {
-		ev.Close()
+		k.Close()
 		return nil, nil, 0, err
 	}
 	return k, ev, idx, nil

@@ -65,9 +65,18 @@ func lookupFamily(c *genetlink.Conn) (genetlink.Family, error) {
 // Close closes the netlink socket.
 func (k *Kernel) Close() error { return k.c.Close() }
 
-func (k *Kernel) execute(cmd uint8, data []byte) ([]genetlink.Message, error) {
+// execute sends cmd and reads its answer. Commands that answer with a message
+// (NBD_CMD_CONNECT: the index; NBD_CMD_STATUS) are sent without NLM_F_ACK: the kernel
+// (netlink_rcv_skb) would send the acknowledgement after the reply, in a datagram of its
+// own, which Execute does not read — the next request on this socket would read it and
+// fail ("mismatched sequence in netlink reply"). An error is answered either way.
+func (k *Kernel) execute(cmd uint8, data []byte, replies bool) ([]genetlink.Message, error) {
 	msg := genetlink.Message{Header: genetlink.Header{Command: cmd, Version: genlVersion}, Data: data}
-	return k.c.Execute(msg, k.fam.ID, netlink.Request|netlink.Acknowledge)
+	flags := netlink.Request | netlink.Acknowledge
+	if replies {
+		flags = netlink.Request
+	}
+	return k.c.Execute(msg, k.fam.ID, flags)
 }
 
 // SetupError reports a device that is connected but whose preparation after NBD_CMD_CONNECT
@@ -98,7 +107,7 @@ func (k *Kernel) Connect(dev Device, socks []*os.File) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	msgs, err := k.execute(cmdConnect, data)
+	msgs, err := k.execute(cmdConnect, data, true)
 	if err != nil {
 		return -1, explainConnect(dev, err)
 	}
@@ -146,7 +155,7 @@ func (k *Kernel) Reconfigure(dev Device, socks []*os.File) error {
 	if err != nil {
 		return err
 	}
-	if _, err := k.execute(cmdReconfigure, data); err != nil {
+	if _, err := k.execute(cmdReconfigure, data, false); err != nil {
 		if isErrno(err, errInvalid) {
 			return fmt.Errorf("NBD_CMD_RECONFIGURE nbd%d refused as invalid (not connected, or another backend identifier than %q; see dmesg): %w", dev.Index, dev.BackendID, err)
 		}
@@ -161,7 +170,7 @@ func (k *Kernel) Disconnect(index int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := k.execute(cmdDisconnect, data); err != nil {
+	if _, err := k.execute(cmdDisconnect, data, false); err != nil {
 		if isErrno(err, errInvalid) {
 			return fmt.Errorf("NBD_CMD_DISCONNECT nbd%d: %w (%v)", index, ErrNotConfigured, err)
 		}
@@ -181,7 +190,7 @@ func (k *Kernel) Status(index int) ([]DeviceStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := k.execute(cmdStatus, data)
+	msgs, err := k.execute(cmdStatus, data, true)
 	if err != nil {
 		return nil, fmt.Errorf("NBD_CMD_STATUS: %w", err)
 	}

@@ -53,7 +53,7 @@ var testFamily = genetlink.Family{ID: 0x1234, Version: 1, Name: genlFamily,
 func TestConnectMessage(t *testing.T) {
 	var got map[string]any
 	c := genltest.Dial(genltest.ServeFamily(testFamily, genltest.CheckRequest(testFamily.ID, cmdConnect,
-		netlink.Request|netlink.Acknowledge,
+		netlink.Request, // no NLM_F_ACK: its acknowledgement would come after the reply
 		func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
 			got = attrs(t, greq.Data)
 			ae := netlink.NewAttributeEncoder()
@@ -133,7 +133,7 @@ func TestNoFamily(t *testing.T) {
 }
 
 func TestStatusDecode(t *testing.T) {
-	c := genltest.Dial(genltest.ServeFamily(testFamily, genltest.CheckRequest(testFamily.ID, cmdStatus, 0,
+	c := genltest.Dial(genltest.ServeFamily(testFamily, genltest.CheckRequest(testFamily.ID, cmdStatus, netlink.Request, // no NLM_F_ACK, as for CONNECT
 		func(greq genetlink.Message, _ netlink.Message) ([]genetlink.Message, error) {
 			if len(greq.Data) != 0 {
 				t.Errorf("status for all devices carries attributes % x", greq.Data)
