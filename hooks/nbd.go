@@ -173,8 +173,8 @@ func attachFailure(s *State, t *bootparam.Target, req nbdclient.Request, err err
 		step = ae.Step
 	}
 	param := serverParam(t, req.Servers)
-	if errors.As(err, new(*nbdclient.TLSError)) {
-		param = tlsParam(s)
+	if te := (*nbdclient.TLSError)(nil); errors.As(err, &te) {
+		param = tlsFailureParam(s, te)
 	}
 	switch step {
 	case nbdclient.StepReady:

@@ -73,3 +73,22 @@ func tlsParam(s *State) string {
 	}
 	return "nbdroot.tls (unset: required, the image carries a CA)"
 }
+
+// tlsFailureParam names what a TLS failure asks the user to check: the image's CA for a
+// server certificate of another CA, nbdroot.tlsname for a certificate without the name
+// checked, the image's client certificate for a server that refused it, else what
+// decided the TLS mode (a server refusing STARTTLS, a certificate outside its validity).
+func tlsFailureParam(s *State, te *nbdclient.TLSError) string {
+	switch te.Reason {
+	case nbdclient.TLSUnknownCA:
+		return "the image's CA " + layout.TLSCA + " (nbdroot initramfs --tls-ca)"
+	case nbdclient.TLSWrongName:
+		if src := s.Plan.Sources["nbd.tls_name"]; src != "" {
+			return src
+		}
+		return "nbdroot.tlsname (unset: the server's address is checked)"
+	case nbdclient.TLSClientRejected:
+		return "the image's client certificate " + layout.TLSCert + " (nbdroot initramfs --tls-cert)"
+	}
+	return tlsParam(s)
+}

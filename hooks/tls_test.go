@@ -99,19 +99,40 @@ func TestNBDHookTLS(t *testing.T) {
 	}
 }
 
-// TestNBDHookTLSFailure: a TLS failure names the TLS parameter, not the server's.
+// TestNBDHookTLSFailure: a TLS failure names what to check — the TLS parameter, the
+// name parameter or the image's file behind the reason — not the server's parameter.
 func TestNBDHookTLSFailure(t *testing.T) {
-	sys := newFakes()
-	sys.nbd.dial = func(ctx context.Context, addr string, o nbdclient.DialOptions) (*nbdclient.Conn, error) {
-		return nil, &nbdclient.DialError{Server: addr, Export: o.Export, Err: &nbdclient.TLSError{Err: errors.New("the server's certificate is not signed by the configured CA")}}
-	}
-	s, _, err := newTestState("nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.tls=require", sys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = NBD{Budget: 100 * time.Millisecond, ImageRoot: imageWithTLS(t, "ca")}.Run(context.Background(), s)
-	var f *Failure
-	if !errors.As(err, &f) || f.Param != "nbdroot.tls=require" || !strings.Contains(err.Error(), "NBD server 10.0.0.1:10809, the default export: TLS: the server's certificate is not signed") {
-		t.Fatalf("err = %v (%+v)", err, f)
+	for _, tc := range []struct {
+		name    string
+		cmdline string
+		reason  nbdclient.TLSReason
+		param   string
+	}{
+		{"STARTTLS refused", "nbdroot.tls=require", nbdclient.TLSRefused, "nbdroot.tls=require"},
+		{"STARTTLS refused, TLS from the image", "", nbdclient.TLSRefused, "nbdroot.tls (unset: required, the image carries a CA)"},
+		{"expired", "", nbdclient.TLSExpired, "nbdroot.tls (unset: required, the image carries a CA)"},
+		{"wrong CA", "nbdroot.tls=require", nbdclient.TLSUnknownCA, "the image's CA " + layout.TLSCA + " (nbdroot initramfs --tls-ca)"},
+		{"wrong name", "", nbdclient.TLSWrongName, "nbdroot.tlsname (unset: the server's address is checked)"},
+		{"wrong name given", "nbdroot.tlsname=nbd.lab", nbdclient.TLSWrongName, "nbdroot.tlsname=nbd.lab"},
+		{"client certificate refused", "", nbdclient.TLSClientRejected, "the image's client certificate " + layout.TLSCert + " (nbdroot initramfs --tls-cert)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sys := newFakes()
+			sys.nbd.dial = func(ctx context.Context, addr string, o nbdclient.DialOptions) (*nbdclient.Conn, error) {
+				return nil, &nbdclient.DialError{Server: addr, Export: o.Export, Err: &nbdclient.TLSError{Reason: tc.reason, Err: errors.New("the reason")}}
+			}
+			s, _, err := newTestState("nbd_server=10.0.0.1 root=/dev/nbd0 "+tc.cmdline, sys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = NBD{Budget: 100 * time.Millisecond, ImageRoot: imageWithTLS(t, "ca")}.Run(context.Background(), s)
+			var f *Failure
+			if !errors.As(err, &f) || !strings.Contains(err.Error(), "NBD server 10.0.0.1:10809, the default export: TLS: the reason") {
+				t.Fatalf("err = %v, want a failure naming the server and the reason", err)
+			}
+			if f.Param != tc.param {
+				t.Errorf("parameter %q, want %q", f.Param, tc.param)
+			}
+		})
 	}
 }

@@ -135,7 +135,7 @@ func negotiate(ctx context.Context, s linkSpec, addr string) (*link, error) {
 	if s.tls != nil {
 		for _, c := range conns {
 			if s.tls.required() && !c.TLS.Secured() {
-				return fail(StepConnect, &DialError{Server: addr, Export: s.export, Err: &TLSError{Err: fmt.Errorf("%w: the connection is not encrypted and TLS is required", ErrTLSRefused)}})
+				return fail(StepConnect, &DialError{Server: addr, Export: s.export, Err: &TLSError{Reason: TLSRefused, Err: fmt.Errorf("%w: the connection is not encrypted and TLS is required", ErrTLSRefused)}})
 			}
 		}
 		l.tls = describeTLS(conns)

@@ -166,7 +166,7 @@ func (d *Dialer) secure(ctx context.Context, tc *net.TCPConn, addr string, fixed
 	}
 	if refused != "" {
 		if d.TLS.required() {
-			return nil, "", &TLSError{Err: fmt.Errorf("%w: %s; TLS is required (nbdroot.tls=require), and nbdroot never goes on in clear text", ErrTLSRefused, refused)}
+			return nil, "", &TLSError{Reason: TLSRefused, Err: fmt.Errorf("%w: %s; TLS is required (nbdroot.tls=require), and nbdroot never goes on in clear text", ErrTLSRefused, refused)}
 		}
 		return nil, refused, nil
 	}

@@ -66,7 +66,7 @@ func explainTLS(err error, name string, s *TLSSettings) error {
 	}
 	switch {
 	case errors.As(err, &unknown):
-		return fmt.Errorf("the server's certificate is not signed by the configured CA (--tls-ca): a wrong CA, or not the server you meant: %w", err)
+		return &TLSError{Reason: TLSUnknownCA, Err: fmt.Errorf("the server's certificate is not signed by the configured CA (--tls-ca): a wrong CA, or not the server you meant: %w", err)}
 	case errors.As(err, &hostname):
 		c := hostname.Certificate
 		names := append([]string(nil), c.DNSNames...)
@@ -80,11 +80,11 @@ func explainTLS(err error, name string, s *TLSSettings) error {
 		if s.ServerName != "" {
 			hint = "check nbdroot.tlsname= (attach: --tls-name)"
 		}
-		return fmt.Errorf("the server's certificate is not for %q (it names %s): %s, or reissue it: %w", name, strings.Join(names, ", "), hint, err)
+		return &TLSError{Reason: TLSWrongName, Err: fmt.Errorf("the server's certificate is not for %q (it names %s): %s, or reissue it: %w", name, strings.Join(names, ", "), hint, err)}
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
 		c := invalid.Cert
-		return fmt.Errorf("the server's certificate is valid from %s to %s, and this client's clock says %s (an expired certificate, or a wrong clock: thin clients without a battery start in 1970): %w",
-			c.NotBefore.UTC().Format(time.DateTime), c.NotAfter.UTC().Format(time.DateTime), time.Now().UTC().Format(time.DateTime), err)
+		return &TLSError{Reason: TLSExpired, Err: fmt.Errorf("the server's certificate is valid from %s to %s, and this client's clock says %s (an expired certificate, or a wrong clock: thin clients without a battery start in 1970): %w",
+			c.NotBefore.UTC().Format(time.DateTime), c.NotAfter.UTC().Format(time.DateTime), time.Now().UTC().Format(time.DateTime), err)}
 	case isRemoteTLS(err):
 		return remoteTLSError(err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):

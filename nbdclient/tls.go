@@ -112,10 +112,34 @@ func (s *TLSState) String() string {
 
 // TLSError is a TLS failure of one connection: STARTTLS refused while TLS is required, a
 // server certificate that does not verify, a handshake the server broke off. Its message
-// says what to check.
+// says what to check; Reason says which setting to check, for callers that name it (the
+// init names the command line parameter or the image's file behind it).
 type TLSError struct {
-	Err error
+	Reason TLSReason
+	Err    error
 }
+
+// TLSReason classifies a TLSError by what the user must check.
+type TLSReason int
+
+// The reasons of a TLSError.
+const (
+	// TLSFailed is any other failure: the handshake, the hand-off, a missing CA.
+	TLSFailed TLSReason = iota
+	// TLSRefused: the server refused NBD_OPT_STARTTLS (or cannot be asked) while TLS is
+	// required.
+	TLSRefused
+	// TLSUnknownCA: the server's certificate does not chain to the configured CA.
+	TLSUnknownCA
+	// TLSWrongName: the server's certificate does not carry the name checked.
+	TLSWrongName
+	// TLSExpired: the server's certificate is not valid at the client's time (expired,
+	// not yet valid, or the client's clock is wrong).
+	TLSExpired
+	// TLSClientRejected: the server broke off the connection after the handshake, which
+	// in TLS 1.3 is how it refuses the client's certificate.
+	TLSClientRejected
+)
 
 // Error implements error.
 func (e *TLSError) Error() string { return "TLS: " + e.Err.Error() }
@@ -135,7 +159,7 @@ var ErrNoTLSSupport = errors.New("this program was built without TLS (nbdroot_no
 // after the client finished its handshake, so a refusal arrives with the first answer
 // read over TLS, not from the handshake.
 func remoteTLSError(err error) error {
-	return &TLSError{Err: fmt.Errorf("the server broke off the TLS connection (%w): does it accept this client's certificate (--tls-cert: signed by the CA the server trusts, not expired) and TLS 1.3?", err)}
+	return &TLSError{Reason: TLSClientRejected, Err: fmt.Errorf("the server broke off the TLS connection (%w): does it accept this client's certificate (--tls-cert: signed by the CA the server trusts, not expired) and TLS 1.3?", err)}
 }
 
 // isRemoteTLS reports whether err is a TLS alert from the server.

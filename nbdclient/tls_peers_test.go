@@ -185,26 +185,27 @@ func TestTLSBadInput(t *testing.T) {
 	expiredSrv := startServeWithCert(t, p, root3, expired)
 
 	for _, tc := range []struct {
-		name string
-		addr string
-		tls  func() *TLSSettings
-		want string
+		name   string
+		addr   string
+		tls    func() *TLSSettings
+		want   string
+		reason TLSReason
 	}{
 		{"wrong CA", serve.addr, func() *TLSSettings { s := clientTLS(p); s.CAPEM = string(other.PEM); return s },
-			"not signed by the configured CA"},
+			"not signed by the configured CA", TLSUnknownCA},
 		{"wrong name", serve.addr, func() *TLSSettings { s := clientTLS(p); s.ServerName = "nbd.lab"; return s },
-			`the server's certificate is not for "nbd.lab" (it names localhost, 127.0.0.1, ::1)`},
-		{"expired", expiredSrv.addr, func() *TLSSettings { return clientTLS(p) }, "this client's clock says"},
+			`the server's certificate is not for "nbd.lab" (it names localhost, 127.0.0.1, ::1)`, TLSWrongName},
+		{"expired", expiredSrv.addr, func() *TLSSettings { return clientTLS(p) }, "this client's clock says", TLSExpired},
 		{"server without TLS", plain.addr, func() *TLSSettings { return clientTLS(p) },
-			"the server does not do TLS: NBD_REP_ERR_POLICY"},
+			"the server does not do TLS: NBD_REP_ERR_POLICY", TLSRefused},
 		{"no client certificate", serve.addr, func() *TLSSettings { s := clientTLS(p); s.CertPEM, s.KeyPEM = "", ""; return s },
-			"does it accept this client's certificate"},
+			"does it accept this client's certificate", TLSClientRejected},
 		{"client certificate of another CA", serve.addr, func() *TLSSettings {
 			s := clientTLS(p)
 			s.CertPEM, s.KeyPEM = string(other.Client.CertPEM), string(other.Client.KeyPEM)
 			return s
-		}, "does it accept this client's certificate"},
-		{"no CA", serve.addr, func() *TLSSettings { s := clientTLS(p); s.CAPEM = ""; return s }, "no CA certificate"},
+		}, "does it accept this client's certificate", TLSClientRejected},
+		{"no CA", serve.addr, func() *TLSSettings { s := clientTLS(p); s.CAPEM = ""; return s }, "no CA certificate", TLSFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -217,6 +218,9 @@ func TestTLSBadInput(t *testing.T) {
 			var te *TLSError
 			if !errors.As(err, &te) || !strings.Contains(err.Error(), "NBD server "+tc.addr+`, export "root": TLS: `) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q: want a *TLSError naming the server and saying %q", err, tc.want)
+			}
+			if te.Reason != tc.reason {
+				t.Errorf("reason %d, want %d", te.Reason, tc.reason)
 			}
 			t.Log(err)
 		})
