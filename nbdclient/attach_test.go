@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -445,6 +446,22 @@ func TestFailover(t *testing.T) {
 		_, _, err := failover(ctx, retry{}, []string{"a"}, 0, func(string) error { return errDown })
 		if err != errDown {
 			t.Errorf("failover = %v, want the last error", err)
+		}
+	})
+	t.Run("an attempt cut short by the context keeps the reason before it", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		errCert := &TLSError{Reason: TLSWrongName, Err: errors.New("not for nbd.lab")}
+		tries := 0
+		_, _, err := failover(ctx, retry{minBackoff: time.Millisecond, maxBackoff: time.Millisecond}, []string{"a"}, 0, func(string) error {
+			if tries++; tries == 1 {
+				return errCert
+			}
+			cancel()
+			return fmt.Errorf("handshake: %w", context.Canceled)
+		})
+		if err != errCert {
+			t.Errorf("failover = %v, want %v", err, errCert)
 		}
 	})
 }

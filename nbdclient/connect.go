@@ -194,6 +194,11 @@ type retry struct {
 	failed func(round int, addr string, err error)
 }
 
+// isContextErr reports whether err is a context's end (a deadline, a cancellation).
+func isContextErr(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
 // failover is the one retry loop of an attach or a reconnect: it tries the servers in
 // order, starting at start, round after round, until try succeeds, an error is final, the
 // rounds are done or ctx ends. Between rounds it waits with exponential backoff, from
@@ -202,7 +207,8 @@ type retry struct {
 // not hammer a server that just came back in lockstep.
 //
 // It returns the index of the server that succeeded and the round it took; on failure the
-// last error (ctx's when there was none) and the round reached.
+// last error (ctx's when there was none; the one before when ctx cut the last attempt
+// short) and the round reached.
 func failover(ctx context.Context, r retry, servers []string, start int, try func(addr string) error) (int, int, error) {
 	if len(servers) == 0 {
 		return -1, 0, errors.New("no server to connect to")
@@ -217,12 +223,19 @@ func failover(ctx context.Context, r retry, servers []string, start int, try fun
 			if err == nil {
 				return s, round, nil
 			}
-			last = err
 			if r.failed != nil && ctx.Err() == nil {
 				r.failed(round, servers[s], err)
 			}
-			if (r.final != nil && r.final(err)) || ctx.Err() != nil {
+			if r.final != nil && r.final(err) {
 				return -1, round, err
+			}
+			// An attempt the deadline cut short says less than the one before it (a
+			// certificate that does not verify, a refusal): that one is the reason.
+			if ctx.Err() == nil || last == nil || !isContextErr(err) {
+				last = err
+			}
+			if ctx.Err() != nil {
+				return -1, round, last
 			}
 		}
 		if r.rounds > 0 && round >= r.rounds {
