@@ -49,6 +49,8 @@ func FuzzParse(f *testing.F) {
 		"nbd_host=nbd.lan nbd_name=root nbd_port=10900 root=LABEL=x rw -- single",
 		`init="/bin/my init" nbd_server=a,b:1,[::1]:2 root=/dev/nbd0p1 rd.break=pre-mount nbdroot.connections=4`,
 		"netroot=nbd:10.0.0.1:root BOOTIF=01-52-54-00-12-34-56 cryptkey=rootfs:/k cryptdevice=UUID=x:c:discard",
+		"nbd_server=nbd.lab root=/dev/nbd0 nbdroot.tls=require nbdroot.tlsname=nbd.lab nbdroot.ktls=0",
+		"nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.tls=maybe nbdroot.tlsname=a/b nbdroot.ktls=2",
 	} {
 		f.Add(s)
 	}

@@ -2,7 +2,10 @@ package nbdserver
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,4 +161,29 @@ func TestParseAllow(t *testing.T) {
 	if e := sf.Exports[0]; len(e.Allow) != 1 || len(e.AllowCerts) != 1 || e.AllowCerts[0].String() != "cn:thin-*" {
 		t.Errorf("INI allow: %+v %+v", e.Allow, e.AllowCerts)
 	}
+}
+
+// FuzzCertificateIdentity: whatever names a verified certificate carries, the identity it
+// gives is empty or a valid client identity taken from its common name or a DNS name.
+func FuzzCertificateIdentity(f *testing.F) {
+	f.Add("52:54:00:12:34:56", "")
+	f.Add("thin client 7", "thin-7.lab.example,x")
+	f.Add("", "../etc")
+	f.Add(strings.Repeat("a", 65), "b")
+	f.Fuzz(func(t *testing.T, cn, dns string) {
+		leaf := &x509.Certificate{Subject: pkix.Name{CommonName: cn}}
+		if dns != "" {
+			leaf.DNSNames = strings.Split(dns, ",")
+		}
+		c := newCertificate(leaf)
+		if c.id == "" {
+			return
+		}
+		if err := nbd.ValidateIdentity(c.id); err != nil {
+			t.Fatalf("identity %q: %v", c.id, err)
+		}
+		if c.id != cn && !slices.Contains(leaf.DNSNames, c.id) {
+			t.Fatalf("identity %q is not among the certificate's names", c.id)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package nbdserver
 import (
 	"errors"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"testing"
@@ -132,7 +133,8 @@ func TestParseTLSMode(t *testing.T) {
 // a valid export (apart from the path, which is made absolute by the command).
 func FuzzParseExport(f *testing.F) {
 	for _, s := range []string{"root=/nbd/root", "r=/i,ro,default,allow=10.0.0.0/8", "r=/i,cowdir=/c,maxconn=2,timeout=1s",
-		"r=/i,desc=x,tls,notrim,sync", "=", "a=b,,", "r=/i,allow=::1/129"} {
+		"r=/i,desc=x,tls,notrim,sync", "=", "a=b,,", "r=/i,allow=::1/129",
+		"r=/i,allow=cn:thin-*,allow=dns:*.lab.example,allow=10.0.0.0/8", "r=/i,allow=cn:[", "r=/i,allow=dns:", "r=/i,allow=san:x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
@@ -145,6 +147,11 @@ func FuzzParseExport(f *testing.F) {
 		}
 		if e.Path == "" || e.MaxConnections < 0 || e.IdleTimeout < 0 {
 			t.Fatalf("accepted %+v", e)
+		}
+		for _, r := range e.AllowCerts {
+			if _, err := path.Match(r.Pattern, ""); err != nil || r.Pattern == "" || (r.Field != "cn" && r.Field != "dns") {
+				t.Fatalf("accepted the certificate rule %+v", r)
+			}
 		}
 	})
 }
