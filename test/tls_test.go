@@ -250,43 +250,64 @@ func TestTLSBootFromPeers(t *testing.T) {
 	}
 }
 
-// TestTLSFailures: a wrong CA and a server without TLS stop the boot with a line that
-// names the server and the reason, never a clear-text root.
+// TestTLSFailures: a wrong CA, a server certificate without the guests' server address or
+// outside its validity, and a server that refuses STARTTLS (nbdroot serve without TLS
+// answers NBD_REP_ERR_POLICY) each stop the boot in the rescue shell with a line that
+// names the server, the reason and the parameter or file to check — never a clear-text
+// root. The image requires TLS because it carries a CA (no nbdroot.tls= given).
 func TestTLSFailures(t *testing.T) {
 	e := needEnv(t)
+	guest := net.ParseIP(vm.GuestServerIP)
+	const server = `NBD server 10\.0\.2\.100:10809, the default export: TLS: `
 	for _, tc := range []struct {
 		name   string
-		server func(t *testing.T, p *pki.Set, img string) *vm.Server
-		image  func(t *testing.T, p *pki.Set) string
+		server func(t *testing.T, p *pki.Set) []string // nil: no TLS
+		append string
 		want   string
+		param  string
 	}{
-		{"wrong CA", func(t *testing.T, p *pki.Set, img string) *vm.Server {
-			other := tlsPKI(t)
-			return e.StartServer(t, 0, append([]string{"--export", "root=" + img}, tlsServerArgs(other)...)...)
-		}, func(t *testing.T, p *pki.Set) string { return tlsInitramfs(t, e, p) },
-			`NBD server 10\.0\.2\.100:10809, the default export: TLS: the server's certificate is not signed by the configured CA`},
-		{"server without TLS", func(t *testing.T, p *pki.Set, img string) *vm.Server {
-			return e.StartServer(t, 0, "--export", "root="+img)
-		}, func(t *testing.T, p *pki.Set) string { return tlsInitramfs(t, e, p) },
-			`NBD server 10\.0\.2\.100:10809, the default export: TLS: the server does not do TLS: NBD_REP_ERR_POLICY .*nbdroot never goes on in clear text`},
+		{"wrong CA", func(t *testing.T, p *pki.Set) []string { return tlsServerArgs(tlsPKI(t)) }, "",
+			server + `the server's certificate is not signed by the configured CA`,
+			`the image's CA /etc/nbdroot/tls/ca\.pem \(nbdroot initramfs --tls-ca\)`},
+		{"wrong name", func(t *testing.T, p *pki.Set) []string {
+			c := p.Issue(t, "localhost", pki.Localhost)
+			return []string{"--tls", "require", "--tls-cert", c.CertFile, "--tls-key", c.KeyFile, "--tls-ca", p.File}
+		}, "nbdroot.tlsname=nbd.lab",
+			server + `the server's certificate is not for "nbd\.lab" \(it names localhost, 127\.0\.0\.1, ::1\)`,
+			`nbdroot\.tlsname=nbd\.lab`},
+		{"expired", func(t *testing.T, p *pki.Set) []string {
+			c := p.Issue(t, "expired", pki.Options{CommonName: "expired", IPs: []net.IP{guest},
+				NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+			return []string{"--tls", "require", "--tls-cert", c.CertFile, "--tls-key", c.KeyFile, "--tls-ca", p.File}
+		}, "",
+			server + `the server's certificate is valid from .* to .*, and this client's clock says`,
+			`nbdroot\.tls \(unset: required, the image carries a CA\)`},
+		{"STARTTLS refused", nil, "",
+			server + `the server does not do TLS: NBD_REP_ERR_POLICY .*nbdroot never goes on in clear text`,
+			`nbdroot\.tls \(unset: required, the image carries a CA\)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			p := tlsPKI(t)
 			img := e.RootImage(t, vm.RootOptions{})
-			srv := tc.server(t, p, img)
+			args := []string{"--export", "root=" + img}
+			if tc.server != nil {
+				args = append(args, tc.server(t, p)...)
+			}
+			srv := e.StartServer(t, 0, args...)
 			v := vm.Start(t, vm.Options{
 				Kernel:   e.Vmlinuz(),
-				Initrd:   tc.image(t, p),
-				Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 nbdroot.connect=5 console=ttyS0",
+				Initrd:   tlsInitramfs(t, e, p),
+				Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 nbdroot.connect=15 console=ttyS0 " + tc.append,
 				Forwards: map[int]int{10809: srv.Port},
 				Timeout:  bootTimeout + time.Minute,
 			})
-			v.Expect(`BOOT FAILED in the nbd stage`, bootTimeout)
-			v.Expect(tc.want, 10*time.Second)
-			v.Expect(`parameter: nbdroot\.tls \(unset: required, the image carries a CA\)`, 10*time.Second)
+			expectRescue(t, v, "nbd", tc.want, `parameter: `+tc.param)
 			if vm.Match(v.Console(), vm.Marker) {
 				t.Error("the root was mounted")
+			}
+			if strings.Contains(srv.Log(), `closed export "root"`) {
+				t.Errorf("the server served the export:\n%s", srv.Log())
 			}
 			v.Kill()
 		})
