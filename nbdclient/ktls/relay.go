@@ -86,14 +86,31 @@ func NewRelay(plain, wire io.ReadWriteCloser, st State) (*Relay, error) {
 // Run relays until one side ends, closes both sides and returns why: an error wrapping
 // ErrClosed when a side closed cleanly.
 func (r *Relay) Run() error {
-	errs := make(chan error, 2)
-	go func() { errs <- r.up() }()
-	go func() { errs <- r.down() }()
-	first := <-errs
+	up, down := make(chan error, 1), make(chan error, 1)
+	go func() { up <- r.up() }()
+	go func() { down <- r.down() }()
+	var upErr, downErr error
+	upFirst := false
+	select {
+	case upErr = <-up:
+		upFirst = true
+	case downErr = <-down:
+	}
 	r.plain.Close()
 	r.wire.Close()
-	<-errs
-	return first
+	if upFirst {
+		downErr = <-down
+	} else {
+		upErr = <-up
+	}
+	// The kernel closing its end is the cause even when the server's answer to our
+	// close_notify (it closes too) reached this point first: up reports the kernel's EOF
+	// only when the kernel closed, never after Run closed that end (a read then fails
+	// with net.ErrClosed).
+	if upFirst || errors.Is(upErr, ErrClosed) {
+		return upErr
+	}
+	return downErr
 }
 
 // up seals what the kernel writes into records for the server.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -95,5 +96,54 @@ func TestRelayKernelCloses(t *testing.T) {
 	}
 	if err := <-closed; !errors.Is(err, io.EOF) {
 		t.Errorf("the server read %v, want io.EOF (close_notify)", err)
+	}
+}
+
+// lingeringWire delays the return of its writes once armed, so that the server's answer
+// to a close_notify (it closes) reaches the relay before the write that sent it returns.
+type lingeringWire struct {
+	net.Conn
+	armed chan struct{}
+}
+
+func (w *lingeringWire) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	select {
+	case <-w.armed:
+		time.Sleep(200 * time.Millisecond)
+	default:
+	}
+	return n, err
+}
+
+// TestRelayKernelClosesServerAnswers: the kernel closing its end is the reason the relay
+// reports, even when the server, answering the relay's close_notify by closing, is
+// noticed first (the keeper tells a replaced socket from a lost server by it).
+func TestRelayKernelClosesServerAnswers(t *testing.T) {
+	s := newSession(t, func(c *tls.Conn) {
+		c.Read(make([]byte, 10)) // the close_notify
+		c.Close()
+	})
+	st, err := Handoff(s.suite(), s.log, s.counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, plain := net.Pipe()
+	wire := &lingeringWire{Conn: s.raw, armed: make(chan struct{})}
+	r, err := NewRelay(plain, wire, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run() }()
+	close(wire.armed)
+	kernel.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "the kernel closed its end") {
+			t.Fatalf("relay ended with %v, want the kernel's close", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end when the kernel closed its end")
 	}
 }
