@@ -350,17 +350,17 @@ func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
 		t.Names = names
 		a.Target.TLS = &t
 	}
-	if l.relays != nil {
-		return r.attachRelayed(l, dev, a)
-	}
-
-	if r.Interface != InterfaceIoctl {
+	legacy := r.Interface == InterfaceIoctl
+	if !legacy {
 		k, err := r.Kernel()
 		switch {
 		case errors.Is(err, ErrNoFamily) && r.Interface == InterfaceAuto:
 			r.Log(fmt.Sprintf("%v; using the ioctl interface", err))
+			legacy = true
 		case err != nil:
 			return fail(StepKernel, err)
+		case l.relays != nil:
+			k.Close() // the keeper connects the device, once its relays run
 		default:
 			idx, err := k.Connect(dev, l.files)
 			k.Close()
@@ -377,79 +377,44 @@ func (r *Request) attach(ctx context.Context, l *link) (*Attached, error) {
 			return a, nil
 		}
 	}
-	// The ioctl interface: NBD_DO_IT blocks for as long as the device runs, so the keeper
-	// attaches the device itself with these sockets and holds it. It has no dead-connection
-	// timeout: I/O fails while the server is away.
-	dev.DeadConnTimeout, a.Target.DeadConnTimeout = 0, 0
-	if dev.Index < 0 {
-		idx, err := FreeDevice(r.SysDir)
-		if err != nil {
-			return fail(StepKernel, err)
-		}
-		dev.Index = idx
-	}
-	a.Target.Index = dev.Index
-	start := r.Keeper
-	start.Socks = l.files
-	proc, err := r.Launch(KeeperSpec{Target: a.Target, Legacy: &dev}, start)
-	if err != nil {
-		return fail(StepKernel, err)
-	}
-	pid, idx, err := proc.Ready()
-	if err != nil {
-		return fail(StepKernel, err)
-	}
-	a.Index, a.Target.Index, a.KeeperPid, a.Interface = idx, idx, pid, InterfaceIoctl
-	a.Device = "/dev/nbd" + strconv.Itoa(idx)
-	return a, nil
+	return r.attachByKeeper(l, dev, a, legacy)
 }
 
-// attachRelayed hands a link with relayed TLS connections to a keeper that starts their
-// relays and then attaches the device itself (netlink, or the ioctl interface): the
-// kernel's first request (the partition scan) already needs a relay on the other end.
-func (r *Request) attachRelayed(l *link, dev Device, a *Attached) (*Attached, error) {
-	fail := func(step Step, err error) (*Attached, error) {
-		return nil, &AttachError{Step: step, Server: l.addr, Size: l.info.Size, Err: err}
+// attachByKeeper has the keeper attach the device itself with the link's sockets: through
+// the ioctl interface (legacy: NBD_DO_IT blocks for as long as the device runs, so the
+// keeper holds it; there is no dead-connection timeout, I/O fails while the server is
+// away), or through netlink once it started the relays of relayed TLS connections (the
+// kernel's first request, the partition scan, already needs a relay on the other end).
+func (r *Request) attachByKeeper(l *link, dev Device, a *Attached, legacy bool) (*Attached, error) {
+	fail := func(err error) (*Attached, error) {
+		return nil, &AttachError{Step: StepKernel, Server: l.addr, Size: l.info.Size, Err: err}
 	}
-	spec := KeeperSpec{Target: a.Target, Relays: l.relays}
-	legacy := r.Interface == InterfaceIoctl
-	if !legacy {
-		k, err := r.Kernel()
-		switch {
-		case errors.Is(err, ErrNoFamily) && r.Interface == InterfaceAuto:
-			r.Log(fmt.Sprintf("%v; using the ioctl interface", err))
-			legacy = true
-		case err != nil:
-			return fail(StepKernel, err)
-		default:
-			k.Close()
-		}
-	}
+	spec := KeeperSpec{Relays: l.relays}
 	if legacy {
-		dev.DeadConnTimeout, spec.Target.DeadConnTimeout = 0, 0
+		dev.DeadConnTimeout, a.Target.DeadConnTimeout = 0, 0
 		if dev.Index < 0 {
 			idx, err := FreeDevice(r.SysDir)
 			if err != nil {
-				return fail(StepKernel, err)
+				return fail(err)
 			}
 			dev.Index = idx
 		}
-		spec.Target.Index = dev.Index
+		a.Target.Index = dev.Index
 		spec.Legacy, a.Interface = &dev, InterfaceIoctl
 	} else {
 		spec.Netlink = &dev
 	}
+	spec.Target = a.Target
 	start := r.Keeper
 	start.Socks = l.files
 	proc, err := r.Launch(spec, start)
 	if err != nil {
-		return fail(StepKernel, err)
+		return fail(err)
 	}
 	pid, idx, err := proc.Ready()
 	if err != nil {
-		return fail(StepKernel, err)
+		return fail(err)
 	}
-	a.Target = spec.Target
 	a.Index, a.Target.Index, a.KeeperPid = idx, idx, pid
 	a.Device = "/dev/nbd" + strconv.Itoa(idx)
 	return a, nil
