@@ -3,6 +3,9 @@ package nbdclient
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -173,5 +176,56 @@ func TestKeeperRelaysTLS(t *testing.T) {
 	log.wait(t, "nbd0: TLS relay 1 ended: the kernel closed its end")
 	if n := relays.Running(); n != 1 {
 		t.Errorf("%d relays run after the second reconnect, want 1", n)
+	}
+}
+
+// TestStartTLSRefused: a server that cannot be asked for TLS (not fixed newstyle: an old
+// nbd-server) or that refuses NBD_OPT_STARTTLS (ERR_UNSUP, ERR_POLICY) fails a required
+// TLS with a *TLSError of reason TLSRefused, before any export is negotiated
+// (TestTLSBadInput has TLSIfOffered going on in clear text).
+func TestStartTLSRefused(t *testing.T) {
+	greeting := func(c net.Conn, flags uint16) {
+		b := binary.BigEndian.AppendUint64(nil, nbd.NBDMagic)
+		b = binary.BigEndian.AppendUint64(b, nbd.IHaveOpt)
+		c.Write(binary.BigEndian.AppendUint16(b, flags))
+	}
+	for _, tc := range []struct {
+		name  string
+		serve func(c net.Conn)
+		want  string
+	}{
+		{"not fixed newstyle", func(c net.Conn) {
+			greeting(c, 0)
+			io.Copy(io.Discard, c)
+		}, "the server is not fixed newstyle, which TLS needs"},
+		{"ERR_UNSUP", func(c net.Conn) {
+			greeting(c, nbd.FlagFixedNewstyle|nbd.FlagNoZeroes)
+			buf := make([]byte, 4+16)
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			c.Write(nbd.AppendOptReply(nil, nbd.OptStartTLS, nbd.RepErrUnsup, nil))
+			io.Copy(io.Discard, c)
+		}, "NBD_REP_ERR_UNSUP"},
+		{"ERR_POLICY", func(c net.Conn) {
+			greeting(c, nbd.FlagFixedNewstyle|nbd.FlagNoZeroes)
+			buf := make([]byte, 4+16)
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			c.Write(nbd.AppendOptReply(nil, nbd.OptStartTLS, nbd.RepErrPolicy, []byte("no TLS here")))
+			io.Copy(io.Discard, c)
+		}, "NBD_REP_ERR_POLICY (forbidden by server policy): no TLS here"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := serveTCP(t, tc.serve)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := NewDialer(&TLSSettings{CAPEM: "unused"}).Dial(ctx, addr, DialOptions{Export: "root"})
+			var te *TLSError
+			if !errors.As(err, &te) || te.Reason != TLSRefused || !errors.Is(err, ErrTLSRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a refused TLS saying %q", err, tc.want)
+			}
+		})
 	}
 }
