@@ -258,6 +258,9 @@ func TestTLSBootFromPeers(t *testing.T) {
 func TestTLSFailures(t *testing.T) {
 	e := needEnv(t)
 	guest := net.ParseIP(vm.GuestServerIP)
+	// One CA and one image for all cases: the servers' certificates make the difference.
+	p := tlsPKI(t)
+	initrd := tlsInitramfs(t, e, p)
 	const server = `NBD server 10\.0\.2\.100:10809, the default export: TLS: `
 	for _, tc := range []struct {
 		name   string
@@ -288,7 +291,6 @@ func TestTLSFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := tlsPKI(t)
 			img := e.RootImage(t, vm.RootOptions{})
 			args := []string{"--export", "root=" + img}
 			if tc.server != nil {
@@ -297,8 +299,8 @@ func TestTLSFailures(t *testing.T) {
 			srv := e.StartServer(t, 0, args...)
 			v := vm.Start(t, vm.Options{
 				Kernel:   e.Vmlinuz(),
-				Initrd:   tlsInitramfs(t, e, p),
-				Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 nbdroot.connect=15 console=ttyS0 " + tc.append,
+				Initrd:   initrd,
+				Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd0 nbdroot.connect=8 console=ttyS0 " + tc.append,
 				Forwards: map[int]int{10809: srv.Port},
 				Timeout:  bootTimeout + time.Minute,
 			})
