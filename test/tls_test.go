@@ -128,7 +128,7 @@ func TestTLSBoot(t *testing.T) {
 	p := tlsPKI(t)
 	script := canaryScript + `NBDROOT_KTLS_REQUIRED=1 /bin/ktls.test -test.run Kernel -test.v
 echo "KTLS-EXIT $?"
-` + checksumLoop(10)
+` + checksumLoop(6)
 	img := rootWith(t, script, 96, map[string]string{"ktls.test": ktlsTestBinary(t, e)})
 	args := append([]string{"--export", "root=" + img}, tlsServerArgs(p)...)
 	srv := e.StartServer(t, 0, args...)
@@ -181,7 +181,7 @@ func TestTLSRelayBoot(t *testing.T) {
 	e := needEnv(t)
 	t.Parallel()
 	p := tlsPKI(t)
-	img := rootWith(t, canaryScript+checksumLoop(8), 64, nil)
+	img := rootWith(t, canaryScript+checksumLoop(6), 64, nil)
 	args := append([]string{"--export", "root=" + img}, tlsServerArgs(p)...)
 	srv := e.StartServer(t, 0, args...)
 	capture := vm.StartCapture(t, srv.Port)
