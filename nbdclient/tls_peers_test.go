@@ -1,3 +1,5 @@
+//go:build !nbdroot_notls
+
 package nbdclient
 
 import (
