@@ -1,0 +1,360 @@
+// Package storm simulates boot storms: many NBD clients booting from one server at once,
+// each replaying the reads of a recorded boot (a Trace, in the format of nbdkit's log
+// filter) over a connection of its own, and measures what they see — how long the storm
+// takes and the latency of every read.
+//
+// A replayed client behaves like the kernel's nbd driver: fixed newstyle handshake with
+// NBD_OPT_GO and simple replies only (nbdclient.Handshake, the code the init uses), one
+// TCP connection with TCP_NODELAY, requests pipelined. It keeps the boot's structure:
+// reads the trace shows in flight together (a Burst) are sent together, and the next burst
+// waits for every reply of the previous one, since a boot's next read usually depends on
+// what the last one returned. What it changes is time: Config.Scale stretches or removes
+// the think time between bursts, and Config.Stagger spreads the clients' starts.
+//
+// The package never measures the server itself; ProcUsage reads a server process's CPU
+// time and memory from /proc for callers that started one.
+package storm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdclient"
+)
+
+// Config describes one storm.
+type Config struct {
+	// Addr is the server's host:port; Export the export every client asks for.
+	Addr   string
+	Export string
+	// Clients is the number of simulated clients, each with one connection.
+	Clients int
+	// Trace is what each client replays (its reads; writes and other requests are left
+	// out: the image is shared and read-only).
+	Trace *Trace
+	// Scale multiplies the think time between bursts: 1 replays the boot's own pace, 0
+	// sends each burst as soon as the previous one is answered — the server-bound storm,
+	// where the server alone decides how long it lasts.
+	Scale float64
+	// Stagger spreads the clients' starts evenly over this window: client i starts at
+	// i·Stagger/Clients. Machines switched on together still reach their first read at
+	// different times (firmware, PXE, kernel load); zero starts every client at once.
+	Stagger time.Duration
+	// BurstGap groups reads into bursts (0: DefaultBurstGap); see Trace.Bursts.
+	BurstGap time.Duration
+	// Check, when set, is the image: the first CheckClients clients compare every byte
+	// they read with it (slow; tests use it, benchmarks check one client).
+	Check        io.ReaderAt
+	CheckClients int
+	// Dial opens a client's connection (default: TCP to Addr with TCP_NODELAY).
+	Dial func(ctx context.Context) (net.Conn, error)
+	// Ready, when set, is called once every client has finished its handshake or failed,
+	// before any client sends its first read. Benchmarks use it to sample the server.
+	Ready func()
+}
+
+// Result is what the clients of one storm saw.
+type Result struct {
+	Clients int
+	// Failed counts clients that did not complete their replay; Errors holds the first
+	// few reasons.
+	Failed int
+	Errors []error
+	// Wall is the time from the first client's first read to the last client's last reply.
+	Wall time.Duration
+	// Latencies holds every read's time from request to the last byte of its reply, sorted.
+	Latencies []time.Duration
+	// Boots holds each completed client's replay time (first read to last reply), sorted.
+	Boots []time.Duration
+	// Reads and Bytes count the reads answered and the data received.
+	Reads int
+	Bytes int64
+}
+
+// Percentile returns the p-th percentile (0 < p ≤ 100) of sorted durations, nearest rank.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p/100+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// P returns the p-th percentile of the read latencies.
+func (r *Result) P(p float64) time.Duration { return Percentile(r.Latencies, p) }
+
+// Max returns the largest read latency.
+func (r *Result) Max() time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	return r.Latencies[len(r.Latencies)-1]
+}
+
+// maxErrors bounds Result.Errors.
+const maxErrors = 8
+
+// Run runs one storm and returns when every client has finished or failed, or ctx ends.
+// A client that fails (refused, cut off, an error reply, wrong data) counts in Failed; the
+// others go on. Run returns an error only for a configuration it cannot run.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Clients <= 0 {
+		return nil, errors.New("storm: Clients must be positive")
+	}
+	if cfg.Trace == nil {
+		return nil, errors.New("storm: no trace")
+	}
+	bursts := cfg.Trace.Bursts(cfg.BurstGap)
+	if len(bursts) == 0 {
+		return nil, fmt.Errorf("storm: %s: %w", cfg.Trace.Name, ErrNoReads)
+	}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = func(ctx context.Context) (net.Conn, error) { return DialTCP(ctx, cfg.Addr) }
+	}
+	maxBurst := 0
+	for _, b := range bursts {
+		maxBurst = max(maxBurst, len(b.Reads))
+	}
+
+	var (
+		mu  sync.Mutex
+		res = &Result{Clients: cfg.Clients}
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Failed++
+		if len(res.Errors) < maxErrors {
+			res.Errors = append(res.Errors, err)
+		}
+	}
+
+	// Every client connects and negotiates first; the storm proper starts when all are
+	// ready, so handshakes (which some servers serve by forking) are not part of it.
+	conns := make([]net.Conn, cfg.Clients)
+	var hs sync.WaitGroup
+	sem := make(chan struct{}, 64) // bounds simultaneous connects: the listen backlog is finite
+	for i := range conns {
+		hs.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer hs.Done()
+			defer func() { <-sem }()
+			c, err := connect(ctx, dial, cfg.Export)
+			if err != nil {
+				fail(fmt.Errorf("client %d: %w", i, err))
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	hs.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	stop := context.AfterFunc(ctx, func() {
+		for _, c := range conns {
+			if c != nil {
+				c.SetDeadline(time.Unix(1, 0))
+			}
+		}
+	})
+	defer stop()
+
+	start := time.Now()
+	var (
+		wg      sync.WaitGroup
+		lastEnd time.Time
+	)
+	for i, c := range conns {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var delay time.Duration
+			if cfg.Clients > 1 {
+				delay = time.Duration(int64(cfg.Stagger) * int64(i) / int64(cfg.Clients))
+			}
+			if !sleepUntil(ctx, start.Add(delay)) {
+				fail(fmt.Errorf("client %d: %w", i, ctx.Err()))
+				return
+			}
+			cl := &client{conn: c, bursts: bursts, scale: cfg.Scale, maxBurst: maxBurst}
+			if i < cfg.CheckClients {
+				cl.check = cfg.Check
+			}
+			began := time.Now()
+			err := cl.replay(ctx)
+			end := time.Now()
+			if err != nil {
+				fail(fmt.Errorf("client %d: %w", i, err))
+				return
+			}
+			disconnect(c)
+			mu.Lock()
+			res.Latencies = append(res.Latencies, cl.lat...)
+			res.Boots = append(res.Boots, end.Sub(began))
+			res.Reads += len(cl.lat)
+			res.Bytes += cl.bytes
+			if end.After(lastEnd) {
+				lastEnd = end
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if !lastEnd.IsZero() {
+		res.Wall = lastEnd.Sub(start)
+	}
+	slices.Sort(res.Latencies)
+	slices.Sort(res.Boots)
+	return res, nil
+}
+
+// DialTCP connects to addr as the kernel client's sockets are set up: TCP_NODELAY on.
+func DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c.(*net.TCPConn).SetNoDelay(true)
+	return c, nil
+}
+
+// connect dials and negotiates export, bounded by a generous deadline.
+func connect(ctx context.Context, dial func(context.Context) (net.Conn, error), export string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	c, err := dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	dl, _ := ctx.Deadline()
+	c.SetDeadline(dl)
+	if _, err := nbdclient.Handshake(c, export); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// disconnect sends NBD_CMD_DISC, as a client that is done should.
+func disconnect(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write(nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdDisc}))
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// client is one replayed boot.
+type client struct {
+	conn     net.Conn
+	bursts   []Burst
+	scale    float64
+	maxBurst int
+	check    io.ReaderAt
+
+	lat   []time.Duration
+	bytes int64
+}
+
+func (cl *client) replay(ctx context.Context) error {
+	br := bufio.NewReaderSize(cl.conn, 256<<10)
+	req := make([]byte, 0, cl.maxBurst*nbd.RequestSize)
+	sent := make([]time.Time, cl.maxBurst)
+	done := make([]bool, cl.maxBurst)
+	var data, want []byte
+	var hdr [nbd.SimpleReplySize]byte
+	for bi, b := range cl.bursts {
+		req = req[:0]
+		for i, op := range b.Reads {
+			req = nbd.AppendRequest(req, nbd.Request{Type: nbd.CmdRead, Handle: uint64(i), Offset: op.Offset, Length: op.Length})
+			done[i] = false
+		}
+		now := time.Now()
+		if _, err := cl.conn.Write(req); err != nil {
+			return fmt.Errorf("burst %d: send: %w", bi, err)
+		}
+		for i := range b.Reads {
+			sent[i] = now
+		}
+		for range b.Reads {
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				return fmt.Errorf("burst %d: reply: %w", bi, err)
+			}
+			r, err := nbd.ParseSimpleReply(hdr[:])
+			if err != nil {
+				return fmt.Errorf("burst %d: %w", bi, err)
+			}
+			i := int(r.Handle)
+			if r.Handle >= uint64(len(b.Reads)) || done[i] {
+				return fmt.Errorf("burst %d: reply with unexpected handle %d", bi, r.Handle)
+			}
+			done[i] = true
+			op := b.Reads[i]
+			if r.Error != 0 {
+				return fmt.Errorf("READ %#x+%#x: %w", op.Offset, op.Length, nbd.Errno(r.Error))
+			}
+			n := int(op.Length)
+			if cap(data) < n {
+				data = make([]byte, n)
+			}
+			if _, err := io.ReadFull(br, data[:n]); err != nil {
+				return fmt.Errorf("READ %#x+%#x: data: %w", op.Offset, op.Length, err)
+			}
+			cl.lat = append(cl.lat, time.Since(sent[i]))
+			cl.bytes += int64(n)
+			if cl.check != nil {
+				if cap(want) < n {
+					want = make([]byte, n)
+				}
+				if _, err := cl.check.ReadAt(want[:n], int64(op.Offset)); err != nil && !errors.Is(err, io.EOF) {
+					return fmt.Errorf("check READ %#x+%#x: %w", op.Offset, op.Length, err)
+				}
+				if !bytes.Equal(data[:n], want[:n]) {
+					return fmt.Errorf("READ %#x+%#x: wrong data", op.Offset, op.Length)
+				}
+			}
+		}
+		if think := time.Duration(float64(b.Think) * cl.scale); think > 0 {
+			if !sleepUntil(ctx, time.Now().Add(think)) {
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
