@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// ready, so handshakes (which some servers serve by forking) are not part of it.
 	conns := make([]net.Conn, cfg.Clients)
 	var hs sync.WaitGroup
-	sem := make(chan struct{}, 64) // bounds simultaneous connects: the listen backlog is finite
+	sem := make(chan struct{}, maxDialing)
 	for i := range conns {
 		hs.Add(1)
 		sem <- struct{}{}
@@ -241,8 +241,28 @@ func DialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	return c, nil
 }
 
-// connect dials and negotiates export, bounded by a generous deadline.
+// connect dials and negotiates export, trying again a few times: servers that fork per
+// client (nbd-server) have a short listen backlog and reset connections beyond it, which
+// a booting client's retry would get past too.
 func connect(ctx context.Context, dial func(context.Context) (net.Conn, error), export string) (net.Conn, error) {
+	var err error
+	for attempt, wait := 0, 50*time.Millisecond; attempt < connectAttempts; attempt, wait = attempt+1, 2*wait {
+		var c net.Conn
+		if c, err = connectOnce(ctx, dial, export); err == nil {
+			return c, nil
+		}
+		var oe *nbd.OptionError
+		if errors.As(err, &oe) || !sleepUntil(ctx, time.Now().Add(wait)) {
+			break // a refusal is final
+		}
+	}
+	return nil, err
+}
+
+// connectAttempts bounds connect's tries (the last wait before it is 1.6 s).
+const connectAttempts = 6
+
+func connectOnce(ctx context.Context, dial func(context.Context) (net.Conn, error), export string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	c, err := dial(ctx)
@@ -358,3 +378,35 @@ func (cl *client) replay(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Connect opens n connections and negotiates export on each, as n idle clients would; on
+// error the ones opened are closed again.
+func Connect(ctx context.Context, dial func(context.Context) (net.Conn, error), export string, n int) ([]net.Conn, error) {
+	conns := make([]net.Conn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxDialing)
+	for i := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			conns[i], errs[i] = connect(ctx, dial, export)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return nil, err
+	}
+	return conns, nil
+}
+
+// maxDialing bounds simultaneous connects: a listen backlog is finite, and a storm's
+// handshakes are not what it measures.
+const maxDialing = 16

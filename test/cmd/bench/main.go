@@ -31,6 +31,7 @@ type section struct {
 func sections() []section {
 	return []section{
 		{"server", benchServer},
+		{"storm", benchStorm},
 		{"luks", benchLUKS},
 		{"boot", benchBoot},
 		{"initramfs", benchInitramfs},
@@ -40,13 +41,16 @@ func sections() []section {
 
 func main() {
 	var e env
-	only := flag.String("only", "", "comma-separated sections to run (server, luks, boot, initramfs, tls); default all")
+	only := flag.String("only", "", "comma-separated sections to run (server, storm, luks, boot, initramfs, tls); default all")
 	out := flag.String("out", "", "also write the tables to this file (e.g. docs/bench.md)")
 	flag.StringVar(&e.Build, "build", "build", "directory with the nbdroot binaries")
 	flag.StringVar(&e.Kernel, "kernel", os.Getenv("NBDROOT_KERNEL"), "test kernel directory")
 	flag.BoolVar(&e.Quick, "quick", false, "small sizes, one repetition (smoke test)")
 	flag.IntVar(&bootCPUs, "cpus", 1, "virtual CPUs of the boot benchmark's guest")
 	icount := flag.String("icount", "shift=0,sleep=on", "QEMU -icount setting of the boot guests (\"\" for none): guest time counts executed instructions (1 ns each) plus real time spent idle, so the host's load does not blur the comparison")
+	flag.StringVar(&stormClients, "storm-clients", "", "storm section: comma-separated client counts (default 50,200,1000)")
+	flag.IntVar(&stormRounds, "storm-rounds", 3, "storm section: rounds per client count with -storm-clients")
+	flag.StringVar(&stormParts, "storm-parts", stormParts, "storm section: parts to run (table, idle, fairness)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)

@@ -65,7 +65,7 @@ func benchServer(ctx context.Context, e *env) (string, error) {
 			})
 		}},
 		{"nbd-server", func(ctx context.Context) (*srvProc, error) {
-			return srvStartNbdServer(ctx, e.Work, img)
+			return srvStartNbdServer(ctx, e.Work, img, "")
 		}},
 		{"qemu-nbd", func(ctx context.Context) (*srvProc, error) {
 			return srvStartOnPort(ctx, e.Work, func(port string) []string {
@@ -460,8 +460,8 @@ func srvStderr(err error) string {
 }
 
 // srvStartNbdServer starts nbd-server, which always daemonizes (its -d mode serves a single
-// client): the bench follows it through its PID file.
-func srvStartNbdServer(ctx context.Context, work, img string) (*srvProc, error) {
+// client): the bench follows it through its PID file. extra is added to the export's section.
+func srvStartNbdServer(ctx context.Context, work, img, extra string) (*srvProc, error) {
 	port, err := srvFreePort()
 	if err != nil {
 		return nil, err
@@ -470,7 +470,7 @@ func srvStartNbdServer(ctx context.Context, work, img string) (*srvProc, error) 
 	pidFile := filepath.Join(work, "nbd-server.pid")
 	os.Remove(pidFile)
 	if err := os.WriteFile(cfg, []byte("[generic]\nlistenaddr = 127.0.0.1\nport = "+port+
-		"\n[bench]\nexportname = "+img+"\nflush = true\nfua = true\ntrim = true\n"), 0o600); err != nil {
+		"\n[bench]\nexportname = "+img+"\nflush = true\nfua = true\ntrim = true\n"+extra), 0o600); err != nil {
 		return nil, err
 	}
 	out, err := exec.CommandContext(ctx, "nbd-server", "-C", cfg, "-p", pidFile).CombinedOutput()
