@@ -10,6 +10,9 @@ import (
 type buffer struct {
 	b     []byte
 	class int
+	// acct, if set, was charged for this buffer (replyAcct.charge); release credits it.
+	acct    *replyAcct
+	charged int64
 }
 
 const (
@@ -19,12 +22,20 @@ const (
 
 var bufPools [maxBufShift - minBufShift + 1]sync.Pool
 
+// bufClass is the pool class of an n-byte buffer.
+func bufClass(n int) int {
+	if n > 1<<minBufShift {
+		return bits.Len(uint(n-1)) - minBufShift
+	}
+	return 0
+}
+
+// bufSize is the capacity, and so the memory, of a buffer for n bytes.
+func bufSize(n int) int { return 1 << (bufClass(n) + minBufShift) }
+
 // getBuffer returns a buffer with len(b) == n (n ≤ 32 MiB).
 func getBuffer(n int) *buffer {
-	class := 0
-	if n > 1<<minBufShift {
-		class = bits.Len(uint(n-1)) - minBufShift
-	}
+	class := bufClass(n)
 	if v := bufPools[class].Get(); v != nil {
 		buf := v.(*buffer)
 		buf.b = buf.b[:n]
@@ -35,6 +46,10 @@ func getBuffer(n int) *buffer {
 
 // release returns the buffer to its pool; the caller must not touch it afterwards.
 func (b *buffer) release() {
+	if b.acct != nil {
+		b.acct.credit(b.charged)
+		b.acct, b.charged = nil, 0
+	}
 	bufPools[b.class].Put(b)
 }
 

@@ -138,6 +138,12 @@ type Config struct {
 	DenyList bool
 	// MaxConnections bounds all connections (0: DefaultMaxConnections).
 	MaxConnections int
+	// MaxClientConnections bounds the connections of one client: from one IP address (or
+	// user, on a Unix socket), and of one client identity (0: DefaultMaxClientConnections).
+	MaxClientConnections int
+	// UnusedTimeout is how long a connection may go without sending a request before it
+	// gives up its slot to a new client when the server is full (0: DefaultUnusedTimeout).
+	UnusedTimeout time.Duration
 	// HandshakeTimeout bounds the whole option negotiation, so a slow or silent client
 	// cannot hold a connection slot (0: DefaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
@@ -158,18 +164,28 @@ type Config struct {
 	// before it is removed (0: DefaultOverlayGrace). A server (re)start counts as a last
 	// connection, so clients find their overlays again after a restart.
 	OverlayGrace time.Duration
+	// ReplyMemory bounds the memory all connections together hold for replies their
+	// clients have not taken yet (0: DefaultReplyMemory). A connection past its share
+	// stops being read from until its client catches up; one holding nothing is always
+	// served.
+	ReplyMemory int64
 	// Logger gets one line per connection and handshake outcome; nil discards.
 	Logger *log.Logger
 }
 
 // Defaults for zero Config fields.
 const (
-	DefaultMaxConnections   = 1024
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultMaxInFlight      = 64
-	DefaultDrainTimeout     = 2 * time.Second
-	DefaultStateDir         = "/var/lib/nbdroot"
-	DefaultOverlayGrace     = time.Hour
+	DefaultMaxConnections = 1024
+	// DefaultMaxClientConnections leaves room for a kernel client with 8 connections
+	// (one per CPU is the usual choice) reconnecting while its old sockets still linger.
+	DefaultMaxClientConnections = 16
+	DefaultUnusedTimeout        = 10 * time.Second
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultMaxInFlight          = 64
+	DefaultDrainTimeout         = 2 * time.Second
+	DefaultReplyMemory          = 64 << 20
+	DefaultStateDir             = "/var/lib/nbdroot"
+	DefaultOverlayGrace         = time.Hour
 )
 
 // ConfigError reports an invalid configuration value.
@@ -244,7 +260,8 @@ func (c *Config) Validate() error {
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		return &ConfigError{"config", fmt.Errorf("state directory %q is not absolute", c.StateDir)}
 	}
-	if c.MaxConnections < 0 || c.HandshakeTimeout < 0 || c.MaxInFlight < 0 || c.OverlayGrace < 0 {
+	if c.MaxConnections < 0 || c.HandshakeTimeout < 0 || c.MaxInFlight < 0 || c.OverlayGrace < 0 ||
+		c.ReplyMemory < 0 || c.MaxClientConnections < 0 || c.UnusedTimeout < 0 {
 		return &ConfigError{"config", errors.New("negative limit")}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
@@ -30,15 +31,24 @@ type conn struct {
 	metaExport string // export the last SET_META_CONTEXT was for (resolved, so "" is the default's name)
 	metaAlloc  bool
 
+	// Slots (slots.go), guarded by Server.mu except used.
+	accepted time.Time
+	slots    []string    // keys of the slots this connection holds
+	idSlot   string      // the identity slot among them
+	used     atomic.Bool // it has sent a request
+	evicted  bool        // closed to make room for another
+
 	dmu        sync.Mutex
 	readDL     time.Time // the read deadline we last asked for
+	writeDL    time.Time // the write deadline we last asked for
 	drainAt    time.Time // set by Shutdown: no read waits past it
+	cutAt      time.Time // set by Shutdown: no write waits past it
 	inDrain    bool
 	handshaked bool
 }
 
 func newConn(s *Server, nc net.Conn, cfg Config) *conn {
-	c := &conn{s: s, id: s.nextID.Add(1), nc: nc, rw: nc, cfg: cfg, remote: nc.RemoteAddr().String()}
+	c := &conn{s: s, id: s.nextID.Add(1), nc: nc, rw: nc, cfg: cfg, remote: nc.RemoteAddr().String(), accepted: time.Now()}
 	c.client = identify(nc)
 	return c
 }
@@ -58,16 +68,32 @@ func (c *conn) setReadDeadline(t time.Time) {
 	c.nc.SetReadDeadline(t)
 }
 
-// beginDrain is called by Shutdown: the reader stops waiting for requests at at.
-func (c *conn) beginDrain(at time.Time) {
+// setWriteDeadline sets the write deadline, never later than a pending cut-off.
+func (c *conn) setWriteDeadline(t time.Time) {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.inDrain, c.drainAt = true, at
+	c.writeDL = t
+	if c.inDrain && (t.IsZero() || t.After(c.cutAt)) {
+		t = c.cutAt
+	}
+	c.nc.SetWriteDeadline(t)
+}
+
+// beginDrain is called by Shutdown: the reader stops waiting for requests at at, and
+// replies still unsent at cut are abandoned — a client that stopped reading them cannot
+// hold the shutdown.
+func (c *conn) beginDrain(at, cut time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.inDrain, c.drainAt, c.cutAt = true, at, cut
 	t := c.readDL
 	if t.IsZero() || t.After(at) {
 		t = at
 	}
 	c.nc.SetReadDeadline(t)
+	if t := c.writeDL; t.IsZero() || t.After(cut) {
+		c.nc.SetWriteDeadline(cut)
+	}
 }
 
 func (c *conn) serve() {
@@ -75,7 +101,7 @@ func (c *conn) serve() {
 	start := time.Now()
 	dl := start.Add(c.cfg.HandshakeTimeout)
 	c.setReadDeadline(dl)
-	c.nc.SetWriteDeadline(dl)
+	c.setWriteDeadline(dl)
 	ss, err := c.negotiate()
 	if err != nil {
 		if errors.Is(err, errAborted) {
@@ -85,7 +111,7 @@ func (c *conn) serve() {
 		}
 		return
 	}
-	c.nc.SetWriteDeadline(time.Time{})
+	c.setWriteDeadline(time.Time{})
 	c.setReadDeadline(time.Time{})
 	st := c.transmit(ss)
 	ss.release()
@@ -198,6 +224,11 @@ func (c *conn) reply(opt, typ uint32, data []byte) error {
 
 func (c *conn) refuse(opt uint32, name string, r *refusal) error {
 	c.logf("refused %s %q: %s", nbd.OptName(opt), name, r.msg)
+	if r.typ == nbd.RepErrUnknown {
+		// An export the allow-list hides must not be told apart from one that does not
+		// exist: the same reply, byte for byte; the log above says which it was.
+		r = unknownExport(name)
+	}
 	return c.reply(opt, r.typ, []byte(r.msg))
 }
 

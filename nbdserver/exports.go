@@ -190,7 +190,10 @@ func (s *Server) unrefImageLocked(img *image) {
 	}
 }
 
-// refusal is an option error reply: the type and a message for the user.
+// refusal is an option error reply: the type and a message for the user. A refusal of
+// type NBD_REP_ERR_UNKNOWN reaches the client as unknownExport says, whatever its message,
+// which is then for the log only: an export hidden by its allow-list answers exactly as
+// one that does not exist (conn.refuse).
 type refusal struct {
 	typ uint32
 	msg string
@@ -202,15 +205,24 @@ func (r *refusal) Error() string { return nbd.RepName(r.typ) + ": " + r.msg }
 func (s *Server) lookupLocked(name string) (*export, *refusal) {
 	if name == "" {
 		if s.def == nil {
-			return nil, &refusal{nbd.RepErrUnknown, "no default export; ask for one by name"}
+			return nil, unknownExport(name)
 		}
 		return s.def, nil
 	}
 	e := s.exports[name]
 	if e == nil {
-		return nil, &refusal{nbd.RepErrUnknown, fmt.Sprintf("no export named %q", name)}
+		return nil, unknownExport(name)
 	}
 	return e, nil
+}
+
+// unknownExport is the answer to a client asking for an export that does not exist — or
+// that it may not know of.
+func unknownExport(name string) *refusal {
+	if name == "" {
+		return &refusal{nbd.RepErrUnknown, "no default export; ask for one by name"}
+	}
+	return &refusal{nbd.RepErrUnknown, fmt.Sprintf("no export named %q", name)}
 }
 
 // allowedLocked applies the allow-list and TLS requirement of an export.
@@ -219,14 +231,14 @@ func (s *Server) allowedLocked(e *export, c client) *refusal {
 		return &refusal{nbd.RepErrTLSReqd, fmt.Sprintf("export %q requires TLS", e.cfg.Name)}
 	}
 	if e.cfg.AllowNone && c.addr.IsValid() {
-		return &refusal{nbd.RepErrPolicy, fmt.Sprintf("client %s is not allowed to use export %q", c.addr, e.cfg.Name)}
+		return &refusal{nbd.RepErrUnknown, fmt.Sprintf("client %s is not allowed to use export %q (hidden from it)", c.addr, e.cfg.Name)}
 	}
 	if (len(e.cfg.Allow) > 0 || len(e.cfg.AllowCerts) > 0) && c.addr.IsValid() && !e.cfg.admits(c) {
 		who := c.addr.String()
 		if c.cert != nil {
 			who += " (" + c.cert.String() + ")"
 		}
-		return &refusal{nbd.RepErrPolicy, fmt.Sprintf("client %s is not allowed to use export %q", who, e.cfg.Name)}
+		return &refusal{nbd.RepErrUnknown, fmt.Sprintf("client %s is not allowed to use export %q (hidden from it)", who, e.cfg.Name)}
 	}
 	return nil
 }

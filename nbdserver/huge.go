@@ -1,8 +1,6 @@
 package nbdserver
 
 import (
-	"io"
-
 	"github.com/nbdroot/nbdroot/nbd"
 )
 
@@ -89,13 +87,13 @@ func (t *tx) readHuge(r nbd.Request) error {
 		h = hdr[:]
 	}
 	t.readHeader(h[:0], r)
-	return t.w.stream(func(w io.Writer) error {
-		if _, err := w.Write(h); err != nil {
+	return t.w.stream(func(send func(bufs ...[]byte) error) error {
+		if err := send(h); err != nil {
 			return err
 		}
 		p := first
 		for {
-			if _, err := w.Write(p); err != nil {
+			if err := send(p); err != nil {
 				return err
 			}
 			off, rest = off+int64(len(p)), rest-int64(len(p))
@@ -107,5 +105,5 @@ func (t *tx) readHuge(r nbd.Request) error {
 				return &BackendError{"read", off, int64(len(p)), err}
 			}
 		}
-	})
+	}, nil)
 }

@@ -26,15 +26,17 @@ type Options struct {
 	Exports    []string // --export specs, see ParseExport
 	ConfigFile string   // nbd-server INI file (-C)
 
-	TLSMode          string // "off", "allow", "require"; "" means the file's choice or off
-	TLSCert, TLSKey  string
-	TLSClientCA      string // verify client certificates against this CA bundle
-	MaxConnections   int
-	HandshakeTimeout time.Duration
-	DrainTimeout     time.Duration
-	MaxInFlight      int
-	NoList           bool
-	User, Group      string
+	TLSMode         string // "off", "allow", "require"; "" means the file's choice or off
+	TLSCert, TLSKey string
+	TLSClientCA     string // verify client certificates against this CA bundle
+	MaxConnections  int
+	// MaxClientConnections is Config.MaxClientConnections.
+	MaxClientConnections int
+	HandshakeTimeout     time.Duration
+	DrainTimeout         time.Duration
+	MaxInFlight          int
+	NoList               bool
+	User, Group          string
 
 	// StateDir is the server's state directory (Config.StateDir; default DefaultStateDir);
 	// its control socket, for `nbdroot overlays` and `nbdroot status`, is opened there.
@@ -156,6 +158,9 @@ func (o *Options) Load() (*Plan, error) {
 		p.Config.StateDir = abs
 	}
 	p.Config.OverlayGrace = o.OverlayGrace
+	if o.MaxClientConnections > 0 {
+		p.Config.MaxClientConnections = o.MaxClientConnections
+	}
 	p.Config.HandshakeTimeout = o.HandshakeTimeout
 	p.Config.DrainTimeout = o.DrainTimeout
 	p.Config.MaxInFlight = o.MaxInFlight

@@ -26,9 +26,13 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners map[net.Listener]struct{}
 	closed    bool
+	slots     map[string]int         // connections per client address and identity (slots.go)
+	evicting  int                    // connections closed to make room, not gone yet
+	refused   map[string]*refusedLog // refusal log lines held back, per kind
 
 	draining atomic.Bool
 	drainAt  time.Time // guarded by mu; when draining connections stop waiting for requests
+	replyMem replyMem  // reply memory of all connections (replymem.go)
 	connWG   sync.WaitGroup
 	nextID   atomic.Uint64
 
@@ -58,6 +62,8 @@ func New(cfg Config) (*Server, error) {
 		fleet:     newFleetStats(),
 		stateDir:  cfg.StateDir,
 		started:   time.Now(),
+		slots:     map[string]int{},
+		refused:   map[string]*refusedLog{},
 	}
 	if s.stateDir == "" {
 		s.stateDir = DefaultStateDir
@@ -78,6 +84,12 @@ func withDefaults(cfg Config) Config {
 	if cfg.MaxConnections == 0 {
 		cfg.MaxConnections = DefaultMaxConnections
 	}
+	if cfg.MaxClientConnections == 0 {
+		cfg.MaxClientConnections = DefaultMaxClientConnections
+	}
+	if cfg.UnusedTimeout == 0 {
+		cfg.UnusedTimeout = DefaultUnusedTimeout
+	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -89,6 +101,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.OverlayGrace == 0 {
 		cfg.OverlayGrace = DefaultOverlayGrace
+	}
+	if cfg.ReplyMemory == 0 {
+		cfg.ReplyMemory = DefaultReplyMemory
 	}
 	return cfg
 }
@@ -119,6 +134,7 @@ func (s *Server) Reload(cfg Config) error {
 	logger := s.log
 	cfg.Logger = logger
 	s.cfg = cfg
+	s.replyMem.limit.Store(cfg.ReplyMemory)
 	for _, e := range old {
 		s.retireExportLocked(e)
 	}
@@ -217,12 +233,19 @@ func (s *Server) register(nc net.Conn) *conn {
 		nc.Close()
 		return nil
 	}
-	if n := len(s.conns); n >= s.cfg.MaxConnections {
-		s.log.Printf("conn %s: refused: %d connections already (limit %d)", nc.RemoteAddr(), n, s.cfg.MaxConnections)
+	c := newConn(s, nc, s.cfg)
+	key := slotKeyOf(c)
+	if err := s.takeSlotLocked(c, key); err != nil {
+		s.logRefusalLocked(key, nc, err.Error())
 		nc.Close()
 		return nil
 	}
-	c := newConn(s, nc, s.cfg)
+	if n := len(s.conns) - s.evicting; n >= s.cfg.MaxConnections && !s.evictUnusedLocked(c.accepted) {
+		s.releaseSlotsLocked(c)
+		s.logRefusalLocked("server full", nc, fmt.Sprintf("%d connections already (limit %d, --max-connections), all of them in use", n, s.cfg.MaxConnections))
+		nc.Close()
+		return nil
+	}
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	return c
@@ -233,6 +256,10 @@ func (s *Server) run(c *conn) {
 	c.serve()
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.releaseSlotsLocked(c)
+	if c.evicted {
+		s.evicting--
+	}
 	s.mu.Unlock()
 }
 
@@ -247,12 +274,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ErrServerClosed
 	}
 	s.draining.Store(true)
-	s.drainAt = time.Now().Add(max(s.cfg.DrainTimeout, 0))
+	now := time.Now()
+	s.drainAt = now.Add(max(s.cfg.DrainTimeout, 0))
+	// Replies get until the end of the drain; without a drain, the default drain time to
+	// answer what is in flight.
+	cut := s.drainAt
+	if s.cfg.DrainTimeout <= 0 {
+		cut = now.Add(DefaultDrainTimeout)
+	}
 	for ln := range s.listeners {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.beginDrain(s.drainAt)
+		c.beginDrain(s.drainAt, cut)
 	}
 	s.mu.Unlock()
 

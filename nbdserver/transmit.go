@@ -35,8 +35,11 @@ import (
 //     large transfers) goes to a worker, so a slow fdatasync never stalls reads behind it.
 //     Replies go out in completion order (proto.md allows it; handles tell them apart).
 //
-// Memory is bounded per connection: at most MaxInFlight workers and connPayloadBudget bytes
-// of payload buffers, whatever lengths a client sends.
+// Memory is bounded per connection, whatever lengths a client sends: at most MaxInFlight
+// workers, connPayloadBudget bytes of write payloads being stored, and connReplyLimit bytes
+// of replies not yet sent (replymem.go) — a client that stops reading its replies stops
+// being read from. Reads too large to buffer whole are sent with sendfile or streamed in
+// pieces (streamRead).
 const (
 	readBufSize       = 256 << 10
 	arenaSize         = 256 << 10
@@ -98,7 +101,8 @@ type tx struct {
 	nworkers   int
 	maxWorkers int
 	wg         sync.WaitGroup
-	budget     *semaphore.Weighted
+	budget     *semaphore.Weighted // write payloads
+	acct       *replyAcct          // reply memory
 
 	stats    txStats
 	m        txMetrics
@@ -119,6 +123,14 @@ type request struct {
 var requestPool = sync.Pool{New: func() any { return new(request) }}
 
 func (r *request) release() {
+	r.dropBuffer()
+	r.t = nil
+	requestPool.Put(r)
+}
+
+// dropBuffer frees the request's buffer before its reply is sent: a stored write's payload
+// is not needed for the reply, and must not wait for the client to read it.
+func (r *request) dropBuffer() {
 	if r.buf != nil {
 		r.buf.release()
 		r.buf = nil
@@ -127,8 +139,6 @@ func (r *request) release() {
 		r.t.budget.Release(r.budget)
 		r.budget = 0
 	}
-	r.t = nil
-	requestPool.Put(r)
 }
 
 func (c *conn) transmit(ss *session) txStats {
@@ -147,7 +157,9 @@ func (c *conn) transmit(ss *session) txStats {
 		maxWorkers: c.cfg.MaxInFlight,
 		budget:     semaphore.NewWeighted(connPayloadBudget),
 		m:          txMetrics{cs: ss.stats},
+		acct:       newReplyAcct(&c.s.replyMem, connReplyLimit),
 	}
+	t.w.acct = t.acct
 	var src source = readerSource{c.rw}
 	if rs := newRawSocket(c.rw); rs != nil {
 		src = rs
@@ -230,6 +242,9 @@ func (t *tx) run() error {
 			return err
 		}
 		t.in.discard(nbd.RequestSize)
+		if t.stats.requests == 0 {
+			t.c.used.Store(true)
+		}
 		t.stats.requests++
 		t.m.begin()
 		if t.c.s.draining.Load() {
@@ -334,15 +349,15 @@ func (t *tx) read(r nbd.Request) error {
 			return t.replyError(r, errnoOf(err), "read failed")
 		}
 	}
-	if t.fileFD >= 0 && n >= sendfileMin {
+	if t.fileFD >= 0 && n >= sendfileMin || n > streamChunk {
 		// Sent with sendfile (see serveRead), no buffer needed: by the reader itself when
 		// the range is in the page cache (sendfile will not wait for the disk), else by a
-		// worker.
+		// worker. Reads too large to buffer whole are streamed by a worker.
 		req, err := t.newRequest(r, 0)
 		if err != nil {
 			return err
 		}
-		if t.file.cached(int64(r.Offset), int64(n)) {
+		if t.fileFD >= 0 && t.file.cached(int64(r.Offset), int64(n)) {
 			if err := t.flush(); err != nil {
 				req.release()
 				return err
@@ -353,11 +368,11 @@ func (t *tx) read(r nbd.Request) error {
 		t.dispatch(req)
 		return nil
 	}
-	req, err := t.newRequest(r, n)
+	req, err := t.newReadRequest(r, n)
 	if err != nil {
 		return err
 	}
-	if t.nw != nil && n > inlineMax && n <= bigInlineMax && !holeCheck {
+	if t.nw != nil && n > inlineMax && !holeCheck {
 		// Too big for the batch, but maybe cached: read it here and send the buffer as its
 		// own iovec, sparing a worker handoff.
 		ok, err := t.nw.ReadAtNoWait(req.buf.b, int64(r.Offset))
@@ -609,6 +624,36 @@ func (t *tx) newRequest(r nbd.Request, n int) (*request, error) {
 	return req, nil
 }
 
+// newReadRequest makes a worker request with an n-byte reply buffer charged to the
+// connection's reply memory. If there is no room, the batch goes out first (the reader
+// must never wait for replies only it would send) and the reader waits: while it does, it
+// reads no requests.
+func (t *tx) newReadRequest(r nbd.Request, n int) (*request, error) {
+	b, err := t.readerBuffer(n)
+	if err != nil {
+		return nil, err
+	}
+	req := requestPool.Get().(*request)
+	req.Request, req.t, req.buf = r, t, b
+	return req, nil
+}
+
+// readerBuffer returns a reply buffer for the reader, sending its batch before any wait.
+func (t *tx) readerBuffer(n int) (*buffer, error) {
+	size := int64(bufSize(n))
+	if !t.acct.tryCharge(size) {
+		if err := t.flush(); err != nil {
+			return nil, err
+		}
+		if err := t.acct.charge(size); err != nil {
+			return nil, err
+		}
+	}
+	b := getBuffer(n)
+	b.acct, b.charged = t.acct, size
+	return b, nil
+}
+
 // dispatch hands a request to an idle worker, starts a worker if the pool is not full, or
 // waits for one (after sending our batch, since waiting may take a while).
 func (t *tx) dispatch(r *request) {
@@ -655,6 +700,7 @@ func (t *tx) serve(r *request) {
 		return
 	case nbd.CmdWrite:
 		err = t.be.WriteAt(r.buf.b, off, fua)
+		r.dropBuffer()
 	case nbd.CmdFlush:
 		err = t.be.Flush()
 	case nbd.CmdTrim:
@@ -697,7 +743,8 @@ func (t *tx) serveRead(r *request) {
 	if r.buf == nil {
 		// The sendfile path: unless the range has holes to report, the data goes from the
 		// page cache to the socket without a copy through this process.
-		if !t.structured || !t.holes || r.Length < holeCheckMin || r.Flags&nbd.CmdFlagDF != 0 || t.allData(off, int64(r.Length)) {
+		sendfile := t.fileFD >= 0 && (!t.structured || !t.holes || r.Length < holeCheckMin || r.Flags&nbd.CmdFlagDF != 0 || t.allData(off, int64(r.Length)))
+		if sendfile {
 			var hdr []byte
 			if t.structured {
 				hdr = nbd.AppendOffsetDataHeader(r.hdr[:0], r.Handle, nbd.ReplyFlagDone, r.Offset, r.Length)
@@ -707,12 +754,16 @@ func (t *tx) serveRead(r *request) {
 			t.w.sendFile(hdr, t.fileFD, off, int(r.Length), r)
 			return
 		}
-		if err := t.budget.Acquire(context.Background(), int64(r.Length)); err != nil {
-			t.workerError(r, nbd.ENOMEM, "out of buffers")
+		if r.Length > streamChunk {
+			t.streamRead(r)
 			return
 		}
-		r.budget = int64(r.Length)
-		r.buf = getBuffer(int(r.Length))
+		b, err := t.acct.buffer(int(r.Length), false)
+		if err != nil {
+			r.release() // the connection is failing: nothing will be sent
+			return
+		}
+		r.buf = b
 	}
 	if t.structured && t.holes && len(r.buf.b) >= holeCheckMin && r.Flags&nbd.CmdFlagDF == 0 {
 		if t.serveSparseRead(r) {
@@ -834,7 +885,13 @@ func (t *tx) reserve(n int) []byte {
 		t.flush()
 	}
 	if t.arena == nil {
-		t.arena = getBuffer(arenaSize)
+		b, err := t.readerBuffer(arenaSize)
+		if err != nil {
+			// The connection has failed and this batch will never be sent; the next
+			// flush reports why.
+			b = getBuffer(arenaSize)
+		}
+		t.arena = b
 		t.arena.b = t.arena.b[:0]
 		t.segStart = 0
 	}
@@ -904,3 +961,97 @@ func isConnReset(err error) bool {
 // reader serves itself rather than handing them to a worker: a page-cache copy costs less
 // than the handoff.
 const bigInlineMax = nbd.MaxPayload
+
+// streamRead answers a read too large to buffer whole (over streamChunk) that cannot go
+// out with sendfile: as the connection's writer it reads and sends one piece at a time,
+// so the reply never holds more than one piece of memory however slowly the client takes
+// it. Structured replies report holes as hole chunks and send each piece as a data chunk
+// of its own. A simple reply's data must follow its header without a gap: its first
+// piece is read before the header goes out, so a failure there is an ordinary error
+// reply, but a failure after that can only end the connection.
+func (t *tx) streamRead(r *request) {
+	type ext struct {
+		off, n int64
+		hole   bool
+	}
+	off, end := int64(r.Offset), int64(r.Offset)+int64(r.Length)
+	exts := []ext{{off, end - off, false}}
+	if t.structured && t.holes && r.Flags&nbd.CmdFlagDF == 0 {
+		var found []ext
+		pos := off
+		err := t.be.Extents(off, end-off, func(n int64, flags uint32) bool {
+			hole := flags&nbd.StateZero != 0
+			if k := len(found); k > 0 && found[k-1].hole == hole {
+				found[k-1].n += n
+			} else {
+				if k == maxReadChunks {
+					return false
+				}
+				found = append(found, ext{pos, n, hole})
+			}
+			pos += n
+			return true
+		})
+		if err == nil && pos >= end && len(found) > 0 {
+			found[len(found)-1].n = end - found[len(found)-1].off
+			exts = found
+		}
+	}
+	readFailed := func(at, n int64, err error) {
+		t.c.logf("READ %d+%d: %v", at, n, err)
+	}
+	t.w.stream(func(send func(bufs ...[]byte) error) error {
+		buf, _ := t.acct.buffer(streamChunk, true)
+		defer buf.release()
+		var hdr [nbd.StructuredReplyHdr + 64]byte
+		if !t.structured {
+			k := min(int64(streamChunk), end-off)
+			if err := t.be.ReadAt(buf.b[:k], off); err != nil {
+				readFailed(off, k, err)
+				return send(nbd.AppendSimpleReply(hdr[:0], nbd.SimpleReply{Error: errnoOf(err), Handle: r.Handle}))
+			}
+			if err := send(nbd.AppendSimpleReply(hdr[:0], nbd.SimpleReply{Handle: r.Handle}), buf.b[:k]); err != nil {
+				return err
+			}
+			for pos := off + k; pos < end; pos += k {
+				k = min(int64(streamChunk), end-pos)
+				if err := t.be.ReadAt(buf.b[:k], pos); err != nil {
+					readFailed(pos, k, err)
+					return fmt.Errorf("READ %d+%d failed after its reply began (simple replies cannot report that): %w", pos, k, err)
+				}
+				if err := send(buf.b[:k]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		for i, e := range exts {
+			last := i == len(exts)-1
+			var flags uint16
+			if e.hole {
+				if last {
+					flags = nbd.ReplyFlagDone
+				}
+				if err := send(nbd.AppendOffsetHole(hdr[:0], r.Handle, flags, uint64(e.off), uint32(e.n))); err != nil {
+					return err
+				}
+				continue
+			}
+			for pos := e.off; pos < e.off+e.n; {
+				k := min(int64(streamChunk), e.off+e.n-pos)
+				if err := t.be.ReadAt(buf.b[:k], pos); err != nil {
+					readFailed(pos, k, err)
+					return send(nbd.AppendErrorChunk(hdr[:0], r.Handle, nbd.ReplyFlagDone, errnoOf(err), "read failed"))
+				}
+				if last && pos+k == e.off+e.n {
+					flags = nbd.ReplyFlagDone
+				}
+				if err := send(nbd.AppendOffsetDataHeader(hdr[:0], r.Handle, flags, uint64(pos), uint32(k)), buf.b[:k]); err != nil {
+					return err
+				}
+				pos += k
+			}
+		}
+		return nil
+	}, r)
+}

@@ -20,6 +20,8 @@ type replyWriter struct {
 	// raw writes to a plain socket with raw writev calls (see rawSocket); nil otherwise.
 	raw *rawSocket
 	iov []iovec // scratch for raw, used by the writer only
+	// acct is the connection's reply memory, told when writing fails; may be nil.
+	acct *replyAcct
 
 	mu      sync.Mutex
 	idle    *sync.Cond // signalled when writing ends, for sendFile callers waiting their turn
@@ -50,6 +52,43 @@ func newReplyWriter(w io.Writer) *replyWriter {
 // become the writer itself, so a sendfile that has to wait for the disk holds up only
 // this worker and the replies queued behind it — never the connection reader.
 func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel releaser) error {
+	bufs, rels, err := w.takeTurn()
+	if err != nil {
+		releaseAll(rel)
+		return err
+	}
+	bufs = append(bufs, hdr)
+	err = w.sendfile(bufs, fd, off, n)
+	releaseAll(rel)
+	return w.endTurn(bufs, rels, err)
+}
+
+// stream sends a reply that is produced piece by piece while it is sent: it waits to become
+// the writer, sends what was queued before it, then runs produce, whose send writes pieces
+// straight to the socket. Nothing else is written meanwhile, so the pieces are contiguous
+// (a simple reply's data must be). produce's error ends the connection; rel is freed at
+// the end.
+func (w *replyWriter) stream(produce func(send func(bufs ...[]byte) error) error, rel releaser) error {
+	bufs, rels, err := w.takeTurn()
+	if err != nil {
+		releaseAll(rel)
+		return err
+	}
+	err = w.writeOut(bufs)
+	for _, r := range rels {
+		r.release()
+	}
+	clear(rels)
+	if err == nil {
+		err = produce(func(p ...[]byte) error { return w.writeOut(p) })
+	}
+	releaseAll(rel)
+	return w.endTurn(bufs, rels[:0], err)
+}
+
+// takeTurn waits until nobody writes, makes the caller the writer and hands it what was
+// queued, which it must send first. endTurn ends the turn.
+func (w *replyWriter) takeTurn() (net.Buffers, []releaser, error) {
 	w.mu.Lock()
 	for w.writing && w.err == nil {
 		w.waiters++
@@ -60,70 +99,50 @@ func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel release
 		err := w.err
 		w.idle.Broadcast()
 		w.mu.Unlock()
-		releaseAll(rel)
-		return err
+		return nil, nil, err
 	}
 	w.writing = true
 	bufs, rels := w.pending, w.rel
 	w.pending, w.rel = w.spareBufs[:0], w.spareRel[:0]
 	w.mu.Unlock()
+	return bufs, rels, nil
+}
 
-	bufs = append(bufs, hdr)
-	err := w.sendfile(bufs, fd, off, n)
+// endTurn frees what takeTurn handed out, records err and writes what was queued meanwhile.
+func (w *replyWriter) endTurn(bufs net.Buffers, rels []releaser, err error) error {
 	for _, r := range rels {
 		r.release()
 	}
-	releaseAll(rel)
 	clear(bufs)
 	clear(rels)
-
 	w.mu.Lock()
 	w.spareBufs, w.spareRel = bufs[:0], rels[:0]
 	if err != nil && w.err == nil {
-		w.err = err
+		w.setErrLocked(err)
 	}
 	w.writing = false
 	return w.writeLocked()
 }
 
-// stream waits for the writer's turn, writes what is queued, then lets fn write straight to
-// the connection while nobody else may: for a reply too big to queue (readHuge).
-func (w *replyWriter) stream(fn func(io.Writer) error) error {
-	w.mu.Lock()
-	for w.writing && w.err == nil {
-		w.waiters++
-		w.idle.Wait()
-		w.waiters--
-	}
-	if w.err != nil {
-		err := w.err
-		w.idle.Broadcast()
-		w.mu.Unlock()
+// writeOut writes bufs to the socket; only the writer calls it.
+func (w *replyWriter) writeOut(bufs [][]byte) error {
+	if w.raw != nil {
+		var err error
+		w.iov, err = w.raw.writev(bufs, w.iov)
 		return err
 	}
-	w.writing = true
-	bufs, rels := w.pending, w.rel
-	w.pending, w.rel = w.spareBufs[:0], w.spareRel[:0]
-	w.mu.Unlock()
-
-	out := bufs
+	out := net.Buffers(bufs) // WriteTo consumes its receiver; the caller's slice stays intact
 	_, err := out.WriteTo(w.w)
-	for _, r := range rels {
-		r.release()
-	}
-	clear(bufs)
-	clear(rels)
-	if err == nil {
-		err = fn(w.w)
-	}
+	return err
+}
 
-	w.mu.Lock()
-	w.spareBufs, w.spareRel = bufs[:0], rels[:0]
-	if err != nil && w.err == nil {
-		w.err = err
+// setErrLocked records the connection's write error: nothing more will be written, so
+// whoever waits for reply memory to drain is woken.
+func (w *replyWriter) setErrLocked(err error) {
+	w.err = err
+	if w.acct != nil {
+		w.acct.fail(err)
 	}
-	w.writing = false
-	return w.writeLocked()
 }
 
 // submit queues bufs (written in order, contiguously) and, once they are written or the
@@ -185,13 +204,7 @@ func (w *replyWriter) writeLocked() error {
 		w.pending, w.rel = w.spareBufs[:0], w.spareRel[:0]
 		w.mu.Unlock()
 
-		var err error
-		if w.raw != nil {
-			w.iov, err = w.raw.writev(bufs, w.iov)
-		} else {
-			out := bufs // WriteTo consumes its receiver; keep bufs to recycle the array
-			_, err = out.WriteTo(w.w)
-		}
+		err := w.writeOut(bufs)
 		for _, r := range rel {
 			r.release()
 		}
@@ -200,8 +213,8 @@ func (w *replyWriter) writeLocked() error {
 
 		w.mu.Lock()
 		w.spareBufs, w.spareRel = bufs[:0], rel[:0]
-		if err != nil {
-			w.err = err
+		if err != nil && w.err == nil {
+			w.setErrLocked(err)
 		}
 	}
 	if w.err != nil {

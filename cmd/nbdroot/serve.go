@@ -85,6 +85,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.TLSKey, "tls-key", "", "server private key (PEM)")
 	fs.StringVar(&o.TLSClientCA, "tls-ca", "", "CA bundle (PEM) that client certificates must chain to; clients without one are refused")
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, fmt.Sprintf("bound on all connections (default %d)", nbdserver.DefaultMaxConnections))
+	fs.IntVar(&o.MaxClientConnections, "max-client-connections", 0, fmt.Sprintf("bound on the connections of one client address or identity (default %d)", nbdserver.DefaultMaxClientConnections))
 	durationVar(fs, &o.HandshakeTimeout, "handshake-timeout", false, fmt.Sprintf("time a client has to finish negotiating (default %v)", nbdserver.DefaultHandshakeTimeout))
 	durationVar(fs, &o.DrainTimeout, "drain-timeout", true, fmt.Sprintf("on shutdown, how long to answer new requests with ESHUTDOWN before disconnecting (default %v; negative: disconnect once requests in flight are answered)", nbdserver.DefaultDrainTimeout))
 	fs.IntVar(&o.MaxInFlight, "max-in-flight", 0, fmt.Sprintf("requests served at once per connection (default %d)", nbdserver.DefaultMaxInFlight))
