@@ -1,6 +1,8 @@
 package nbdserver
 
 import (
+	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +18,10 @@ var fuzzServer struct {
 	once sync.Once
 	s    *Server
 	err  error
+
+	// A TCP listener of the same server, for inputs fed over a real socket (feedSocket).
+	tcpOnce sync.Once
+	addr    string
 }
 
 func sharedFuzzServer(t testing.TB) *Server {
@@ -25,17 +31,29 @@ func sharedFuzzServer(t testing.TB) *Server {
 			fuzzServer.err = err
 			return
 		}
-		img, ro := filepath.Join(dir, "disk.img"), filepath.Join(dir, "ro.img")
-		for _, p := range []string{img, ro} {
-			if err := os.WriteFile(p, pattern(0, 1<<20), 0o600); err != nil {
+		img, ro, base := filepath.Join(dir, "disk.img"), filepath.Join(dir, "ro.img"), filepath.Join(dir, "base.img")
+		for _, p := range []string{img, ro, base} {
+			size := 1 << 20
+			if p == base {
+				size = 3 << 20 // reads over 1 MiB are streamed
+			}
+			if err := os.WriteFile(p, pattern(0, size), 0o600); err != nil {
 				fuzzServer.err = err
 				return
 			}
 		}
+		if fuzzServer.err = os.MkdirAll(filepath.Join(os.TempDir(), "nbdserver-fuzz-cow"), 0o700); fuzzServer.err != nil {
+			return
+		}
 		// The image stays open (flocked) while the process runs, so it can go now.
 		fuzzServer.s, fuzzServer.err = New(Config{
-			Exports:          []Export{{Name: "root", Path: img}, {Name: "ro", Path: ro, ReadOnly: true}},
+			Exports: []Export{{Name: "root", Path: img}, {Name: "ro", Path: ro, ReadOnly: true},
+				// Overlays are created later, in a directory of their own that outlives dir.
+				{Name: "cow", Path: base, Cow: true, CowDir: filepath.Join(os.TempDir(), "nbdserver-fuzz-cow")}},
 			HandshakeTimeout: 2 * time.Second,
+			StateDir:         filepath.Join(os.TempDir(), "nbdserver-fuzz-state"),
+			// Inputs follow each other faster than closed connections give back their slots.
+			MaxClientConnections: 1024,
 		})
 		if fuzzServer.err != nil {
 			return
@@ -86,23 +104,81 @@ func feed(t *testing.T, s *Server, input []byte) []byte {
 	return out
 }
 
+// feedSocket is feed over a TCP connection to the shared server's listener: the paths of
+// real sockets — raw reads and writev, sendfile for large reads, splice for large writes —
+// see the input, which net.Pipe never reaches. The input ends with a half-close.
+func feedSocket(t *testing.T, s *Server, input []byte) []byte {
+	fuzzServer.tcpOnce.Do(func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fuzzServer.addr = ln.Addr().String()
+		go s.Serve(context.Background(), ln)
+	})
+	nc, err := net.Dial("tcp", fuzzServer.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := nc.(*net.TCPConn)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	go func() {
+		c.Write(input)
+		c.CloseWrite()
+	}()
+	var out []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if len(out) < 1<<16 {
+			out = append(out, buf[:n]...)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("server connection did not end after the input")
+		}
+		if err != nil {
+			return out
+		}
+	}
+}
+
 var goPrefix = func() []byte {
 	b := []byte{0, 0, 0, byte(nbd.ClientFlagFixedNewstyle | nbd.ClientFlagNoZeroes)}
 	return nbd.AppendOption(b, nbd.OptGo, nbd.AppendInfoRequest(nil, "root"))
 }()
 
-var structuredPrefix = func() []byte {
+var structuredPrefix = structuredGo("root")
+
+func structuredGo(export string) []byte {
 	b := []byte{0, 0, 0, byte(nbd.ClientFlagFixedNewstyle | nbd.ClientFlagNoZeroes)}
 	b = nbd.AppendOption(b, nbd.OptStructuredReply, nil)
 	b = nbd.AppendOption(b, nbd.OptSetMetaContext, nbd.AppendMetaContextRequest(nil,
-		nbd.MetaContextRequest{Export: "root", Queries: []string{nbd.MetaBaseAllocation}}))
-	return nbd.AppendOption(b, nbd.OptGo, nbd.AppendInfoRequest(nil, "root", nbd.InfoBlockSize))
-}()
+		nbd.MetaContextRequest{Export: export, Queries: []string{nbd.MetaBaseAllocation}}))
+	return nbd.AppendOption(b, nbd.OptGo, nbd.AppendInfoRequest(nil, export, nbd.InfoBlockSize))
+}
+
+// cowPrefixes negotiate the copy-on-write export, whose reads take no sendfile path.
+var cowPrefixes = [2][]byte{
+	nbd.AppendOption([]byte{0, 0, 0, byte(nbd.ClientFlagFixedNewstyle | nbd.ClientFlagNoZeroes)}, nbd.OptGo, nbd.AppendInfoRequest(nil, "cow")),
+	structuredGo("cow"),
+}
 
 // FuzzHandshake sends arbitrary client handshakes (client flags, then options). The server
 // must greet, never panic, never hang past the input, and keep memory bounded whatever
 // lengths the input claims.
 func FuzzHandshake(f *testing.F) {
+	handshakeSeeds(f)
+	f.Fuzz(func(t *testing.T, input []byte) {
+		s := sharedFuzzServer(t)
+		out := feed(t, s, input)
+		if len(out) < 18 || string(out[:8]) != "NBDMAGIC" {
+			t.Fatalf("no greeting: % x", out[:min(len(out), 18)])
+		}
+	})
+}
+
+func handshakeSeeds(f *testing.F) {
 	flags := []byte{0, 0, 0, 3}
 	f.Add(goPrefix)
 	f.Add(structuredPrefix)
@@ -117,21 +193,11 @@ func FuzzHandshake(f *testing.F) {
 	identified := nbd.AppendOption(append([]byte{}, flags...), nbd.OptNbdrootClient, []byte("id=52:54:00:12:34:56 overlay=00112233445566778899aabbccddeeff"))
 	f.Add(nbd.AppendOption(identified, nbd.OptGo, nbd.AppendInfoRequest(nil, "root", nbd.InfoNbdrootOverlay)))
 	f.Add(nbd.AppendOption(append([]byte{}, flags...), nbd.OptNbdrootClient, []byte("id=../x\x00")))
-	f.Fuzz(func(t *testing.T, input []byte) {
-		s := sharedFuzzServer(t)
-		out := feed(t, s, input)
-		if len(out) < 18 || string(out[:8]) != "NBDMAGIC" {
-			t.Fatalf("no greeting: % x", out[:min(len(out), 18)])
-		}
-	})
 }
 
-// FuzzRequests negotiates an export (simple or structured replies, by the first input
-// byte) and then sends the rest of the input as transmission-phase traffic.
-func FuzzRequests(f *testing.F) {
-	req := func(typ, flags uint16, off uint64, n uint32, payload []byte) []byte {
-		return append(nbd.AppendRequest(nil, nbd.Request{Type: typ, Flags: flags, Handle: 7, Offset: off, Length: n}), payload...)
-	}
+// requestSeeds are transmission-phase inputs: a first byte choosing simple (bit 0 clear)
+// or structured (set) replies and the export (bit 1: the copy-on-write one), then requests.
+func requestSeeds(f *testing.F) {
 	f.Add(append([]byte{0}, req(nbd.CmdRead, 0, 0, 4096, nil)...))
 	f.Add(append([]byte{1}, req(nbd.CmdRead, nbd.CmdFlagDF, 1000, 300000, nil)...))
 	f.Add(append([]byte{0}, req(nbd.CmdWrite, nbd.CmdFlagFUA, 10, 5, []byte("hello"))...))
@@ -143,18 +209,71 @@ func FuzzRequests(f *testing.F) {
 	f.Add(append([]byte{0}, req(nbd.CmdRead, 0, 0xfffffffffffffff0, 0x100, nil)...))
 	f.Add(append([]byte{1}, req(99, 0xffff, 0, 0, nil)...))
 	f.Add(append([]byte{0}, req(nbd.CmdDisc, 0, 0, 0, nil)...))
+}
+
+func req(typ, flags uint16, off uint64, n uint32, payload []byte) []byte {
+	return append(nbd.AppendRequest(nil, nbd.Request{Type: typ, Flags: flags, Handle: 7, Offset: off, Length: n}), payload...)
+}
+
+// requestInput is the whole client byte stream for a requestSeeds-style input.
+func requestInput(input []byte) []byte {
+	prefix := goPrefix
+	switch {
+	case input[0]&2 != 0:
+		prefix = cowPrefixes[input[0]&1]
+	case input[0]&1 != 0:
+		prefix = structuredPrefix
+	}
+	return append(append([]byte{}, prefix...), input[1:]...)
+}
+
+// FuzzRequests negotiates an export (simple or structured replies, by the first input
+// byte) and then sends the rest of the input as transmission-phase traffic.
+func FuzzRequests(f *testing.F) {
+	requestSeeds(f)
 	f.Fuzz(func(t *testing.T, input []byte) {
 		if len(input) == 0 {
 			return
 		}
-		s := sharedFuzzServer(t)
-		prefix := goPrefix
-		if input[0]&1 != 0 {
-			prefix = structuredPrefix
-		}
-		out := feed(t, s, append(append([]byte{}, prefix...), input[1:]...))
+		out := feed(t, sharedFuzzServer(t), requestInput(input))
 		if len(out) < 18 {
 			t.Fatalf("short server output: % x", out)
+		}
+	})
+}
+
+// FuzzRequestsSocket is FuzzRequests over a TCP socket, with seeds that take the socket
+// paths: reads large enough for sendfile (on the read-write and the read-only export),
+// writes large enough to be spliced from the socket, and those cut short.
+func FuzzRequestsSocket(f *testing.F) {
+	requestSeeds(f)
+	big := pattern(0, 600<<10)
+	f.Add(append([]byte{0}, req(nbd.CmdRead, 0, 4096, 300<<10, nil)...))
+	f.Add(append([]byte{1}, req(nbd.CmdRead, 0, 0, 1<<20, nil)...))
+	f.Add(append([]byte{0}, req(nbd.CmdWrite, 0, 1000, uint32(len(big)), big)...))
+	f.Add(append([]byte{1}, append(req(nbd.CmdWrite, 0, 0, 1<<20, big), req(nbd.CmdRead, 0, 0, 1<<20, nil)...)...))
+	f.Add(append(append([]byte{0}, req(nbd.CmdWrite, nbd.CmdFlagFUA, 0, 200<<10, big[:200<<10])...), req(nbd.CmdRead, 0, 64<<10, 128<<10, nil)...))
+	// The copy-on-write export: reads streamed in pieces, with and without holes.
+	f.Add(append(append([]byte{2}, req(nbd.CmdWrite, 0, 300<<10, 4096, big[:4096])...), req(nbd.CmdRead, 0, 0, 3<<20, nil)...))
+	f.Add(append(append([]byte{3}, req(nbd.CmdTrim, 0, 1<<20, 1<<20, nil)...), req(nbd.CmdRead, 0, 1000, 2<<20, nil)...))
+	f.Fuzz(func(t *testing.T, input []byte) {
+		if len(input) == 0 {
+			return
+		}
+		out := feedSocket(t, sharedFuzzServer(t), requestInput(input))
+		if len(out) < 18 || string(out[:8]) != "NBDMAGIC" {
+			t.Fatalf("short server output: % x", out[:min(len(out), 18)])
+		}
+	})
+}
+
+// FuzzHandshakeSocket is FuzzHandshake over a TCP socket.
+func FuzzHandshakeSocket(f *testing.F) {
+	handshakeSeeds(f)
+	f.Fuzz(func(t *testing.T, input []byte) {
+		out := feedSocket(t, sharedFuzzServer(t), input)
+		if len(out) < 18 || string(out[:8]) != "NBDMAGIC" {
+			t.Fatalf("no greeting: % x", out[:min(len(out), 18)])
 		}
 	})
 }
