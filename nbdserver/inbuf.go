@@ -13,6 +13,15 @@ type source interface {
 	read(p []byte, wait bool) (int, error)
 }
 
+// lazySource is a source that can wait for data without a buffer to read it into: inbuf
+// gives its buffer back while the client is silent, so an idle connection holds none.
+type lazySource interface {
+	source
+	// readWhenReady waits until there is something to read (data, the end of the stream,
+	// an error or the read deadline), then reads into the buffer get returns.
+	readWhenReady(get func() []byte) (int, error)
+}
+
 // readerSource is a source for connections that cannot be asked without waiting (TLS):
 // every read may wait.
 type readerSource struct{ r io.Reader }
@@ -31,6 +40,8 @@ func (s readerSource) read(p []byte, wait bool) (int, error) {
 // requests in flight gets its replies in a few large writes instead of one write each.
 type inbuf struct {
 	src    source
+	size   int     // of the buffer
+	buf    *buffer // from the pool; nil while idle (lazySource), when b is nil too
 	b      []byte
 	r, w   int          // b[r:w] is buffered
 	onWait func() error // called before every read that may wait; an error aborts the read
@@ -41,7 +52,24 @@ type inbuf struct {
 }
 
 func newInbuf(src source, size int, onWait func() error) *inbuf {
-	return &inbuf{src: src, b: make([]byte, size), onWait: onWait}
+	return &inbuf{src: src, size: size, onWait: onWait}
+}
+
+// have makes sure the buffer is there.
+func (in *inbuf) have() {
+	if in.buf == nil {
+		in.buf = getBuffer(in.size)
+		in.b = in.buf.b
+	}
+}
+
+// release gives the buffer back to the pool; only when nothing is buffered.
+func (in *inbuf) release() {
+	if in.buf != nil {
+		in.buf.release()
+		in.buf, in.b = nil, nil
+		in.r, in.w = 0, 0
+	}
 }
 
 // buffered is the number of bytes that can be had without I/O.
@@ -56,6 +84,7 @@ func (in *inbuf) fill() error {
 	if in.r == in.w {
 		in.r, in.w = 0, 0
 	}
+	in.have()
 	if in.w == len(in.b) {
 		// Only called when more is needed than b[r:] holds: slide the rest to the start.
 		if in.r == 0 {
@@ -74,7 +103,17 @@ func (in *inbuf) fill() error {
 		if werr := in.onWait(); werr != nil {
 			return werr
 		}
-		n, err = in.src.read(in.b[in.w:end], true)
+		if ls, ok := in.src.(lazySource); ok && in.r == in.w {
+			// Nothing buffered: wait without the buffer, which may be a while.
+			want := end - in.w
+			in.release()
+			n, err = ls.readWhenReady(func() []byte {
+				in.have()
+				return in.b[:want]
+			})
+		} else {
+			n, err = in.src.read(in.b[in.w:end], true)
+		}
 	}
 	if n < 0 {
 		n = 0
@@ -92,11 +131,11 @@ func (in *inbuf) fill() error {
 // peek returns the next n bytes (n ≤ the buffer size) without consuming them, reading as
 // needed. The slice is valid until the next call that reads.
 func (in *inbuf) peek(n int) ([]byte, error) {
-	if n > len(in.b) {
+	if n > in.size {
 		return nil, errShortBuffer
 	}
 	for in.w-in.r < n {
-		if len(in.b)-in.r < n {
+		if in.b != nil && len(in.b)-in.r < n {
 			// Not enough room behind r for n bytes: slide what we have to the start.
 			in.w = copy(in.b, in.b[in.r:in.w])
 			in.r = 0
@@ -136,7 +175,7 @@ func (in *inbuf) readFull(p []byte) error {
 	in.r += k
 	p = p[k:]
 	for len(p) > 0 {
-		if len(p) < len(in.b)/4 {
+		if len(p) < in.size/4 {
 			// A short rest: read it through the buffer, which may bring the next
 			// requests with it.
 			q, err := in.peek(len(p))

@@ -155,3 +155,51 @@ func TestInbufReadDirectKeepsHead(t *testing.T) {
 		t.Errorf("after the payload (-want +got):\n%s", diff)
 	}
 }
+
+// lazyScript is a scriptSource that can wait without a buffer (lazySource), and records
+// whether the inbuf held its buffer while it waited.
+type lazyScript struct {
+	scriptSource
+	in         *inbuf
+	heldInWait []bool
+}
+
+func (s *lazyScript) readWhenReady(get func() []byte) (int, error) {
+	s.heldInWait = append(s.heldInWait, s.in.buf != nil)
+	return s.read(get(), true)
+}
+
+// An idle connection holds no input buffer: it is given back before every wait with
+// nothing buffered, and taken again when data comes.
+func TestInbufIdleHoldsNoBuffer(t *testing.T) {
+	src := &lazyScript{scriptSource: scriptSource{steps: [][]byte{seq(0, 10), nil, seq(10, 20), nil, seq(30, 2), nil, seq(32, 8)}}}
+	in := newInbuf(src, 16, func() error { return nil })
+	src.in = in
+	var got []byte
+	for len(got) < 40 {
+		n := min(4, 40-len(got))
+		p, err := in.peek(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p...)
+		in.discard(n)
+	}
+	if !bytes.Equal(got, seq(0, 40)) {
+		t.Fatalf("read % x", got)
+	}
+	// A peek spanning a gap waits with the bytes before it buffered (an ordinary read);
+	// the others wait with nothing buffered, and without the buffer.
+	if len(src.heldInWait) == 0 {
+		t.Fatal("never waited without a buffer")
+	}
+	for i, held := range src.heldInWait {
+		if held {
+			t.Errorf("wait %d: the buffer was held while nothing was buffered", i)
+		}
+	}
+	in.release()
+	if in.buf != nil {
+		t.Error("release kept the buffer")
+	}
+}

@@ -52,6 +52,56 @@ func (s *rawSocket) read(p []byte, wait bool) (int, error) {
 	return n, err
 }
 
+// readWhenReady implements lazySource: it asks the socket whether it has anything with a
+// one-byte MSG_PEEK, waits through the poller if not, and only then takes the buffer and
+// reads — as many system calls as read with wait, and no buffer held while waiting.
+func (s *rawSocket) readWhenReady(get func() []byte) (int, error) {
+	var p []byte
+	var n int
+	var errno syscall.Errno
+	asked := false
+	err := s.rc.Read(func(fd uintptr) bool {
+		if !asked {
+			asked = true
+			var one byte
+			for {
+				_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&one)), 1,
+					syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+				if e == syscall.EINTR {
+					continue
+				}
+				if e == syscall.EAGAIN {
+					return false // wait until readable, then read below
+				}
+				break // data, the end of the stream or an error: the read tells which
+			}
+		}
+		if p == nil {
+			p = get()
+		}
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			n, errno = int(r), e
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, os.NewSyscallError("read", errno)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
 // take makes a raw system call that takes data from the socket (its descriptor is the
 // first argument, a2…a6 the others). Without wait, an empty socket is errWouldBlock;
 // with it, the call waits for data through the runtime's poller and is made again.

@@ -196,6 +196,7 @@ func (c *conn) transmit(ss *session) txStats {
 	if t.arena != nil {
 		t.arena.release()
 	}
+	t.in.release()
 	switch {
 	case err == nil:
 	case errors.Is(err, os.ErrDeadlineExceeded) && t.shutdown.Load():

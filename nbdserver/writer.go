@@ -37,9 +37,10 @@ type replyWriter struct {
 }
 
 func newReplyWriter(w io.Writer) *replyWriter {
+	// Small to start with: an idle connection should cost little; they grow under load.
 	rw := &replyWriter{w: w,
-		pending: make(net.Buffers, 0, 64), spareBufs: make(net.Buffers, 0, 64),
-		rel: make([]releaser, 0, 64), spareRel: make([]releaser, 0, 64)}
+		pending: make(net.Buffers, 0, 8), spareBufs: make(net.Buffers, 0, 8),
+		rel: make([]releaser, 0, 8), spareRel: make([]releaser, 0, 8)}
 	rw.idle = sync.NewCond(&rw.mu)
 	rw.sendfile = socketSendfile(w)
 	if c, ok := w.(net.Conn); ok {

@@ -16,7 +16,8 @@ import (
 // them in flight, over [0, Size) of the export and around again, until its context ends.
 // It is the background load of the fairness measurement.
 type Bulk struct {
-	Dial    func(ctx context.Context) (net.Conn, error)
+	Dial    Dialer
+	Client  int // the client number Dial gets
 	Export  string
 	Size    uint64 // bytes of the export to read (rounded down to whole requests)
 	Request uint32 // bytes per read (0: 256 KiB, what Linux's readahead sends for a big copy)
@@ -36,7 +37,7 @@ func (b Bulk) Run(ctx context.Context) (int64, error) {
 	if blocks == 0 {
 		return 0, errors.New("bulk: export smaller than one request")
 	}
-	c, err := connect(ctx, b.Dial, b.Export)
+	c, err := connect(ctx, func(ctx context.Context) (net.Conn, error) { return b.Dial(ctx, b.Client) }, b.Export)
 	if err != nil {
 		return 0, err
 	}

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -55,8 +56,8 @@ type Config struct {
 	// they read with it (slow; tests use it, benchmarks check one client).
 	Check        io.ReaderAt
 	CheckClients int
-	// Dial opens a client's connection (default: TCP to Addr with TCP_NODELAY).
-	Dial func(ctx context.Context) (net.Conn, error)
+	// Dial opens a client's connection (default: TCP(Addr)).
+	Dial Dialer
 	// Ready, when set, is called once every client has finished its handshake or failed,
 	// before any client sends its first read. Benchmarks use it to sample the server.
 	Ready func()
@@ -119,7 +120,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	dial := cfg.Dial
 	if dial == nil {
-		dial = func(ctx context.Context) (net.Conn, error) { return DialTCP(ctx, cfg.Addr) }
+		dial = TCP(cfg.Addr)
 	}
 	maxBurst := 0
 	for _, b := range bursts {
@@ -150,7 +151,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer hs.Done()
 			defer func() { <-sem }()
-			c, err := connect(ctx, dial, cfg.Export)
+			c, err := connect(ctx, func(ctx context.Context) (net.Conn, error) { return dial(ctx, i) }, cfg.Export)
 			if err != nil {
 				fail(fmt.Errorf("client %d: %w", i, err))
 				return
@@ -230,15 +231,27 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
-// DialTCP connects to addr as the kernel client's sockets are set up: TCP_NODELAY on.
-func DialTCP(ctx context.Context, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
+// Dialer opens the connection of client number i.
+type Dialer func(ctx context.Context, i int) (net.Conn, error)
+
+// TCP dials addr as the kernel client's sockets are set up (TCP_NODELAY on). When addr is
+// an IPv4 loopback address, client i connects from a loopback address of its own
+// (127.1.0.0 + i + 1; Linux routes all of 127.0.0.0/8 to lo), as machines in a fleet do —
+// servers that limit connections per address see one client each.
+func TCP(addr string) Dialer {
+	return func(ctx context.Context, i int) (net.Conn, error) {
+		var d net.Dialer
+		if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is4() && ap.Addr().IsLoopback() && i >= 0 {
+			v := uint32(127)<<24 | 1<<16 + uint32(i) + 1
+			d.LocalAddr = &net.TCPAddr{IP: net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v))}
+		}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		c.(*net.TCPConn).SetNoDelay(true)
+		return c, nil
 	}
-	c.(*net.TCPConn).SetNoDelay(true)
-	return c, nil
 }
 
 // connect dials and negotiates export, trying again a few times: servers that fork per
@@ -381,7 +394,7 @@ func (cl *client) replay(ctx context.Context) error {
 
 // Connect opens n connections and negotiates export on each, as n idle clients would; on
 // error the ones opened are closed again.
-func Connect(ctx context.Context, dial func(context.Context) (net.Conn, error), export string, n int) ([]net.Conn, error) {
+func Connect(ctx context.Context, dial Dialer, export string, n int) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -392,7 +405,7 @@ func Connect(ctx context.Context, dial func(context.Context) (net.Conn, error), 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			conns[i], errs[i] = connect(ctx, dial, export)
+			conns[i], errs[i] = connect(ctx, func(ctx context.Context) (net.Conn, error) { return dial(ctx, i) }, export)
 		}()
 	}
 	wg.Wait()
@@ -410,3 +423,23 @@ func Connect(ctx context.Context, dial func(context.Context) (net.Conn, error), 
 // maxDialing bounds simultaneous connects: a listen backlog is finite, and a storm's
 // handshakes are not what it measures.
 const maxDialing = 16
+
+// ReadOnce sends one READ on a negotiated connection and reads its reply: what a client
+// that has booted and gone quiet last did.
+func ReadOnce(c net.Conn, off uint64, n uint32) error {
+	if _, err := c.Write(nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdRead, Handle: 1, Offset: off, Length: n})); err != nil {
+		return err
+	}
+	b := make([]byte, nbd.SimpleReplySize+int(n))
+	if _, err := io.ReadFull(c, b); err != nil {
+		return err
+	}
+	r, err := nbd.ParseSimpleReply(b)
+	if err != nil {
+		return err
+	}
+	if r.Error != 0 {
+		return nbd.Errno(r.Error)
+	}
+	return nil
+}

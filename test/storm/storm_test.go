@@ -254,7 +254,7 @@ func TestBulk(t *testing.T) {
 	addr := startServer(t, img)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	n, err := Bulk{Dial: func(ctx context.Context) (net.Conn, error) { return DialTCP(ctx, addr) }, Export: "root", Size: 4 << 20, Request: 64 << 10, Depth: 4}.Run(ctx)
+	n, err := Bulk{Dial: TCP(addr), Export: "root", Size: 4 << 20, Request: 64 << 10, Depth: 4}.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
