@@ -40,11 +40,12 @@ func (s readerSource) read(p []byte, wait bool) (int, error) {
 // requests in flight gets its replies in a few large writes instead of one write each.
 type inbuf struct {
 	src    source
-	size   int     // of the buffer
+	size   int     // the buffer's largest size; it starts at inbufStart and grows on demand
 	buf    *buffer // from the pool; nil while idle (lazySource), when b is nil too
 	b      []byte
 	r, w   int          // b[r:w] is buffered
 	onWait func() error // called before every read that may wait; an error aborts the read
+	filled bool         // the last read filled the buffer to its end
 	// limit, if positive, caps the next read from the source (then resets): after a
 	// payload spliced from the socket, only the next request header is read into the
 	// buffer, so that a following large payload stays in the socket to be spliced too.
@@ -55,12 +56,30 @@ func newInbuf(src source, size int, onWait func() error) *inbuf {
 	return &inbuf{src: src, size: size, onWait: onWait}
 }
 
+// inbufStart is the buffer's size until a request needs more: 16 KiB holds hundreds of
+// request headers, and only write payloads (up to the full size) need more. A thousand
+// busy connections then hold 16 MiB of input buffers rather than 256.
+const inbufStart = 16 << 10
+
 // have makes sure the buffer is there.
 func (in *inbuf) have() {
 	if in.buf == nil {
-		in.buf = getBuffer(in.size)
+		in.buf = getBuffer(min(in.size, inbufStart))
 		in.b = in.buf.b
 	}
+}
+
+// grow makes the buffer hold at least n bytes (n ≤ size), keeping what is buffered.
+func (in *inbuf) grow(n int) {
+	in.have()
+	if len(in.b) >= n {
+		return
+	}
+	nb := getBuffer(in.size)
+	in.w = copy(nb.b, in.b[in.r:in.w])
+	in.r = 0
+	in.buf.release()
+	in.buf, in.b = nb, nb.b
 }
 
 // release gives the buffer back to the pool; only when nothing is buffered.
@@ -85,6 +104,11 @@ func (in *inbuf) fill() error {
 		in.r, in.w = 0, 0
 	}
 	in.have()
+	if in.filled && len(in.b) < in.size {
+		// The last read filled the buffer: the client sends more than it holds (many
+		// requests, or write payloads), so read in larger pieces until it goes quiet.
+		in.grow(in.size)
+	}
 	if in.w == len(in.b) {
 		// Only called when more is needed than b[r:] holds: slide the rest to the start.
 		if in.r == 0 {
@@ -109,7 +133,7 @@ func (in *inbuf) fill() error {
 			in.release()
 			n, err = ls.readWhenReady(func() []byte {
 				in.have()
-				return in.b[:want]
+				return in.b[:min(want, len(in.b))]
 			})
 		} else {
 			n, err = in.src.read(in.b[in.w:end], true)
@@ -118,6 +142,7 @@ func (in *inbuf) fill() error {
 	if n < 0 {
 		n = 0
 	}
+	in.filled = n > 0 && in.w+n == len(in.b)
 	in.w += n
 	if n > 0 {
 		return nil // an error comes back with the next read
@@ -134,6 +159,7 @@ func (in *inbuf) peek(n int) ([]byte, error) {
 	if n > in.size {
 		return nil, errShortBuffer
 	}
+	in.grow(n)
 	for in.w-in.r < n {
 		if in.b != nil && len(in.b)-in.r < n {
 			// Not enough room behind r for n bytes: slide what we have to the start.

@@ -203,3 +203,31 @@ func TestInbufIdleHoldsNoBuffer(t *testing.T) {
 		t.Error("release kept the buffer")
 	}
 }
+
+// The buffer starts small and grows when a peek needs more or a read filled it.
+func TestInbufGrows(t *testing.T) {
+	big := seq(0, 3*inbufStart)
+	src := &scriptSource{steps: [][]byte{big[:inbufStart+100], big[inbufStart+100:]}}
+	in := newInbuf(src, 4*inbufStart, func() error { return nil })
+	p, err := in.peek(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.b) != inbufStart || !bytes.Equal(p, big[:100]) {
+		t.Fatalf("first buffer %d bytes, want %d", len(in.b), inbufStart)
+	}
+	in.discard(100)
+	// A peek larger than the small buffer: grown, nothing lost.
+	p, err = in.peek(2 * inbufStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.b) != 4*inbufStart || !bytes.Equal(p, big[100:100+2*inbufStart]) {
+		t.Fatalf("after a large peek: buffer %d bytes, data equal %v", len(in.b), bytes.Equal(p, big[100:100+2*inbufStart]))
+	}
+	in.release()
+	in.src = &scriptSource{steps: [][]byte{seq(0, 10)}}
+	if _, err := in.peek(10); err != nil || len(in.b) != inbufStart {
+		t.Errorf("after release: %v, buffer %d bytes, want small again", err, len(in.b))
+	}
+}

@@ -22,20 +22,22 @@ type env struct {
 	Quick  bool   // smaller sizes and fewer repetitions, for a smoke run
 }
 
-// section is one benchmark: it returns a Markdown table (with a heading line) or an error.
+// section is one benchmark: it returns Markdown starting with a "### " heading that begins
+// with heading, and no other "### " line; or an error.
 type section struct {
-	name string
-	run  func(ctx context.Context, e *env) (string, error)
+	name    string
+	heading string
+	run     func(ctx context.Context, e *env) (string, error)
 }
 
 func sections() []section {
 	return []section{
-		{"server", benchServer},
-		{"storm", benchStorm},
-		{"luks", benchLUKS},
-		{"boot", benchBoot},
-		{"initramfs", benchInitramfs},
-		{"tls", benchTLS},
+		{"server", "### NBD server", benchServer},
+		{"storm", "### Boot storm", benchStorm},
+		{"luks", "### LUKS", benchLUKS},
+		{"boot", "### Boot: init phase", benchBoot},
+		{"initramfs", "### Initramfs build time", benchInitramfs},
+		{"tls", "### TLS", benchTLS},
 	}
 }
 
@@ -73,7 +75,7 @@ func main() {
 	// The boot-test harness takes the binaries from here instead of building them.
 	os.Setenv("NBDROOT_BUILD", e.Build)
 
-	var tables []string
+	tables := map[string]string{}
 	failed := false
 	for _, s := range sections() {
 		if *only != "" && !contains(strings.Split(*only, ","), s.name) {
@@ -89,11 +91,13 @@ func main() {
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", s.name, time.Since(start).Round(time.Second))
 		fmt.Println(t)
-		tables = append(tables, t)
+		tables[s.name] = t
 	}
 	if *out != "" && len(tables) > 0 {
+		// Sections not run this time keep what the file says about them.
+		old, _ := os.ReadFile(*out)
 		hdr := fmt.Sprintf("# Benchmarks\n\n<!-- written by `make bench` on %s; reproduce with `make bench` -->\n\n", time.Now().UTC().Format("2006-01-02"))
-		if err := os.WriteFile(*out, []byte(hdr+strings.Join(tables, "\n")), 0o644); err != nil {
+		if err := os.WriteFile(*out, []byte(hdr+mergeTables(string(old), tables)), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			failed = true
 		}
@@ -101,6 +105,38 @@ func main() {
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// mergeTables puts the sections' new tables in place of their old ones in the text of an
+// earlier bench.md, in the order of sections(); old parts of no section stay at the end.
+func mergeTables(old string, fresh map[string]string) string {
+	parts := map[string]string{}
+	var unknown []string
+	for _, block := range strings.SplitAfter(old, "\n### ")[1:] {
+		block = "### " + strings.TrimSuffix(block, "### ")
+		name := ""
+		for _, s := range sections() {
+			if strings.HasPrefix(block, s.heading) {
+				name = s.name
+			}
+		}
+		if name == "" {
+			unknown = append(unknown, block)
+			continue
+		}
+		parts[name] = block
+	}
+	var out []string
+	for _, s := range sections() {
+		t, ok := fresh[s.name]
+		if !ok {
+			t, ok = parts[s.name]
+		}
+		if ok {
+			out = append(out, strings.TrimRight(t, "\n")+"\n")
+		}
+	}
+	return strings.Join(append(out, unknown...), "\n")
 }
 
 func contains(list []string, s string) bool {
