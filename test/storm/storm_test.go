@@ -50,6 +50,40 @@ func TestParseTrace(t *testing.T) {
 	}
 }
 
+// TestRecordedTraces: every trace kept in testdata parses and has a boot's worth of reads.
+func TestRecordedTraces(t *testing.T) {
+	for _, name := range []string{"debian12-systemd-boot.trace", "debian13-systemd-boot.trace", "busybox-root-boot.trace"} {
+		t.Run(name, func(t *testing.T) {
+			tr, err := LoadTrace(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(tr.Reads()); n < 20 || len(tr.Bursts(0)) < 10 || tr.End() < 1<<20 {
+				t.Errorf("%d reads in %d bursts up to %d: not a boot", n, len(tr.Bursts(0)), tr.End())
+			}
+		})
+	}
+}
+
+// TestTraceWrite: what Write writes, ParseTrace reads back.
+func TestTraceWrite(t *testing.T) {
+	tr, err := LoadTrace("testdata/debian12-systemd-boot.trace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := tr.Write(&b, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), "a comment"); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseTrace(strings.NewReader(b.String()), "again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(back.Ops) != fmt.Sprint(tr.Ops) || !strings.HasPrefix(b.String(), "# a comment\n2026-01-02 03:04:05.000000 Read 0x0 0x1000\n") {
+		t.Errorf("round trip changed the trace; written:\n%.200s", b.String())
+	}
+}
+
 func TestParseTraceErrors(t *testing.T) {
 	tests := []struct{ name, in, want string }{
 		{"empty", "# nothing\n", "no requests"},

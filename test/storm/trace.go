@@ -275,3 +275,16 @@ func fillBlock(buf []byte, b uint64) {
 		binary.LittleEndian.PutUint64(buf[i:], x)
 	}
 }
+
+// Write writes the trace in the reduced form ParseTrace reads ("DATE TIME Op 0xOFF 0xLEN"),
+// with times counted from start, after comment lines (one per element of comments).
+func (t *Trace) Write(w io.Writer, start time.Time, comments ...string) error {
+	bw := bufio.NewWriter(w)
+	for _, c := range comments {
+		fmt.Fprintf(bw, "# %s\n", c)
+	}
+	for _, op := range t.Ops {
+		fmt.Fprintf(bw, "%s %s %#x %#x\n", start.Add(op.At).UTC().Format("2006-01-02 15:04:05.000000"), op.Type, op.Offset, op.Length)
+	}
+	return bw.Flush()
+}
