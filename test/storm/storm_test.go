@@ -1,6 +1,7 @@
 package storm
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log"
@@ -265,6 +266,15 @@ func TestReplayFailures(t *testing.T) {
 	}
 	if res.Failed != 3 || len(res.Errors) != 3 || !strings.Contains(res.Errors[0].Error(), "nosuch") {
 		t.Errorf("failed %d, errors %v; want 3 failures naming the export", res.Failed, res.Errors)
+	}
+	// Data that differs from the image is caught.
+	res, err = Run(context.Background(), Config{Addr: addr, Export: "root", Clients: 2, Trace: tr,
+		Check: bytes.NewReader(make([]byte, 1<<20)), CheckClients: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 1 || !strings.Contains(res.Errors[0].Error(), "wrong data") {
+		t.Errorf("checked against other data: failed %d, errors %v; want client 0 to fail", res.Failed, res.Errors)
 	}
 	beyond := &Trace{Name: "t", Ops: []Op{{0, "Read", 1 << 30, 4096}}}
 	res, err = Run(context.Background(), Config{Addr: addr, Export: "root", Clients: 1, Trace: beyond})
