@@ -11,6 +11,9 @@
 //   - trust a length from the wire without a bound (options 64 KiB, buffered payloads 32 MiB,
 //     payload bytes in flight per connection 64 MiB; longer READs and WRITEs are streamed
 //     through one 4 MiB buffer, see huge.go);
+//   - hold unsent replies without a bound: per connection (4 MiB) and server-wide
+//     (Config.ReplyMemory) a client that does not read its replies stops being read from;
+//   - let one client address or identity hold more than its share of connection slots;
 //   - crash or hang on bad input: a malformed request closes that connection, with a log line.
 //
 // In-process use (the QEMU tests do this):
