@@ -360,6 +360,19 @@ func socketSendfile(w io.Writer) func(bufs [][]byte, fd int, off int64, n int) e
 // the fairness benchmark, the copy's throughput unchanged).
 const sendfileChunk = 128 << 10
 
+// lowerThreadPriority gives the calling thread a higher nice value (a lower CPU priority),
+// which any thread may do (setpriority(2) on its thread ID).
+func lowerThreadPriority(nice int) {
+	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice)
+}
+
+// threadNice is the calling thread's nice value.
+func threadNice() (int, error) {
+	// The raw system call returns 20 - nice, so that it is never negative.
+	p, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+	return 20 - p, err
+}
+
 // mapForResidency maps the image read-only for mincore(2). The kernel reports page-cache
 // residency of a file mapping only to callers that may write the file (or own it); for
 // others every page looks absent and reads simply take the worker path.

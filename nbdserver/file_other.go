@@ -87,3 +87,6 @@ func socketSendfile(w io.Writer) func(bufs [][]byte, fd int, off int64, n int) e
 func mapForResidency(fd int, size int64) []byte { return nil }
 func unmapResidency(m []byte)                   {}
 func resident(m []byte, off, n int64) bool      { return false }
+
+func lowerThreadPriority(nice int) {}
+func threadNice() (int, error)     { return 0, errUnsupported }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -284,6 +285,7 @@ func listenUnix(path string) (net.Listener, error) {
 // — and returns nil. Each value on reload (SIGHUP) re-reads the configuration and applies
 // it without dropping connections; a bad new configuration is logged and the old one kept.
 func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
+	setProcs()
 	logw := o.Log
 	if logw == nil {
 		logw = io.Discard
@@ -445,4 +447,22 @@ loop:
 	wg.Wait()
 	logger.Printf("stopped")
 	return runErr
+}
+
+// minProcs is the fewest Ps (runtime.GOMAXPROCS) the server runs with. Its work is system
+// calls that are CPU-bound in the kernel — TCP sends of megabytes, page-cache copies — made
+// raw so the runtime does not hand their P over (sockio_linux.go). With one P per CPU on a
+// small machine, a P busy in such a call for a client copying a large file leaves the
+// booting clients one P, and when the machine is shared the kernel's scheduler sees only
+// two of the server's threads against everyone else's. A few more Ps let the kernel
+// interleave connections as it would a thread-per-connection server's threads: in the
+// boot-storm benchmark on 2 CPUs, wall time 20% lower and p99 latency lower, at the same CPU
+// time. Machines with more CPUs keep one P each.
+const minProcs = 8
+
+// setProcs raises GOMAXPROCS to minProcs unless the environment chose a value.
+func setProcs() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
+		runtime.GOMAXPROCS(minProcs)
+	}
 }

@@ -31,10 +31,15 @@ type Server struct {
 	refused   map[string]*refusedLog // refusal log lines held back, per kind
 
 	draining atomic.Bool
-	drainAt  time.Time // guarded by mu; when draining connections stop waiting for requests
-	replyMem replyMem  // reply memory of all connections (replymem.go)
-	connWG   sync.WaitGroup
-	nextID   atomic.Uint64
+	drainAt  time.Time  // guarded by mu; when draining connections stop waiting for requests
+	replyMem replyMem   // reply memory of all connections (replymem.go)
+	active   activity   // when a connection that is not a bulk transfer was last served (fairness.go)
+	bulk     bulkSender // sends of bulk transfers, at a lower CPU priority
+	// bulkBytes is what a connection reads within bulkWindow to count as a bulk transfer
+	// (fairness.go); set by New, lowered by tests.
+	bulkBytes int64
+	connWG    sync.WaitGroup
+	nextID    atomic.Uint64
 
 	// Clients: their sessions and, per export, where each client is attached from
 	// (guarded by mu); overlays open for them (with a lock of their own); their counters.
@@ -64,6 +69,7 @@ func New(cfg Config) (*Server, error) {
 		started:   time.Now(),
 		slots:     map[string]int{},
 		refused:   map[string]*refusedLog{},
+		bulkBytes: bulkBytes,
 	}
 	if s.stateDir == "" {
 		s.stateDir = DefaultStateDir
@@ -334,6 +340,7 @@ func (s *Server) closeImages() error {
 	if s.stopHousekeeping != nil {
 		s.stopHousekeeping()
 	}
+	s.bulk.stop() // every connection has ended
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true

@@ -83,6 +83,7 @@ type tx struct {
 	in     *inbuf
 	w      *replyWriter
 	idleAt time.Time // when the read deadline was last pushed back (with idle > 0)
+	meter  bulkMeter // is this connection a bulk transfer? (fairness.go)
 
 	// Large page-cache writes to a file backend are spliced from the socket (writeSpliced)
 	// when splice is set; pipe is created at the first such write.
@@ -117,6 +118,7 @@ type request struct {
 	buf    *buffer
 	budget int64
 	start  time.Time // for the latency metrics
+	bulk   bool      // a bulk transfer's read, sent at a lower CPU priority (fairness.go)
 	hdr    [64]byte
 }
 
@@ -124,7 +126,7 @@ var requestPool = sync.Pool{New: func() any { return new(request) }}
 
 func (r *request) release() {
 	r.dropBuffer()
-	r.t = nil
+	r.t, r.bulk = nil, false
 	requestPool.Put(r)
 }
 
@@ -158,6 +160,7 @@ func (c *conn) transmit(ss *session) txStats {
 		budget:     semaphore.NewWeighted(connPayloadBudget),
 		m:          txMetrics{cs: ss.stats},
 		acct:       newReplyAcct(&c.s.replyMem, connReplyLimit),
+		meter:      bulkMeter{limit: c.s.bulkBytes},
 	}
 	t.w.acct = t.acct
 	var src source = readerSource{c.rw}
@@ -218,6 +221,9 @@ func (t *tx) beforeWait() error {
 		return err
 	}
 	t.m.flush(&t.stats)
+	if !t.meter.bulk {
+		t.c.s.active.note(time.Now())
+	}
 	if t.idle > 0 {
 		t.idleAt = time.Now()
 		t.c.setReadDeadline(t.idleAt.Add(t.idle))
@@ -338,7 +344,14 @@ func (t *tx) read(r nbd.Request) error {
 	if t.structured {
 		hl = nbd.OffsetDataHeaderSize
 	}
-	if t.nw != nil && n <= inlineMax && !holeCheck {
+	// A bulk transfer yields to the other clients (fairness.go): its large reads are sent
+	// from a low-priority thread while others are being served.
+	bulk := false
+	if t.fileFD >= 0 && n >= sendfileMin {
+		now := time.Now()
+		bulk = t.meter.add(int64(n), now) && t.c.s.active.recent(now)
+	}
+	if t.nw != nil && n <= inlineMax && !holeCheck && !bulk {
 		p := t.reserve(hl + n)
 		ok, err := t.nw.ReadAtNoWait(p[hl:], int64(r.Offset))
 		if ok {
@@ -358,6 +371,7 @@ func (t *tx) read(r nbd.Request) error {
 		if err != nil {
 			return err
 		}
+		req.bulk = bulk
 		if t.fileFD >= 0 && t.file.cached(int64(r.Offset), int64(n)) {
 			if err := t.flush(); err != nil {
 				req.release()
@@ -752,7 +766,11 @@ func (t *tx) serveRead(r *request) {
 			} else {
 				hdr = nbd.AppendSimpleReply(r.hdr[:0], nbd.SimpleReply{Handle: r.Handle})
 			}
-			t.w.sendFile(hdr, t.fileFD, off, int(r.Length), r)
+			var via func(func() error) error
+			if r.bulk {
+				via = t.c.s.bulk.run
+			}
+			t.w.sendFile(hdr, t.fileFD, off, int(r.Length), r, via)
 			return
 		}
 		if r.Length > streamChunk {

@@ -51,15 +51,20 @@ func newReplyWriter(w io.Writer) *replyWriter {
 
 // sendFile sends hdr followed by n bytes of the file fd at off, then frees rel. It waits to
 // become the writer itself, so a sendfile that has to wait for the disk holds up only
-// this worker and the replies queued behind it — never the connection reader.
-func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel releaser) error {
+// this worker and the replies queued behind it — never the connection reader. With via,
+// the sending runs through it (a bulk transfer's, on a low-priority thread).
+func (w *replyWriter) sendFile(hdr []byte, fd int, off int64, n int, rel releaser, via func(func() error) error) error {
 	bufs, rels, err := w.takeTurn()
 	if err != nil {
 		releaseAll(rel)
 		return err
 	}
 	bufs = append(bufs, hdr)
-	err = w.sendfile(bufs, fd, off, n)
+	if via != nil {
+		err = via(func() error { return w.sendfile(bufs, fd, off, n) })
+	} else {
+		err = w.sendfile(bufs, fd, off, n)
+	}
 	releaseAll(rel)
 	return w.endTurn(bufs, rels, err)
 }

@@ -60,7 +60,7 @@ func TestReplyWriterConcurrent(t *testing.T) {
 				case 1:
 					err = w.submit2([]byte(msg), []byte("b>"), countRel{&released}, nil)
 				case 2:
-					err = w.sendFile([]byte(msg), 0, 0, 3, countRel{&released})
+					err = w.sendFile([]byte(msg), 0, 0, 3, countRel{&released}, nil)
 				}
 				if err != nil {
 					t.Error(err)
@@ -110,7 +110,7 @@ func TestReplyWriterError(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.sendFile([]byte("h"), 0, 0, 1, countRel{&released})
+			w.sendFile([]byte("h"), 0, 0, 1, countRel{&released}, nil)
 			w.submit2([]byte("h"), nil, countRel{&released}, nil)
 		}()
 	}

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/nbdroot/nbdroot/test/storm"
 )
 
 // env is what every benchmark section gets.
@@ -54,7 +56,19 @@ func main() {
 	flag.StringVar(&stormClients, "storm-clients", "", "storm section: comma-separated client counts (default 50,200,1000)")
 	flag.IntVar(&stormRounds, "storm-rounds", 3, "storm section: rounds per client count with -storm-clients")
 	flag.StringVar(&stormParts, "storm-parts", stormParts, "storm section: parts to run (table, idle, fairness)")
+	bulkClient := flag.String("bulk-client", "", "internal: run the storm section's bulk copy against this address")
+	var bulk storm.Bulk
+	var bulkID int
+	flag.StringVar(&bulk.Export, "bulk-export", "bench", "internal: the bulk copy's export")
+	flag.Uint64Var(&bulk.Size, "bulk-size", 0, "internal: bytes the bulk copy reads")
+	bulkReq := flag.Uint("bulk-request", 256<<10, "internal: the bulk copy's request size")
+	flag.IntVar(&bulk.Depth, "bulk-depth", 8, "internal: the bulk copy's reads in flight")
+	flag.IntVar(&bulkID, "bulk-id", 0, "internal: the bulk copy's client number")
 	flag.Parse()
+	if *bulkClient != "" {
+		bulk.Request = uint32(*bulkReq)
+		os.Exit(bulkClientMain(*bulkClient, bulk, bulkID))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

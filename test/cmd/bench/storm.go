@@ -6,11 +6,13 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,10 +56,10 @@ type stormServer struct {
 
 // stormRun is one storm against one server.
 type stormRun struct {
-	res         *storm.Result
-	cpu         float64 // seconds
-	peak, anon  int64   // bytes
-	failedStart error
+	res        *storm.Result
+	cpu        float64 // seconds
+	peak, anon int64   // bytes
+	copied     int64   // bytes the bulk copy read, if there was one
 }
 
 func benchStorm(ctx context.Context, e *env) (string, error) {
@@ -107,47 +109,46 @@ func benchStorm(ctx context.Context, e *env) (string, error) {
 		reads++
 		bytes += int64(op.Length)
 	}
-	fmt.Fprintf(&b, "### Boot storm: N clients replaying a Debian 12 systemd boot (%d CPUs)\n\n", runtime.NumCPU())
-	fmt.Fprintf(&b, "Each client has one connection and replays the %d reads (%s) of `%s`, as the kernel client sent them:\n"+
-		"reads the trace shows in flight together go together, the next burst waits for their replies. All clients start at once\n"+
-		"and think time is removed, so the server alone decides how long the storm takes. Image %s, read-only, in the page cache;\n"+
-		"each server started afresh per run. Medians of interleaved rounds; ratios to nbdkit per round, spread in brackets.\n\n",
-		reads, mib(bytes), filepath.Base(stormTrace), mib(size))
-	b.WriteString("| clients | server | wall | × nbdkit | p50 | p99 | × nbdkit | max | server CPU | × nbdkit | peak RSS (anon) |\n")
-	b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	var verdicts []string
-	if !contains(strings.Split(stormParts, ","), "table") {
-		sizes = nil
-	}
-	for ni, n := range sizes {
-		runs := make([][]stormRun, len(servers)) // [server][round]
-		for round := 0; round < rounds[ni]; round++ {
-			for k := range servers {
-				si := (k + round) % len(servers)
-				if err := ctx.Err(); err != nil {
-					return "", err
+	fmt.Fprintf(&b, "### Boot storm: N clients replaying a Debian 12 systemd boot (%d CPUs, load average %s when the run started)\n", runtime.NumCPU(), loadAverage())
+	if contains(strings.Split(stormParts, ","), "table") {
+		fmt.Fprintf(&b, "\nEach client has one connection and replays the %d reads (%s) of `%s`, as the kernel client sent them:\n"+
+			"reads the trace shows in flight together go together, the next burst waits for their replies. All clients start at once\n"+
+			"and think time is removed, so the server alone decides how long the storm takes. Image %s, read-only, in the page cache;\n"+
+			"each server started afresh per run. Medians of interleaved rounds; ratios to nbdkit per round, spread in brackets.\n\n",
+			reads, mib(bytes), filepath.Base(stormTrace), mib(size))
+		b.WriteString("| clients | server | wall | × nbdkit | p50 | p99 | × nbdkit | max | server CPU | × nbdkit | peak RSS (anon) |\n")
+		b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		var verdicts []string
+		for ni, n := range sizes {
+			runs := make([][]stormRun, len(servers)) // [server][round]
+			for round := 0; round < rounds[ni]; round++ {
+				for k := range servers {
+					si := (k + round) % len(servers)
+					if err := ctx.Err(); err != nil {
+						return "", err
+					}
+					warmTrace(img, tr)
+					r, err := stormOnce(ctx, servers[si], tr, n, 0, 0, nil)
+					if err != nil {
+						return "", fmt.Errorf("%s, %d clients: %w", servers[si].name, n, err)
+					}
+					fmt.Fprintf(os.Stderr, "bench: storm %4d clients round %d: %-12s wall %-9v p50 %-9v p99 %-9v max %-9v cpu %5.2fs peak %s anon %s failed %d\n",
+						n, round+1, servers[si].name, r.res.Wall.Round(time.Millisecond), r.res.P(50).Round(time.Microsecond),
+						r.res.P(99).Round(time.Microsecond), r.res.Max().Round(time.Microsecond), r.cpu, mib(r.peak), mib(r.anon), r.res.Failed)
+					runs[si] = append(runs[si], r)
 				}
-				warmTrace(img, tr)
-				r, err := stormOnce(ctx, servers[si], tr, n, 0, 0, nil)
-				if err != nil {
-					return "", fmt.Errorf("%s, %d clients: %w", servers[si].name, n, err)
-				}
-				fmt.Fprintf(os.Stderr, "bench: storm %4d clients round %d: %-12s wall %-9v p50 %-9v p99 %-9v max %-9v cpu %5.2fs peak %s anon %s failed %d\n",
-					n, round+1, servers[si].name, r.res.Wall.Round(time.Millisecond), r.res.P(50).Round(time.Microsecond),
-					r.res.P(99).Round(time.Microsecond), r.res.Max().Round(time.Microsecond), r.cpu, mib(r.peak), mib(r.anon), r.res.Failed)
-				runs[si] = append(runs[si], r)
+			}
+			v := stormRows(&b, servers, runs, n)
+			if n == 50 || n == 200 || e.Quick {
+				verdicts = append(verdicts, v)
 			}
 		}
-		v := stormRows(&b, servers, runs, n)
-		if n == 50 || n == 200 || e.Quick {
-			verdicts = append(verdicts, v)
-		}
+		b.WriteString("\n" + strings.Join(verdicts, "\n") + "\n")
+		b.WriteString("\nserver CPU: user+system time of the server during the storm (after every handshake), nbd-server's per-client\n" +
+			"processes included. Peak RSS: the server's high-water mark (VmHWM) — nbdroot's includes the image pages it reads\n" +
+			"through a mapping, which are page cache, not its own memory — and in brackets the peak of anonymous memory (sampled);\n" +
+			"for nbd-server the peak of the summed proportional set sizes of its processes.\n")
 	}
-	b.WriteString("\n" + strings.Join(verdicts, "\n") + "\n")
-	b.WriteString("\nserver CPU: user+system time of the server during the storm (after every handshake), nbd-server's per-client\n" +
-		"processes included. Peak RSS: the server's high-water mark (VmHWM) — nbdroot's includes the image pages it reads\n" +
-		"through a mapping, which are page cache, not its own memory — and in brackets the peak of anonymous memory (sampled);\n" +
-		"for nbd-server the peak of the summed proportional set sizes of its processes.\n")
 
 	if contains(strings.Split(stormParts, ","), "idle") {
 		idle, err := stormIdle(ctx, servers, e.Quick)
@@ -221,9 +222,7 @@ func stormOnce(ctx context.Context, s stormServer, tr *storm.Trace, clients int,
 	addr := strings.TrimSuffix(strings.TrimPrefix(p.uri, "nbd://"), "/bench")
 	sampler := storm.StartSampler(pid, s.forks, samplerInterval(s.forks))
 	var cpu0 time.Duration
-	bctx, stopBulk := context.WithCancel(ctx)
-	defer stopBulk()
-	bulkDone := make(chan error, 1)
+	var copier *bulkProcess
 	res, err := storm.Run(ctx, storm.Config{
 		Addr: addr, Export: "bench", Clients: clients, Trace: tr, Scale: scale, Stagger: stagger,
 		Ready: func() {
@@ -231,23 +230,19 @@ func stormOnce(ctx context.Context, s stormServer, tr *storm.Trace, clients int,
 				cpu0 = u.CPU
 			}
 			if bulk != nil {
-				bk := *bulk
-				bk.Dial, bk.Client = storm.TCP(addr), clients
-				go func() {
-					_, err := bk.Run(bctx)
-					bulkDone <- err
-				}()
+				copier = startBulkProcess(addr, *bulk, clients)
 			}
 		},
 	})
-	stopBulk()
+	if copier != nil {
+		n, cerr := copier.stop()
+		if err == nil && cerr != nil {
+			err = fmt.Errorf("bulk copy: %w", cerr)
+		}
+		r.copied = n
+	}
 	if err != nil {
 		return r, err
-	}
-	if bulk != nil {
-		if err := <-bulkDone; err != nil {
-			return r, fmt.Errorf("bulk reader: %w", err)
-		}
 	}
 	if res.Failed > 0 {
 		return r, fmt.Errorf("%d of %d clients failed, first: %v\n%s", res.Failed, clients, res.Errors[0], tail(p.log(), 2000))
@@ -443,7 +438,7 @@ func stormFairness(ctx context.Context, servers []stormServer, img string, size 
 		clients, rounds = 20, 1
 	}
 	bulk := &storm.Bulk{Export: "bench", Size: uint64(size), Request: 256 << 10, Depth: 8}
-	type pair struct{ alone, loaded []float64 }
+	type pair struct{ alone, loaded, rate []float64 }
 	res := make([]pair, len(servers))
 	for round := 0; round < rounds; round++ {
 		for k := range servers {
@@ -463,6 +458,7 @@ func stormFairness(ctx context.Context, servers []stormServer, img string, size 
 				p99 := r.res.P(99).Seconds()
 				if withBulk {
 					res[si].loaded = append(res[si].loaded, p99)
+					res[si].rate = append(res[si].rate, float64(r.copied)/(1<<20)/r.res.Wall.Seconds())
 				} else {
 					res[si].alone = append(res[si].alone, p99)
 				}
@@ -473,17 +469,18 @@ func stormFairness(ctx context.Context, servers []stormServer, img string, size 
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nFairness: %d clients replay the boot at its own pace (think times kept, starts spread over %v), alone and\n"+
-		"while one more client copies the whole %s image (sequential 256 KiB reads, 8 in flight, as fast as it goes);\n"+
-		"p99 read latency of the booting clients, median of %d rounds (ratio per round, spread in brackets):\n\n",
+		"while one more client — a process of its own — copies the whole %s image (sequential 256 KiB reads, 8 in flight, as\n"+
+		"fast as it goes); p99 read latency of the booting clients, median of %d rounds (ratio per round, spread in brackets),\n"+
+		"and the copy's throughput meanwhile:\n\n",
 		clients, stagger, mib(size), rounds)
-	b.WriteString("| server | p99 alone | p99 with the copy | ratio |\n|---|---:|---:|---:|\n")
+	b.WriteString("| server | p99 alone | p99 with the copy | ratio | the copy |\n|---|---:|---:|---:|---:|\n")
 	for si, s := range servers {
 		var ratios []float64
 		for i := range res[si].alone {
 			ratios = append(ratios, res[si].loaded[i]/res[si].alone[i])
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.2f× [%.2f–%.2f] |\n", s.name, secs(median(res[si].alone)), secs(median(res[si].loaded)),
-			median(ratios), slices.Min(ratios), slices.Max(ratios))
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f× [%.2f–%.2f] | %.0f MiB/s |\n", s.name, secs(median(res[si].alone)), secs(median(res[si].loaded)),
+			median(ratios), slices.Min(ratios), slices.Max(ratios), median(res[si].rate))
 	}
 	var ours []float64
 	for i := range res[0].alone {
@@ -495,4 +492,58 @@ func stormFairness(ctx context.Context, servers []stormServer, img string, size 
 	}
 	fmt.Fprintf(&b, "\nnbdroot: the copy must not push the boots' p99 past 2× its unloaded value: %s.\n", verdict)
 	return b.String(), nil
+}
+
+// bulkProcess is the fairness test's copy: this program again, with -bulk-client, so the
+// copy is a client of its own (as a copying machine would be), not goroutines sharing the
+// replaying clients' runtime.
+type bulkProcess struct {
+	cmd *exec.Cmd
+	out strings.Builder
+	err error
+}
+
+func startBulkProcess(addr string, b storm.Bulk, client int) *bulkProcess {
+	p := &bulkProcess{}
+	exe, err := os.Executable()
+	if err != nil {
+		p.err = err
+		return p
+	}
+	p.cmd = exec.Command(exe, "-bulk-client", addr, "-bulk-export", b.Export, "-bulk-size", strconv.FormatUint(b.Size, 10),
+		"-bulk-request", strconv.FormatUint(uint64(b.Request), 10), "-bulk-depth", strconv.Itoa(b.Depth), "-bulk-id", strconv.Itoa(client))
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	p.err = p.cmd.Start()
+	return p
+}
+
+// stop ends the copy and returns the bytes it read.
+func (p *bulkProcess) stop() (int64, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("%v: %s", err, p.out.String())
+	}
+	var n int64
+	if _, err := fmt.Sscanf(p.out.String(), "copied %d", &n); err != nil {
+		return 0, fmt.Errorf("copy's output %q: %v", p.out.String(), err)
+	}
+	return n, nil
+}
+
+// bulkClientMain is the copy's process (-bulk-client): it reads until SIGTERM and prints
+// "copied BYTES".
+func bulkClientMain(addr string, b storm.Bulk, client int) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	b.Dial, b.Client = storm.TCP(addr), client
+	n, err := b.Run(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bulk client:", err)
+		return 1
+	}
+	fmt.Printf("copied %d\n", n)
+	return 0
 }
