@@ -80,3 +80,29 @@ func TestFairness(t *testing.T) {
 		t.Errorf("p99 with a copy running %v, want at most %v (5 × %v + 20ms)", loaded, limit, alone)
 	}
 }
+
+// TestThousandClients: a storm of 1,000 clients, each with a connection of its own and an
+// address of its own, replaying the start of the recorded boot: every one is served.
+// (`make bench` runs the whole boot, against nbdkit and nbd-server too.)
+func TestThousandClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a thousand connections")
+	}
+	tr, img := loadBoot(t)
+	short := &Trace{Name: tr.Name}
+	for _, op := range tr.Reads()[:60] {
+		short.Ops = append(short.Ops, op)
+	}
+	addr := startProcServer(t, img)
+	res, err := Run(context.Background(), Config{Addr: addr, Export: "root", Clients: 1000, Trace: short, Stagger: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed > 0 {
+		t.Fatalf("%d of 1000 clients failed, first: %v", res.Failed, res.Errors[0])
+	}
+	if len(res.Boots) != 1000 || res.Reads != 1000*len(short.Ops) {
+		t.Fatalf("%d boots, %d reads; want 1000 and %d", len(res.Boots), res.Reads, 1000*len(short.Ops))
+	}
+	t.Logf("1000 clients: wall %v, read p50 %v p99 %v", res.Wall, res.P(50), res.P(99))
+}
