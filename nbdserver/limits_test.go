@@ -1,7 +1,9 @@
 package nbdserver
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -342,5 +344,32 @@ func TestProcessReplyMemory(t *testing.T) {
 	t.Logf("server peak RSS %d MiB, anonymous memory up to %d MiB", rss>>20, anon>>20)
 	if rss > 256<<20 {
 		t.Errorf("server peak RSS %d MiB with 32 stalled clients, want at most 256 MiB", rss>>20)
+	}
+}
+
+// TestUnixClientsNotCapped: local clients on the Unix socket count only against the
+// server's bound, not a per-client one (an administrator attaching several devices).
+func TestUnixClientsNotCapped(t *testing.T) {
+	cfg := oneExport(t, func(e *Export) { e.ReadOnly = true })
+	cfg.MaxClientConnections = 2
+	s := startServer(t, cfg)
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(context.Background(), ln)
+	for i := 0; i < 4; i++ {
+		nc, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(30 * time.Second))
+		c := &testClient{t: t, nc: nc, rw: nc, br: bufio.NewReader(nc), pending: map[uint64]nbd.Request{}}
+		c.hello(nbd.ClientFlagFixedNewstyle)
+		if _, err := c.infoGo(nbd.OptGo, "root"); err != nil {
+			t.Fatalf("Unix-socket connection %d: %v", i, err)
+		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // Connection slots. Every connection takes a slot of the server (Config.MaxConnections)
-// and one of its client (Config.MaxClientConnections): by source address when it is
+// and one of its client (Config.MaxClientConnections): by source IP address when it is
 // accepted and, once the client names itself (NBD_OPT_NBDROOT_CLIENT), by identity too. One
 // address — a buggy client, a loop of reconnects, someone hostile — can so hold no more
 // than its own share, and a normal client always gets in while another address holds all
@@ -23,7 +23,9 @@ import (
 // CPU's queue), and a reconnected idle client sends nothing until it has I/O to do.
 
 // slotKeyOf is the slot a connection takes by where it comes from (identify): its IP
-// address, not the port, or its user on the Unix socket.
+// address, not the port. Unix-socket clients take none: they are local, admitted by the
+// socket's permissions (an administrator attaching several devices), and count only
+// against the server's bound.
 func slotKeyOf(c *conn) string {
 	if c.client.addr.IsValid() {
 		return "address " + c.client.addr.String()
@@ -34,8 +36,12 @@ func slotKeyOf(c *conn) string {
 // identitySlot is the slot key of a client identity.
 func identitySlot(id string) string { return "client " + id }
 
-// takeSlotLocked counts a connection against key, or says why it may not.
+// takeSlotLocked counts a connection against key, or says why it may not; the empty key
+// is no slot.
 func (s *Server) takeSlotLocked(c *conn, key string) error {
+	if key == "" {
+		return nil
+	}
 	if n := s.slots[key]; n >= s.cfg.MaxClientConnections {
 		return fmt.Errorf("%s has %d connections (limit %d, --max-client-connections)", key, n, s.cfg.MaxClientConnections)
 	}
