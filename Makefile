@@ -24,7 +24,7 @@ DEB_ARCH  ?= $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
 DEB       := $(BUILD)/nbdroot_$(DEB_VERSION)_$(DEB_ARCH).deb
 DEB_COMPRESSION ?= xz
 
-.PHONY: all build initramfs deps install deb test test-unit test-qemu test-distro test-deb demo bench fuzz clean
+.PHONY: all build initramfs deps install deb test test-unit test-qemu test-distro test-deb demo bench storm fuzz clean
 
 all: build
 
@@ -89,6 +89,11 @@ demo: deps build
 
 bench: deps build
 	NBDROOT_KERNEL=$(KERNEL) $(GO) run ./test/cmd/bench -build $(abspath $(BUILD)) -out docs/bench.md
+
+# The boot-storm section alone (N clients replaying a recorded boot against nbdroot, nbdkit
+# and nbd-server); it updates its part of docs/bench.md.
+storm: deps build
+	$(GO) run ./test/cmd/bench -build $(abspath $(BUILD)) -only storm -out docs/bench.md
 
 # Short fuzzing of every parser fed by the network or the user; the seed corpora also run as
 # plain tests in `make test`.
