@@ -59,7 +59,12 @@ func (c *conn) clientOption(data []byte) error {
 		c.logf("refused %s %q: %v", nbd.OptName(nbd.OptNbdrootClient), truncate(string(data), 80), err)
 		return c.reply(nbd.OptNbdrootClient, nbd.RepErrInvalid, []byte(err.Error()))
 	}
-	c.client.key = ovstore.Client{ID: c.claim(o.ID)}
+	id := c.claim(o.ID)
+	// An identity holds no more connections than an address may (slots.go).
+	if r := c.claimIdentity(id); r != nil {
+		return c.refuse(nbd.OptNbdrootClient, id, r)
+	}
+	c.client.key = ovstore.Client{ID: id}
 	c.client.identified, c.client.resume = true, o.Overlay
 	return c.reply(nbd.OptNbdrootClient, nbd.RepAck, nil)
 }

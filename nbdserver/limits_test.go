@@ -373,3 +373,26 @@ func TestUnixClientsNotCapped(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityOptionSlots: the client-identity option counts the connection against the
+// identity's slots; past them it is refused with NBD_REP_ERR_POLICY, from any address.
+func TestIdentityOptionSlots(t *testing.T) {
+	cfg := oneExport(t, func(e *Export) { e.ReadOnly = true })
+	cfg.MaxClientConnections = 2
+	s := startServer(t, cfg)
+	identify := func(src string) (uint32, string) {
+		c := dialFrom(t, s.addr, src)
+		c.hello(nbd.ClientFlagFixedNewstyle | nbd.ClientFlagNoZeroes)
+		typ, data := c.simpleOption(nbd.OptNbdrootClient, []byte("id=52:54:00:aa:bb:cc"))
+		return typ, string(data)
+	}
+	for i, src := range []string{"127.0.0.1", "127.0.0.2"} {
+		if typ, msg := identify(src); typ != nbd.RepAck {
+			t.Fatalf("connection %d: %s %s", i, nbd.RepName(typ), msg)
+		}
+	}
+	typ, msg := identify("127.0.0.3")
+	if typ != nbd.RepErrPolicy || !strings.Contains(msg, "client 52:54:00:aa:bb:cc has 2 connections") {
+		t.Errorf("third connection of the identity: %s %q, want NBD_REP_ERR_POLICY naming the limit", nbd.RepName(typ), msg)
+	}
+}

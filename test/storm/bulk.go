@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
@@ -37,7 +36,7 @@ func (b Bulk) Run(ctx context.Context) (int64, error) {
 	if blocks == 0 {
 		return 0, errors.New("bulk: export smaller than one request")
 	}
-	c, err := connect(ctx, func(ctx context.Context) (net.Conn, error) { return b.Dial(ctx, b.Client) }, b.Export)
+	c, err := connect(ctx, b.Dial, b.Client, b.Export, true)
 	if err != nil {
 		return 0, err
 	}

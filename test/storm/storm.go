@@ -3,9 +3,10 @@
 // filter) over a connection of its own, and measures what they see — how long the storm
 // takes and the latency of every read.
 //
-// A replayed client behaves like the kernel's nbd driver: fixed newstyle handshake with
-// NBD_OPT_GO and simple replies only (nbdclient.Handshake, the code the init uses), one
-// TCP connection with TCP_NODELAY, requests pipelined. It keeps the boot's structure:
+// A replayed client behaves like a client booted by our initramfs: the handshake of
+// nbdclient.Handshake (the code the init uses: its identity, then NBD_OPT_GO; servers that
+// do not know identities ignore it), then the kernel's nbd driver: simple replies only,
+// one TCP connection with TCP_NODELAY, requests pipelined. It keeps the boot's structure:
 // reads the trace shows in flight together (a Burst) are sent together, and the next burst
 // waits for every reply of the previous one, since a boot's next read usually depends on
 // what the last one returned. What it changes is time: Config.Scale stretches or removes
@@ -58,6 +59,9 @@ type Config struct {
 	CheckClients int
 	// Dial opens a client's connection (default: TCP(Addr)).
 	Dial Dialer
+	// NoIdentity leaves out the client identity (as nbd-client does); by default client i
+	// presents Identity(i).
+	NoIdentity bool
 	// Ready, when set, is called once every client has finished its handshake or failed,
 	// before any client sends its first read. Benchmarks use it to sample the server.
 	Ready func()
@@ -151,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() {
 			defer hs.Done()
 			defer func() { <-sem }()
-			c, err := connect(ctx, func(ctx context.Context) (net.Conn, error) { return dial(ctx, i) }, cfg.Export)
+			c, err := connect(ctx, dial, i, cfg.Export, !cfg.NoIdentity)
 			if err != nil {
 				fail(fmt.Errorf("client %d: %w", i, err))
 				return
@@ -231,6 +235,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	return res, nil
 }
 
+// Identity is the client identity simulated client i presents: a MAC address, as a client
+// booted by our initramfs presents its boot NIC's (locally administered, 52:54:…).
+func Identity(i int) string {
+	return fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
+}
+
 // Dialer opens the connection of client number i.
 type Dialer func(ctx context.Context, i int) (net.Conn, error)
 
@@ -257,11 +267,15 @@ func TCP(addr string) Dialer {
 // connect dials and negotiates export, trying again a few times: servers that fork per
 // client (nbd-server) have a short listen backlog and reset connections beyond it, which
 // a booting client's retry would get past too.
-func connect(ctx context.Context, dial func(context.Context) (net.Conn, error), export string) (net.Conn, error) {
+func connect(ctx context.Context, dial Dialer, i int, export string, identity bool) (net.Conn, error) {
+	o := nbdclient.DialOptions{Export: export}
+	if identity {
+		o.Client = &nbd.ClientOption{ID: Identity(i)}
+	}
 	var err error
 	for attempt, wait := 0, 50*time.Millisecond; attempt < connectAttempts; attempt, wait = attempt+1, 2*wait {
 		var c net.Conn
-		if c, err = connectOnce(ctx, dial, export); err == nil {
+		if c, err = connectOnce(ctx, func(ctx context.Context) (net.Conn, error) { return dial(ctx, i) }, o); err == nil {
 			return c, nil
 		}
 		var oe *nbd.OptionError
@@ -275,7 +289,7 @@ func connect(ctx context.Context, dial func(context.Context) (net.Conn, error), 
 // connectAttempts bounds connect's tries (the last wait before it is 1.6 s).
 const connectAttempts = 6
 
-func connectOnce(ctx context.Context, dial func(context.Context) (net.Conn, error), export string) (net.Conn, error) {
+func connectOnce(ctx context.Context, dial func(context.Context) (net.Conn, error), o nbdclient.DialOptions) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	c, err := dial(ctx)
@@ -284,7 +298,7 @@ func connectOnce(ctx context.Context, dial func(context.Context) (net.Conn, erro
 	}
 	dl, _ := ctx.Deadline()
 	c.SetDeadline(dl)
-	if _, err := nbdclient.Handshake(c, export); err != nil {
+	if _, err := nbdclient.Handshake(c, o); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
@@ -413,7 +427,7 @@ func Connect(ctx context.Context, dial Dialer, export string, n int) ([]net.Conn
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			conns[i], errs[i] = connect(ctx, func(ctx context.Context) (net.Conn, error) { return dial(ctx, i) }, export)
+			conns[i], errs[i] = connect(ctx, dial, i, export, true)
 		}()
 	}
 	wg.Wait()

@@ -250,7 +250,7 @@ func stormOnce(ctx context.Context, s stormServer, tr *storm.Trace, clients int,
 		return r, err
 	}
 	if res.Failed > 0 {
-		return r, fmt.Errorf("%d of %d clients failed, first: %v\n%s", res.Failed, clients, res.Errors[0], tail(p.log(), 2000))
+		return r, fmt.Errorf("%d of %d clients failed, first: %v\n%s", res.Failed, clients, res.Errors[0], tail(p.log(), 30))
 	}
 	// nbd-server's children exit after their client: wait until they are reaped, so their
 	// CPU time is in the parent's.
@@ -354,13 +354,6 @@ func mib(n int64) string {
 		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }
 
 // stormIdle measures the memory each idle connection costs a server: K connections that
