@@ -215,7 +215,8 @@ func startQemuNBD(t *testing.T, root, ro string) peer {
 func startNbdrootServe(t *testing.T, root, ro string) peer {
 	srv, err := nbdserver.New(nbdserver.Config{
 		Exports: []nbdserver.Export{{Name: "root", Path: root, Default: true}, {Name: "ro", Path: ro, ReadOnly: true},
-			{Name: "lan-only", Path: ro, ReadOnly: true, Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}},
+			{Name: "lan-only", Path: ro, ReadOnly: true, Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+			{Name: "one-client", Path: ro, ReadOnly: true, MaxConnections: 1}},
 		Logger: log.New(io.Discard, "", 0),
 	})
 	if err != nil {
@@ -435,8 +436,20 @@ func TestPeerPolicy(t *testing.T) {
 	p := startNbdrootServe(t, root, ro)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// An export the allow-list hides from this client answers as one that does not exist
+	// (issue 13: a refusal would leak that it exists).
 	_, err := Dial(ctx, p.addr, DialOptions{Export: "lan-only"})
 	var oe *nbd.OptionError
+	if !errors.As(err, &oe) || oe.Type != nbd.RepErrUnknown {
+		t.Errorf("hidden export: err = %v, want an unknown export", err)
+	}
+	// A policy refusal (here the export's connection limit) is explained.
+	first, err := Dial(ctx, p.addr, DialOptions{Export: "one-client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_, err = Dial(ctx, p.addr, DialOptions{Export: "one-client"})
 	if !errors.As(err, &oe) || oe.Type != nbd.RepErrPolicy || !strings.Contains(err.Error(), "refuses this client") {
 		t.Fatalf("err = %v, want a policy refusal explained", err)
 	}
