@@ -114,7 +114,7 @@ func benchStorm(ctx context.Context, e *env) (string, error) {
 		reads++
 		bytes += int64(op.Length)
 	}
-	fmt.Fprintf(&b, "### Boot storm: N clients replaying a Debian 12 systemd boot (%d CPUs, load average %s when the run started)\n", runtime.NumCPU(), loadAverage())
+	fmt.Fprintf(&b, "### Boot storm: N clients replaying a Debian 12 systemd boot (%d CPUs, load average %s when the run started%s)\n", runtime.NumCPU(), loadAverage(), niceNote())
 	if contains(strings.Split(stormParts, ","), "table") {
 		fmt.Fprintf(&b, "\nEach client has one connection and replays the %d reads (%s) of `%s`, as the kernel client sent them:\n"+
 			"reads the trace shows in flight together go together, the next burst waits for their replies. The clients start within\n"+
@@ -170,6 +170,20 @@ func benchStorm(ctx context.Context, e *env) (string, error) {
 		b.WriteString(fair)
 	}
 	return b.String(), nil
+}
+
+// niceNote names the scheduling priority the bench and the servers it starts ran at, when
+// it is not the default: `make storm` raises it (nice -10) so that other work on a shared
+// machine takes less of the CPU time the comparison is about. Every server and client runs
+// at the same priority; the servers' own threads (nbdkit's per-connection threads,
+// nbd-server's processes, nbdroot's runtime threads) still compete with each other as usual.
+func niceNote() string {
+	// getpriority(2): the raw system call returns 20 - nice.
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	if err != nil || 20-prio == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", servers and clients at nice %d", 20-prio)
 }
 
 func stormServers(e *env, nbdroot, img string) []stormServer {
