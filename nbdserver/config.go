@@ -138,8 +138,9 @@ type Config struct {
 	DenyList bool
 	// MaxConnections bounds all connections (0: DefaultMaxConnections).
 	MaxConnections int
-	// MaxClientConnections bounds the connections of one client: from one IP address (or
-	// user, on a Unix socket), and of one client identity (0: DefaultMaxClientConnections).
+	// MaxClientConnections bounds the connections of one client: from one IP address, and
+	// of one client identity (0: DefaultMaxClientConnections). Unix-socket connections count
+	// only against MaxConnections: they are local, admitted by the socket's permissions.
 	MaxClientConnections int
 	// UnusedTimeout is how long a connection may go without sending a request before it
 	// gives up its slot to a new client when the server is full (0: DefaultUnusedTimeout).
