@@ -133,7 +133,7 @@ func benchStorm(ctx context.Context, e *env) (string, error) {
 						return "", err
 					}
 					warmTrace(img, tr)
-					r, err := stormOnce(ctx, servers[si], tr, n, 0, stormStagger, nil)
+					r, err := stormRetry(ctx, servers[si], tr, n, 0, stormStagger, nil)
 					if err != nil {
 						return "", fmt.Errorf("%s, %d clients: %w", servers[si].name, n, err)
 					}
@@ -168,6 +168,9 @@ func benchStorm(ctx context.Context, e *env) (string, error) {
 			return "", err
 		}
 		b.WriteString(fair)
+	}
+	if len(stormRepeats) > 0 {
+		b.WriteString("\nRuns repeated after a failure: " + strings.Join(stormRepeats, "; ") + ".\n")
 	}
 	return b.String(), nil
 }
@@ -272,6 +275,11 @@ func stormOnce(ctx context.Context, s stormServer, tr *storm.Trace, clients int,
 	var u storm.Usage
 	for {
 		if u, err = storm.ProcUsage(pid, s.forks); err != nil {
+			select {
+			case <-p.done:
+				return r, fmt.Errorf("%s exited during the storm (%v)\n%s", s.name, p.cmd.ProcessState, tail(p.log(), 30))
+			default:
+			}
 			return r, err
 		}
 		if u.Procs == 1 || time.Now().After(deadline) {
@@ -283,6 +291,23 @@ func stormOnce(ctx context.Context, s stormServer, tr *storm.Trace, clients int,
 	r.cpu = (u.CPU - cpu0).Seconds()
 	r.peak, r.anon = sampler.Stop()
 	return r, nil
+}
+
+// stormRepeats lists the runs that failed once and were repeated, for the section's text.
+var stormRepeats []string
+
+// stormRetry is stormOnce, repeated once if it fails: on a machine shared with other work
+// a peer server now and then dies or stalls for reasons of its own (nbdkit once exited in
+// the middle of a fairness round); one such run should not throw away the others. A
+// second failure is the section's error. Repeats are listed under the section's tables.
+func stormRetry(ctx context.Context, s stormServer, tr *storm.Trace, clients int, scale float64, stagger time.Duration, bulk *storm.Bulk) (stormRun, error) {
+	r, err := stormOnce(ctx, s, tr, clients, scale, stagger, bulk)
+	if err == nil || ctx.Err() != nil {
+		return r, err
+	}
+	fmt.Fprintf(os.Stderr, "bench: %s, %d clients: %v — once more\n", s.name, clients, err)
+	stormRepeats = append(stormRepeats, fmt.Sprintf("%s, %d clients: %s", s.name, clients, strings.SplitN(err.Error(), "\n", 2)[0]))
+	return stormOnce(ctx, s, tr, clients, scale, stagger, bulk)
 }
 
 // samplerInterval: /proc/PID/status is cheap to read; summing smaps_rollup over a
@@ -465,7 +490,7 @@ func stormFairness(ctx context.Context, servers []stormServer, img string, size 
 				if withBulk {
 					bk = bulk
 				}
-				r, err := stormOnce(ctx, s, tr, clients, scale, stagger, bk)
+				r, err := stormRetry(ctx, s, tr, clients, scale, stagger, bk)
 				if err != nil {
 					return "", fmt.Errorf("fairness, %s: %w", s.name, err)
 				}
