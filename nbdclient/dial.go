@@ -206,7 +206,7 @@ func explainHandshake(err error) error {
 	case errors.As(err, &oe):
 		switch oe.Type {
 		case nbd.RepErrPolicy:
-			return fmt.Errorf("%w (the server's access policy refuses this client: check its allow list)", err)
+			return fmt.Errorf("%w (the server's access policy refuses this client: check its allow list and its per-client connection limits)", err)
 		case nbd.RepErrTLSReqd:
 			return fmt.Errorf("%w (the server requires TLS: nbdroot.tls=require with the image's CA, or nbdroot attach --tls-ca)", err)
 		case nbd.RepErrBlockSizeReqd:
