@@ -96,6 +96,9 @@ type NetConfig struct {
 	NextServer net.IP
 	RootPath   string
 	LeaseTime  time.Duration
+	// Routes are static routes on the interface besides the default route: DHCP's classless
+	// static routes (option 121/249).
+	Routes []Route
 }
 
 // ModuleLoader loads the kernel modules of the image. Start begins loading everything the

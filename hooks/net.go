@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/nbdroot/nbdroot/bootparam"
 )
 
@@ -420,6 +419,9 @@ func (n Net) bringUp(ctx context.Context, s *State, e ipEntry, c choice) (*link,
 			return nil, fail("net", e.param, "get a DHCPv4 lease on "+name+" (is a DHCP server on this network?)", err)
 		}
 		l.lease = lease
+		for _, r := range lease.Refused {
+			s.Log.Printf("net: %s: DHCP answer of %s: %s", name, lease.ServerID, r)
+		}
 		fromLease(lease, nc)
 		l.rootServer = lease.NextServer
 		if l.rootServer == nil {
@@ -565,70 +567,7 @@ func fromLease(l *Lease, nc *NetConfig) {
 	nc.NextServer = l.NextServer
 	nc.RootPath = l.RootPath
 	nc.LeaseTime = l.LeaseTime
-}
-
-// leaseFrom reads the parts of a DHCPACK the boot uses (RFC 2132 option numbers in
-// brackets). Strings are cut at the first NUL, as a C client reads them: some servers
-// NUL-terminate their options.
-func leaseFrom(ack *dhcpv4.DHCPv4) *Lease {
-	mask := ack.SubnetMask()
-	yi := ack.YourIPAddr.To4()
-	if mask == nil && yi != nil {
-		mask = yi.DefaultMask()
-	}
-	// Option numbers of RFC 2132: 1 mask, 3 router, 6 DNS, 12 host name, 15 domain, 17 root
-	// path, 26 MTU, 28 broadcast, 40 NIS domain, 51 lease time, 54 server identifier, 67
-	// boot file; 119 is RFC 3397's domain search list.
-	l := &Lease{
-		Address:    net.IPNet{IP: yi, Mask: mask},
-		DNS:        ipv4s(ack.DNS()),
-		Hostname:   cutNUL(ack.HostName()),
-		Domain:     cutNUL(ack.DomainName()),
-		RootPath:   cutNUL(ack.RootPath()),
-		NISDomain:  cutNUL(dhcpv4.GetString(dhcpv4.OptionNetworkInformationServiceDomain, ack.Options)),
-		ServerID:   ack.ServerIdentifier().To4(),
-		NextServer: ack.ServerIPAddr.To4(),
-		BootFile:   cutNUL(ack.BootFileName),
-		LeaseTime:  ack.IPAddressLeaseTime(0),
-		Broadcast:  ack.BroadcastAddress().To4(),
-	}
-	if f := cutNUL(ack.BootFileNameOption()); f != "" { // option 67 overrides the file field
-		l.BootFile = f
-	}
-	if r := ack.Router(); len(r) > 0 {
-		l.Gateway = r[0].To4()
-	}
-	if mtu, err := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, ack.Options); err == nil {
-		l.MTU = int(mtu)
-	}
-	if ds := ack.DomainSearch(); ds != nil {
-		for _, d := range ds.Labels {
-			if d = strings.TrimSuffix(cutNUL(d), "."); d != "" {
-				l.Search = append(l.Search, d)
-			}
-		}
-	}
-	for _, p := range []*net.IP{&l.NextServer, &l.ServerID, &l.Gateway, &l.Broadcast} {
-		if *p != nil && (*p).IsUnspecified() {
-			*p = nil
-		}
-	}
-	return l
-}
-
-func ipv4s(ips []net.IP) []net.IP {
-	var out []net.IP
-	for _, ip := range ips {
-		if v4 := ip.To4(); v4 != nil && !v4.IsUnspecified() {
-			out = append(out, v4)
-		}
-	}
-	return out
-}
-
-func cutNUL(s string) string {
-	s, _, _ = strings.Cut(s, "\x00")
-	return s
+	nc.Routes = l.Routes
 }
 
 // validDomain accepts a host or domain name made of RFC 1123 labels (letters, digits,
@@ -658,6 +597,10 @@ func validDomain(s string) bool {
 // route on the first one that has a gateway (one default route; the others' gateways are
 // recorded, not routed). Then the hostname, resolv.conf and the lease files.
 func apply(s *State, links []*link) error {
+	primary := primaryLink(s.Plan, links)
+	if err := rootPathRefused(s.Plan, primary); err != nil {
+		return err
+	}
 	var routed *link
 	for _, l := range links {
 		if l.nc.Gateway != nil {
@@ -687,11 +630,26 @@ func apply(s *State, links []*link) error {
 			s.Log.Printf("net: set hostname %q: %v", host, err)
 		}
 	}
-	primary := primaryLink(s.Plan, links)
 	s.Net = primary.nc
 	if err := writeNetFiles(s, links, primary); err != nil {
 		// The root can still boot; it just will not find the lease files.
 		s.Log.Printf("net: %v", err)
+	}
+	return nil
+}
+
+// rootPathRefused fails the boot when the NBD server is left to DHCP and the root-path of
+// the lease that names it was refused: falling back to the DHCP server's address would
+// connect to a server the root-path did not name.
+func rootPathRefused(p *bootparam.Plan, primary *link) error {
+	if !p.NBD.FromDHCP || primary.lease == nil {
+		return nil
+	}
+	for _, r := range primary.lease.Refused {
+		if r.Option == optRootPath {
+			return fail("net", primary.entry.param, "read the NBD root from the DHCP root-path on "+primary.nc.Interface,
+				fmt.Errorf("DHCP server %s: %s", primary.lease.ServerID, r))
+		}
 	}
 	return nil
 }
@@ -803,7 +761,7 @@ func searchList(l *link) []string {
 			}
 		}
 	}
-	if len(list) == 0 && l.nc.Domain != "" {
+	if len(list) == 0 && validDomain(l.nc.Domain) {
 		list = append(list, strings.TrimSuffix(l.nc.Domain, "."))
 	}
 	return list
@@ -815,12 +773,16 @@ func searchList(l *link) []string {
 func shellQuote(v string) string {
 	var b strings.Builder
 	b.WriteByte('\'')
-	for _, r := range v {
-		if r == '\'' || r == '!' {
-			b.WriteString(`'\` + string(r) + `'`)
+	// Byte by byte, not rune by rune: a value from the network need not be UTF-8, and
+	// ranging over a string turns every invalid byte into U+FFFD.
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\'' || c == '!' {
+			b.WriteString(`'\`)
+			b.WriteByte(c)
+			b.WriteByte('\'')
 			continue
 		}
-		b.WriteRune(r)
+		b.WriteByte(v[i])
 	}
 	b.WriteByte('\'')
 	return b.String()

@@ -799,6 +799,129 @@ func TestLeaseFrom(t *testing.T) {
 	}
 }
 
+// TestLeaseFromStrict: options are taken byte for byte or refused, never altered; classless
+// static routes replace the router option (RFC 3442).
+func TestLeaseFromStrict(t *testing.T) {
+	ip4 := func(s string) net.IP { return net.ParseIP(s).To4() }
+	cidr := func(s string) net.IPNet { _, n, _ := net.ParseCIDR(s); n.IP = n.IP.To4(); return *n }
+	tests := []struct {
+		name    string
+		mods    []dhcpv4.Modifier
+		check   func(l *Lease) string
+		refused []int
+	}{
+		{name: "root-path not UTF-8 is kept byte for byte",
+			mods:  []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionRootPath, []byte("nbd:10.0.0.1:\xffroot"))},
+			check: func(l *Lease) string { return cmp.Diff("nbd:10.0.0.1:\xffroot", l.RootPath) }},
+		{name: "trailing NUL padding is dropped",
+			mods:  []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionRootPath, []byte("nbd:10.0.0.1\x00\x00"))},
+			check: func(l *Lease) string { return cmp.Diff("nbd:10.0.0.1", l.RootPath) }},
+		{name: "a NUL inside is refused, not cut",
+			mods: []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionRootPath, []byte("nbd:10.0.0.1\x00evil")),
+				dhcpv4.WithGeneric(dhcpv4.OptionHostName, []byte("a\x00b"))},
+			check:   func(l *Lease) string { return cmp.Diff([2]string{}, [2]string{l.RootPath, l.Hostname}) },
+			refused: []int{optHostName, optRootPath}},
+		{name: "MTU below 68 is refused",
+			mods:    []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionInterfaceMTU, []byte{0, 67})},
+			check:   func(l *Lease) string { return cmp.Diff(0, l.MTU) },
+			refused: []int{optMTU}},
+		{name: "MTU of three bytes is refused",
+			mods:    []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionInterfaceMTU, []byte{0, 5, 0xdc})},
+			check:   func(l *Lease) string { return cmp.Diff(0, l.MTU) },
+			refused: []int{optMTU}},
+		{name: "router of 5 bytes is refused",
+			mods:    []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionRouter, []byte{10, 0, 0, 1, 2})},
+			check:   func(l *Lease) string { return cmp.Diff(net.IP(nil), l.Gateway) },
+			refused: []int{optRouter}},
+		{name: "non-contiguous netmask is refused: classful default",
+			mods:    []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionSubnetMask, []byte{255, 0, 255, 0})},
+			check:   func(l *Lease) string { return cmp.Diff(net.CIDRMask(8, 32), l.Address.Mask) },
+			refused: []int{optSubnetMask}},
+		{name: "T1 and T2",
+			mods: []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionRenewTimeValue, []byte{0, 0, 0, 10}),
+				dhcpv4.WithGeneric(dhcpv4.OptionRebindingTimeValue, []byte{0, 0, 0, 20})},
+			check: func(l *Lease) string {
+				return cmp.Diff([2]time.Duration{10 * time.Second, 20 * time.Second}, [2]time.Duration{l.RenewalTime, l.RebindingTime})
+			}},
+		{name: "classless routes replace the router option",
+			mods: []dhcpv4.Modifier{dhcpv4.WithRouter(net.IPv4(10, 0, 0, 9)),
+				// 0.0.0.0/0 via 10.0.0.1; 192.168.7.0/24 via 10.0.0.3; 172.16.240.0/20 with
+				// host bits set, on the link.
+				dhcpv4.WithGeneric(dhcpv4.OptionClasslessStaticRoute, []byte{0, 10, 0, 0, 1, 24, 192, 168, 7, 10, 0, 0, 3, 20, 172, 16, 0xff, 0, 0, 0, 0})},
+			check: func(l *Lease) string {
+				return cmp.Diff([]any{ip4("10.0.0.1"), []Route{{Dst: cidr("192.168.7.0/24"), Gateway: ip4("10.0.0.3")}, {Dst: cidr("172.16.240.0/20")}}},
+					[]any{l.Gateway, l.Routes})
+			}},
+		{name: "classless routes without a default: no default route",
+			mods: []dhcpv4.Modifier{dhcpv4.WithRouter(net.IPv4(10, 0, 0, 9)),
+				dhcpv4.WithGeneric(dhcpv4.OptionClasslessStaticRoute, []byte{8, 10, 10, 0, 0, 1})},
+			check: func(l *Lease) string {
+				return cmp.Diff([]any{net.IP(nil), []Route{{Dst: cidr("10.0.0.0/8"), Gateway: ip4("10.0.0.1")}}}, []any{l.Gateway, l.Routes})
+			}},
+		{name: "option 249 when 121 is absent",
+			mods:  []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(optMSClasslessRoutes), []byte{0, 10, 0, 0, 7})},
+			check: func(l *Lease) string { return cmp.Diff(ip4("10.0.0.7"), l.Gateway) }},
+		{name: "a truncated route list is refused: the router option counts",
+			mods: []dhcpv4.Modifier{dhcpv4.WithRouter(net.IPv4(10, 0, 0, 9)),
+				dhcpv4.WithGeneric(dhcpv4.OptionClasslessStaticRoute, []byte{24, 192, 168, 7, 10, 0})},
+			check: func(l *Lease) string {
+				return cmp.Diff([]any{ip4("10.0.0.9"), []Route(nil)}, []any{l.Gateway, l.Routes})
+			},
+			refused: []int{optClasslessRoutes}},
+		{name: "a search domain with a space is refused",
+			mods:    []dhcpv4.Modifier{dhcpv4.WithDomainSearchList("good.test", "bad name.test")},
+			check:   func(l *Lease) string { return cmp.Diff([]string{"good.test"}, l.Search) },
+			refused: []int{optDomainSearch}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ack, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+				dhcpv4.WithYourIP(net.IPv4(10, 0, 0, 5))}, tt.mods...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ack, err = dhcpv4.FromBytes(ack.ToBytes()); err != nil {
+				t.Fatal(err)
+			}
+			l := leaseFrom(ack)
+			if d := tt.check(l); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+			var refused []int
+			for _, r := range l.Refused {
+				refused = append(refused, r.Option)
+			}
+			sort.Ints(refused)
+			if diff := cmp.Diff(tt.refused, refused); diff != "" {
+				t.Errorf("refused options (-want +got):\n%s\n%v", diff, l.Refused)
+			}
+		})
+	}
+}
+
+// TestNetRootPathRefused: a root-path the init refused, when the root-path names the server,
+// fails the net stage naming the option instead of falling back to the DHCP server.
+func TestNetRootPathRefused(t *testing.T) {
+	f := newNetFake(NIC{Name: "eth0", MAC: mac0, Carrier: true})
+	l := lease("10.0.2.15", 24, "")
+	l.Refused = []Refusal{{Option: optRootPath, Name: "root-path", Reason: "a NUL byte inside the value"}}
+	f.answers["eth0"] = []dhcpAnswer{{lease: l}}
+	_, out, err := runNet(t, "ip=dhcp root=/dev/nbd0", f)
+	var fl *Failure
+	if !errors.As(err, &fl) || fl.Hook != "net" || fl.Param != "ip=dhcp" || !strings.Contains(err.Error(), "option 17 (root-path) refused") {
+		t.Fatalf("err = %v, want a net failure naming option 17", err)
+	}
+	if !strings.Contains(out, "option 17 (root-path) refused: a NUL byte inside the value") {
+		t.Errorf("console does not say which option was refused:\n%s", out)
+	}
+	// With the server on the command line, the root-path does not matter.
+	f = newNetFake(NIC{Name: "eth0", MAC: mac0, Carrier: true})
+	f.answers["eth0"] = []dhcpAnswer{{lease: l}}
+	if _, _, err := runNet(t, "ip=dhcp nbd_server=10.0.2.2 root=/dev/nbd0", f); err != nil {
+		t.Fatalf("with nbd_server=: %v", err)
+	}
+}
+
 // TestShellQuoting sources the files with a real shell: every value comes back unchanged,
 // whatever a DHCP server put in it.
 func TestShellQuoting(t *testing.T) {
@@ -884,8 +1007,10 @@ func parseShellVars(s string) (map[string]string, error) {
 }
 
 // FuzzLeaseFrom feeds DHCP answers from the network through leaseFrom and the file writers:
-// no panic, and whatever the server sent, every file still parses as shell assignments that
-// give back the lease's values.
+// no panic; every text option is taken byte for byte (trailing NUL padding aside) or refused;
+// and whatever the server sent, every file still parses as shell assignments that give back
+// the lease's values byte for byte. The corpus keeps a root-path with bytes that are not
+// UTF-8 (0xFF, 0xB1), which once came back as U+FFFD.
 func FuzzLeaseFrom(f *testing.F) {
 	ack, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeAck), dhcpv4.WithYourIP(net.IPv4(10, 0, 2, 15)),
 		dhcpv4.WithNetmask(net.CIDRMask(24, 32)), dhcpv4.WithRouter(net.IPv4(10, 0, 2, 2)),
@@ -898,6 +1023,20 @@ func FuzzLeaseFrom(f *testing.F) {
 			return
 		}
 		l := leaseFrom(ack)
+		refused := map[int]bool{}
+		for _, r := range l.Refused {
+			refused[r.Option] = true
+		}
+		for code, got := range map[int]string{optHostName: l.Hostname, optDomainName: l.Domain, optRootPath: l.RootPath, optNISDomain: l.NISDomain} {
+			raw := ack.Options.Get(dhcpv4.GenericOptionCode(code))
+			if want := strings.TrimRight(string(raw), "\x00"); got != want && !refused[code] {
+				t.Fatalf("option %d: got %q, the answer says %q, and it was not refused", code, got, want)
+			}
+		}
+		if raw := ack.Options.Get(dhcpv4.GenericOptionCode(optMTU)); raw != nil && !refused[optMTU] &&
+			(len(raw) != 2 || l.MTU != int(raw[0])<<8|int(raw[1])) {
+			t.Fatalf("MTU %d from option 26 % x, not refused", l.MTU, raw)
+		}
 		if checkLease(l) != nil {
 			return
 		}
@@ -909,11 +1048,23 @@ func FuzzLeaseFrom(f *testing.F) {
 		if err != nil {
 			t.Fatalf("klibcConf does not parse: %v\n%s", err, klibcConf(lk))
 		}
-		if conf["ROOTPATH"] != strings.ReplaceAll(l.RootPath, "\x00", "") || conf["HOSTNAME"] != l.Hostname {
-			t.Fatalf("klibcConf changed values: %q %q, lease %q %q", conf["ROOTPATH"], conf["HOSTNAME"], l.RootPath, l.Hostname)
+		want := map[string]string{"ROOTPATH": l.RootPath, "HOSTNAME": l.Hostname, "DNSDOMAIN": l.Domain,
+			"NISDOMAIN": l.NISDomain, "filename": l.BootFile}
+		for k, v := range want {
+			if conf[k] != v {
+				t.Fatalf("klibcConf changed %s: %q, lease %q", k, conf[k], v)
+			}
 		}
-		if _, err := parseShellVars(envConf(lk, true)); err != nil {
+		env, err := parseShellVars(envConf(lk, true))
+		if err != nil {
 			t.Fatalf("envConf does not parse: %v\n%s", err, envConf(lk, true))
+		}
+		want = map[string]string{"ROOT_PATH": l.RootPath, "HOSTNAME": l.Hostname, "DOMAIN": l.Domain,
+			"NISDOMAIN": l.NISDomain, "BOOT_FILE": l.BootFile}
+		for k, v := range want {
+			if env[k] != v {
+				t.Fatalf("envConf changed %s: %q, lease %q", k, env[k], v)
+			}
 		}
 		resolv := resolvConf([]*link{lk})
 		for _, line := range strings.Split(strings.TrimSuffix(resolv, "\n"), "\n") {

@@ -100,9 +100,12 @@ func (linuxNet) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease,
 }
 
 // Configure sets the MTU, adds the address (AddrReplace: an address already there, e.g.
-// from a previous attempt, is updated, others are left alone) and, when c has a gateway,
-// the default route. A gateway outside the subnet gets a link route first, as DHCP servers
-// handing out /32 addresses expect (RFC 3442 section 4 describes the same for option 121).
+// from a previous attempt, is updated, others are left alone), the static routes and, when c
+// has a gateway, the default route.
+//
+// The address is added without lifetimes (no IFA_CACHEINFO), so the kernel keeps it forever
+// ("valid_lft forever"): the kernel never drops the address the root lives behind, whatever
+// the lease time. Renewing the lease is the keeper's job (package dhcpclient), not the kernel's.
 func (linuxNet) Configure(name string, c *NetConfig) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -118,19 +121,46 @@ func (linuxNet) Configure(name string, c *NetConfig) error {
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("add address %s: %w", c.Address.String(), err)
 	}
+	idx := l.Attrs().Index
+	for _, r := range c.Routes {
+		if err := addRoute(idx, c.Address, r); err != nil {
+			return err
+		}
+	}
 	gw := c.Gateway.To4()
 	if gw == nil || gw.IsUnspecified() {
 		return nil
 	}
-	idx := l.Attrs().Index
-	if !c.Address.Contains(gw) {
-		r := &netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}
-		if err := netlink.RouteReplace(r); err != nil {
-			return fmt.Errorf("route to gateway %s: %w", gw, err)
-		}
+	return addRoute(idx, c.Address, Route{Gateway: gw})
+}
+
+// addRoute adds (or replaces) one route on the interface idx; a Route without Dst is the
+// default route. A gateway outside the interface's subnet gets a link route first, as DHCP
+// servers handing out /32 addresses expect (RFC 3442 section 4 describes the same for
+// option 121): the kernel refuses a route via a gateway it cannot reach.
+func addRoute(idx int, subnet net.IPNet, r Route) error {
+	what := "default route"
+	var dst *net.IPNet
+	if r.Dst.IP != nil {
+		dst = &net.IPNet{IP: r.Dst.IP, Mask: r.Dst.Mask}
+		what = "route to " + dst.String()
 	}
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Gw: gw}); err != nil {
-		return fmt.Errorf("default route via %s: %w", gw, err)
+	route := &netlink.Route{LinkIndex: idx, Dst: dst}
+	switch gw := r.Gateway; {
+	case gw == nil || gw.IsUnspecified():
+		route.Scope = netlink.SCOPE_LINK
+	default:
+		if !subnet.Contains(gw) {
+			link := &netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(len(gw)*8, len(gw)*8)}, Scope: netlink.SCOPE_LINK}
+			if err := netlink.RouteReplace(link); err != nil {
+				return fmt.Errorf("route to gateway %s: %w", gw, err)
+			}
+		}
+		route.Gw = gw
+		what += " via " + gw.String()
+	}
+	if err := netlink.RouteReplace(route); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

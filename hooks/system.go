@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"time"
@@ -128,4 +129,32 @@ type Lease struct {
 	// used by the boot; they are recorded for the root (klibc's NISDOMAIN and filename).
 	NISDomain string
 	BootFile  string
+	// RenewalTime and RebindingTime are T1 and T2 (options 58 and 59), zero when the server
+	// left them to the client (RFC 2131 section 4.4.5: half and seven eighths of the lease).
+	RenewalTime   time.Duration
+	RebindingTime time.Duration
+	// Routes are the classless static routes (option 121, else 249; RFC 3442) other than the
+	// default route, which is Gateway.
+	Routes []Route
+	// Refused are the options that were malformed or unusable and were left out.
+	Refused []Refusal
+}
+
+// Route is one static route: to Dst via Gateway, or on the link when Gateway is nil.
+type Route struct {
+	Dst     net.IPNet
+	Gateway net.IP
+}
+
+// Refusal is an option of a DHCP answer the init did not use: it would have had to alter or
+// guess its value.
+type Refusal struct {
+	// Option is the option code; Name says what it holds ("root-path").
+	Option int
+	Name   string
+	Reason string
+}
+
+func (r Refusal) String() string {
+	return fmt.Sprintf("option %d (%s) refused: %s", r.Option, r.Name, r.Reason)
 }
