@@ -10,6 +10,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/nbdroot/nbdroot/dhcpclient"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -92,7 +93,7 @@ func (linuxNet) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease,
 	if req.Hostname != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(req.Hostname)))
 	}
-	ack, err := requestLease(ctx, c, mods...)
+	ack, err := dhcpclient.Obtain(ctx, c, mods...)
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,13 @@ type DHCPRequest struct {
 	MAC      string
 	Hostname string // option 12 sent by the client
 	Class    string // option 60
+	// ClientIP is ciaddr (nil when 0.0.0.0): set in a renewal; ServerID and RequestedIP are
+	// options 54 and 50 (nil when absent). RFC 2131 table 5 tells the client's state by them.
+	ClientIP    net.IP
+	ServerID    net.IP
+	RequestedIP net.IP
+	// At is when the server received it.
+	At time.Time
 }
 
 // DHCPServer is the lab's DHCPv4 server: RFC 2131 enough for a boot client — DISCOVER gets
@@ -118,8 +125,13 @@ func (s *DHCPServer) serve() {
 		if err != nil || resp == nil {
 			continue
 		}
-		// The client has no address yet: broadcast on the bridge (RFC 2131 section 4.1).
-		s.conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort})
+		// RFC 2131 section 4.1: a client with an address (ciaddr, a renewal) gets its answer
+		// there; one without, broadcast on the bridge.
+		dst := net.IPv4bcast
+		if ci := req.ClientIPAddr.To4(); ci != nil && !ci.IsUnspecified() {
+			dst = ci
+		}
+		s.conn.WriteTo(resp.ToBytes(), &net.UDPAddr{IP: dst, Port: dhcpv4.ClientPort})
 	}
 }
 
@@ -153,7 +165,9 @@ func (s *DHCPServer) Reply(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	mac := req.ClientHWAddr.String()
 	t := req.MessageType()
 	s.mu.Lock()
-	s.requests = append(s.requests, DHCPRequest{Type: t, MAC: mac, Hostname: req.HostName(), Class: req.ClassIdentifier()})
+	s.requests = append(s.requests, DHCPRequest{Type: t, MAC: mac, Hostname: req.HostName(), Class: req.ClassIdentifier(),
+		ClientIP: given(req.ClientIPAddr), ServerID: given(req.ServerIdentifier()), RequestedIP: given(req.RequestedIPAddress()),
+		At: time.Now()})
 	s.mu.Unlock()
 	switch t {
 	case dhcpv4.MessageTypeDiscover:
@@ -182,6 +196,14 @@ func (s *DHCPServer) Reply(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 		return s.answer(req, dhcpv4.MessageTypeAck, ip)
 	}
 	return nil, nil
+}
+
+// given is ip, or nil for 0.0.0.0 or none.
+func given(ip net.IP) net.IP {
+	if ip = ip.To4(); ip == nil || ip.IsUnspecified() {
+		return nil
+	}
+	return ip
 }
 
 // address is the client's address: fixed, already leased, or the next of the pool.

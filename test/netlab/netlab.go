@@ -53,9 +53,10 @@ type Lab struct {
 	// Name is the network namespace, as `ip netns` knows it.
 	Name string
 
-	ns   netns.NsHandle
-	mu   sync.Mutex
-	taps int
+	ns    netns.NsHandle
+	mu    sync.Mutex
+	taps  int
+	hosts int
 }
 
 var labs atomic.Int64
@@ -202,7 +203,10 @@ func PXENIC(id, tap, mac string) []string {
 // Do runs fn on an OS thread that has entered the lab's namespace. Sockets fn opens belong
 // to the lab for their whole life, whichever thread uses them later; that is how the lab's
 // servers listen inside it.
-func (l *Lab) Do(fn func() error) error {
+func (l *Lab) Do(fn func() error) error { return doIn(l.ns, l.Name, fn) }
+
+// doIn runs fn on an OS thread that has entered the namespace ns (called name in errors).
+func doIn(ns netns.NsHandle, name string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		// The thread is only given back to the runtime once it is back in its own
@@ -215,14 +219,14 @@ func (l *Lab) Do(fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(l.ns); err != nil {
+		if err := netns.Set(ns); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter %s: %w", l.Name, err)
+			errc <- fmt.Errorf("enter %s: %w", name, err)
 			return
 		}
 		ferr := fn()
 		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave %s: %w", l.Name, err))
+			errc <- errors.Join(ferr, fmt.Errorf("leave %s: %w", name, err))
 			return
 		}
 		runtime.UnlockOSThread()

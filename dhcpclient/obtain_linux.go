@@ -1,4 +1,4 @@
-package hooks
+package dhcpclient
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requestLease runs DISCOVER/OFFER/REQUEST/ACK like nclient4's Client.Request, but with a
-// transaction ID that never waits for the kernel's entropy pool.
+// Obtain runs DISCOVER/OFFER/REQUEST/ACK like nclient4's Client.Request, but with a
+// transaction ID that never waits for the kernel's entropy pool (TransactionID).
 //
 // dhcpv4.New draws every transaction ID from getrandom or /dev/urandom, and in an initramfs
 // both wait until the kernel's CRNG is initialised: since Linux 5.18 reading /dev/urandom
@@ -23,9 +23,9 @@ import (
 // hardware RNG (measured: 2.5 s of a 4 s init phase under QEMU TCG). A DHCP transaction ID only
 // has to differ between clients on one segment; GRND_INSECURE (Linux 5.6+), or failing that
 // the MAC address mixed with the boot clock, does that without waiting.
-func requestLease(ctx context.Context, c *nclient4.Client, mods ...dhcpv4.Modifier) (*dhcpv4.DHCPv4, error) {
+func Obtain(ctx context.Context, c *nclient4.Client, mods ...dhcpv4.Modifier) (*dhcpv4.DHCPv4, error) {
 	hw := c.InterfaceAddr()
-	discover := newDHCPv4(transactionID(hw), append([]dhcpv4.Modifier{
+	discover := NewMessage(TransactionID(hw), append([]dhcpv4.Modifier{
 		dhcpv4.WithHwAddr(hw),
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover),
 	}, mods...)...)
@@ -33,7 +33,7 @@ func requestLease(ctx context.Context, c *nclient4.Client, mods ...dhcpv4.Modifi
 	if err != nil {
 		return nil, fmt.Errorf("no DHCP offer: %w", err)
 	}
-	request := newDHCPv4(offer.TransactionID, append([]dhcpv4.Modifier{
+	request := NewMessage(offer.TransactionID, append([]dhcpv4.Modifier{
 		dhcpv4.WithReply(offer),
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
 		dhcpv4.WithClientIP(offer.ClientIPAddr),
@@ -52,8 +52,9 @@ func requestLease(ctx context.Context, c *nclient4.Client, mods ...dhcpv4.Modifi
 	return ack, nil
 }
 
-// newDHCPv4 is dhcpv4.New without its blocking random transaction ID.
-func newDHCPv4(xid dhcpv4.TransactionID, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+// NewMessage is dhcpv4.New without its blocking random transaction ID: a BOOTREQUEST with
+// transaction ID xid, modified by mods.
+func NewMessage(xid dhcpv4.TransactionID, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	d := &dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootRequest,
 		HWType:        iana.HWTypeEthernet,
@@ -71,9 +72,9 @@ func newDHCPv4(xid dhcpv4.TransactionID, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4
 	return d
 }
 
-// transactionID returns 4 bytes that differ between clients and boots without waiting for
+// TransactionID returns 4 bytes that differ between clients and boots without waiting for
 // entropy.
-func transactionID(hw net.HardwareAddr) dhcpv4.TransactionID {
+func TransactionID(hw net.HardwareAddr) dhcpv4.TransactionID {
 	var xid dhcpv4.TransactionID
 	if n, err := unix.Getrandom(xid[:], unix.GRND_INSECURE); err == nil && n == len(xid) {
 		return xid
