@@ -2,16 +2,10 @@ package dhcpclient
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"net"
-	"os"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
-	"github.com/insomniacslk/dhcp/iana"
-	"golang.org/x/sys/unix"
 )
 
 // Obtain runs DISCOVER/OFFER/REQUEST/ACK like nclient4's Client.Request, but with a
@@ -50,39 +44,4 @@ func Obtain(ctx context.Context, c *nclient4.Client, mods ...dhcpv4.Modifier) (*
 		return nil, fmt.Errorf("DHCP server %s refused %s (NAK: %s)", offer.ServerIdentifier(), offer.YourIPAddr, ack.Message())
 	}
 	return ack, nil
-}
-
-// NewMessage is dhcpv4.New without its blocking random transaction ID: a BOOTREQUEST with
-// transaction ID xid, modified by mods.
-func NewMessage(xid dhcpv4.TransactionID, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
-	d := &dhcpv4.DHCPv4{
-		OpCode:        dhcpv4.OpcodeBootRequest,
-		HWType:        iana.HWTypeEthernet,
-		ClientHWAddr:  make(net.HardwareAddr, 6),
-		TransactionID: xid,
-		ClientIPAddr:  net.IPv4zero,
-		YourIPAddr:    net.IPv4zero,
-		ServerIPAddr:  net.IPv4zero,
-		GatewayIPAddr: net.IPv4zero,
-		Options:       make(dhcpv4.Options),
-	}
-	for _, m := range mods {
-		m(d)
-	}
-	return d
-}
-
-// TransactionID returns 4 bytes that differ between clients and boots without waiting for
-// entropy.
-func TransactionID(hw net.HardwareAddr) dhcpv4.TransactionID {
-	var xid dhcpv4.TransactionID
-	if n, err := unix.Getrandom(xid[:], unix.GRND_INSECURE); err == nil && n == len(xid) {
-		return xid
-	}
-	h := uint64(time.Now().UnixNano()) ^ uint64(os.Getpid())<<32
-	for _, b := range hw {
-		h = h*1099511628211 ^ uint64(b)
-	}
-	binary.BigEndian.PutUint32(xid[:], uint32(h^h>>32))
-	return xid
 }

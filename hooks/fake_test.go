@@ -154,6 +154,7 @@ type fakeNBD struct {
 	devs     []nbdclient.Device
 	socks    []int
 	keepers  []nbdclient.KeeperSpec
+	starts   []nbdclient.KeeperStart
 }
 
 func (f *fakeNBD) Attach(ctx context.Context, r nbdclient.Request) (*nbdclient.Attached, error) {
@@ -172,10 +173,11 @@ func (f *fakeNBD) Attach(ctx context.Context, r nbdclient.Request) (*nbdclient.A
 		}
 		return fakeConnector{f}, nil
 	}
-	r.Launch = func(spec nbdclient.KeeperSpec, _ nbdclient.KeeperStart) (*nbdclient.KeeperProcess, error) {
+	r.Launch = func(spec nbdclient.KeeperSpec, start nbdclient.KeeperStart) (*nbdclient.KeeperProcess, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.keepers = append(f.keepers, spec)
+		f.starts = append(f.starts, start)
 		return nil, errors.New("no keeper process in unit tests")
 	}
 	r.MinBackoff, r.MaxBackoff = time.Millisecond, 10*time.Millisecond

@@ -43,8 +43,11 @@ type State struct {
 	// Modules loads the modules a hook needs (started by udev, awaited by each hook).
 	Modules ModuleLoader
 
-	// Net is filled by the net hook, with what the DHCP answer said (root-path, next-server).
-	Net *NetConfig
+	// Net is filled by the net hook, with what the DHCP answer said (root-path, next-server):
+	// the interface the boot uses. Links are every interface it configured, in command line
+	// order.
+	Net   *NetConfig
+	Links []*NetConfig
 	// Target is the NBD connection and root the boot uses: the Plan's, completed by the nbd
 	// hook with the DHCP answer when the command line leaves the server to DHCP.
 	Target *bootparam.Target
@@ -99,6 +102,8 @@ type NetConfig struct {
 	// Routes are static routes on the interface besides the default route: DHCP's classless
 	// static routes (option 121/249).
 	Routes []Route
+	// Lease is the DHCP answer the configuration came from; nil for a static one.
+	Lease *Lease
 }
 
 // ModuleLoader loads the kernel modules of the image. Start begins loading everything the

@@ -25,7 +25,8 @@ func StartKeeper(ctx context.Context, s *State) error {
 			return nil
 		}
 		// The launch at attach failed (and said so): one more try, with the same target.
-		k, err := nbdclient.LaunchKeeper(nbdclient.KeeperSpec{Target: a.Target, Probe: a.Device}, nbdclient.KeeperStart{})
+		k, err := nbdclient.LaunchKeeper(nbdclient.KeeperSpec{Target: a.Target, Probe: a.Device},
+			nbdclient.KeeperStart{Lease: leaseSpec(s, a.Target.Servers)})
 		if err != nil {
 			s.Log.Printf("keeper: WARNING: %v: %s will not survive a server restart", err, a.Device)
 			return nil

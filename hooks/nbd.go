@@ -82,6 +82,9 @@ func (h NBD) Run(ctx context.Context, s *State) error {
 		s.Log.Printf("keeper: pid %d keeps %s (servers %v, dead-connection timeout %s; messages in the kernel log)",
 			a.KeeperPid, a.Device, a.Target.Servers, a.Target.DeadConnTimeout)
 	}
+	if l := req.Keeper.Lease; l != nil && (a.Keeper != nil || a.Interface == nbdclient.InterfaceIoctl) {
+		s.Log.Printf("keeper: renews the DHCP lease of %s (%s, %s) until the root's network manager takes it over", l.Interface, l.Address, l.Lease)
+	}
 	return nil
 }
 
@@ -132,7 +135,7 @@ func (h NBD) request(ctx context.Context, s *State, t *bootparam.Target) (nbdcli
 	return nbdclient.Request{
 		Servers: servers, Export: p.Export, Device: index, Connections: p.Connections, Budget: budget, Identity: id, TLS: tls,
 		Timeout: p.Timeout, DeadConnTimeout: p.DeadConnTimeout, BlockSize: p.BlockSize,
-		ReadAheadKB: DefaultReadAheadKB, Keep: true,
+		ReadAheadKB: DefaultReadAheadKB, Keep: true, Keeper: nbdclient.KeeperStart{Lease: leaseSpec(s, servers)},
 		Log: func(msg string) { s.Log.Printf("nbd: %s", msg) },
 		// Connecting needs no module: the handshake runs while the nbd module loads.
 		Ready: func(ctx context.Context) error {

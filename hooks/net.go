@@ -496,9 +496,11 @@ func (n Net) dhcp(ctx context.Context, s *State, name string, cfg bootparam.IPCo
 	req := DHCPRequest{Hostname: cfg.Hostname, Timeout: 2 * time.Second, Retries: 3}
 	backoff := n.backoff
 	for attempt := 1; ; attempt++ {
+		sent := s.Sys.Machine.Uptime()
 		lease, err := s.Sys.Net.DHCP(dctx, name, req)
 		if err == nil {
 			if err = checkLease(lease); err == nil {
+				lease.Requested, lease.SentHostname = sent, req.Hostname
 				return lease, nil
 			}
 		}
@@ -568,6 +570,7 @@ func fromLease(l *Lease, nc *NetConfig) {
 	nc.RootPath = l.RootPath
 	nc.LeaseTime = l.LeaseTime
 	nc.Routes = l.Routes
+	nc.Lease = l
 }
 
 // validDomain accepts a host or domain name made of RFC 1123 labels (letters, digits,
@@ -631,6 +634,10 @@ func apply(s *State, links []*link) error {
 		}
 	}
 	s.Net = primary.nc
+	s.Links = nil
+	for _, l := range links {
+		s.Links = append(s.Links, l.nc)
+	}
 	if err := writeNetFiles(s, links, primary); err != nil {
 		// The root can still boot; it just will not find the lease files.
 		s.Log.Printf("net: %v", err)

@@ -43,6 +43,8 @@ type netFake struct {
 	order      []string // interfaces in the order Configure saw them
 	hostnames  []string
 	hostErr    error
+	// routes maps destinations to the interface RouteTo says.
+	routes map[string]string
 }
 
 type dhcpAnswer struct {
@@ -122,6 +124,15 @@ func (f *netFake) SetHostname(name string) error {
 	defer f.nmu.Unlock()
 	f.hostnames = append(f.hostnames, name)
 	return f.hostErr
+}
+
+func (f *netFake) RouteTo(dst net.IP) (string, error) {
+	f.nmu.Lock()
+	defer f.nmu.Unlock()
+	if name, ok := f.routes[dst.String()]; ok {
+		return name, nil
+	}
+	return "", fmt.Errorf("no route to %s", dst)
 }
 
 func (f *netFake) file(path string) (string, bool) { return f.files.file(path) }
@@ -423,9 +434,12 @@ func TestNetDHCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := fullLease()
+	// The lease carries when its request went out (the fake machine's uptime) for the
+	// keeper's renewals.
+	l.Requested = 1500 * time.Millisecond
 	want := NetConfig{Interface: "eth0", MAC: mac0, Method: "dhcp", Address: l.Address, Gateway: l.Gateway,
 		DNS: l.DNS, Hostname: "thin7", Domain: "lab.test", MTU: 1400, ServerID: l.ServerID,
-		NextServer: l.NextServer, RootPath: l.RootPath, LeaseTime: 2 * time.Hour}
+		NextServer: l.NextServer, RootPath: l.RootPath, LeaseTime: 2 * time.Hour, Lease: l}
 	if diff := cmp.Diff(want, f.configured["eth0"]); diff != "" {
 		t.Errorf("Configure(eth0) (-want +got):\n%s", diff)
 	}

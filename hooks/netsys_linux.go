@@ -84,7 +84,7 @@ func (linuxNet) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease,
 	defer c.Close()
 	mods := []dhcpv4.Modifier{
 		// Option 60 lets a server give nbdroot clients their own root-path.
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("nbdroot")),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(VendorClass)),
 		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
 			dhcpv4.OptionHostName, dhcpv4.OptionDomainName, dhcpv4.OptionRootPath, dhcpv4.OptionInterfaceMTU,
 			dhcpv4.OptionBroadcastAddress, dhcpv4.OptionNetworkInformationServiceDomain, dhcpv4.OptionNTPServers,
@@ -169,4 +169,20 @@ func addRoute(idx int, subnet net.IPNet, r Route) error {
 // SetHostname sets the kernel's host name (it survives switch_root).
 func (linuxNet) SetHostname(name string) error {
 	return os.NewSyscallError("sethostname", unix.Sethostname([]byte(name)))
+}
+
+// RouteTo asks the kernel which interface it routes dst through (RTM_GETROUTE).
+func (linuxNet) RouteTo(dst net.IP) (string, error) {
+	routes, err := netlink.RouteGet(dst)
+	if err != nil {
+		return "", fmt.Errorf("route to %s: %w", dst, err)
+	}
+	if len(routes) == 0 {
+		return "", fmt.Errorf("no route to %s", dst)
+	}
+	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", fmt.Errorf("route to %s: interface %d: %w", dst, routes[0].LinkIndex, err)
+	}
+	return l.Attrs().Name, nil
 }

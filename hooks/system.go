@@ -48,6 +48,8 @@ type Network interface {
 	Configure(name string, c *NetConfig) error
 	// SetHostname sets the kernel's hostname.
 	SetHostname(name string) error
+	// RouteTo returns the interface the kernel sends packets for dst through.
+	RouteTo(dst net.IP) (string, error)
 }
 
 // Attacher attaches an NBD export to a device: NBDAttacher (nbdclient.Attach), or a fake.
@@ -138,6 +140,11 @@ type Lease struct {
 	Routes []Route
 	// Refused are the options that were malformed or unusable and were left out.
 	Refused []Refusal
+	// Requested is when the request that got this answer went out, as time since boot (the
+	// lease runs from then, RFC 2131 section 4.4.1), and SentHostname the host name it
+	// carried (option 12): the keeper renews the lease the same way. The net hook sets both.
+	Requested    time.Duration
+	SentHostname string
 }
 
 // Route is one static route: to Dst via Gateway, or on the link when Gateway is nil.

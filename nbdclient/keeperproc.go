@@ -2,6 +2,7 @@ package nbdclient
 
 import (
 	"errors"
+	"github.com/nbdroot/nbdroot/dhcpclient"
 	"os"
 	"time"
 
@@ -34,6 +35,10 @@ type KeeperSpec struct {
 	// Probe names the device to read from once at start (see Keeper.Probe): set by the
 	// init, whose device was attached a while before the keeper started.
 	Probe string `json:"probe,omitempty"`
+	// Lease is the DHCPv4 lease of the interface that carries the root, which the keeper
+	// process renews after switch_root (dhcpclient.Renewer); nil for none. LaunchKeeper
+	// takes it from KeeperStart.Lease.
+	Lease *dhcpclient.Spec `json:"lease,omitempty"`
 }
 
 // KeeperStart says how to start the keeper process.
@@ -48,6 +53,9 @@ type KeeperStart struct {
 	// Ready bounds the wait for the keeper's readiness (default 30 s: a Legacy attach
 	// includes the partition scan).
 	Ready time.Duration
+	// Lease, when set, is a DHCPv4 lease the keeper process renews beside the device (the
+	// init passes the root interface's).
+	Lease *dhcpclient.Spec
 }
 
 // ErrKeeperRunning reports that a keeper for the device already runs.

@@ -68,6 +68,9 @@ func LaunchKeeper(spec KeeperSpec, o KeeperStart) (*KeeperProcess, error) {
 	}
 	defer readyW.Close()
 	spec.Sockets = len(o.Socks)
+	if o.Lease != nil {
+		spec.Lease = o.Lease
+	}
 	cmd := exec.Command(exe, o.Args...)
 	cmd.Args[0] = KeeperArgv0
 	cmd.ExtraFiles = append([]*os.File{specR, readyW}, o.Socks...)
@@ -212,6 +215,8 @@ func KeeperMain() int {
 		log.Logf(LevelWarning, "cannot lock the keeper's memory: %v", err)
 	}
 
+	// Prepared now, while /proc is the initramfs's: it reads the booted root through it.
+	renewLease := leaseRenewer(spec.Lease, log)
 	t := spec.Target
 	ended := make(chan struct{}, 1)
 	relays := &Relays{Logf: log.Logf, Ended: ended}
@@ -253,6 +258,7 @@ func KeeperMain() int {
 	// start; SIGPIPE is ignored): the line is a courtesy, the kernel log has the news.
 	fmt.Fprintf(readyF, "ready %d\n", t.Index)
 	readyF.Close()
+	go renewLease(ctx)
 	// Start-up done: back to normal priority, so a reconnect is never starved.
 	unix.Setpriority(unix.PRIO_PROCESS, 0, 0)
 	dead := "no dead-connection timeout"
