@@ -33,6 +33,46 @@ func (p *Plan) Explain(w io.Writer) error {
 	if p.BootIF != "" {
 		line("boot NIC", p.BootIF+" (the NIC that PXE-booted is preferred)", "bootif")
 	}
+	for i, n := range p.IfNames {
+		key := "ifname[" + strconv.Itoa(i) + "]"
+		line(key, n.Name+" is the NIC with MAC "+n.MAC+" (renamed before anything else)", key)
+	}
+	for i, b := range p.Bonds {
+		key := "bond[" + strconv.Itoa(i) + "]"
+		d := b.Name + " bonds " + strings.Join(b.Slaves, ", ")
+		var opts []string
+		for _, o := range b.Options {
+			opts = append(opts, o.Name+"="+o.Value)
+		}
+		if len(opts) > 0 {
+			d += " (" + strings.Join(opts, ", ") + ")"
+		} else {
+			d += " (the driver's defaults: balance-rr)"
+		}
+		if b.MTU != 0 {
+			d += ", MTU " + strconv.Itoa(b.MTU)
+		}
+		line(key, d, key)
+	}
+	for i, v := range p.VLANs {
+		key := "vlan[" + strconv.Itoa(i) + "]"
+		line(key, fmt.Sprintf("%s is VLAN %d on %s (802.1Q)", v.Name, v.ID, v.Parent), key)
+	}
+	for i, b := range p.Bridges {
+		key := "bridge[" + strconv.Itoa(i) + "]"
+		line(key, b.Name+" bridges "+strings.Join(b.Ports, ", "), key)
+	}
+	for i, r := range p.Routes {
+		key := "route[" + strconv.Itoa(i) + "]"
+		d := "route to " + r.Destination
+		if r.Gateway != "" {
+			d += " via " + r.Gateway
+		}
+		if r.Device != "" {
+			d += " on " + r.Device
+		}
+		line(key, d+", added after the interfaces are configured", key)
+	}
 
 	n := p.NBD
 	ew.printf("nbd\n")

@@ -55,6 +55,9 @@ type builder struct {
 	last  map[string]Param
 	count map[string]int
 	ips   []Param
+	// netdevs keeps every vlan=, bond=, bridge=, rd.route= and ifname=, by name, in order:
+	// each may be repeated for several devices or routes.
+	netdevs map[string][]Param
 	// netroots keeps every netroot=: dracut uses the first one starting with nbd:.
 	netroots []Param
 	// rwWord is the last of the bare ro/rw words, or "".
@@ -81,7 +84,8 @@ type builder struct {
 // nbd hook completes it into a Target with Resolve. Every other problem is a *ParamError.
 func Parse(cmdline string) (*Plan, error) {
 	params, initArgs := Tokenize(cmdline)
-	b := &builder{last: map[string]Param{}, count: map[string]int{}, plan: &Plan{Sources: map[string]string{}}}
+	b := &builder{last: map[string]Param{}, count: map[string]int{}, netdevs: map[string][]Param{},
+		plan: &Plan{Sources: map[string]string{}}}
 	for _, p := range params {
 		if err := b.collect(p); err != nil {
 			return nil, err
@@ -119,6 +123,11 @@ func (b *builder) collect(p Param) error {
 	case p.Name == "ip" && p.HasValue:
 		b.ips = append(b.ips, p)
 		return nil
+	case netdevParams[p.Name]:
+		// A bare bond or bridge is dracut's default device; a bare vlan, rd.route or
+		// ifname is incomplete, which their parsers say.
+		b.netdevs[p.Name] = append(b.netdevs[p.Name], p)
+		return nil
 	case p.Name == "netroot" && p.HasValue:
 		b.netroots = append(b.netroots, p)
 		return nil
@@ -152,7 +161,7 @@ func (b *builder) collect(p Param) error {
 // the last occurrence is known.
 // reads says whether Parse reads p (as opposed to leaving it to the kernel or the init).
 func (b *builder) reads(p Param) bool {
-	return p.Name == "ip" || p.Name == "netroot" || valueParams[p.Name] || strings.HasPrefix(p.Name, "nbdroot.")
+	return p.Name == "ip" || p.Name == "netroot" || valueParams[p.Name] || netdevParams[p.Name] || strings.HasPrefix(p.Name, "nbdroot.")
 }
 
 func (b *builder) fixRepeatNotes() {
@@ -169,7 +178,7 @@ func (b *builder) fixRepeatNotes() {
 
 func (b *builder) build() error {
 	b.fixRepeatNotes()
-	steps := []func() error{b.buildIP, b.buildNBD, b.buildKnobs, b.buildTLS, b.buildDevice, b.buildCrypt, b.buildRoot, b.buildMount, b.buildMisc, b.buildNetwork, b.buildFleet}
+	steps := []func() error{b.buildIP, b.buildNBD, b.buildKnobs, b.buildTLS, b.buildDevice, b.buildCrypt, b.buildRoot, b.buildMount, b.buildMisc, b.buildNetwork, b.buildFleet, b.buildNetdevs}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err

@@ -23,7 +23,15 @@ type Plan struct {
 	// BootIF is the MAC address pxelinux put in BOOTIF= (IPAPPEND 2), lower case with colons,
 	// or empty. It names the NIC that PXE-booted.
 	BootIF string `json:"bootif,omitempty"`
-	NBD    NBD    `json:"nbd"`
+	// IfNames, Bonds, VLANs and Bridges are the interfaces the net hook renames or creates
+	// before it configures the ip= entries (dracut's ifname=, bond=, vlan=, bridge=), in
+	// command line order; Routes are rd.route=, added once the interfaces are configured.
+	IfNames []IfName      `json:"ifnames,omitempty"`
+	Bonds   []Bond        `json:"bonds,omitempty"`
+	VLANs   []VLAN        `json:"vlans,omitempty"`
+	Bridges []Bridge      `json:"bridges,omitempty"`
+	Routes  []StaticRoute `json:"routes,omitempty"`
+	NBD     NBD           `json:"nbd"`
 	// Crypt is nil unless cryptdevice= asks for a LUKS device to be opened.
 	Crypt *Crypt `json:"crypt,omitempty"`
 	Root  Root   `json:"root"`

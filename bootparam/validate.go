@@ -1,6 +1,7 @@
 package bootparam
 
 import (
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -90,6 +91,9 @@ func (p *Plan) check(pending bool) error {
 			return p.errFor("ip["+strconv.Itoa(i)+"]", c.Address, err, formIP)
 		}
 	}
+	if err := p.checkNetdevs(); err != nil {
+		return err
+	}
 	if c := p.Crypt; c != nil {
 		if r := checkBlockDevice(c.Device); r != "" {
 			return p.errFor("crypt", c.Device, r, formCryptDevice)
@@ -171,4 +175,61 @@ func checkIPConfig(c IPConfig) string {
 		}
 	}
 	return ""
+}
+
+// checkNetdevs checks the devices and routes of a Plan built by hand as Parse would have.
+func (p *Plan) checkNetdevs() error {
+	names := func(key, form string, list ...string) error {
+		for _, n := range list {
+			if r := checkIfName(n); r != "" {
+				return p.errFor(key, n, r, form)
+			}
+		}
+		return nil
+	}
+	for i, v := range p.VLANs {
+		key := "vlan[" + strconv.Itoa(i) + "]"
+		if err := names(key, formVLAN, v.Name, v.Parent); err != nil {
+			return err
+		}
+		if v.ID < 1 || v.ID > maxVLANID {
+			return p.errFor(key, strconv.Itoa(v.ID), "VLAN id "+strconv.Itoa(v.ID)+" is out of range: it must be 1-4094", formVLAN)
+		}
+	}
+	for i, b := range p.Bonds {
+		if err := names("bond["+strconv.Itoa(i)+"]", formBond, append([]string{b.Name}, b.Slaves...)...); err != nil {
+			return err
+		}
+		if len(b.Slaves) == 0 {
+			return p.errFor("bond["+strconv.Itoa(i)+"]", b.Name, "no slave interfaces", formBond)
+		}
+	}
+	for i, b := range p.Bridges {
+		if err := names("bridge["+strconv.Itoa(i)+"]", formBridge, append([]string{b.Name}, b.Ports...)...); err != nil {
+			return err
+		}
+	}
+	for i, r := range p.Routes {
+		key := "route[" + strconv.Itoa(i) + "]"
+		d, err := netip.ParsePrefix(r.Destination)
+		if err != nil {
+			return p.errFor(key, r.Destination, "destination is not NET/PREFIX", formRoute)
+		}
+		if g := r.Gateway; g != "" {
+			if a, err := netip.ParseAddr(g); err != nil || a.Is4() != d.Addr().Is4() {
+				return p.errFor(key, g, "gateway is not an address of the destination's IP version", formRoute)
+			}
+		} else if r.Device == "" {
+			return p.errFor(key, r.Destination, "a route without a gateway needs the interface", formRoute)
+		}
+	}
+	for i, n := range p.IfNames {
+		if err := names("ifname["+strconv.Itoa(i)+"]", formIfName, n.Name); err != nil {
+			return err
+		}
+		if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 || hw.String() != n.MAC {
+			return p.errFor("ifname["+strconv.Itoa(i)+"]", n.MAC, "not a MAC address in lower case with colons", formIfName)
+		}
+	}
+	return nil
 }
