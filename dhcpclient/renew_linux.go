@@ -16,9 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NewRenewer returns the Renewer of spec on the running kernel. Call it before switch_root:
-// it opens /proc now, through which it later reads the booted system's files (PID 1's root),
-// and finds the interface's index, which the Renewer follows should the name change.
+// NewRenewer returns the Renewer of spec on the running kernel. It finds the interface's
+// index, which the Renewer follows should the name change, and a procfs of its own through
+// which it reads the booted system's files (PID 1's root): it may run before or after
+// switch_root, whose /proc a process left in the initramfs no longer sees.
 func NewRenewer(spec Spec, log func(sev int, format string, args ...any)) (*Renewer, error) {
 	if err := spec.Check(); err != nil {
 		return nil, err
@@ -27,9 +28,9 @@ func NewRenewer(spec Spec, log func(sev int, format string, args ...any)) (*Rene
 	if err != nil {
 		return nil, fmt.Errorf("lease of %s: %w", spec.Interface, err)
 	}
-	proc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	proc, err := openProc()
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: "/proc", Err: err}
+		return nil, err
 	}
 	ip, _, _ := net.ParseCIDR(spec.Address)
 	index := ifc.Index
@@ -39,7 +40,7 @@ func NewRenewer(spec Spec, log func(sev int, format string, args ...any)) (*Rene
 		Clock:     BootClock{},
 		Link:      linkByIndex(index),
 		Detector: &Managers{
-			Root:  func() (fs.FS, string, error) { return pid1Root(proc) },
+			Root:  func() (fs.FS, string, error) { return processRoot(proc, 1) },
 			Alive: alive,
 			Interface: func() (string, int, error) {
 				ifc, err := net.InterfaceByIndex(index)
@@ -148,39 +149,62 @@ func (l linkByIndex) HasAddress(ip net.IP) (bool, error) {
 	return false, nil
 }
 
+// openProc returns a directory descriptor of a procfs: a detached instance of its own
+// (fsopen/fsmount, Linux 5.2+), which needs no path — after switch_root this process's
+// root is the emptied initramfs — else the /proc it sees.
+func openProc() (int, error) {
+	if fs, err := unix.Fsopen("proc", unix.FSOPEN_CLOEXEC); err == nil {
+		defer unix.Close(fs)
+		if err := unix.FsconfigCreate(fs); err == nil {
+			if m, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOEXEC|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err == nil {
+				return m, nil
+			}
+		}
+	}
+	fd, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("no procfs to read the booted system through: %w", &os.PathError{Op: "open", Path: "/proc", Err: err})
+	}
+	return fd, nil
+}
+
 // alive reports whether process pid exists (EPERM: it does, under another user).
 func alive(pid int) bool {
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
-// pid1Root opens PID 1's root directory through proc (an open /proc) and returns it as a
-// file system, with its device and inode as identity. After switch_root, PID 1's root is
-// the booted system's, while this process's own root stays the initramfs.
-func pid1Root(proc int) (fs.FS, string, error) {
-	fd, err := unix.Openat(proc, "1/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// processRoot opens the root directory of process pid (PID 1: after switch_root, the booted
+// system's, while this process's own root stays the initramfs) through proc, an open procfs,
+// and returns it as a file system, with its device and inode as identity.
+func processRoot(proc, pid int) (fs.FS, string, error) {
+	r := rootFS{proc: proc, root: strconv.Itoa(pid) + "/root"}
+	fd, err := unix.Openat(proc, r.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, "", &os.PathError{Op: "open", Path: "/proc/1/root", Err: err}
+		return nil, "", &os.PathError{Op: "open", Path: "/proc/" + r.root, Err: err}
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, "", os.NewSyscallError("fstat", err)
 	}
-	return rootFS{proc: proc}, strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10), nil
+	return r, strconv.FormatUint(st.Dev, 10) + ":" + strconv.FormatUint(st.Ino, 10), nil
 }
 
-// rootFS reads PID 1's root directory. Paths resolve inside it (RESOLVE_IN_ROOT): an
-// absolute symbolic link of the booted system (/var/run -> /run) means its own /run, not
-// the initramfs's.
-type rootFS struct{ proc int }
+// rootFS reads a process's root directory (proc/PID/root). Paths resolve inside it
+// (RESOLVE_IN_ROOT): an absolute symbolic link of the booted system (/var/run -> /run) means
+// its own /run, not the initramfs's.
+type rootFS struct {
+	proc int
+	root string
+}
 
 // Open implements fs.FS.
 func (r rootFS) Open(name string) (fs.File, error) {
 	if !fs.ValidPath(name) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
 	}
-	root, err := unix.Openat(r.proc, "1/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := unix.Openat(r.proc, r.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}

@@ -2,7 +2,11 @@ package dhcpclient
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/nbdroot/nbdroot/test/netlab"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // TestRenewerOnTheWire runs the real Renewer (packet socket, boot clock, the interface's
@@ -128,5 +133,44 @@ func TestRenewerOnTheWire(t *testing.T) {
 	}
 	if t.Failed() || testing.Verbose() {
 		t.Logf("renewer log:\n%s", strings.TrimSpace(logs.String()))
+	}
+}
+
+// TestProcessRoot reads files through a procfs of the renewer's own, as it does after
+// switch_root — here this process's root rather than PID 1's, which in a container is
+// another — with absolute links resolved inside the root.
+func TestProcessRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a procfs instance of its own)")
+	}
+	proc, err := openProc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(proc)
+	dir, err := os.MkdirTemp("", "nbdroot-root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "lease"), []byte("ADDRESS=10.77.0.100\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// An absolute link, as /var/run -> /run is: it must resolve in the process's root.
+	if err := os.Symlink(dir, filepath.Join(dir, "abs")); err != nil {
+		t.Fatal(err)
+	}
+	root, id, err := processRoot(proc, os.Getpid())
+	if err != nil || id == "" {
+		t.Fatalf("processRoot: %q, %v", id, err)
+	}
+	rel := strings.TrimPrefix(dir, "/")
+	for _, name := range []string{rel + "/lease", rel + "/abs/lease"} {
+		if ip := envAddress(root, name); !ip.Equal(net.IPv4(10, 77, 0, 100)) {
+			t.Errorf("ADDRESS of %s through the process's root = %v", name, ip)
+		}
+	}
+	if _, err := fs.Stat(root, rel+"/missing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Stat(missing) = %v, want not-exist", err)
 	}
 }

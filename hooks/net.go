@@ -114,7 +114,11 @@ func (n Net) Run(ctx context.Context, s *State) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	choices, err := n.chooseNICs(ctx, s, entries, off)
+	created, ports, err := n.netdevs(ctx, s)
+	if err != nil {
+		return err
+	}
+	choices, err := n.chooseNICs(ctx, s, entries, off, created, ports)
 	if err != nil {
 		return err
 	}
@@ -135,7 +139,10 @@ func (n Net) Run(ctx context.Context, s *State) error {
 			return err
 		}
 	}
-	return apply(s, links)
+	if err := apply(s, links); err != nil {
+		return err
+	}
+	return addStaticRoutes(s)
 }
 
 // Summary implements Summarizer.
@@ -202,16 +209,29 @@ func bootifParam(p *bootparam.Plan) string {
 // chooseNICs picks the NIC of every entry. An entry naming a device gets that device. An
 // entry without one gets the NIC BOOTIF names (pxelinux IPAPPEND 2: the NIC that
 // PXE-booted), else the first NIC, in the kernel's probe order, that has carrier once all
-// are up; NICs that another ip= names or turns off are not candidates.
-func (n Net) chooseNICs(ctx context.Context, s *State, entries []ipEntry, off map[string]bool) ([]choice, error) {
+// are up; NICs that another ip= names or turns off, or that are ports of a bond or bridge
+// (ports), are not candidates. An entry may name a device the hook created (created).
+func (n Net) chooseNICs(ctx context.Context, s *State, entries []ipEntry, off map[string]bool, created map[string]NIC, ports map[string]string) ([]choice, error) {
 	out := make([]choice, len(entries))
 	claimed := map[string]string{}
 	for dev := range off {
 		claimed[dev] = "ip=" + dev + ":off"
 	}
+	for dev, by := range ports {
+		claimed[dev] = by
+	}
+	for name := range created {
+		// A virtual device is never "the first NIC with carrier".
+		claimed[name] = "its own parameter"
+	}
 	for i, e := range entries {
 		dev := e.cfg.Device
 		if dev == "" {
+			continue
+		}
+		if nic, ok := created[dev]; ok {
+			out[i] = choice{nic: nic}
+			claimed[dev] = e.param
 			continue
 		}
 		nic, nics, err := n.waitNIC(ctx, s, func(nic NIC) bool { return nic.Name == dev })

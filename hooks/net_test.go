@@ -45,6 +45,10 @@ type netFake struct {
 	hostErr    error
 	// routes maps destinations to the interface RouteTo says.
 	routes map[string]string
+	// links records RenameLink, CreateLink and AddRoute calls, in order; linkErr fails the
+	// call whose record starts with its key.
+	links   []string
+	linkErr map[string]error
 }
 
 type dhcpAnswer struct {
@@ -133,6 +137,61 @@ func (f *netFake) RouteTo(dst net.IP) (string, error) {
 		return name, nil
 	}
 	return "", fmt.Errorf("no route to %s", dst)
+}
+
+func (f *netFake) linkCall(rec string) error {
+	f.nmu.Lock()
+	defer f.nmu.Unlock()
+	f.links = append(f.links, rec)
+	for k, err := range f.linkErr {
+		if strings.HasPrefix(rec, k) {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *netFake) RenameLink(name, newName string) error {
+	if err := f.linkCall("rename " + name + " " + newName); err != nil {
+		return err
+	}
+	f.nmu.Lock()
+	defer f.nmu.Unlock()
+	for i := range f.nics {
+		if f.nics[i].Name == name {
+			f.nics[i].Name = newName
+			f.carrier[newName] = f.carrier[name]
+		}
+	}
+	return nil
+}
+
+func (f *netFake) CreateLink(d Netdev) (NIC, error) {
+	rec := "create " + d.Kind + " " + d.Name + " " + strings.Join(d.deps(), ",")
+	if d.Kind == "vlan" {
+		rec += fmt.Sprintf(" id %d", d.VLANID)
+	}
+	for _, o := range d.BondOptions {
+		rec += " " + o.Name + "=" + o.Value
+	}
+	if err := f.linkCall(rec); err != nil {
+		return NIC{}, err
+	}
+	f.nmu.Lock()
+	defer f.nmu.Unlock()
+	f.carrier[d.Name] = true
+	return NIC{Name: d.Name, MAC: "52:54:00:00:0" + fmt.Sprint(len(f.links)%10) + ":ff"}, nil
+}
+
+func (f *netFake) AddRoute(r Route, dev string) error {
+	rec := "route " + r.Dst.String()
+	if r.Gateway != nil {
+		rec += " via " + r.Gateway.String()
+	}
+	if dev != "" {
+		rec += " dev " + dev
+	}
+	return f.linkCall(rec)
 }
 
 func (f *netFake) file(path string) (string, bool) { return f.files.file(path) }

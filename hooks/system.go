@@ -50,6 +50,16 @@ type Network interface {
 	SetHostname(name string) error
 	// RouteTo returns the interface the kernel sends packets for dst through.
 	RouteTo(dst net.IP) (string, error)
+	// RenameLink renames an interface (which is down, as the kernel requires).
+	RenameLink(name, newName string) error
+	// CreateLink creates a bond, VLAN or bridge, makes its ports part of it, sets the ports
+	// (a VLAN's parent) up and returns the new interface, still down. An interface of the
+	// same kind and name that exists without ports is taken over: the bonding driver
+	// makes bond0 itself when the kernel loads it for the first bond.
+	CreateLink(d Netdev) (NIC, error)
+	// AddRoute adds a static route through dev ("": the kernel picks the interface that
+	// reaches the gateway).
+	AddRoute(r Route, dev string) error
 }
 
 // Attacher attaches an NBD export to a device: NBDAttacher (nbdclient.Attach), or a fake.

@@ -215,7 +215,6 @@ func KeeperMain() int {
 		log.Logf(LevelWarning, "cannot lock the keeper's memory: %v", err)
 	}
 
-	// Prepared now, while /proc is the initramfs's: it reads the booted root through it.
 	renewLease := leaseRenewer(spec.Lease, log)
 	t := spec.Target
 	ended := make(chan struct{}, 1)
