@@ -60,6 +60,10 @@ func (linuxNet) CreateLink(d Netdev) (NIC, error) {
 // instead (EEXIST).
 func addLink(l netlink.Link, takeOver bool) error {
 	err := netlink.LinkAdd(l)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("create %s %s: the kernel has no %s driver (%w): add the netdev hook to the image (nbdroot initramfs --hooks '… net netdev …')",
+			l.Type(), l.Attrs().Name, l.Type(), err)
+	}
 	if !errors.Is(err, unix.EEXIST) || !takeOver {
 		if err != nil {
 			return fmt.Errorf("create %s %s: %w", l.Type(), l.Attrs().Name, err)

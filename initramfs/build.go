@@ -263,6 +263,10 @@ func (img *image) requests() (reqs, nicReqs []depmod.Request, err error) {
 		for _, m := range s.OptionalModules {
 			reqs = append(reqs, depmod.Request{Name: m, Optional: true, By: "hook " + s.Name})
 		}
+		// In the image for the kernel's requests, not in the hook's list of modules to load.
+		for _, m := range s.OnDemandModules {
+			reqs = append(reqs, depmod.Request{Name: m, Optional: true, By: "hook " + s.Name + " (on demand)"})
+		}
 		needNICs = needNICs || s.NICs
 	}
 	if needNICs {

@@ -160,7 +160,7 @@ func TestCheckSynthetic(t *testing.T) {
 			modules:     synthModules,
 			hooks:       []string{"base", "udev", "net", "nbd", "filesystems"},
 			want:        map[string]State{"BLK_DEV_NBD": Module, "PACKET": BuiltIn, "DEVTMPFS": Unknown, "MODULES": BuiltIn, "kernel >= 5.14": VersionOK},
-			wantWarn:    []string{"BLK_DEV_INITRD", "RD_ZSTD", "BINFMT_ELF", "FUTEX", "EPOLL", "DEVTMPFS", "PROC_FS", "SYSFS", "TMPFS", "INET"},
+			wantWarn:    []string{"BLK_DEV_INITRD", "RD_ZSTD", "BINFMT_ELF", "FUTEX", "EPOLL", "DEVTMPFS", "PROC_FS", "SYSFS", "TMPFS", "INET", "IPV6"},
 			wantMissing: nil,
 		},
 		{

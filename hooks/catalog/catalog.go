@@ -25,6 +25,11 @@ type Spec struct {
 	// OptionalModules are included when the kernel has them and skipped silently otherwise
 	// (hardware drivers, accelerated cipher variants).
 	OptionalModules []string
+	// OnDemandModules are included like OptionalModules but never loaded by the hook: the
+	// kernel asks for them (request_module, answered by the init's modprobe) when a feature
+	// needs them — rtnl-link-bond when the net hook creates a bond. Loading the bonding
+	// driver on every boot would give every client a bond0.
+	OnDemandModules []string
 	// NICs marks the hook that needs network drivers: the builder adds them according to its
 	// NIC policy (host-only or universal).
 	NICs bool
@@ -130,15 +135,28 @@ func Catalog() []Spec {
 				{AnyOf: []Option{{"VIRTIO_PCI", "virtio_pci"}}, Optional: true, NeededFor: "virtio devices (NIC, disk) of virtual machines"},
 			},
 			KernelNotes: []string{"UEVENT_HELPER is not needed: coldplug reads modalias files from /sys."}},
-		{Name: "net", Summary: "bring up the network: DHCPv4 or static ip=", Runs: true, NICs: true,
+		{Name: "net", Summary: "bring up the network: DHCPv4, DHCPv6, SLAAC or static ip=; VLANs, bonds, bridges", Runs: true, NICs: true,
 			// af_packet is needed by DHCP when CONFIG_PACKET is a module.
 			OptionalModules: []string{"af_packet"},
+			// The kernel asks for it when the hook opens an IPv6 socket (net-pf-10).
+			OnDemandModules: []string{"ipv6"},
 			Kernel: []Requirement{
 				{AnyOf: []Option{{"INET", ""}}, NeededFor: "IPv4 and TCP to the NBD server"},
 				{AnyOf: []Option{{"PACKET", "af_packet"}}, NeededFor: "DHCP (raw sockets before the link has an address)"},
 				{AnyOf: nicDrivers, NeededFor: "a network card driver (any one)"},
+				{AnyOf: []Option{{"IPV6", "ipv6"}}, Optional: true, NeededFor: "ip=dhcp6, ip=auto6, static IPv6 and NBD servers by IPv6 address"},
 			},
 			KernelNotes: []string{"IP_PNP (the kernel's own ip= autoconfiguration) is not needed: nbdroot runs DHCP and applies ip= in userspace."}},
+		{Name: "netdev", Summary: "VLAN, bond and bridge drivers for vlan=, bond=, bridge= (the net hook creates the devices)",
+			// Not loaded by the hook: the kernel asks for each (rtnl-link-vlan/-bond/-bridge)
+			// when the net hook creates such a device. An image without this hook has none
+			// of them (about 350 KiB), and the net hook says so.
+			OnDemandModules: []string{"8021q", "bonding", "bridge"},
+			Kernel: []Requirement{
+				{AnyOf: []Option{{"VLAN_8021Q", "8021q"}}, Optional: true, NeededFor: "vlan= (802.1Q VLAN interfaces)"},
+				{AnyOf: []Option{{"BONDING", "bonding"}}, Optional: true, NeededFor: "bond= (bonded NICs)"},
+				{AnyOf: []Option{{"BRIDGE", "bridge"}}, Optional: true, NeededFor: "bridge="},
+			}},
 		{Name: "nbd", Summary: "negotiate with the NBD server and attach /dev/nbdN", Runs: true,
 			Modules: []string{"nbd"},
 			Kernel: []Requirement{

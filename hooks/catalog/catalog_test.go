@@ -41,6 +41,21 @@ func TestCatalogConsistent(t *testing.T) {
 			}
 		}
 	}
+	// On-demand modules are the modules of optional kernel options: the image carries them
+	// when the kernel has them, and the check says what is missing without failing.
+	for _, s := range Catalog() {
+		for _, m := range s.OnDemandModules {
+			found := false
+			for _, req := range s.Kernel {
+				for _, o := range req.AnyOf {
+					found = found || (o.Module != "" && module(o.Module) == module(m))
+				}
+			}
+			if !found {
+				t.Errorf("%s: module %s on demand, but no kernel option builds it", s.Name, m)
+			}
+		}
+	}
 	stages := Stages()
 	if stages[0] != "base" || stages[len(stages)-1] != SwitchRoot {
 		t.Errorf("stages %v: want base first and %s last", stages, SwitchRoot)
