@@ -23,7 +23,7 @@ import (
 // NICs lists the Ethernet devices in the kernel's probe order (interface index): the
 // "first" NIC is the one the kernel found first, not the one whose name sorts first
 // (eth10 before eth2).
-func (linuxNet) NICs() ([]NIC, error) {
+func (n linuxNet) NICs() ([]NIC, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -34,7 +34,7 @@ func (linuxNet) NICs() ([]NIC, error) {
 		a := l.Attrs()
 		// Physical Ethernet only: bridges, veths, taps and VLANs have a link kind, so their
 		// Type is not "device".
-		if a.EncapType != "ether" || len(a.HardwareAddr) != 6 || l.Type() != "device" {
+		if a.EncapType != "ether" || len(a.HardwareAddr) != 6 || (l.Type() != "device" && !(n.veths && l.Type() == "veth")) {
 			continue
 		}
 		nics = append(nics, NIC{Name: a.Name, MAC: a.HardwareAddr.String(), Carrier: a.RawFlags&unix.IFF_LOWER_UP != 0})

@@ -20,8 +20,11 @@ func NewSystem() System {
 
 // The real implementations, one per concern of System.
 type (
-	linuxFiles   struct{}
-	linuxNet     struct{}
+	linuxFiles struct{}
+	linuxNet   struct {
+		// veths makes veth pairs count as NICs: the tests' hosts (netlab) have no others.
+		veths bool
+	}
 	linuxBlocks  struct{}
 	linuxConsole struct{}
 	dmMapper     struct{}

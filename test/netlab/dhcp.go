@@ -34,6 +34,9 @@ type DHCPConfig struct {
 	Hostnames map[string]string
 	// NextServer is siaddr; default ServerIP.
 	NextServer net.IP
+	// Extra are options added to every OFFER and ACK as they are, by code: classless static
+	// routes (121), malformed values a client must refuse.
+	Extra map[uint8][]byte
 }
 
 // DHCPRequest is one request the server saw, for tests to check what clients asked.
@@ -258,6 +261,9 @@ func (s *DHCPServer) answer(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, ip net.IP)
 	}
 	if c.RootPath != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRootPath(c.RootPath)))
+	}
+	for code, v := range c.Extra {
+		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(code), v))
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
