@@ -188,6 +188,10 @@ func describeIP(c IPConfig, bootif string) string {
 		return "no configuration on " + dev
 	case ModeDHCP:
 		b.WriteString("DHCP on " + dev)
+	case ModeDHCP6:
+		b.WriteString("DHCPv6 on " + dev + " (routes from router advertisements)")
+	case ModeAuto6:
+		b.WriteString("IPv6 autoconfiguration (SLAAC) on " + dev)
 	case ModeStatic:
 		b.WriteString("static " + c.Address + "/" + c.Netmask + " on " + dev)
 	}

@@ -13,10 +13,19 @@ const (
 	ModeDHCP   = "dhcp"
 	ModeStatic = "static"
 	ModeOff    = "off"
+	// ModeDHCP6 is dracut's dhcp6: an address by DHCPv6 (RFC 8415), routes from router
+	// advertisements. ModeAuto6 is dracut's auto6: the kernel's stateless autoconfiguration
+	// (SLAAC, RFC 4862) from router advertisements.
+	ModeDHCP6 = "dhcp6"
+	ModeAuto6 = "auto6"
 )
 
+// dhcpLike reports whether a mode asks a server on the network (so a root-path can come
+// from it).
+func dhcpLike(mode string) bool { return mode == ModeDHCP || mode == ModeDHCP6 || mode == ModeAuto6 }
+
 // formIP is the form quoted in ip= errors.
-const formIP = "ip=off|none|on|any|dhcp|bootp|both | ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0 | ip=DEVICE:dhcp[:MTU]"
+const formIP = "ip=off|none|on|any|dhcp|bootp|both|dhcp6|auto6 | ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0 (IPv6 in brackets) | ip=DEVICE:dhcp|dhcp6|auto6[:MTU]"
 
 // autoconfMode maps an autoconf word to a mode. ok is false for words nobody defines;
 // unsupported is a reason for words that are defined but that nbdroot cannot honour.
@@ -35,8 +44,14 @@ func autoconfMode(word string) (mode string, ok bool, unsupported string) {
 		return ModeDHCP, true, ""
 	case "rarp":
 		return "", true, "RARP is not supported (use dhcp, which BOOTP servers also answer)"
-	case "dhcp6", "auto6", "either6", "link6":
-		return "", true, "IPv6 autoconfiguration is not supported (use dhcp or a static IPv4 address)"
+	case "dhcp6":
+		return ModeDHCP6, true, ""
+	case "auto6":
+		return ModeAuto6, true, ""
+	case "either6":
+		return "", true, "either6 is not supported (use auto6 for SLAAC or dhcp6 for DHCPv6)"
+	case "link6":
+		return "", true, "link6 configures only a link-local address, which cannot name an NBD server: use auto6 or dhcp6"
 	case "ibft":
 		return "", true, "iBFT network configuration is not supported (use dhcp or a static address)"
 	}
@@ -80,9 +95,6 @@ func parseIPFields(value string) (IPConfig, error) {
 	if value == "" {
 		return IPConfig{Mode: ModeOff}, nil
 	}
-	if strings.ContainsAny(value, "[]") {
-		return fail("IPv6 static configuration is not supported (static IPv4 or dhcp only)")
-	}
 	if !strings.Contains(value, ":") {
 		mode, ok, unsupported := autoconfMode(value)
 		if unsupported != "" {
@@ -96,8 +108,12 @@ func parseIPFields(value string) (IPConfig, error) {
 		}
 		// A lone address is the CLIENT field of the colon form.
 	}
-	f := strings.Split(value, ":")
-	if len(f) >= 2 && len(f) <= 3 && f[0] != "" && !isIPv4(f[0]) {
+	// IPv6 addresses are in brackets (dracut): their colons do not separate fields.
+	f, r := splitBracketed(value)
+	if r != "" {
+		return fail(r + " (an IPv6 address goes in brackets: [2001:db8::5])")
+	}
+	if len(f) >= 2 && len(f) <= 3 && f[0] != "" && !isIPv4(f[0]) && !strings.Contains(f[0], ":") {
 		if _, ok, _ := autoconfMode(f[1]); ok {
 			return parseDracutIP(value, f)
 		}
@@ -119,11 +135,14 @@ func parseIPFields(value string) (IPConfig, error) {
 			return "", nil
 		}
 		a, perr := netip.ParseAddr(s)
-		if perr != nil || !a.Is4() {
-			return "", &ParamError{Param: "ip", Value: value, Expected: formIP,
-				Reason: name + " " + strconv.Quote(s) + " is not an IPv4 address"}
+		if perr != nil || a.Zone() != "" || (!a.Is4() && !strings.Contains(s, ":")) {
+			reason := name + " " + strconv.Quote(s) + " is not an IPv4 address"
+			if strings.Contains(s, ":") {
+				reason = name + " " + strconv.Quote(s) + " is not an IPv6 address"
+			}
+			return "", &ParamError{Param: "ip", Value: value, Expected: formIP, Reason: reason}
 		}
-		// ipconfig.c treats 0.0.0.0 (INADDR_ANY) as "not given".
+		// ipconfig.c treats 0.0.0.0 (INADDR_ANY) as "not given"; :: likewise.
 		if a.IsUnspecified() {
 			return "", nil
 		}
@@ -138,12 +157,21 @@ func parseIPFields(value string) (IPConfig, error) {
 	if c.Gateway, err = addr(2, "gateway"); err != nil {
 		return IPConfig{}, err
 	}
+	v6 := strings.Contains(c.Address, ":")
 	if nm := field(3); nm != "" {
-		mask, reason := parseNetmask(nm)
-		if reason != "" {
-			return fail(reason)
+		if v6 {
+			// An IPv6 netmask is a prefix length.
+			if _, ok := decimalIn(nm, 1, 128); !ok {
+				return fail("IPv6 prefix length " + strconv.Quote(nm) + " is not 1-128")
+			}
+			c.Netmask = strings.TrimLeft(nm, "0")
+		} else {
+			mask, reason := parseNetmask(nm)
+			if reason != "" {
+				return fail(reason)
+			}
+			c.Netmask = mask
 		}
-		c.Netmask = mask
 	}
 	if h := field(4); h != "" {
 		if r := checkHostname(h); r != "" {
@@ -195,8 +223,21 @@ func parseIPFields(value string) (IPConfig, error) {
 		}
 		mode = m
 	}
+	// The family of the fields is the client address's, else the mode's.
+	family, of := v6, "the client address "+c.Address
+	if c.Address == "" {
+		family, of = mode == ModeDHCP6 || mode == ModeAuto6, "autoconf "+strconv.Quote(c.Autoconf)
+		if c.Autoconf == "" {
+			of = "DHCP (IPv4)"
+		}
+	}
+	for _, a := range []struct{ name, v string }{{"gateway", c.Gateway}, {"server address", c.Server}, {"ntp0", c.NTP}} {
+		if a.v != "" && strings.Contains(a.v, ":") != family {
+			return fail(a.name + " " + a.v + " and " + of + " are not of the same IP version")
+		}
+	}
 	switch {
-	case c.Address != "" && mode == ModeDHCP && c.Autoconf != "":
+	case c.Address != "" && dhcpLike(mode) && c.Autoconf != "":
 		return fail("a client address with autoconf " + strconv.Quote(c.Autoconf) +
 			" is ambiguous (the kernel configures the address, dracut runs DHCP): use autoconf off for a static address or leave the address empty for DHCP")
 	case c.Address != "":
@@ -207,7 +248,7 @@ func parseIPFields(value string) (IPConfig, error) {
 		return fail("gateway or netmask without a client address")
 	}
 	c.Mode = mode
-	if mode == ModeStatic && c.Netmask != "" {
+	if mode == ModeStatic && c.Netmask != "" && !v6 {
 		if err := finishStatic(&c, value); err != nil {
 			return IPConfig{}, err
 		}
@@ -217,7 +258,7 @@ func parseIPFields(value string) (IPConfig, error) {
 
 // parseDracutIP parses dracut's ip=DEVICE:AUTOCONF[:MTU].
 func parseDracutIP(value string, f []string) (IPConfig, error) {
-	const form = "ip=DEVICE:dhcp|on|any|off|none[:MTU]"
+	const form = "ip=DEVICE:dhcp|on|any|off|none|dhcp6|auto6[:MTU]"
 	if r := checkIfName(f[0]); r != "" {
 		return IPConfig{}, perr("ip", value, r, form)
 	}
@@ -237,8 +278,13 @@ func parseDracutIP(value string, f []string) (IPConfig, error) {
 }
 
 // finishStatic fills the classful netmask and checks that the gateway is reachable, as
-// ic_defaults() and ic_setup_routes() do.
+// ic_defaults() and ic_setup_routes() do. An IPv6 address without a prefix length gets /64,
+// the length of every IPv6 subnet autoconfiguration serves (RFC 4291 section 2.5.1).
 func finishStatic(c *IPConfig, value string) error {
+	if strings.Contains(c.Address, ":") {
+		c.Netmask = "64"
+		return nil
+	}
 	a := netip.MustParseAddr(c.Address)
 	b := a.As4()
 	if c.Netmask == "" {

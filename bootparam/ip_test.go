@@ -57,6 +57,18 @@ func TestParseIP(t *testing.T) {
 		{"eth1:any:1400", IPConfig{Mode: ModeDHCP, Device: "eth1", Autoconf: "any", MTU: 1400}},
 		{"eth0.100:dhcp", IPConfig{Mode: ModeDHCP, Device: "eth0.100", Autoconf: "dhcp"}},
 		{"eth2:off", IPConfig{Mode: ModeOff, Device: "eth2", Autoconf: "off"}},
+		// IPv6 (dracut): DHCPv6, SLAAC, and static addresses in brackets.
+		{"dhcp6", IPConfig{Mode: ModeDHCP6, Autoconf: "dhcp6"}},
+		{"auto6", IPConfig{Mode: ModeAuto6, Autoconf: "auto6"}},
+		{"eth0:dhcp6", IPConfig{Mode: ModeDHCP6, Device: "eth0", Autoconf: "dhcp6"}},
+		{"eth1:auto6:1400", IPConfig{Mode: ModeAuto6, Device: "eth1", Autoconf: "auto6", MTU: 1400}},
+		{":::::eth0:dhcp6", IPConfig{Mode: ModeDHCP6, Device: "eth0", Autoconf: "dhcp6"}},
+		{"[2001:db8::5]:[2001:db8::1]:[2001:db8::fffe]:64:thin6:eth0:none:[2001:db8::53]",
+			IPConfig{Mode: ModeStatic, Address: "2001:db8::5", Server: "2001:db8::1", Gateway: "2001:db8::fffe",
+				Netmask: "64", Hostname: "thin6", Device: "eth0", Autoconf: "none", DNS: []string{"2001:db8::53"}}},
+		{"[fd00::2]::[fe80::1]:48::eth0:off:9000",
+			IPConfig{Mode: ModeStatic, Address: "fd00::2", Gateway: "fe80::1", Netmask: "48", Device: "eth0", Autoconf: "off", MTU: 9000}},
+		{"[fd00::2]", IPConfig{Mode: ModeStatic, Address: "fd00::2", Netmask: "64"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {
@@ -77,9 +89,15 @@ func TestParseIPErrors(t *testing.T) {
 		reason string // substring of ParamError.Reason
 	}{
 		{"rarp", "RARP is not supported"},
-		{"dhcp6", "IPv6 autoconfiguration is not supported"},
-		{"auto6", "IPv6 autoconfiguration"},
-		{"eth0:dhcp6", "IPv6 autoconfiguration"},
+		{"either6", "either6 is not supported"},
+		{"eth0:link6", "link6 configures only a link-local address"},
+		{"[fd00::2]::::::dhcp6", "ambiguous"},
+		{"[fd00::2]:::129::eth0:none", "IPv6 prefix length \"129\" is not 1-128"},
+		{"[fd00::2]::10.0.0.1:64::eth0:none", "are not of the same IP version"},
+		{"10.0.0.2::[fd00::1]:24::eth0:none", "are not of the same IP version"},
+		{"[fd00::2::eth0:none", "unbalanced brackets"},
+		{"[fe80::2%eth0]::::eth0:none", `client address "fe80::2%eth0" is not an IPv6 address`},
+		{"[nonsense]:::64::eth0:none", `client address "nonsense" is not an IPv4 address`},
 		{"ibft", "iBFT"},
 		{"dhpc", "neither an autoconf word nor an IPv4 address"},
 		{"::::::dhpc", `autoconf "dhpc" is not one of`},
@@ -105,7 +123,6 @@ func TestParseIPErrors(t *testing.T) {
 		{"::::::off:50", "MTU must be 68-65535"},
 		{"::::::off:9000:52:54:00:12:34:56", "MAC address"},
 		{"eth0:dhcp:1", "MTU must be 68-65535"},
-		{"[fd00::2]::[fd00::1]:64::eth0:none", "IPv6 static configuration is not supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.value, func(t *testing.T) {

@@ -198,7 +198,10 @@ func (b *builder) buildIP() error {
 		}
 		key := "ip[" + strconv.Itoa(i) + "]"
 		b.src(key, p.String())
-		if maskDefaulted {
+		switch {
+		case maskDefaulted && strings.Contains(c.Address, ":"):
+			b.src(key+".netmask", "default: prefix length 64 for "+c.Address+" (an IPv6 subnet)")
+		case maskDefaulted:
 			b.src(key+".netmask", "default: classful netmask of "+c.Address+" (kernel ic_defaults)")
 		}
 		if c.Device == "" {
@@ -823,12 +826,12 @@ func (b *builder) buildNetwork() error {
 	staticKey := ""
 	for i := range pl.IP {
 		c := &pl.IP[i]
-		switch c.Mode {
-		case ModeDHCP:
+		switch {
+		case dhcpLike(c.Mode):
 			if dhcp == nil {
 				dhcp = c
 			}
-		case ModeStatic:
+		case c.Mode == ModeStatic:
 			if static == nil || (static.Server == "" && c.Server != "") {
 				static, staticKey = c, "ip["+strconv.Itoa(i)+"]"
 			}

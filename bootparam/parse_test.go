@@ -527,7 +527,7 @@ func TestErrorMessages(t *testing.T) {
 		{"nbd_server=10.0.0.1 cryptdevice=/dev/nbd0 root=/dev/nbd0",
 			`cryptdevice="/dev/nbd0": no ':NAME' after the device (form: cryptdevice=DEVICE:NAME[:OPTIONS] with DEVICE /dev/… | UUID=… | LABEL=… | PARTUUID=… | PARTLABEL=…)`},
 		{"ip=off nbd_server=10.0.0.1 root=/dev/nbd0",
-			`ip="off": the network is off but the root is on NBD (form: ip=off|none|on|any|dhcp|bootp|both | ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0 | ip=DEVICE:dhcp[:MTU])`},
+			`ip="off": the network is off but the root is on NBD (form: ip=off|none|on|any|dhcp|bootp|both|dhcp6|auto6 | ip=CLIENT:SERVER:GW:NETMASK:HOSTNAME:DEVICE:AUTOCONF:DNS0:DNS1:NTP0 (IPv6 in brackets) | ip=DEVICE:dhcp|dhcp6|auto6[:MTU])`},
 	} {
 		_, err := Parse(tt.cmdline)
 		if err == nil {

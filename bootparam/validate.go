@@ -148,21 +148,37 @@ func (p *Plan) check(pending bool) error {
 
 // checkIPConfig checks one IPConfig as the net hook will use it.
 func checkIPConfig(c IPConfig) string {
-	addrOK := func(s string) bool { return s == "" || isIPv4(s) }
-	switch c.Mode {
-	case ModeDHCP, ModeOff:
-	case ModeStatic:
-		if !isIPv4(c.Address) {
-			return "static configuration without a client IPv4 address"
+	v6 := strings.Contains(c.Address, ":") || (c.Address == "" && (c.Mode == ModeDHCP6 || c.Mode == ModeAuto6))
+	addrOK := func(s string) bool {
+		if s == "" {
+			return true
 		}
-		if _, r := parseNetmask(c.Netmask); r != "" || c.Netmask == "" || allDigits(c.Netmask) {
-			return "static configuration without a dotted-quad netmask"
+		a, err := netip.ParseAddr(s)
+		return err == nil && a.Is6() == v6 && a.Zone() == ""
+	}
+	switch c.Mode {
+	case ModeDHCP, ModeOff, ModeDHCP6, ModeAuto6:
+	case ModeStatic:
+		switch {
+		case v6:
+			if a, err := netip.ParseAddr(c.Address); err != nil || !a.Is6() {
+				return "static configuration without a client IPv6 address"
+			}
+			if _, ok := decimalIn(c.Netmask, 1, 128); !ok {
+				return "static IPv6 configuration without a prefix length 1-128"
+			}
+		case !isIPv4(c.Address):
+			return "static configuration without a client IPv4 address"
+		default:
+			if _, r := parseNetmask(c.Netmask); r != "" || c.Netmask == "" || allDigits(c.Netmask) {
+				return "static configuration without a dotted-quad netmask"
+			}
 		}
 	default:
-		return "mode " + strconv.Quote(c.Mode) + " is not dhcp, static or off"
+		return "mode " + strconv.Quote(c.Mode) + " is not dhcp, dhcp6, auto6, static or off"
 	}
-	if !addrOK(c.Address) || !addrOK(c.Gateway) || !addrOK(c.Server) || !addrOK(c.Netmask) || !addrOK(c.NTP) {
-		return "an address is not IPv4"
+	if !addrOK(c.Address) || !addrOK(c.Gateway) || !addrOK(c.Server) || !addrOK(c.NTP) || (!v6 && !addrOK(c.Netmask)) {
+		return "an address is not of the client address's IP version"
 	}
 	for _, d := range c.DNS {
 		if _, err := netip.ParseAddr(d); err != nil {
