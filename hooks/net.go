@@ -432,17 +432,26 @@ func (n Net) bringUp(ctx context.Context, s *State, e ipEntry, c choice) (*link,
 		if err := staticConfig(e.cfg, nc); err != nil {
 			return nil, fail("net", e.param, "read the static configuration", err)
 		}
-		l.rootServer = net.ParseIP(e.cfg.Server).To4()
+		l.rootServer = net.ParseIP(e.cfg.Server)
 	default:
-		lease, err := n.dhcp(ctx, s, name, e.cfg)
+		proto := protocols[e.cfg.Mode]
+		lease, err := n.dhcp(ctx, s, name, e.cfg, proto)
 		if err != nil {
-			return nil, fail("net", e.param, "get a DHCPv4 lease on "+name+" (is a DHCP server on this network?)", err)
+			return nil, fail("net", e.param, proto.tried(name), err)
 		}
 		l.lease = lease
+		from := proto.name + " answer"
+		if lease.ServerID != nil {
+			from += " of " + lease.ServerID.String()
+		}
 		for _, r := range lease.Refused {
-			s.Log.Printf("net: %s: DHCP answer of %s: %s", name, lease.ServerID, r)
+			s.Log.Printf("net: %s: %s: %s", name, from, r)
+		}
+		for _, note := range lease.Notes {
+			s.Log.Printf("net: %s: %s", name, note)
 		}
 		fromLease(lease, nc)
+		nc.Method = proto.method
 		l.rootServer = lease.NextServer
 		if l.rootServer == nil {
 			l.rootServer = lease.ServerID
@@ -493,21 +502,48 @@ func cmdlineOverrides(c bootparam.IPConfig, nc *NetConfig, l *link) error {
 	if len(c.DNS) > 0 {
 		nc.DNS = nil
 		for _, d := range c.DNS {
-			if ip := net.ParseIP(d).To4(); ip != nil {
+			if ip := net.ParseIP(d); ip != nil {
 				nc.DNS = append(nc.DNS, ip)
 			}
 		}
 	}
-	if ip := net.ParseIP(c.Server).To4(); ip != nil {
+	if ip := net.ParseIP(c.Server); ip != nil {
 		l.rootServer = ip
 	}
 	return nil
 }
 
+// protocol is one way of asking the network for an address.
+type protocol struct {
+	// name is the protocol in messages; method the NetConfig's Method.
+	name, method string
+	// server says what the network needs, for failure messages.
+	server string
+	// ask runs one exchange on the interface.
+	ask func(n Network) func(ctx context.Context, name string, req DHCPRequest) (*Lease, error)
+	// check refuses an answer the interface cannot be configured with.
+	check func(l *Lease) error
+}
+
+func (p protocol) tried(iface string) string {
+	return "get " + p.name + " on " + iface + " (" + p.server + ")"
+}
+
+// protocols are the ip= modes that ask the network, by mode.
+var protocols = map[string]protocol{
+	bootparam.ModeDHCP: {name: "a DHCPv4 lease", method: "dhcp", server: "is a DHCP server on this network?",
+		ask: func(n Network) func(context.Context, string, DHCPRequest) (*Lease, error) { return n.DHCP }, check: checkLease},
+	bootparam.ModeDHCP6: {name: "a DHCPv6 lease", method: "dhcp6", server: "is a DHCPv6 server on this network?",
+		ask: func(n Network) func(context.Context, string, DHCPRequest) (*Lease, error) { return n.DHCP6 }, check: checkLease6},
+	bootparam.ModeAuto6: {name: "an IPv6 address by autoconfiguration", method: "auto6", server: "is an IPv6 router advertising a prefix on this network?",
+		ask: func(n Network) func(context.Context, string, DHCPRequest) (*Lease, error) { return n.Autoconf6 }, check: checkLease6},
+}
+
 // dhcp asks for a lease until one comes or the DHCP budget is spent. Each attempt is a whole
-// DISCOVER/OFFER/REQUEST/ACK exchange (the client retransmits within it); a failed
-// attempt — no answer, a NAK, an answer without an address — is retried with backoff.
-func (n Net) dhcp(ctx context.Context, s *State, name string, cfg bootparam.IPConfig) (*Lease, error) {
+// exchange (DHCPv4's DISCOVER/OFFER/REQUEST/ACK, DHCPv6's SOLICIT/…/REPLY; the client
+// retransmits within it, or waiting for SLAAC); a failed attempt — no answer, a refusal, an
+// answer without an address — is retried with backoff.
+func (n Net) dhcp(ctx context.Context, s *State, name string, cfg bootparam.IPConfig, proto protocol) (*Lease, error) {
 	dctx, cancel := context.WithTimeout(ctx, n.DHCP)
 	defer cancel()
 	// nclient4 sends each message up to Retries times and doubles the wait every time, as
@@ -517,9 +553,9 @@ func (n Net) dhcp(ctx context.Context, s *State, name string, cfg bootparam.IPCo
 	backoff := n.backoff
 	for attempt := 1; ; attempt++ {
 		sent := s.Sys.Machine.Uptime()
-		lease, err := s.Sys.Net.DHCP(dctx, name, req)
+		lease, err := proto.ask(s.Sys.Net)(dctx, name, req)
 		if err == nil {
-			if err = checkLease(lease); err == nil {
+			if err = proto.check(lease); err == nil {
 				lease.Requested, lease.SentHostname = sent, req.Hostname
 				return lease, nil
 			}
@@ -527,7 +563,7 @@ func (n Net) dhcp(ctx context.Context, s *State, name string, cfg bootparam.IPCo
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		s.Log.Debugf("net: %s: DHCP attempt %d: %v", name, attempt, err)
+		s.Log.Debugf("net: %s: %s, attempt %d: %v", name, proto.name, attempt, err)
 		select {
 		case <-dctx.Done():
 			return nil, fmt.Errorf("no usable answer within %s (%d attempts; last: %w)", n.DHCP, attempt, err)
@@ -548,9 +584,23 @@ func checkLease(l *Lease) error {
 	return nil
 }
 
+// checkLease6 refuses an IPv6 answer without a global unicast address.
+func checkLease6(l *Lease) error {
+	if l == nil || l.Address.IP.To16() == nil || l.Address.IP.To4() != nil || !l.Address.IP.IsGlobalUnicast() {
+		return errors.New("the answer gives no global IPv6 address")
+	}
+	if ones, bits := l.Address.Mask.Size(); bits != 128 || ones == 0 {
+		return errors.New("the answer's address has no valid prefix length")
+	}
+	return nil
+}
+
 // staticConfig reads an ip= static configuration into nc. bootparam has checked the fields
 // and filled the classful netmask (ic_defaults); this only converts them.
 func staticConfig(c bootparam.IPConfig, nc *NetConfig) error {
+	if strings.Contains(c.Address, ":") {
+		return staticConfig6(c, nc)
+	}
 	ip := net.ParseIP(c.Address).To4()
 	if ip == nil {
 		return fmt.Errorf("client address %q is not an IPv4 address", c.Address)
@@ -570,6 +620,29 @@ func staticConfig(c bootparam.IPConfig, nc *NetConfig) error {
 	}
 	for _, d := range c.DNS {
 		if ip := net.ParseIP(d).To4(); ip != nil {
+			nc.DNS = append(nc.DNS, ip)
+		}
+	}
+	nc.Hostname = c.Hostname
+	return nil
+}
+
+// staticConfig6 is staticConfig for an IPv6 address with a prefix length.
+func staticConfig6(c bootparam.IPConfig, nc *NetConfig) error {
+	ip := net.ParseIP(c.Address)
+	bits, err := strconv.Atoi(c.Netmask)
+	if ip == nil || ip.To4() != nil || err != nil || bits < 1 || bits > 128 {
+		return fmt.Errorf("%s/%s is not an IPv6 address with a prefix length", c.Address, c.Netmask)
+	}
+	nc.Method = "static"
+	nc.Address = net.IPNet{IP: ip, Mask: net.CIDRMask(bits, 128)}
+	if c.Gateway != "" {
+		if nc.Gateway = net.ParseIP(c.Gateway); nc.Gateway == nil {
+			return fmt.Errorf("gateway %q is not an address", c.Gateway)
+		}
+	}
+	for _, d := range c.DNS {
+		if ip := net.ParseIP(d); ip != nil {
 			nc.DNS = append(nc.DNS, ip)
 		}
 	}
@@ -624,16 +697,18 @@ func apply(s *State, links []*link) error {
 	if err := rootPathRefused(s.Plan, primary); err != nil {
 		return err
 	}
-	var routed *link
+	// One default route per IP version, via the first interface (command line order) whose
+	// configuration has a gateway of that version.
+	routedBy := map[bool]*link{}
 	for _, l := range links {
-		if l.nc.Gateway != nil {
-			routed = l
-			break
+		if v6 := isV6(l.nc.Gateway); l.nc.Gateway != nil && routedBy[v6] == nil {
+			routedBy[v6] = l
 		}
 	}
 	for _, l := range links {
 		c := *l.nc
-		l.route = l == routed
+		routed := routedBy[isV6(l.nc.Gateway)]
+		l.route = l.nc.Gateway != nil && l == routed
 		if !l.route {
 			c.Gateway = nil
 		}
@@ -673,13 +748,16 @@ func rootPathRefused(p *bootparam.Plan, primary *link) error {
 		return nil
 	}
 	for _, r := range primary.lease.Refused {
-		if r.Option == optRootPath {
+		if r.RootPath {
 			return fail("net", primary.entry.param, "read the NBD root from the DHCP root-path on "+primary.nc.Interface,
 				fmt.Errorf("DHCP server %s: %s", primary.lease.ServerID, r))
 		}
 	}
 	return nil
 }
+
+// isV6 reports whether ip is an IPv6 address (false for nil).
+func isV6(ip net.IP) bool { return ip != nil && ip.To4() == nil }
 
 // describe says in one line what an interface got.
 func describe(l *link) string {
@@ -740,7 +818,10 @@ func writeNetFiles(s *State, links []*link, primary *link) error {
 	}
 	write("/run/nbdroot/resolv.conf", resolv)
 	for _, l := range links {
-		write("/run/net-"+l.nc.Interface+".conf", klibcConf(l))
+		// klibc's format is IPv4's: an IPv6 interface has only nbdroot's file.
+		if !isV6(l.nc.Address.IP) {
+			write("/run/net-"+l.nc.Interface+".conf", klibcConf(l))
+		}
 		write("/run/nbdroot/net-"+l.nc.Interface+".env", envConf(l, l == primary))
 	}
 	return errors.Join(errs...)
@@ -927,6 +1008,10 @@ func envConf(l *link, primary bool) string {
 	if l.lease != nil {
 		lease = strconv.FormatInt(int64(nc.LeaseTime/time.Second), 10)
 	}
+	netmask := "" // IPv6 has prefix lengths only
+	if !isV6(nc.Address.IP) {
+		netmask = ip4(net.IP(nc.Address.Mask))
+	}
 	return shellVars([][2]string{
 		{"INTERFACE", nc.Interface},
 		{"MAC", nc.MAC},
@@ -935,7 +1020,7 @@ func envConf(l *link, primary bool) string {
 		{"PRIMARY", yes(primary)},
 		{"ADDRESS", nc.Address.IP.String()},
 		{"PREFIXLEN", strconv.Itoa(ones)},
-		{"NETMASK", ip4(net.IP(nc.Address.Mask))},
+		{"NETMASK", netmask},
 		{"BROADCAST", opt(broadcastOf(l))},
 		{"GATEWAY", opt(nc.Gateway)},
 		{"DEFAULT_ROUTE", yes(l.route)},

@@ -106,6 +106,16 @@ func (r *optionReader) text(code int, name string) string {
 	return s
 }
 
+// rootPath reads option 17, marking a refusal as the root's.
+func (r *optionReader) rootPath() string {
+	n := len(r.refused)
+	v := r.text(optRootPath, "root-path")
+	for i := n; i < len(r.refused); i++ {
+		r.refused[i].RootPath = true
+	}
+	return v
+}
+
 // uint reads an unsigned number of n bytes (network order); ok is false when absent or
 // refused.
 func (r *optionReader) uint(code int, name string, n int) (v uint32, ok bool) {
@@ -187,7 +197,7 @@ func leaseFrom(ack *dhcpv4.DHCPv4) *Lease {
 		DNS:           r.ips(optDNS, "name servers"),
 		Hostname:      r.text(optHostName, "host name"),
 		Domain:        r.text(optDomainName, "domain name"),
-		RootPath:      r.text(optRootPath, "root-path"),
+		RootPath:      r.rootPath(),
 		NISDomain:     r.text(optNISDomain, "NIS domain"),
 		ServerID:      r.ip(optServerID, "server identifier"),
 		NextServer:    ack.ServerIPAddr.To4(),

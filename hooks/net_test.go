@@ -92,6 +92,19 @@ func (f *netFake) LinkUp(ctx context.Context, name string) error {
 }
 
 func (f *netFake) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
+	return f.answer(name, req)
+}
+
+// DHCP6 and Autoconf6 answer from answers[NAME#dhcp6] and answers[NAME#auto6].
+func (f *netFake) DHCP6(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
+	return f.answer(name+"#dhcp6", req)
+}
+
+func (f *netFake) Autoconf6(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
+	return f.answer(name+"#auto6", req)
+}
+
+func (f *netFake) answer(name string, req DHCPRequest) (*Lease, error) {
 	f.nmu.Lock()
 	f.dhcpReqs[name] = append(f.dhcpReqs[name], req)
 	answers := f.answers[name]
@@ -977,7 +990,7 @@ func TestLeaseFromStrict(t *testing.T) {
 func TestNetRootPathRefused(t *testing.T) {
 	f := newNetFake(NIC{Name: "eth0", MAC: mac0, Carrier: true})
 	l := lease("10.0.2.15", 24, "")
-	l.Refused = []Refusal{{Option: optRootPath, Name: "root-path", Reason: "a NUL byte inside the value"}}
+	l.Refused = []Refusal{{Option: optRootPath, Name: "root-path", Reason: "a NUL byte inside the value", RootPath: true}}
 	f.answers["eth0"] = []dhcpAnswer{{lease: l}}
 	_, out, err := runNet(t, "ip=dhcp root=/dev/nbd0", f)
 	var fl *Failure

@@ -122,17 +122,54 @@ func (linuxNet) Configure(name string, c *NetConfig) error {
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("add address %s: %w", c.Address.String(), err)
 	}
+	if c.Address.IP.To4() == nil {
+		if err := waitDAD(l, c.Address.IP); err != nil {
+			return err
+		}
+	}
 	idx := l.Attrs().Index
 	for _, r := range c.Routes {
 		if err := addRoute(idx, c.Address, r); err != nil {
 			return err
 		}
 	}
-	gw := c.Gateway.To4()
+	gw := c.Gateway
 	if gw == nil || gw.IsUnspecified() {
 		return nil
 	}
 	return addRoute(idx, c.Address, Route{Gateway: gw})
+}
+
+// dadWait bounds the wait for IPv6 duplicate address detection: one probe, a second
+// (RFC 4862's DupAddrDetectTransmits and RetransTimer defaults), and some slack.
+const dadWait = 5 * time.Second
+
+// waitDAD waits until the kernel finished duplicate address detection on ip (RFC 4862
+// section 5.4): a tentative address cannot be the source of the NBD connection. A
+// duplicate is an error that says so.
+func waitDAD(l netlink.Link, ip net.IP) error {
+	deadline := time.Now().Add(dadWait)
+	for {
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			return fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
+		}
+		for _, a := range addrs {
+			if !a.IP.Equal(ip) {
+				continue
+			}
+			switch {
+			case a.Flags&unix.IFA_F_DADFAILED != 0:
+				return fmt.Errorf("address %s is in use by another machine (duplicate address detection failed)", ip)
+			case a.Flags&unix.IFA_F_TENTATIVE == 0:
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("address %s still tentative after %s (duplicate address detection)", ip, dadWait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // addRoute adds (or replaces) one route on the interface idx; a Route without Dst is the
@@ -151,7 +188,8 @@ func addRoute(idx int, subnet net.IPNet, r Route) error {
 	case gw == nil || gw.IsUnspecified():
 		route.Scope = netlink.SCOPE_LINK
 	default:
-		if !subnet.Contains(gw) {
+		// A link-local gateway (an IPv6 router's usual address) is on the link by definition.
+		if !subnet.Contains(gw) && !gw.IsLinkLocalUnicast() {
 			link := &netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(len(gw)*8, len(gw)*8)}, Scope: netlink.SCOPE_LINK}
 			if err := netlink.RouteReplace(link); err != nil {
 				return fmt.Errorf("route to gateway %s: %w", gw, err)

@@ -43,6 +43,14 @@ type Network interface {
 	LinkUp(ctx context.Context, name string) error
 	// DHCP asks for a DHCPv4 lease on the interface (which is up).
 	DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease, error)
+	// DHCP6 asks for an IPv6 address by DHCPv6 on the interface (which is up). The address
+	// comes with prefix length 128: the on-link prefix and the routes are the router
+	// advertisements' (RFC 8415 section 21.6), which the kernel applies.
+	DHCP6(ctx context.Context, name string, req DHCPRequest) (*Lease, error)
+	// Autoconf6 waits for the address the kernel makes from a router advertisement (SLAAC,
+	// RFC 4862) on the interface (which is up) and returns it with the advertisement's name
+	// servers; when the router says DHCPv6 has more (its O or M flag), it asks (stateless).
+	Autoconf6(ctx context.Context, name string, req DHCPRequest) (*Lease, error)
 	// Configure applies an address, a default route and the MTU to the interface. It never
 	// flushes what is there: the configuration must survive switch_root.
 	Configure(name string, c *NetConfig) error
@@ -148,8 +156,10 @@ type Lease struct {
 	// Routes are the classless static routes (option 121, else 249; RFC 3442) other than the
 	// default route, which is Gateway.
 	Routes []Route
-	// Refused are the options that were malformed or unusable and were left out.
+	// Refused are the options that were malformed or unusable and were left out; Notes
+	// other things the console should say about the answer.
 	Refused []Refusal
+	Notes   []string
 	// Requested is when the request that got this answer went out, as time since boot (the
 	// lease runs from then, RFC 2131 section 4.4.1), and SentHostname the host name it
 	// carried (option 12): the keeper renews the lease the same way. The net hook sets both.
@@ -170,6 +180,9 @@ type Refusal struct {
 	Option int
 	Name   string
 	Reason string
+	// RootPath marks the option that names the NBD root: DHCPv4's root-path (17), DHCPv6's
+	// boot file URL (59).
+	RootPath bool
 }
 
 func (r Refusal) String() string {
