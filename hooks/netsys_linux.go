@@ -118,6 +118,16 @@ func (linuxNet) Configure(name string, c *NetConfig) error {
 			return fmt.Errorf("set MTU %d: %w", c.MTU, err)
 		}
 	}
+	if c.Method == "auto6" {
+		// The kernel made this address from a router advertisement and would give it the
+		// prefix's lifetimes again with the next one (RFC 4862 section 5.5.3), then drop
+		// it if the router went quiet. With autoconf off on the interface it leaves
+		// addresses alone (routes and the default router still come from advertisements),
+		// and the address becomes permanent below, as a DHCP one.
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/autoconf", []byte("0"), 0); err != nil {
+			return fmt.Errorf("keep the SLAAC address of %s (net.ipv6.conf.%s.autoconf=0): %w", name, name, err)
+		}
+	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: c.Address.IP, Mask: c.Address.Mask}}
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return fmt.Errorf("add address %s: %w", c.Address.String(), err)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +40,9 @@ type nsCase struct {
 	MTU string
 	// Master is "PORT MASTER": a port of a bridge or bond.
 	Master []string
+	// RootPath and DNS are what State.Net must say.
+	RootPath string
+	DNS      []string
 }
 
 // nsNet is linuxNet without the host name: the UTS namespace is this machine's.
@@ -56,10 +61,15 @@ func (n nsNet) SetHostname(name string) error {
 func runInHost(t *testing.T, h *netlab.Host, c nsCase) {
 	t.Helper()
 	b, _ := json.Marshal(c)
-	cmd := exec.Command("ip", "netns", "exec", h.Name, os.Args[0], "-test.run", "^"+strings.ReplaceAll(t.Name(), "/", "$/^")+"$", "-test.v", "-test.count=1")
+	var pattern []string
+	for _, part := range strings.Split(t.Name(), "/") {
+		pattern = append(pattern, "^"+regexp.QuoteMeta(part)+"$")
+	}
+	cmd := exec.Command("ip", "netns", "exec", h.Name, os.Args[0], "-test.run", strings.Join(pattern, "/"), "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), nsChildEnv+"="+string(b))
 	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("--- PASS")) {
+	// The child must have run this very subtest, not matched nothing.
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name()+" ")) {
 		t.Fatalf("the net hook in %s: %v\n%s", h.Name, err, out)
 	}
 	t.Logf("in %s:\n%s", h.Name, out)
@@ -96,6 +106,11 @@ func checkInHost(t *testing.T, c nsCase) {
 	if err != nil {
 		t.Fatalf("net hook: %v", err)
 	}
+	if strings.Contains(c.Cmdline, "auto6") {
+		// Two more advertisements: the kernel must not give the SLAAC address its
+		// lifetimes back.
+		time.Sleep(5 * time.Second)
+	}
 	for _, want := range c.Addrs {
 		name, cidr, _ := strings.Cut(want, " ")
 		l, err := netlink.LinkByName(name)
@@ -118,10 +133,15 @@ func checkInHost(t *testing.T, c nsCase) {
 			t.Errorf("%s has %v, want %s", name, addrs, cidr)
 		}
 	}
-	out, err := exec.Command("ip", "route", "show", "table", "main").CombinedOutput()
+	out, err := exec.Command("ip", "-4", "route", "show", "table", "main").CombinedOutput()
 	if err != nil {
 		t.Fatal(err)
 	}
+	out6, err := exec.Command("ip", "-6", "route", "show", "table", "main").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = append(out, out6...)
 	for _, want := range c.Routes {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no route %q:\n%s", want, out)
@@ -132,6 +152,16 @@ func checkInHost(t *testing.T, c nsCase) {
 		if l, err := netlink.LinkByName(name); err != nil || l.Attrs().MTU != atoi(mtu) {
 			t.Errorf("%s MTU: %v %v, want %s", name, l.Attrs().MTU, err, mtu)
 		}
+	}
+	if c.RootPath != "" && (s.Net == nil || s.Net.RootPath != c.RootPath) {
+		t.Errorf("root-path %q, want %q", s.Net.RootPath, c.RootPath)
+	}
+	var dns []string
+	for _, ip := range s.Net.DNS {
+		dns = append(dns, ip.String())
+	}
+	if c.DNS != nil && strings.Join(dns, " ") != strings.Join(c.DNS, " ") {
+		t.Errorf("name servers %v, want %v", dns, c.DNS)
 	}
 	for _, m := range c.Master {
 		port, master, _ := strings.Cut(m, " ")
@@ -169,11 +199,13 @@ func TestNetNamespaces(t *testing.T) {
 	server := net.ParseIP(netlab.ServerIP)
 	tests := []struct {
 		name string
-		// dhcp, when not nil, is the lab's DHCP server.
-		dhcp *netlab.DHCPConfig
-		macs []string
-		kind string // a link kind the kernel must have
-		c    nsCase
+		// dhcp, when not nil, is the lab's DHCP server; ra and dhcp6 give the lab IPv6.
+		dhcp  *netlab.DHCPConfig
+		ra    *netlab.RAConfig
+		dhcp6 *netlab.DHCP6Config
+		macs  []string
+		kind  string // a link kind the kernel must have
+		c     nsCase
 	}{
 		{name: "DHCP with classless routes and MTU",
 			dhcp: &netlab.DHCPConfig{Router: server, MTU: 1400, Extra: map[uint8][]byte{
@@ -193,6 +225,27 @@ func TestNetNamespaces(t *testing.T) {
 		{name: "bridge",
 			dhcp: &netlab.DHCPConfig{}, macs: []string{macA},
 			c: nsCase{Cmdline: "bridge=br0:eth0 ip=br0:dhcp" + tail, Addrs: []string{"br0 10.77.0.100/24"}, Master: []string{"eth0 br0"}}},
+		{name: "DHCPv6, routes from the router",
+			ra:    &netlab.RAConfig{Prefix: netlab.Subnet6, Managed: true, RouterLifetime: 30 * time.Minute},
+			dhcp6: &netlab.DHCP6Config{DNS: []net.IP{net.ParseIP(netlab.ServerIP6)}, BootFileURL: "nbd://[2001:db8::1]:10809/root"},
+			macs:  []string{macA},
+			c: nsCase{Cmdline: "ip=eth0:dhcp6 root=dhcp", Addrs: []string{"eth0 2001:db8::100/128"},
+				Routes: []string{"2001:db8::/64 dev eth0", "default via fe80::"}, RootPath: "nbd://[2001:db8::1]:10809/root", DNS: []string{"2001:db8::1"}}},
+		{name: "SLAAC with the router's name servers",
+			ra:   &netlab.RAConfig{Prefix: netlab.Subnet6, Autonomous: true, RouterLifetime: 30 * time.Minute, DNS: []netip.Addr{netip.MustParseAddr(netlab.ServerIP6)}},
+			macs: []string{macA},
+			c: nsCase{Cmdline: "ip=auto6 nbd_server=[" + netlab.ServerIP6 + "]:10809 root=/dev/nbd0", Addrs: []string{"eth0 2001:db8::5054:ff:fe4e:5301/64"},
+				Routes: []string{"2001:db8::/64 dev eth0", "default via fe80::"}, DNS: []string{"2001:db8::1"}}},
+		{name: "SLAAC, DHCPv6 for the rest (O flag)",
+			ra:    &netlab.RAConfig{Prefix: netlab.Subnet6, Autonomous: true, Other: true, RouterLifetime: 30 * time.Minute},
+			dhcp6: &netlab.DHCP6Config{DNS: []net.IP{net.ParseIP(netlab.ServerIP6)}, BootFileURL: "nbd://[2001:db8::1]/root"},
+			macs:  []string{macA},
+			c: nsCase{Cmdline: "ip=eth0:auto6 root=dhcp", Addrs: []string{"eth0 2001:db8::5054:ff:fe4e:5301/64"},
+				RootPath: "nbd://[2001:db8::1]/root", DNS: []string{"2001:db8::1"}}},
+		{name: "static IPv6",
+			macs: []string{macA},
+			c: nsCase{Cmdline: "ip=[2001:db8::7]::[2001:db8::1]:64::eth0:none nbd_server=[2001:db8::1] root=/dev/nbd0",
+				Addrs: []string{"eth0 2001:db8::7/64"}, Routes: []string{"default via 2001:db8::1 dev eth0"}}},
 		{name: "bond", kind: "bond",
 			dhcp: &netlab.DHCPConfig{}, macs: []string{macA, macB},
 			c: nsCase{Cmdline: "bond=bond0:eth0,eth1:mode=active-backup,miimon=100 ip=bond0:dhcp" + tail,
@@ -212,6 +265,15 @@ func TestNetNamespaces(t *testing.T) {
 			}
 			if tt.dhcp != nil {
 				lab.StartDHCP(t, *tt.dhcp)
+			}
+			if tt.ra != nil || tt.dhcp6 != nil || strings.Contains(tt.c.Cmdline, "[") {
+				lab.AddIPv6(t)
+			}
+			if tt.ra != nil {
+				lab.StartRA(t, *tt.ra)
+			}
+			if tt.dhcp6 != nil {
+				lab.StartDHCP6(t, *tt.dhcp6)
 			}
 			h := lab.AddHost(t, netlab.HostOptions{MACs: tt.macs})
 			runInHost(t, h, tt.c)

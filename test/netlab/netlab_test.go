@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -326,4 +329,39 @@ func buildNBDRoot(t *testing.T) string {
 		t.Fatalf("build nbdroot: %v\n%s", err, out)
 	}
 	return bin
+}
+
+func TestDHCP6Reply(t *testing.T) {
+	s := &DHCP6Server{cfg: DHCP6Config{PoolStart: netip.MustParseAddr("2001:db8::100"), ValidLifetime: time.Hour,
+		DNS: []net.IP{net.ParseIP(ServerIP6)}, BootFileURL: "nbd://[2001:db8::1]:10809/root"},
+		id: &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: macB}, leases: map[string]netip.Addr{}, next: netip.MustParseAddr("2001:db8::100")}
+	sol, err := dhcpv6.NewSolicit(macA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adv, err := s.Reply(sol)
+	if err != nil || adv.MessageType != dhcpv6.MessageTypeAdvertise {
+		t.Fatalf("SOLICIT answered %v, %v", adv, err)
+	}
+	a := adv.Options.OneIANA().Options.OneAddress()
+	if a == nil || !a.IPv6Addr.Equal(net.ParseIP("2001:db8::100")) || a.ValidLifetime != time.Hour {
+		t.Errorf("advertised %v", a)
+	}
+	req, err := dhcpv6.NewRequestFromAdvertise(adv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Reply(req)
+	if err != nil || rep.MessageType != dhcpv6.MessageTypeReply || !rep.Options.OneIANA().Options.OneAddress().IPv6Addr.Equal(a.IPv6Addr) ||
+		rep.Options.BootFileURL() != "nbd://[2001:db8::1]:10809/root" || len(rep.Options.DNS()) != 1 {
+		t.Errorf("REQUEST answered %v, %v", rep, err)
+	}
+	// Another client gets the next address; the first keeps its own.
+	sol2, _ := dhcpv6.NewSolicit(macB)
+	if adv2, _ := s.Reply(sol2); !adv2.Options.OneIANA().Options.OneAddress().IPv6Addr.Equal(net.ParseIP("2001:db8::101")) {
+		t.Errorf("second client advertised %v", adv2)
+	}
+	if len(s.Leases()) != 2 || len(s.Requests()) != 3 {
+		t.Errorf("leases %v, requests %v", s.Leases(), s.Requests())
+	}
 }

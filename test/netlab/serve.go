@@ -13,6 +13,13 @@ import (
 // and waits until it listens. The test's cleanup stops it.
 func (l *Lab) StartNBDServer(t testing.TB, bin string, args ...string) *vm.Server {
 	t.Helper()
-	argv := append([]string{"ip", "netns", "exec", l.Name, bin, "serve", "--listen", net.JoinHostPort(ServerIP, "0")}, args...)
+	return l.StartNBDServerOn(t, bin, ServerIP, args...)
+}
+
+// StartNBDServerOn is StartNBDServer listening on host (ServerIP, or ServerIP6 after
+// AddIPv6).
+func (l *Lab) StartNBDServerOn(t testing.TB, bin, host string, args ...string) *vm.Server {
+	t.Helper()
+	argv := append([]string{"ip", "netns", "exec", l.Name, bin, "serve", "--listen", net.JoinHostPort(host, "0")}, args...)
 	return vm.StartServerCommand(t, argv)
 }
