@@ -85,10 +85,13 @@ func (linuxNet) DHCP(ctx context.Context, name string, req DHCPRequest) (*Lease,
 	mods := []dhcpv4.Modifier{
 		// Option 60 lets a server give nbdroot clients their own root-path.
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(VendorClass)),
+		// Servers send classless static routes (121, Microsoft's 249) only when asked
+		// (RFC 3442 section 2: a client that does not ask cannot read them).
 		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
 			dhcpv4.OptionHostName, dhcpv4.OptionDomainName, dhcpv4.OptionRootPath, dhcpv4.OptionInterfaceMTU,
 			dhcpv4.OptionBroadcastAddress, dhcpv4.OptionNetworkInformationServiceDomain, dhcpv4.OptionNTPServers,
-			dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionBootfileName),
+			dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionBootfileName, dhcpv4.OptionClasslessStaticRoute,
+			dhcpv4.GenericOptionCode(optMSClasslessRoutes)),
 	}
 	if req.Hostname != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(req.Hostname)))

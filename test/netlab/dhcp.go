@@ -34,8 +34,10 @@ type DHCPConfig struct {
 	Hostnames map[string]string
 	// NextServer is siaddr; default ServerIP.
 	NextServer net.IP
-	// Extra are options added to every OFFER and ACK as they are, by code: classless static
-	// routes (121), malformed values a client must refuse.
+	// Extra are options added to an OFFER or ACK as they are, by code, when the request's
+	// parameter request list (option 55) names them — as ISC dhcpd and dnsmasq send options
+	// beyond the basic ones: classless static routes (121), malformed values a client must
+	// refuse.
 	Extra map[uint8][]byte
 }
 
@@ -262,8 +264,16 @@ func (s *DHCPServer) answer(req *dhcpv4.DHCPv4, t dhcpv4.MessageType, ip net.IP)
 	if c.RootPath != "" {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRootPath(c.RootPath)))
 	}
+	asked := map[uint8]bool{}
+	// By number: OptionCodeList.Has compares the codes' types too (a GenericOptionCode is
+	// not the named constant of the same number).
+	for _, o := range req.ParameterRequestList() {
+		asked[o.Code()] = true
+	}
 	for code, v := range c.Extra {
-		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(code), v))
+		if asked[code] {
+			mods = append(mods, dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(code), v))
+		}
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
