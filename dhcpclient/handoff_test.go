@@ -116,3 +116,23 @@ func TestManagersNewRoot(t *testing.T) {
 		t.Fatalf("the image's stale lease counts as a hand-off: %+v", o)
 	}
 }
+
+// FuzzLeaseFiles feeds what the Renewer reads in the booted root — lease files of
+// systemd-networkd, NetworkManager and dhclient, pid files — through their readers: no
+// panic, an address only when it is IPv4, a pid only when positive.
+func FuzzLeaseFiles(f *testing.F) {
+	f.Add([]byte("# This is private data. Do not parse.\nADDRESS=10.77.0.100\nNETMASK=255.255.255.0\n"))
+	f.Add([]byte("lease {\n  interface \"eth0\";\n  fixed-address 10.77.0.100;\n}\n"))
+	f.Add([]byte("1234\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		root := fstest.MapFS{"f": &fstest.MapFile{Data: b}}
+		for _, ip := range []net.IP{leaseAddress(root, "f"), envAddress(root, "f")} {
+			if ip != nil && len(ip) != net.IPv4len {
+				t.Fatalf("address %v is not IPv4", ip)
+			}
+		}
+		if pid, ok := readPid(root, "f"); ok && pid <= 0 {
+			t.Fatalf("pid %d", pid)
+		}
+	})
+}

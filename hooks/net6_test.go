@@ -196,3 +196,52 @@ func FuzzLease6From(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLeaseFromRA feeds router advertisements, as they come off the wire, through what
+// SLAAC reads from them: no panic; only usable name servers, valid search domains and an
+// MTU in IPv6's range are taken, everything else refused.
+func FuzzLeaseFromRA(f *testing.F) {
+	ra := &ndp.RouterAdvertisement{ManagedConfiguration: true, RouterLifetime: 30 * time.Minute, Options: []ndp.Option{
+		&ndp.PrefixInformation{PrefixLength: 64, OnLink: true, AutonomousAddressConfiguration: true,
+			ValidLifetime: time.Hour, PreferredLifetime: time.Hour, Prefix: netip.MustParseAddr("2001:db8::")},
+		&ndp.RecursiveDNSServer{Lifetime: time.Hour, Servers: []netip.Addr{netip.MustParseAddr("2001:db8::53")}},
+		&ndp.DNSSearchList{Lifetime: time.Hour, DomainNames: []string{"lab.test"}},
+		ndp.NewMTU(1500),
+	}}
+	b, err := ndp.MarshalMessage(ra)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	addr := net.IPNet{IP: net.ParseIP("2001:db8::5054:ff:fe00:10"), Mask: net.CIDRMask(64, 128)}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ndp.ParseMessage(b)
+		if err != nil {
+			return
+		}
+		ra, ok := m.(*ndp.RouterAdvertisement)
+		if !ok {
+			return
+		}
+		for _, p := range autonomousPrefixes(ra) {
+			if !p.IsValid() || !p.Addr().Is6() {
+				t.Fatalf("autonomous prefix %v", p)
+			}
+		}
+		_ = describeRA(ra)
+		l := leaseFromRA(ra, addr)
+		for _, d := range l.DNS {
+			if d.IsUnspecified() || d.IsMulticast() {
+				t.Fatalf("name server %v taken", d)
+			}
+		}
+		for _, d := range l.Search {
+			if !validDomain(d) {
+				t.Fatalf("search domain %q taken", d)
+			}
+		}
+		if l.MTU != 0 && (l.MTU < minMTU6 || l.MTU > 65535) {
+			t.Fatalf("MTU %d taken", l.MTU)
+		}
+	})
+}

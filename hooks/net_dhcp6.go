@@ -95,11 +95,13 @@ const minMTU6 = 1280
 
 // autonomousPrefixes are the prefixes of ra a host makes addresses from (the A flag, RFC
 // 4862 section 5.5.3: a /64 for Ethernet's 64-bit interface identifiers, a valid lifetime).
+// A prefix whose length is not 0-128 comes out of ndp as the zero address, which makes no
+// prefix: it is left out.
 func autonomousPrefixes(ra *ndp.RouterAdvertisement) []netip.Prefix {
 	var out []netip.Prefix
 	for _, o := range ra.Options {
 		if p, ok := o.(*ndp.PrefixInformation); ok && p.AutonomousAddressConfiguration && p.ValidLifetime > 0 {
-			if pf, err := p.Prefix.Prefix(int(p.PrefixLength)); err == nil && !p.Prefix.IsLinkLocalUnicast() {
+			if pf, err := p.Prefix.Prefix(int(p.PrefixLength)); err == nil && pf.IsValid() && !p.Prefix.IsLinkLocalUnicast() {
 				out = append(out, pf)
 			}
 		}
