@@ -135,6 +135,8 @@ type DebianImageOptions struct {
 	// Prepare, when set, changes the tree (a copy of the cache: replace files, never write
 	// into them) before the image is made, e.g. `nbdroot install --root TREE`.
 	Prepare func(tree string) error
+	// Root is the tree to image instead of DebianRoot(suite): one of DebianRootWith.
+	Root string
 }
 
 // autologin logs root in on the serial console, so that tests type commands at a shell.
@@ -151,7 +153,10 @@ const DebianShellPrompt = `root@[^:\s]+:[^#\r\n]*# `
 // so only the files written here are new.
 func (e *Env) DebianImage(t TB, suite string, o DebianImageOptions) string {
 	t.Helper()
-	root := DebianRoot(t, suite)
+	root := o.Root
+	if root == "" {
+		root = DebianRoot(t, suite)
+	}
 	tree := filepath.Join(t.TempDir(), "tree")
 	if out, err := exec.Command("cp", "-al", root, tree).CombinedOutput(); err != nil {
 		t.Fatalf("copy %s: %v\n%s", root, err, out)

@@ -187,71 +187,23 @@ func spread(samples []initramfsSample, f func(initramfsSample) time.Duration) st
 }
 
 // benchRoot returns a root for measuring the distribution's own builder: a copy of the
-// distribution tests' cached root of suite (vm.DebianRoot, which must not be changed) with
-// packages installed by apt — zstd for mkinitramfs, dracut (which replaces
-// initramfs-tools) — cached beside it as bench-SUITE-PACKAGES until the base changes.
+// distribution tests' cached root of suite with packages installed by apt — zstd for
+// mkinitramfs, dracut (which replaces initramfs-tools) — cached beside it as
+// bench-SUITE-PACKAGES (vm.DebianRootWith).
 func benchRoot(ctx context.Context, suite string, packages ...string) (dir string, err error) {
 	defer func() {
-		// vm.DebianRoot reports failures by panicking through the Runner.
+		// vm reports failures by panicking through the Runner.
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%v", p)
 		}
 	}()
-	base := vm.DebianRoot(vm.NewRunner("bench"), suite)
-	baseKey, err := os.ReadFile(base + ".done")
-	if err != nil {
-		return "", err
-	}
-	key := string(baseKey) + "+" + strings.Join(packages, ",") + "\n"
-	dir = filepath.Join(filepath.Dir(base), "bench-"+suite+"-"+strings.Join(packages, "-"))
-	if b, err := os.ReadFile(dir + ".done"); err == nil && string(b) == key {
-		return dir, nil
-	}
-	run := func(cmd *exec.Cmd) error {
-		fmt.Fprintf(os.Stderr, "bench: %s\n", strings.Join(cmd.Args, " "))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, tail(string(out), 20))
-		}
-		return nil
-	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	os.Remove(dir + ".done")
-	if err := run(exec.CommandContext(ctx, "cp", "-a", base, tmp)); err != nil {
-		return "", err
-	}
-	if err := run(exec.CommandContext(ctx, "cp", "/etc/resolv.conf", filepath.Join(tmp, "etc", "resolv.conf"))); err != nil {
-		return "", err
-	}
-	for _, argv := range [][]string{
-		{"apt-get", "update", "-qq"},
-		append([]string{"apt-get", "install", "-y", "-qq", "--no-install-recommends"}, packages...),
-	} {
-		cmd := inRoot(ctx, tmp, argv...)
-		cmd.Env = append(cmd.Env, "DEBIAN_FRONTEND=noninteractive")
-		if err := run(cmd); err != nil {
-			return "", err
-		}
-	}
-	os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", err
-	}
-	return dir, os.WriteFile(dir+".done", []byte(key), 0o644)
+	fmt.Fprintf(os.Stderr, "bench: Debian %s root with %s\n", suite, strings.Join(packages, " "))
+	return vm.DebianRootWith(vm.NewRunner("bench"), suite, "bench-", packages...), nil
 }
 
-// inRoot runs argv chrooted into root, in a private mount namespace (unshare) that has
-// /proc, /sys and /dev mounted under root: the mounts vanish with the process.
+// inRoot runs argv chrooted into root (vm.InRoot).
 func inRoot(ctx context.Context, root string, argv ...string) *exec.Cmd {
-	const script = `set -e; r=$1; shift
-mount -t proc proc "$r/proc"
-mount --rbind /sys "$r/sys"
-mount --rbind /dev "$r/dev"
-exec chroot "$r" "$@"`
-	args := append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", root}, argv...)
-	cmd := exec.CommandContext(ctx, "unshare", args...)
-	cmd.Env = append(os.Environ(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
-	return cmd
+	return vm.InRoot(ctx, root, argv...)
 }
 
 // modulesWithoutIndexes makes a copy of the modules directory dir (hard links when the
