@@ -91,6 +91,12 @@ type rawTransport struct {
 
 // Exchange implements Transport.
 func (t *rawTransport) Exchange(ctx context.Context, msg *dhcpv4.DHCPv4, dst net.IP) (*dhcpv4.DHCPv4, error) {
+	// The wait an error reports is the whole of ctx's, not what is left after the socket
+	// (a loaded machine can spend most of it there).
+	waited := time.Minute
+	if d, ok := ctx.Deadline(); ok {
+		waited = time.Until(d)
+	}
 	ifc, err := net.InterfaceByIndex(t.index)
 	if err != nil {
 		return nil, fmt.Errorf("interface %d: %w", t.index, err)
@@ -114,7 +120,7 @@ func (t *rawTransport) Exchange(ctx context.Context, msg *dhcpv4.DHCPv4, dst net
 	defer c.Close()
 	ans, err := c.SendAndRead(ctx, &net.UDPAddr{IP: dst, Port: dhcpv4.ServerPort}, msg, nil)
 	if errors.Is(err, nclient4.ErrNoResponse) || errors.Is(err, context.DeadlineExceeded) {
-		return nil, fmt.Errorf("no answer within %s", wait.Round(time.Second))
+		return nil, fmt.Errorf("no answer within %s", waited.Round(time.Second))
 	}
 	return ans, err
 }
