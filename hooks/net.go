@@ -440,7 +440,7 @@ func (n Net) bringUp(ctx context.Context, s *State, e ipEntry, c choice) (*link,
 			return nil, fail("net", e.param, proto.tried(name), err)
 		}
 		l.lease = lease
-		from := proto.name + " answer"
+		from := proto.answer
 		if lease.ServerID != nil {
 			from += " of " + lease.ServerID.String()
 		}
@@ -515,8 +515,9 @@ func cmdlineOverrides(c bootparam.IPConfig, nc *NetConfig, l *link) error {
 
 // protocol is one way of asking the network for an address.
 type protocol struct {
-	// name is the protocol in messages; method the NetConfig's Method.
-	name, method string
+	// name is what is asked for, in messages; answer what answers it; method the
+	// NetConfig's Method.
+	name, answer, method string
 	// server says what the network needs, for failure messages.
 	server string
 	// ask runs one exchange on the interface.
@@ -531,11 +532,11 @@ func (p protocol) tried(iface string) string {
 
 // protocols are the ip= modes that ask the network, by mode.
 var protocols = map[string]protocol{
-	bootparam.ModeDHCP: {name: "a DHCPv4 lease", method: "dhcp", server: "is a DHCP server on this network?",
+	bootparam.ModeDHCP: {name: "a DHCPv4 lease", answer: "DHCPv4 answer", method: "dhcp", server: "is a DHCP server on this network?",
 		ask: func(n Network) func(context.Context, string, DHCPRequest) (*Lease, error) { return n.DHCP }, check: checkLease},
-	bootparam.ModeDHCP6: {name: "a DHCPv6 lease", method: "dhcp6", server: "is a DHCPv6 server on this network?",
+	bootparam.ModeDHCP6: {name: "a DHCPv6 lease", answer: "DHCPv6 answer", method: "dhcp6", server: "is a DHCPv6 server on this network?",
 		ask: func(n Network) func(context.Context, string, DHCPRequest) (*Lease, error) { return n.DHCP6 }, check: checkLease6},
-	bootparam.ModeAuto6: {name: "an IPv6 address by autoconfiguration", method: "auto6", server: "is an IPv6 router advertising a prefix on this network?",
+	bootparam.ModeAuto6: {name: "an IPv6 address by autoconfiguration", answer: "router advertisement", method: "auto6", server: "is an IPv6 router advertising a prefix on this network?",
 		ask: func(n Network) func(context.Context, string, DHCPRequest) (*Lease, error) { return n.Autoconf6 }, check: checkLease6},
 }
 

@@ -595,6 +595,12 @@ func TestNetDHCPPrecedence(t *testing.T) {
 			wantHost: "thin7", wantMTU: 1400, wantLog: "ignoring DHCP domain name"},
 		{name: "no MTU option keeps the interface's", cmdline: "ip=dhcp",
 			edit: func(l *Lease) { l.MTU = 0 }, wantHost: "thin7", wantDomain: "lab.test"},
+		{name: "a refused option is said with the answer's server", cmdline: "ip=dhcp",
+			edit: func(l *Lease) {
+				l.Refused = []Refusal{{Option: optClasslessRoutes, Name: "classless static routes", Reason: "not a list of routes (empty)"}}
+			},
+			wantHost: "thin7", wantMTU: 1400, wantDomain: "lab.test",
+			wantLog: "net: eth0: DHCPv4 answer of 10.77.0.1: option 121 (classless static routes) refused: not a list of routes (empty)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
