@@ -26,12 +26,22 @@ import (
 // answered (RFC 4861 section 10: RTR_SOLICITATION_INTERVAL).
 const rtrSolicitationInterval = 4 * time.Second
 
-// DHCP6 implements Network.
+// DHCP6 implements Network. DHCPv6 gives an address (a /128) and no route: the routes come
+// from the router's advertisement, which the kernel applies (accept_ra). The lease is
+// returned once the kernel has them, so that the NBD server beyond the link is reachable
+// when the net stage ends — an advertisement answering the kernel's own solicitation can
+// come after the DHCPv6 exchange.
 func (n linuxNet) DHCP6(ctx context.Context, name string, req DHCPRequest) (*Lease, error) {
 	ifc, err := waitLinkLocal(ctx, name)
 	if err != nil {
 		return nil, err
 	}
+	// Listening before the exchange: the advertisement may come during it.
+	ra, err := listenRA(ifc)
+	if err != nil {
+		return nil, err
+	}
+	defer ra.Close()
 	opts := []nclient6.ClientOpt{}
 	if req.Timeout > 0 {
 		opts = append(opts, nclient6.WithTimeout(req.Timeout))
@@ -48,7 +58,98 @@ func (n linuxNet) DHCP6(ctx context.Context, name string, req DHCPRequest) (*Lea
 	if err != nil {
 		return nil, err
 	}
-	return lease6From(reply), nil
+	l := lease6From(reply)
+	if err := waitRouterRoutes(ctx, ra, ifc); err != nil {
+		return nil, fmt.Errorf("DHCPv6 gave %s: %w", l.Address.IP, err)
+	}
+	return l, nil
+}
+
+// listenRA listens for router advertisements on the interface, from the unspecified
+// address: the link-local one may still be tentative, and a router solicitation may come
+// from :: (RFC 4861 section 4.1).
+func listenRA(ifc *net.Interface) (*ndp.Conn, error) {
+	c, _, err := ndp.Listen(ifc, ndp.Unspecified)
+	if err != nil {
+		return nil, fmt.Errorf("listen for router advertisements on %s: %w", ifc.Name, err)
+	}
+	var f ipv6.ICMPFilter
+	f.SetAll(true)
+	f.Accept(ipv6.ICMPTypeRouterAdvertisement)
+	if err := c.SetICMPFilter(&f); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// waitRouterRoutes waits for a router advertisement on c, soliciting one while none came,
+// and then until the kernel has the routes it gives.
+func waitRouterRoutes(ctx context.Context, c *ndp.Conn, ifc *net.Interface) error {
+	var ra *ndp.RouterAdvertisement
+	var solicited time.Time
+	for {
+		if ra != nil {
+			ok, err := hasRoutesOf(ifc.Index, ra)
+			if err != nil || ok {
+				return err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			if ra == nil {
+				return fmt.Errorf("no router advertisement on %s: the routes come from a router (is one on this network?): %w", ifc.Name, err)
+			}
+			return fmt.Errorf("the kernel did not take the routes of the router advertisement on %s (%s; is net.ipv6.conf.%s.accept_ra on?): %w",
+				ifc.Name, describeRA(ra), ifc.Name, err)
+		}
+		if ra == nil && time.Since(solicited) >= rtrSolicitationInterval {
+			solicited = time.Now()
+			c.WriteTo(&ndp.RouterSolicitation{}, nil, netip.IPv6LinkLocalAllRouters())
+		}
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		msg, cm, _, err := c.ReadFrom()
+		if err == nil {
+			if adv, ok := msg.(*ndp.RouterAdvertisement); ok && (cm == nil || cm.IfIndex == ifc.Index) {
+				ra = adv
+			}
+		}
+	}
+}
+
+// hasRoutesOf reports whether the kernel has the routes of a router advertisement on the
+// interface: the default route through the router when it advertises a router lifetime, and
+// a route for each on-link prefix (RFC 4861 section 6.3.4).
+func hasRoutesOf(index int, ra *ndp.RouterAdvertisement) (bool, error) {
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: index}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		return false, fmt.Errorf("IPv6 routes: %w", err)
+	}
+	has := func(p netip.Prefix) bool {
+		for _, r := range routes {
+			ones := 0
+			if r.Dst != nil {
+				ones, _ = r.Dst.Mask.Size()
+			}
+			if ones != p.Bits() || (r.Dst != nil && !r.Dst.IP.Equal(net.IP(p.Addr().AsSlice()))) {
+				continue
+			}
+			if p.Bits() > 0 || r.Gw != nil {
+				return true
+			}
+		}
+		return false
+	}
+	if ra.RouterLifetime > 0 && !has(netip.PrefixFrom(netip.IPv6Unspecified(), 0)) {
+		return false, nil
+	}
+	for _, o := range ra.Options {
+		if p, ok := o.(*ndp.PrefixInformation); ok && p.OnLink && p.ValidLifetime > 0 {
+			if pf, err := p.Prefix.Prefix(int(p.PrefixLength)); err == nil && pf.IsValid() && !p.Prefix.IsLinkLocalUnicast() && !has(pf) {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // waitLinkLocal waits until the interface has a link-local address that passed duplicate
@@ -109,19 +210,11 @@ func (n linuxNet) Autoconf6(ctx context.Context, name string, req DHCPRequest) (
 	if err := ipv6Disabled(name); err != nil {
 		return nil, err
 	}
-	// From the unspecified address: the link-local one may still be tentative, and a
-	// router solicitation may come from :: (RFC 4861 section 4.1).
-	c, _, err := ndp.Listen(ifc, ndp.Unspecified)
+	c, err := listenRA(ifc)
 	if err != nil {
-		return nil, fmt.Errorf("listen for router advertisements on %s: %w", name, err)
-	}
-	defer c.Close()
-	var f ipv6.ICMPFilter
-	f.SetAll(true)
-	f.Accept(ipv6.ICMPTypeRouterAdvertisement)
-	if err := c.SetICMPFilter(&f); err != nil {
 		return nil, err
 	}
+	defer c.Close()
 	var ra *ndp.RouterAdvertisement
 	var solicited time.Time
 	for {
