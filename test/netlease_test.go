@@ -75,8 +75,8 @@ func TestNetLeaseRenewal(t *testing.T) {
 	// The client runs for more than four lease times of renewals, then its DHCP server goes
 	// away.
 	tick := regexp.MustCompile(`=== tick (\d+) up ([0-9.]+) root=(\S*) (.*?)\r?\n`)
-	m := v.Expect(`=== tick `+strconv.Itoa(leaseServerGone)+` up ([0-9.]+)`, 4*time.Minute)
-	firstRoot, _ := strconv.ParseFloat(v.Expect(`=== tick 1 up ([0-9.]+)`, time.Second)[1], 64)
+	m := v.Expect(`=== tick `+strconv.Itoa(leaseServerGone)+` up ([0-9.]+) root=`, 4*time.Minute)
+	firstRoot, _ := strconv.ParseFloat(v.Expect(`=== tick 1 up ([0-9.]+) root=`, time.Second)[1], 64)
 	last, _ := strconv.ParseFloat(m[1], 64)
 	if ran := last - firstRoot + leaseTick.Seconds(); ran < 4*leaseTime.Seconds() {
 		t.Errorf("the root ran %.0f s before the server left, want at least four lease times (%v)", ran, 4*leaseTime)
