@@ -3,7 +3,7 @@
 # fetches the test kernel (Debian linux-image-amd64) into the cache. Idempotent: a second run
 # does nothing but check.
 #
-#   scripts/deps.sh [packages|kernel|nbdtests|all]      (default: all)
+#   scripts/deps.sh [packages|kernel|kernel-arm64|nbdtests|all]      (default: all)
 #
 # Environment: NBDROOT_CACHE (default ~/.cache/nbdroot).
 set -euo pipefail
@@ -42,6 +42,10 @@ declare -A need=(
   [curl]=curl
   [openssl]=openssl
   [tcpdump]=tcpdump
+  [qemu-system-aarch64]=qemu-system-arm
+  [loadkeys]=kbd
+  [/usr/share/keymaps/i386/qwertz/de-latin1.kmap.gz]=console-data
+  [ckbcomp]=console-setup
 )
 
 packages() {
@@ -108,10 +112,45 @@ nbdtests() {
   echo "$nbd_version" >"$out/.version"
 }
 
+# kernel_arm64 fetches Debian's linux-image-arm64 for the arm64 boot test into
+# $cache/kernel-arm64/current, like kernel() does for amd64. The arm64 package lists live in
+# a private apt state under the cache, so the machine's dpkg architectures and apt lists are
+# left alone.
+kernel_arm64() {
+  if [[ -e $cache/kernel-arm64/current/vmlinuz ]]; then return 0; fi
+  local st=$cache/apt-arm64
+  mkdir -p "$st/lists/partial" "$st/cache/archives/partial"
+  touch "$st/status"
+  local apt=(apt-get -qq -o APT::Architecture=arm64 -o APT::Architectures=arm64
+    -o Dir::State::Lists="$st/lists" -o Dir::Cache="$st/cache" -o Dir::State::status="$st/status"
+    -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  local tmp
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  echo "deps: fetching the arm64 test kernel (Debian linux-image-arm64)" >&2
+  "${apt[@]}" update >/dev/null
+  (cd "$tmp" && "${apt[@]}" download linux-image-arm64 >/dev/null)
+  local meta dep
+  meta=$(ls "$tmp"/linux-image-arm64_*.deb)
+  dep=$(dpkg-deb -f "$meta" Depends | sed -n 's/^\(linux-image-[^ ,]*\).*/\1/p')
+  (cd "$tmp" && "${apt[@]}" download "$dep" >/dev/null)
+  local ver=${dep#linux-image-}
+  local dir=$cache/kernel-arm64/$ver
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  dpkg-deb -x "$tmp"/"$dep"_*.deb "$dir.tmp/root"
+  ln -s "root/boot/vmlinuz-$ver" "$dir.tmp/vmlinuz"
+  ln -s "root/boot/config-$ver" "$dir.tmp/config"
+  ln -s "root/lib/modules/$ver" "$dir.tmp/modules"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  ln -sfn "$ver" "$cache/kernel-arm64/current"
+  echo "deps: arm64 kernel $ver in $dir" >&2
+}
+
 case $what in
   packages) packages ;;
   kernel) kernel ;;
+  kernel-arm64) kernel_arm64 ;;
   nbdtests) nbdtests ;;
-  all) packages; kernel; nbdtests ;;
-  *) echo "usage: $0 [packages|kernel|nbdtests|all]" >&2; exit 2 ;;
+  all) packages; kernel; kernel_arm64; nbdtests ;;
+  *) echo "usage: $0 [packages|kernel|kernel-arm64|nbdtests|all]" >&2; exit 2 ;;
 esac
