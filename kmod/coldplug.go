@@ -83,6 +83,13 @@ func (b *Boot) Coldplug(ctx context.Context, sysDevices string) ([]string, error
 			}
 			seenAlias[a] = true
 			for _, m := range b.ix.Match(NormalizeAlias(a)) {
+				if b.ix.Blacklisted(m) && !done[m] {
+					// udev loads drivers with modprobe -b: a blacklist entry keeps a
+					// device's driver out (an explicit request still loads it).
+					done[m] = true
+					b.logf("coldplug: module %s is blacklisted (modprobe.d), not loaded for %s", m, a)
+					continue
+				}
 				if !done[m] {
 					done[m] = true
 					want = append(want, m)

@@ -116,3 +116,22 @@ func TestModaliases(t *testing.T) {
 		t.Errorf("Modaliases (-want +got):\n%s", diff)
 	}
 }
+
+// TestColdplugBlacklist: a driver modprobe.d blacklists is not loaded for its device.
+func TestColdplugBlacklist(t *testing.T) {
+	sys := filepath.Join(t.TempDir(), "devices")
+	writeDevice(t, filepath.Join(sys, "pci0000:00/0000:00:04.0"), "pci:v00008086d0000100Esv00008086sd0000001Ebc02sc00i00")
+	writeDevice(t, filepath.Join(sys, "pci0000:00/0000:00:03.0"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00")
+	ix := confIndex()
+	if err := ix.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	fl := newFakeLoader(ix)
+	loaded, err := NewBoot(ix, "/m", fl, BootOptions{}).Coldplug(context.Background(), sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"virtio_pci"}, loaded); diff != "" {
+		t.Errorf("Coldplug loaded (-want +got):\n%s", diff)
+	}
+}

@@ -38,6 +38,8 @@ const maxIndexLine = 1 << 20
 //	mod	NAME	PATH	DEP,DEP…	SOFT,SOFT…  (dependency order: every DEP and SOFT is on an earlier mod line)
 //	alias	PATTERN	NAME
 //	builtin	NAME
+//	options	NAME	PARAMS               (modprobe.d's "options NAME PARAMS", modconf)
+//	blacklist	NAME                     (modprobe.d's "blacklist NAME": coldplug skips it)
 //	hook	HOOK	NAME,NAME…	OPTIONAL,OPTIONAL…  (modules the hook loads, without their dependencies)
 //	nics	NAME,NAME…               (network drivers, loaded by coldplug when a device matches)
 //
@@ -57,12 +59,27 @@ type Index struct {
 	Hooks []Hook
 	// NICs are the network drivers of the image (NIC policy of the builder).
 	NICs []string
+	// Options are module parameters from modprobe.d (options NAME PARAMS), passed to
+	// finit_module when the module loads, before any given on a modprobe command line.
+	Options []ModuleOptions
+	// Blacklist names modules coldplug does not load for a device (modprobe.d's blacklist,
+	// as udev's modprobe -b honours it); a request by name still loads them.
+	Blacklist []string
 
 	byName  map[string]int
 	exact   map[string][]string
 	globs   map[string][]Alias // keyed by the bus prefix before the first ':'
 	anyGlob []Alias            // patterns whose bus prefix is itself a glob
 	builtin map[string]bool
+	options map[string]string
+	blocked map[string]bool
+}
+
+// ModuleOptions are the parameters modprobe.d gives one module.
+type ModuleOptions struct {
+	Module string
+	// Params is the parameter string, as finit_module takes it ("nbds_max=4 max_part=8").
+	Params string
 }
 
 // Module is one module file of an image.
@@ -188,6 +205,16 @@ func ReadIndex(r io.Reader) (*Index, error) {
 			if f[1] != "" {
 				ix.NICs = append(ix.NICs, strings.Split(f[1], ",")...)
 			}
+		case "options":
+			if len(f) != 3 {
+				return nil, bad("want NAME PARAMS")
+			}
+			ix.Options = append(ix.Options, ModuleOptions{Module: f[1], Params: f[2]})
+		case "blacklist":
+			if len(f) != 2 {
+				return nil, bad("want NAME")
+			}
+			ix.Blacklist = append(ix.Blacklist, f[1])
 		default:
 			// A record type added later under the same version: skip it.
 		}
@@ -273,7 +300,37 @@ func (ix *Index) build() error {
 			return &IndexError{0, fmt.Sprintf("NIC driver %q is not a module of the index", m)}
 		}
 	}
+	ix.options = make(map[string]string, len(ix.Options))
+	for _, o := range ix.Options {
+		if _, ok := ix.byName[o.Module]; !ok {
+			return &IndexError{0, fmt.Sprintf("options for %q, which is not a module of the index", o.Module)}
+		}
+		if err := checkField("options", o.Params, false); err != nil {
+			return err
+		}
+		if _, dup := ix.options[o.Module]; dup {
+			return &IndexError{0, fmt.Sprintf("options for module %s listed twice", o.Module)}
+		}
+		ix.options[o.Module] = o.Params
+	}
+	ix.blocked = make(map[string]bool, len(ix.Blacklist))
+	for _, m := range ix.Blacklist {
+		if err := checkName(m); err != nil {
+			return err
+		}
+		ix.blocked[m] = true
+	}
 	return nil
+}
+
+// ModuleParams returns the modprobe.d parameters of module name ("" when none).
+func (ix *Index) ModuleParams(name string) string {
+	return ix.options[strings.ReplaceAll(name, "-", "_")]
+}
+
+// Blacklisted reports whether modprobe.d blacklists module name.
+func (ix *Index) Blacklisted(name string) bool {
+	return ix.blocked[strings.ReplaceAll(name, "-", "_")]
 }
 
 // checkName accepts a module or hook name: non-empty, no separators of the format.
@@ -336,6 +393,12 @@ func (ix *Index) WriteTo(w io.Writer) (int64, error) {
 	}
 	if len(ix.NICs) > 0 {
 		fmt.Fprintf(cw, "nics\t%s\n", strings.Join(ix.NICs, ","))
+	}
+	for _, o := range ix.Options {
+		fmt.Fprintf(cw, "options\t%s\t%s\n", o.Module, o.Params)
+	}
+	for _, m := range ix.Blacklist {
+		fmt.Fprintf(cw, "blacklist\t%s\n", m)
 	}
 	if cw.err != nil {
 		return cw.n, cw.err

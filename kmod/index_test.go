@@ -233,3 +233,35 @@ func FuzzReadIndex(f *testing.F) {
 		}
 	})
 }
+
+// TestIndexModprobeD: options and blacklist records survive a round trip, and options for a
+// module the index lacks, or twice for one module, are refused.
+func TestIndexModprobeD(t *testing.T) {
+	ix := confIndex()
+	var buf bytes.Buffer
+	if _, err := ix.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "options\tnbd\tnbds_max=4\n") || !strings.Contains(buf.String(), "blacklist\te1000\n") {
+		t.Errorf("index text lacks the options or blacklist record:\n%s", buf.String())
+	}
+	got, err := ReadIndex(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ModuleParams("nbd") != "nbds_max=4" || !got.Blacklisted("e1000") || got.Blacklisted("nbd") {
+		t.Errorf("read back: nbd params %q, e1000 blacklisted %v, nbd %v", got.ModuleParams("nbd"), got.Blacklisted("e1000"), got.Blacklisted("nbd"))
+	}
+	for name, mod := range map[string]func(*Index){
+		"options of an unknown module": func(ix *Index) { ix.Options = []ModuleOptions{{Module: "zfs", Params: "a=1"}} },
+		"options twice":                func(ix *Index) { ix.Options = append(ix.Options, ModuleOptions{Module: "nbd", Params: "b=2"}) },
+		"empty options":                func(ix *Index) { ix.Options = []ModuleOptions{{Module: "nbd"}} },
+		"options with a tab":           func(ix *Index) { ix.Options = []ModuleOptions{{Module: "nbd", Params: "a=1\tb=2"}} },
+	} {
+		ix := confIndex()
+		mod(ix)
+		if err := ix.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
+	}
+}

@@ -234,7 +234,7 @@ func (b *Boot) load(ctx context.Context, names []string, params map[string]strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st.err = b.loadOne(ctx, m, params[m.Name])
+			st.err = b.loadOne(ctx, m, joinParams(b.ix.ModuleParams(m.Name), params[m.Name]))
 			close(st.done)
 		}()
 	}
@@ -257,6 +257,18 @@ func (b *Boot) load(ctx context.Context, names []string, params map[string]strin
 		}
 	}
 	return errs
+}
+
+// joinParams puts modprobe.d's parameters of a module before those of the command line, as
+// modprobe does: for a parameter given twice the kernel keeps the last value.
+func joinParams(conf, cmdline string) string {
+	switch {
+	case conf == "":
+		return cmdline
+	case cmdline == "":
+		return conf
+	}
+	return conf + " " + cmdline
 }
 
 // loadOne waits for m's dependencies, then inserts m. Soft dependencies are waited for

@@ -25,12 +25,12 @@ const modprobeUsage = `usage: modprobe [-q] [-b] [-v] [-n] [--] MODULE [PARAM=VA
        modprobe [-q] [-b] [-v] [-n] -a MODULE…
 nbdroot's modprobe loads modules of the initramfs (and their dependencies) from
 ` + IndexName + `; MODULE is a module name or an alias (fs-ext4, crypto-xts, a modalias).
--b is accepted and ignored (the image has no blacklist); -r is not supported.
+-b skips modules modprobe.d blacklists when MODULE is an alias; -r is not supported.
 `
 
 // modprobeArgs is a parsed modprobe command line.
 type modprobeArgs struct {
-	quiet, verbose, dryRun, all bool
+	quiet, verbose, dryRun, all, blacklist bool
 	names                       []string
 	params                      string
 }
@@ -71,8 +71,10 @@ func parseModprobeArgs(args []string) (modprobeArgs, error) {
 				a.dryRun = true
 			case "-a", "--all":
 				a.all = true
-			case "-b", "--use-blacklist", "-s", "--syslog":
-				// No blacklist in the image; logging goes where stderr goes.
+			case "-b", "--use-blacklist":
+				a.blacklist = true
+			case "-s", "--syslog":
+				// Logging goes where stderr goes.
 			case "-r", "--remove":
 				return a, fmt.Errorf("%w: module removal (-r) is not supported in the initramfs", errModprobeUsage)
 			case "-h", "--help":
@@ -121,6 +123,9 @@ func RunModprobe(ctx context.Context, args []string, env ModprobeEnv) int {
 	var resolved []string
 	for _, n := range a.names {
 		mods, builtin := ix.Lookup(n)
+		if a.blacklist {
+			mods = withoutBlacklisted(ix, n, mods)
+		}
 		switch {
 		case len(mods) > 0:
 			resolved = append(resolved, mods...)
@@ -192,6 +197,22 @@ func RunModprobe(ctx context.Context, args []string, env ModprobeEnv) int {
 		fmt.Fprintf(stderr, "modprobe: %v\n", err)
 	}
 	return status
+}
+
+// withoutBlacklisted drops the modules modprobe.d blacklists from what the alias name
+// resolved to (modprobe -b, as udev runs it): a blacklist only stops aliases, a module asked
+// for by its own name still loads.
+func withoutBlacklisted(ix *Index, name string, mods []string) []string {
+	if _, byName := ix.Module(name); byName {
+		return mods
+	}
+	var out []string
+	for _, m := range mods {
+		if !ix.Blacklisted(m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // OpenIndex reads the index file of the modules directory dir.

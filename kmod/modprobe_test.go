@@ -25,8 +25,8 @@ func TestParseModprobeArgs(t *testing.T) {
 		{"crypto template", []string{"-q", "--", "crypto-ecb(aes)"}, modprobeArgs{quiet: true, names: []string{"crypto-ecb(aes)"}}, ""},
 		{"params", []string{"nbd", "nbds_max=4", "max_part=8"}, modprobeArgs{names: []string{"nbd"}, params: "nbds_max=4 max_part=8"}, ""},
 		{"all", []string{"-a", "nbd", "ext4"}, modprobeArgs{all: true, names: []string{"nbd", "ext4"}}, ""},
-		{"combined short flags", []string{"-qbv", "x"}, modprobeArgs{quiet: true, verbose: true, names: []string{"x"}}, ""},
-		{"long flags", []string{"--quiet", "--use-blacklist", "--dry-run", "x"}, modprobeArgs{quiet: true, dryRun: true, names: []string{"x"}}, ""},
+		{"combined short flags", []string{"-qbv", "x"}, modprobeArgs{quiet: true, verbose: true, blacklist: true, names: []string{"x"}}, ""},
+		{"long flags", []string{"--quiet", "--use-blacklist", "--dry-run", "x"}, modprobeArgs{quiet: true, dryRun: true, blacklist: true, names: []string{"x"}}, ""},
 		{"name starting with dash after --", []string{"--", "-x"}, modprobeArgs{names: []string{"-x"}}, ""},
 		{"remove refused", []string{"-r", "nbd"}, modprobeArgs{}, "removal"},
 		{"unknown flag", []string{"-z", "nbd"}, modprobeArgs{}, "unknown option -z"},
@@ -55,12 +55,18 @@ func TestParseModprobeArgs(t *testing.T) {
 // modprobeDir writes the test index into a modules directory.
 func modprobeDir(t *testing.T) string {
 	t.Helper()
+	return indexDir(t, testIndex())
+}
+
+// indexDir writes ix into a new modules directory.
+func indexDir(t *testing.T, ix *Index) string {
+	t.Helper()
 	dir := t.TempDir()
 	f, err := os.Create(filepath.Join(dir, IndexName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := testIndex().WriteTo(f); err != nil {
+	if _, err := ix.WriteTo(f); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -134,5 +140,47 @@ func TestRunModprobeNoIndex(t *testing.T) {
 	status := RunModprobe(context.Background(), []string{"-q", "nbd"}, ModprobeEnv{Dir: t.TempDir(), Loader: loaderFunc(func(string, string) error { return nil }), Stderr: &stderr})
 	if status != 1 || !strings.Contains(stderr.String(), IndexName) {
 		t.Errorf("status %d, stderr %q; want 1 and a message naming the index", status, stderr.String())
+	}
+}
+
+// confIndex is testIndex with what modconf takes from modprobe.d: options for nbd, e1000
+// blacklisted.
+func confIndex() *Index {
+	ix := testIndex()
+	ix.Options = []ModuleOptions{{Module: "nbd", Params: "nbds_max=4"}}
+	ix.Blacklist = []string{"e1000"}
+	return ix
+}
+
+// TestModprobeDConfig: modprobe.d's options come before those of the command line, and -b
+// keeps a blacklisted module out of an alias but not out of a request by name.
+func TestModprobeDConfig(t *testing.T) {
+	dir := indexDir(t, confIndex())
+	run := func(args ...string) (*fakeLoader, int, string) {
+		fl := newFakeLoader(confIndex())
+		var stderr bytes.Buffer
+		status := RunModprobe(context.Background(), args, ModprobeEnv{Dir: dir, Loader: fl, Stderr: &stderr})
+		return fl, status, stderr.String()
+	}
+	fl, status, _ := run("nbd", "max_part=8")
+	if status != 0 || fl.params["nbd"] != "nbds_max=4 max_part=8" {
+		t.Errorf("modprobe nbd max_part=8: status %d, params %q; want 0 and the config's first", status, fl.params["nbd"])
+	}
+	fl, status, _ = run("-q", "fs-ext4")
+	if status != 0 || fl.params["ext4"] != "" {
+		t.Errorf("ext4 got params %q (status %d), want none", fl.params["ext4"], status)
+	}
+	alias := "pci:v00008086d0000100Esv00008086sd0000001Ebc02sc00i00"
+	fl, status, _ = run("-b", "-q", alias)
+	if len(fl.started) != 0 || status != 1 {
+		t.Errorf("modprobe -b ALIAS of a blacklisted module loaded %v (status %d), want nothing", fl.started, status)
+	}
+	fl, status, _ = run("-q", alias)
+	if diff := cmp.Diff([]string{"e1000"}, fl.startedSorted()); diff != "" || status != 0 {
+		t.Errorf("modprobe ALIAS without -b (status %d): (-want +got):\n%s", status, diff)
+	}
+	fl, status, _ = run("-b", "e1000")
+	if diff := cmp.Diff([]string{"e1000"}, fl.startedSorted()); diff != "" || status != 0 {
+		t.Errorf("modprobe -b NAME (status %d): a request by name loads a blacklisted module (-want +got):\n%s", status, diff)
 	}
 }
