@@ -31,8 +31,8 @@ nbdroot's modprobe loads modules of the initramfs (and their dependencies) from
 // modprobeArgs is a parsed modprobe command line.
 type modprobeArgs struct {
 	quiet, verbose, dryRun, all, blacklist bool
-	names                       []string
-	params                      string
+	names                                  []string
+	params                                 string
 }
 
 // errModprobeUsage marks command-line errors (exit status 1, like kmod's modprobe).
