@@ -216,19 +216,19 @@ func TestCheckReportFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Check(cfg, synthModules, []string{"nbd", "keymap", "base", "nbd"}, "")
+	r, err := Check(cfg, synthModules, []string{"nbd", "consolefont", "base", "nbd"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"base", "nbd", "keymap"}, r.Hooks); diff != "" {
+	if diff := cmp.Diff([]string{"base", "nbd", "consolefont"}, r.Hooks); diff != "" {
 		t.Errorf("Hooks: want table order, each once (-want +got):\n%s", diff)
 	}
 	if r.Config != synthConfig || r.ModulesDir != synthModules || r.KernelVersion != "6.1.0" || r.Compression != "zstd" {
 		t.Errorf("report = config %q modules %q version %q compression %q", r.Config, r.ModulesDir, r.KernelVersion, r.Compression)
 	}
-	keymap := Hooks()[slices.IndexFunc(Hooks(), func(h Hook) bool { return h.Name == "keymap" })]
-	if !slices.Contains(r.Notes, keymap.Notes[0]) {
-		t.Errorf("notes %q lack the keymap note", r.Notes)
+	font := Hooks()[slices.IndexFunc(Hooks(), func(h Hook) bool { return h.Name == "consolefont" })]
+	if !slices.Contains(r.Notes, font.Notes[0]) {
+		t.Errorf("notes %q lack the consolefont note", r.Notes)
 	}
 	for _, f := range r.Findings {
 		if f.Hook != "base" && f.Hook != "nbd" {

@@ -114,7 +114,7 @@ func TestFragment(t *testing.T) {
 			want: []string{"# hooks: base nbd; compression: xz\n", "CONFIG_RD_XZ=y\n\n## nbd\n"},
 		},
 		{
-			name: "hooks with nothing to set", hooks: []string{"keymap", "lvm2"},
+			name: "hooks with nothing to set", hooks: []string{"consolefont", "fsck"},
 			not: []string{"\n## "},
 		},
 	} {

@@ -39,6 +39,15 @@ type Spec struct {
 	// KernelNotes say what a reader might expect the hook to need from the kernel but it does
 	// not, and why.
 	KernelNotes []string
+	// MapsTo names the hooks this one stands for: mkinitcpio's systemd-based hooks (systemd,
+	// sd-vconsole, sd-encrypt) do in a systemd initramfs what these nbdroot hooks do. The
+	// builder replaces the name with them; a hook that maps does nothing of its own.
+	MapsTo []string
+	// AutodetectDirs are directories of the module tree ("kernel/drivers/gpu/drm/") holding
+	// the drivers of the hook's device class. With autodetect and a client's module list,
+	// the client's modules from them join the hook's optional modules: mkinitcpio's
+	// add_checked_modules of the same class.
+	AutodetectDirs []string
 }
 
 // Option is one kernel config symbol and, when it is tristate, the module it builds.
@@ -91,6 +100,10 @@ var nicDrivers = []Option{
 	{"R8169", "r8169"}, {"8139CP", "8139cp"}, {"8139TOO", "8139too"},
 	{"TIGON3", "tg3"}, {"BNX2", "bnx2"}, {"ATL1C", "atl1c"}, {"ALX", "alx"},
 }
+
+// keyboardDirs hold the drivers of keyboards: HID (USB keyboards), input/keyboard and serio
+// (PS/2), and the USB host controllers they hang off.
+var keyboardDirs = []string{"kernel/drivers/hid/", "kernel/drivers/input/keyboard/", "kernel/drivers/input/serio/", "kernel/drivers/usb/host/"}
 
 // usbKeyboard is what a USB keyboard needs from the kernel: the HID class driver, the generic
 // HID driver and one host controller driver.
@@ -182,15 +195,22 @@ func Catalog() []Spec {
 			KernelNotes: []string{"TLS needs nothing from the kernel to work: the handshake runs in userspace, and where kernel TLS or a cipher is missing the keeper relays the records."}},
 		{Name: "usbinput", Summary: "USB keyboards for the passphrase prompt",
 			OptionalModules: []string{"usbhid", "hid_generic", "xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd"},
+			AutodetectDirs:  keyboardDirs,
 			Kernel:          usbKeyboard()},
 		{Name: "keyboard", Summary: "keyboards for the passphrase prompt",
 			OptionalModules: []string{"usbhid", "hid_generic", "xhci_pci", "ehci_pci", "atkbd", "i8042"},
+			AutodetectDirs:  keyboardDirs,
 			Kernel: append(usbKeyboard(),
 				Requirement{AnyOf: []Option{{"SERIO_I8042", "i8042"}}, Optional: true, NeededFor: "PS/2 keyboards (i8042 controller)"},
 				Requirement{AnyOf: []Option{{"KEYBOARD_ATKBD", "atkbd"}}, Optional: true, NeededFor: "PS/2 keyboards (AT keyboard driver)"},
 			)},
-		{Name: "keymap", Summary: "accepted for mkinitcpio compatibility (console keymaps are not loaded)",
-			KernelNotes: []string{"keymap needs nothing from the kernel: nbdroot accepts it for mkinitcpio compatibility and loads no keymap."}},
+		{Name: "keymap", Summary: "load the console keymap (KEYMAP= of vconsole.conf, Debian's console-setup) before the passphrase prompt", Runs: true,
+			Kernel: []Requirement{
+				{AnyOf: []Option{{"VT", ""}}, NeededFor: "virtual terminals: the keymap applies to keyboards typing on a VT (a serial console has no keymap)"},
+			},
+			KernelNotes: []string{"The keymap is compiled into a table at build time and loaded with the KDSKBENT/KDSKBDIACRUC ioctls, as loadkeys does: no kbd binary or keymap files in the image."}},
+		{Name: "consolefont", Summary: "accepted: the console font is not loaded (the kernel's built-in font shows the prompt; the booted system loads FONT=)",
+			KernelNotes: []string{"consolefont needs nothing from the kernel: the passphrase prompt is ASCII, and the booted system's systemd-vconsole-setup or setupcon loads the font."}},
 		{Name: "encrypt", Summary: "unlock LUKS1/LUKS2 (cryptdevice=) with dm-crypt", Runs: true,
 			Modules: []string{"dm_mod", "dm_crypt", "xts", "ecb"},
 			// sha512/essiv are needed by some LUKS1 images; aesni accelerates AES on x86.
@@ -208,8 +228,12 @@ func Catalog() []Spec {
 					NeededFor: "aes-cbc-essiv:sha256 volumes (the essiv hash)"},
 			},
 			KernelNotes: []string{"No kernel hash or KDF is needed to unlock: nbdroot runs PBKDF2/Argon2 and the key check in userspace and hands dm-crypt the volume key."}},
-		{Name: "lvm2", Summary: "accepted for mkinitcpio compatibility (LVM is not activated)",
-			KernelNotes: []string{"lvm2 needs nothing from the kernel: nbdroot accepts it for mkinitcpio compatibility and activates no LVM."}},
+		{Name: "lvm2", Summary: "activate LVM2 logical volumes (linear, striped) on the NBD device or in the unlocked LUKS volume", Runs: true,
+			Modules: []string{"dm_mod"},
+			Kernel: []Requirement{
+				{AnyOf: []Option{{"BLK_DEV_DM", "dm_mod"}}, NeededFor: "device-mapper: the linear and striped targets LVM2 volumes are mapped with (both part of dm_mod)"},
+			},
+			KernelNotes: []string{"No lvm binary, udev or DM_* target beyond dm_mod: nbdroot reads the LVM2 metadata itself and loads linear and striped tables (thin, raid, cache and snapshot volumes are refused)."}},
 		{Name: "filesystems", Summary: "mount the root filesystem", Runs: true,
 			Modules: []string{"ext4"},
 			Kernel: []Requirement{
@@ -217,7 +241,8 @@ func Catalog() []Spec {
 				{AnyOf: []Option{{"CRYPTO_CRC32C", "crc32c_generic"}, {"CRYPTO_CRC32C_INTEL", "crc32c_intel"}},
 					NeededFor: "ext4 metadata checksums (ext4: softdep pre: crypto-crc32c)"},
 			},
-			KernelNotes: []string{"JBD2, FS_MBCACHE and CRC16 come with EXT4_FS (Kconfig select); the initramfs builder resolves the modules' depends=."}},
+			KernelNotes:    []string{"JBD2, FS_MBCACHE and CRC16 come with EXT4_FS (Kconfig select); the initramfs builder resolves the modules' depends=."},
+			AutodetectDirs: []string{"kernel/fs/"}},
 		{Name: "overlay", Summary: "a writable / over the read-only root (nbdroot.overlay=): overlayfs on tmpfs or a local disk", Runs: true,
 			Modules: []string{"overlay"},
 			// The disks of nbdroot.overlay=DEVICE: virtio (virtual machines), SATA (AHCI and
@@ -229,6 +254,34 @@ func Catalog() []Spec {
 					NeededFor: "a local disk for nbdroot.overlay=DEVICE (virtio, NVMe, or SATA with BLK_DEV_SD)"},
 			},
 			KernelNotes: []string{"nbdroot.overlay=tmpfs needs only TMPFS (the base hook's); a local disk's file system must be one the image carries (ext4 comes with filesystems)."}},
+		{Name: "fsck", Summary: "not run at boot: the root is mounted read-only and the booted system checks it (systemd-fsck-root) before remounting it read-write; a shared export is never repaired by a client",
+			KernelNotes: []string{"fsck needs nothing from the kernel: nbdroot runs no fsck in the initramfs."}},
+
+		// Build-time hooks of mkinitcpio: they shape the image and do nothing at boot.
+		{Name: "autodetect", Summary: "keep only the client's drivers, from its module list (--autodetect-from FILE); without one, nothing is left out: the build host is not the client",
+			KernelNotes: []string{"autodetect needs nothing from the kernel: it only chooses which modules go into the image."}},
+		{Name: "microcode", Summary: "CPU microcode updates the kernel loads before anything else (an uncompressed cpio with kernel/x86/microcode/*.bin in front of the image)",
+			Kernel: []Requirement{
+				{AnyOf: []Option{{"MICROCODE", ""}}, Optional: true, NeededFor: "early microcode loading from the initramfs (x86)"},
+			}},
+		{Name: "modconf", Summary: "module options and blacklists of the root's modprobe.d (options NAME …, blacklist NAME), applied by the init's module loader",
+			KernelNotes: []string{"modconf needs nothing from the kernel: the options are passed to finit_module."}},
+		{Name: "kms", Summary: "GPU drivers for a native-resolution console: the client's, with autodetect; without it none (the firmware framebuffer shows the prompt)",
+			AutodetectDirs: []string{"kernel/drivers/gpu/drm/"},
+			KernelNotes:    []string{"kms needs nothing from the kernel: without GPU drivers the console stays on the firmware framebuffer (efifb, simpledrm) or the VGA text mode."}},
+		{Name: "block", Summary: "local disk and USB storage drivers (for cryptkey= on a USB stick, local swap); loaded by coldplug when the hardware is there",
+			OptionalModules: []string{"sd_mod", "ahci", "nvme", "virtio_blk", "virtio_scsi", "usb_storage", "uas", "xhci_pci", "ehci_pci", "sdhci_pci", "mmc_block"},
+			AutodetectDirs: []string{"kernel/drivers/ata/", "kernel/drivers/scsi/", "kernel/drivers/nvme/", "kernel/drivers/block/",
+				"kernel/drivers/mmc/", "kernel/drivers/usb/storage/", "kernel/drivers/usb/host/", "kernel/drivers/virtio/"},
+			KernelNotes: []string{"block needs nothing from the kernel: the root is on NBD; local disks only hold key files or swap."}},
+
+		// mkinitcpio's systemd-based hooks, mapped to the nbdroot hooks that do their work.
+		{Name: "systemd", Summary: "systemd's initramfs: here base and udev (the init is nbdroot's, not systemd)",
+			MapsTo: []string{"base", "udev"}},
+		{Name: "sd-vconsole", Summary: "systemd's console setup: here keymap and consolefont",
+			MapsTo: []string{"keymap", "consolefont"}},
+		{Name: "sd-encrypt", Summary: "systemd's LUKS unlocking: here encrypt, which also reads rd.luks.*/luks.* (systemd-cryptsetup-generator's parameters)",
+			MapsTo: []string{"encrypt"}},
 	}
 	for i := range specs {
 		for j := range specs[i].Kernel {
