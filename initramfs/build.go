@@ -44,8 +44,20 @@ type Options struct {
 	// ModulesDir is the client kernel's modules directory (/lib/modules/VER, possibly
 	// inside a chroot). Required.
 	ModulesDir string
-	// Init is the nbdroot-init binary to install as /init. Required.
+	// Root is the client's root filesystem tree (--root), when the image is built from one:
+	// the keymap (etc/vconsole.conf, Debian's console-setup), modprobe.d for modconf, and
+	// the BINARIES and FILES of a mkinitcpio.conf are read from it. "" when only a modules
+	// directory is given: BINARIES then come from this machine, as mkinitcpio takes them.
+	Root string
+	// Arch is the architecture the image is for; zero means that of the kernel modules
+	// (else this machine's). The init must be built for it.
+	Arch Arch
+	// Init is the nbdroot-init binary to install as /init; "" looks for it in InitSearchDir
+	// (DefaultInit). It must be a static executable of the image's architecture.
 	Init string
+	// InitSearchDir is where an empty Init is looked for: the directory of the nbdroot
+	// program (DIR/nbdroot-init, or DIR/ARCH/nbdroot-init for another architecture).
+	InitSearchDir string
 	// Hooks are the hooks in boot order; nil means catalog.Default.
 	Hooks []string
 	// AddModules are extra modules (names or aliases), loaded at the start of the boot
@@ -59,14 +71,24 @@ type Options struct {
 	Keyfiles []File
 	// TLS is the client's TLS material (tls.go); nil for none.
 	TLS *TLSFiles
+	// Binaries are programs to add with the shared libraries they need (mkinitcpio's
+	// BINARIES): a path, or a name searched in the root's PATH directories.
+	Binaries []string
+	// AutodetectFrom is a client's module list (lsmod output or /proc/modules) for the
+	// autodetect hook; "" leaves nothing out.
+	AutodetectFrom string
+	// Keymap is the console keymap for the keymap hook: a keymap file, or a name looked up
+	// in the root's keymap directories; "" takes the root's configured keymap.
+	Keymap string
 	// NICs is the NIC policy ("" = DefaultNICs): a named policy or a comma list of drivers
 	// and policies.
 	NICs string
 	// SysClassNet is where host-only looks for this machine's NICs ("" = /sys/class/net).
 	SysClassNet string
-	// Firmware is the firmware directory searched for the files modules ask for (firmware=);
-	// "" means lib/firmware of the root the modules directory is in. Files not found are
-	// skipped: most drivers work without their optional firmware.
+	// Firmware is the firmware directory searched for the files modules ask for (firmware=)
+	// and for CPU microcode (the microcode hook); "" means lib/firmware of the root the
+	// modules directory is in. Firmware files not found are skipped: most drivers work
+	// without their optional firmware.
 	Firmware string
 	// Compression of the image ("" = DefaultCompression).
 	Compression Compression
@@ -85,8 +107,13 @@ type Options struct {
 type Summary struct {
 	Output      string
 	KVer        string
+	Arch        string
 	Hooks       []string
+	// HookLines say, for each hook as written, what it does in this image: one line each.
+	HookLines   []HookLine
 	Compression Compression
+	// Init is the init binary installed.
+	Init string
 	// Modules are the module names in the image, in dependency order.
 	Modules []string
 	// ModulesSize is the uncompressed size of the module files.
@@ -97,6 +124,10 @@ type Summary struct {
 	NICs []string
 	// Firmware are the firmware files included.
 	Firmware []string
+	// Microcode are the early microcode files in front of the image, with their sizes.
+	Microcode []string
+	// Binaries are the programs and libraries BINARIES added, by image path.
+	Binaries []string
 	// Files counts the entries of the archive (files, links, directories, nodes).
 	Files int
 	// InitSize is the size of the init binary.
@@ -163,13 +194,14 @@ func writeAtomic(out string, write func(io.Writer) error) error {
 
 // build assembles the image and writes the compressed archive to w: the hooks' module
 // requests resolved against the modules directory, the image's tree (skeleton, modules
-// and their index, firmware, extra files), the kernel check's warnings, the archive.
+// and their index, firmware, extra files, binaries, keymap), the kernel check's warnings,
+// then the archive, behind the early microcode archive when there is one.
 func build(opts Options, w io.Writer) (*Summary, error) {
 	img, err := newImage(opts)
 	if err != nil {
 		return nil, err
 	}
-	reqs, nicReqs, err := img.requests()
+	reqs, err := img.requests()
 	if err != nil {
 		return nil, err
 	}
@@ -184,9 +216,11 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 	}
 	steps := []func() error{
 		img.skeleton,
-		func() error { return img.modules(cl, nicReqs) },
+		func() error { return img.modules(cl) },
 		img.extras,
 		img.addTLS,
+		img.binaries,
+		img.microcode,
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -194,6 +228,8 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 		}
 	}
 	img.sum.Warnings = append(img.sum.Warnings, kernelWarnings(opts, img.dir, img.sum.Hooks, img.sum.Compression)...)
+	img.sum.Warnings = append(img.sum.Warnings, img.hooks.orderWarnings()...)
+	img.summarizeHooks()
 	if err := img.write(w); err != nil {
 		return nil, err
 	}
@@ -203,21 +239,35 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 // image is one image being built.
 type image struct {
 	opts  Options
-	specs []catalog.Spec
+	hooks *Hooks
+	arch  Arch
 	dir   *depmod.Dir
 	tree  *tree
 	sum   *Summary
 	// firmware are the firmware files the image's modules name.
 	firmware map[string]bool
+	// client is the client's module list of autodetect, nil without one.
+	client *ClientModules
+	// hookReqs are each hook's module requests (by hook name), for the index.
+	hookReqs map[string]*hookRequests
+	// lines are what the build learnt about a hook for its summary line, by hook name.
+	lines map[string]string
+	// early is the uncompressed archive in front of the image (microcode), or nil.
+	early *tree
 }
 
-// newImage checks opts and opens the modules directory.
+// hookRequests are the module names (or aliases) one hook asked for.
+type hookRequests struct {
+	required, optional []string
+	// nics are the NIC drivers (NIC policy or autodetect) of a hook that needs the network.
+	nics []string
+}
+
+// newImage checks opts, opens the modules directory and checks the init binary against the
+// image's architecture.
 func newImage(opts Options) (*image, error) {
 	if opts.ModulesDir == "" {
 		return nil, errors.New("no modules directory (--modules or --root)")
-	}
-	if opts.Init == "" {
-		return nil, errors.New("no init binary (--init)")
 	}
 	hookNames := opts.Hooks
 	if hookNames == nil {
@@ -227,12 +277,15 @@ func newImage(opts Options) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	specs, err := CheckHooks(hookNames)
+	hooks, err := CheckHooks(hookNames)
 	if err != nil {
 		return nil, err
 	}
-	if len(specs) == 0 {
+	if len(hooks.Specs) == 0 {
 		return nil, errors.New("no hooks: an image needs at least the base hook")
+	}
+	if opts.AutodetectFrom != "" && !hooks.Has("autodetect") {
+		return nil, errors.New("--autodetect-from needs the autodetect hook in the hook list (--hooks, or HOOKS of --config)")
 	}
 	comp := opts.Compression
 	if comp == "" {
@@ -245,46 +298,184 @@ func newImage(opts Options) (*image, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := &Summary{KVer: d.KVer, Compression: comp, Warnings: tlsWarnings}
-	for _, s := range specs {
-		sum.Hooks = append(sum.Hooks, s.Name)
+	img := &image{opts: opts, hooks: hooks, dir: d, tree: newTree(), firmware: map[string]bool{},
+		hookReqs: map[string]*hookRequests{}, lines: map[string]string{}}
+	img.sum = &Summary{KVer: d.KVer, Compression: comp, Hooks: hooks.Names(), Warnings: tlsWarnings}
+	if img.arch, err = img.targetArch(); err != nil {
+		return nil, err
 	}
-	return &image{opts: opts, specs: specs, dir: d, tree: newTree(), sum: sum, firmware: map[string]bool{}}, nil
+	img.sum.Arch = img.arch.Name
+	if err := img.findInit(); err != nil {
+		return nil, err
+	}
+	if opts.AutodetectFrom != "" {
+		if img.client, err = LoadClientModules(opts.AutodetectFrom); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
 }
 
-// requests lists the modules to resolve: what each hook asks for, then the NIC drivers
-// (returned apart too, for the index), then --add-module.
-func (img *image) requests() (reqs, nicReqs []depmod.Request, err error) {
-	needNICs := false
-	for _, s := range img.specs {
+// targetArch is the image's architecture: --arch, which must agree with the kernel
+// modules, else the modules', else this machine's.
+func (img *image) targetArch() (Arch, error) {
+	mods, ok, err := modulesArch(img.dir)
+	if err != nil {
+		return Arch{}, err
+	}
+	want := img.opts.Arch
+	switch {
+	case want.Name != "" && ok && mods.Name != want.Name:
+		return Arch{}, fmt.Errorf("--arch %s, but the modules in %s are built for %s", want.Name, img.dir.Path, mods.Name)
+	case want.Name != "":
+		return want, nil
+	case ok:
+		return mods, nil
+	}
+	return HostArch(), nil
+}
+
+// findInit settles the init binary (Init, or the one beside the program for the image's
+// architecture) and checks it (CheckInit).
+func (img *image) findInit() error {
+	if img.opts.Init == "" {
+		if img.opts.InitSearchDir == "" {
+			return errors.New("no init binary (--init)")
+		}
+		exe := filepath.Join(img.opts.InitSearchDir, "nbdroot")
+		name, find := "nbdroot-init", DefaultInit
+		if img.opts.TLS != nil {
+			// TLS needs the init built with it (crypto/tls makes /init larger).
+			name, find = TLSInitName, DefaultTLSInit
+		}
+		found, tried := find(exe, img.arch)
+		if found == "" {
+			return fmt.Errorf("no %s for %s beside this program (looked at %s): give one with --init, or build it (make build; GOARCH=%s CGO_ENABLED=0 go build ./cmd/nbdroot-init)",
+				name, img.arch.Name, strings.Join(tried, ", "), img.arch.Name)
+		}
+		img.opts.Init = found
+	}
+	if img.opts.TLS != nil {
+		if err := initHasTLS(img.opts.Init); err != nil {
+			return err
+		}
+	}
+	warns, err := CheckInit(img.opts.Init, img.arch)
+	if err != nil {
+		return err
+	}
+	img.sum.Init = img.opts.Init
+	img.sum.Warnings = append(img.sum.Warnings, warns...)
+	return nil
+}
+
+// requests lists the modules to resolve: what each hook asks for — filtered by the
+// client's module list for the hooks after autodetect —, the NIC drivers of the NIC policy
+// (or the client's), then --add-module. Each hook's requests are kept for the index.
+func (img *image) requests() ([]depmod.Request, error) {
+	var reqs []depmod.Request
+	auto := img.hooks.Index("autodetect")
+	var kept, dropped []string
+	for i, s := range img.hooks.Specs {
+		hr := &hookRequests{}
+		img.hookReqs[s.Name] = hr
+		by := "hook " + s.Name
+		detect := img.client != nil && auto >= 0 && i > auto
 		for _, m := range s.Modules {
-			reqs = append(reqs, depmod.Request{Name: m, By: "hook " + s.Name})
+			hr.required = append(hr.required, m)
+			reqs = append(reqs, depmod.Request{Name: m, By: by})
 		}
 		for _, m := range s.OptionalModules {
-			reqs = append(reqs, depmod.Request{Name: m, Optional: true, By: "hook " + s.Name})
+			if detect && !img.client.Has(m) {
+				dropped = append(dropped, m)
+				continue
+			}
+			hr.optional = append(hr.optional, m)
+			reqs = append(reqs, depmod.Request{Name: m, Optional: true, By: by})
 		}
 		// In the image for the kernel's requests, not in the hook's list of modules to load.
 		for _, m := range s.OnDemandModules {
-			reqs = append(reqs, depmod.Request{Name: m, Optional: true, By: "hook " + s.Name + " (on demand)"})
+			reqs = append(reqs, depmod.Request{Name: m, Optional: true, By: by + " (on demand)"})
 		}
-		needNICs = needNICs || s.NICs
-	}
-	if needNICs {
-		sysNet := img.opts.SysClassNet
-		if sysNet == "" {
-			sysNet = "/sys/class/net"
+		if detect {
+			for _, m := range img.client.inDirs(img.dir, s.AutodetectDirs) {
+				if !slices.Contains(hr.optional, m) && !slices.Contains(hr.required, m) {
+					hr.optional = append(hr.optional, m)
+					reqs = append(reqs, depmod.Request{Name: m, Optional: true, By: "autodetect (hook " + s.Name + ")"})
+					kept = append(kept, m)
+				}
+			}
 		}
-		var notes []string
-		if nicReqs, notes, err = nicRequests(img.opts.NICs, img.dir, sysNet); err != nil {
-			return nil, nil, err
+		if s.NICs {
+			nics, err := img.nicRequests(detect)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range nics {
+				hr.nics = append(hr.nics, r.Name)
+				if detect {
+					kept = append(kept, r.Name)
+				}
+			}
+			reqs = append(reqs, nics...)
 		}
-		img.sum.Warnings = append(img.sum.Warnings, notes...)
-		reqs = append(reqs, nicReqs...)
 	}
 	for _, m := range img.opts.AddModules {
 		reqs = append(reqs, depmod.Request{Name: m, By: "--add-module"})
 	}
-	return reqs, nicReqs, nil
+	if auto >= 0 {
+		img.lines["autodetect"] = img.autodetectLine(kept, dropped)
+	}
+	return reqs, nil
+}
+
+// nicRequests are the network drivers of a hook that needs the network: the NIC policy's,
+// or with autodetect the client's Ethernet drivers (plus drivers --nics names explicitly:
+// those are always wanted).
+func (img *image) nicRequests(detect bool) ([]depmod.Request, error) {
+	if !detect {
+		sysNet := img.opts.SysClassNet
+		if sysNet == "" {
+			sysNet = "/sys/class/net"
+		}
+		reqs, notes, err := nicRequests(img.opts.NICs, img.dir, sysNet)
+		img.sum.Warnings = append(img.sum.Warnings, notes...)
+		return reqs, err
+	}
+	var reqs []depmod.Request
+	for _, n := range universalNICs(img.dir) {
+		if img.client.Has(n) {
+			reqs = append(reqs, depmod.Request{Name: n, Optional: true, By: "autodetect (the client's NIC)"})
+		}
+	}
+	for _, item := range strings.Split(img.opts.NICs, ",") {
+		item = strings.TrimSpace(item)
+		switch item {
+		case "", NICsCommon, NICsUniversal, NICsHostOnly:
+		default:
+			reqs = append(reqs, depmod.Request{Name: item, By: "--nics"})
+		}
+	}
+	if len(reqs) == 0 {
+		img.sum.Warnings = append(img.sum.Warnings, fmt.Sprintf("autodetect: the client's module list (%s) has no Ethernet driver of this kernel: the net hook will find no NIC unless its driver is built in (add it with --nics DRIVER)", img.client.Source))
+	}
+	return reqs, nil
+}
+
+// autodetectLine is the summary line of autodetect.
+func (img *image) autodetectLine(kept, dropped []string) string {
+	if img.client == nil {
+		return "nothing left out: no client module list (--autodetect-from FILE, captured on the client with lsmod); the build host's hardware says nothing about the clients"
+	}
+	line := fmt.Sprintf("the client's drivers from %s (%d modules listed", img.client.Source, len(img.client.Names))
+	if n := img.client.missingFrom(img.dir); n > 0 {
+		line += fmt.Sprintf(", %d not in this kernel", n)
+	}
+	line += fmt.Sprintf("): %d kept", len(kept))
+	if len(dropped) > 0 {
+		line += fmt.Sprintf(", %d the hooks name left out (%s)", len(dropped), strings.Join(dropped, " "))
+	}
+	return line
 }
 
 // skeleton adds what every image has (layout): the directories, the device nodes, the
@@ -320,7 +511,7 @@ func (img *image) skeleton() error {
 // modules adds the resolved modules and their boot index. They are uncompressed in the
 // image: the image is compressed as a whole, which compresses better than per-file, and
 // finit_module needs no decompression flag.
-func (img *image) modules(cl *depmod.Closure, nicReqs []depmod.Request) error {
+func (img *image) modules(cl *depmod.Closure) error {
 	d, sum := img.dir, img.sum
 	modDir := path.Join(ModulesRoot, d.KVer)
 	ix := &kmod.Index{KVer: d.KVer, Builtin: cl.Builtin}
@@ -349,15 +540,20 @@ func (img *image) modules(cl *depmod.Closure, nicReqs []depmod.Request) error {
 	}
 	ix.Hooks = img.hookIndex(cl)
 	nicSeen := map[string]bool{}
-	for _, r := range nicReqs {
-		for _, m := range cl.Resolved[r.Name] {
-			if !nicSeen[m] {
-				nicSeen[m] = true
-				ix.NICs = append(ix.NICs, m)
+	for _, s := range img.hooks.Specs {
+		for _, r := range img.hookReqs[s.Name].nics {
+			for _, m := range cl.Resolved[r] {
+				if !nicSeen[m] {
+					nicSeen[m] = true
+					ix.NICs = append(ix.NICs, m)
+				}
 			}
 		}
 	}
 	sum.NICs = ix.NICs
+	if err := img.modconf(ix); err != nil {
+		return err
+	}
 	var idx strings.Builder
 	if _, err := ix.WriteTo(&idx); err != nil {
 		return fmt.Errorf("module index: %w", err)
@@ -373,12 +569,13 @@ func (img *image) modules(cl *depmod.Closure, nicReqs []depmod.Request) error {
 // modules" from "not in this image" (kmod.ErrUnknownHook).
 func (img *image) hookIndex(cl *depmod.Closure) []kmod.Hook {
 	var out []kmod.Hook
-	for i, s := range img.specs {
+	for i, s := range img.hooks.Specs {
+		hr := img.hookReqs[s.Name]
 		var required, optional []string
-		for _, m := range s.Modules {
+		for _, m := range hr.required {
 			required = append(required, cl.Resolved[m]...)
 		}
-		for _, m := range s.OptionalModules {
+		for _, m := range hr.optional {
 			optional = append(optional, cl.Resolved[m]...)
 		}
 		if i == 0 {
@@ -409,20 +606,29 @@ func (img *image) extras() error {
 	return nil
 }
 
-// write writes the tree as a compressed cpio archive to w.
+// write writes the tree as a compressed cpio archive to w, behind the early archive
+// (microcode) when there is one. The kernel reads early microcode from an uncompressed
+// archive at the very start of the initramfs (arch/x86/kernel/cpu/microcode, find_cpio_data)
+// and its unpacker goes on from one archive to the next, compressed or not, skipping the
+// zero padding between them (init/initramfs.c).
 func (img *image) write(w io.Writer) error {
 	img.sum.Files = len(img.tree.entries)
 	comp := img.sum.Compression
+	mtime := img.opts.MTime
+	if mtime < 0 {
+		mtime = 0
+	}
+	if img.early != nil {
+		if err := img.early.writeCPIO(w, uint64(mtime)); err != nil {
+			return fmt.Errorf("early microcode archive: %w", err)
+		}
+	}
 	cw := &countWriter{w: w}
 	zw, err := NewWriter(cw, comp)
 	if err != nil {
 		return err
 	}
 	aw := &countWriter{w: zw}
-	mtime := img.opts.MTime
-	if mtime < 0 {
-		mtime = 0
-	}
 	if err := img.tree.writeCPIO(aw, uint64(mtime)); err != nil {
 		return err
 	}
@@ -454,11 +660,7 @@ func hookModules(hook string, required, optional []string) kmod.Hook {
 // directory of the modules' root, in any of the forms the kernel's loader reads (plain,
 // .xz, .zst with CONFIG_FW_LOADER_COMPRESS).
 func addFirmware(t *tree, opts Options, d *depmod.Dir, want map[string]bool, sum *Summary) error {
-	fwDir := opts.Firmware
-	if fwDir == "" {
-		// ROOT/lib/modules/VER → ROOT/lib/firmware
-		fwDir = filepath.Join(filepath.Dir(filepath.Dir(d.Path)), "firmware")
-	}
+	fwDir := firmwareDir(opts, d)
 	names := make([]string, 0, len(want))
 	for n := range want {
 		names = append(names, n)
@@ -482,6 +684,15 @@ func addFirmware(t *tree, opts Options, d *depmod.Dir, want map[string]bool, sum
 		}
 	}
 	return nil
+}
+
+// firmwareDir is where firmware and microcode are read: opts.Firmware, else lib/firmware of
+// the root the modules directory is in (ROOT/lib/modules/VER → ROOT/lib/firmware).
+func firmwareDir(opts Options, d *depmod.Dir) string {
+	if opts.Firmware != "" {
+		return opts.Firmware
+	}
+	return filepath.Join(filepath.Dir(filepath.Dir(d.Path)), "firmware")
 }
 
 // addHostPath copies a file, symlink or directory tree of this machine into the image.

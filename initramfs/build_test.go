@@ -19,6 +19,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/ulikunitz/xz"
 
+	"github.com/nbdroot/nbdroot/initramfs/inittest"
 	"github.com/nbdroot/nbdroot/kernelcfg"
 	"github.com/nbdroot/nbdroot/kmod"
 	"github.com/nbdroot/nbdroot/kmod/depmod"
@@ -43,7 +44,7 @@ func newFixture(t *testing.T) fixture {
 	if err := kmodtest.Debian61().Write(f.modules); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(f.init, []byte("\x7fELF fake init binary"), 0o755); err != nil {
+	if err := inittest.Write(f.init, inittest.Init); err != nil {
 		t.Fatal(err)
 	}
 	fw := filepath.Join(root, "lib", "firmware", "rtl_nic", "rtl8168h-2.fw")
@@ -198,8 +199,8 @@ func TestBuildLayout(t *testing.T) {
 			t.Errorf("applet %s: %v, want a symlink to %s", a, r.Info, InitPath)
 		}
 	}
-	if got := content(t, recs["init"]); got != "\x7fELF fake init binary" {
-		t.Errorf("/init = %q", got)
+	if got := content(t, recs["init"]); got != string(mustRead(t, f.init)) {
+		t.Errorf("/init is not the init binary (%d bytes)", len(got))
 	}
 	if got := content(t, recs["etc/keys/root.key"]); got != "key material" {
 		t.Errorf("keyfile = %q", got)
@@ -422,10 +423,10 @@ func TestBuildErrors(t *testing.T) {
 		edit  func(*Options)
 		check func(error) string // "" when the error is as expected
 	}{
-		{"unknown hook", func(o *Options) { o.Hooks = []string{"base", "autodetect"} }, func(err error) string {
+		{"unknown hooks, all at once", func(o *Options) { o.Hooks = []string{"base", "resume", "udev", "mdadm_udev"} }, func(err error) string {
 			var ue *UnknownHookError
-			if !errors.As(err, &ue) || ue.Name != "autodetect" || !strings.Contains(err.Error(), "filesystems") {
-				return "want an UnknownHookError naming autodetect and listing the known hooks"
+			if !errors.As(err, &ue) || !slices.Equal(ue.Names, []string{"resume", "mdadm_udev"}) || !strings.Contains(err.Error(), "filesystems") {
+				return "want an UnknownHookError naming resume and mdadm_udev and listing the known hooks"
 			}
 			return ""
 		}},
@@ -557,7 +558,7 @@ func TestBuildRealKernelDefault(t *testing.T) {
 	mods := testKernelModules(t)
 	dir := t.TempDir()
 	init := filepath.Join(dir, "init")
-	if err := os.WriteFile(init, nil, 0o755); err != nil {
+	if err := inittest.Write(init, inittest.Init); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "kernel26.img")

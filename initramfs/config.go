@@ -6,14 +6,15 @@ import (
 	"io"
 	"strings"
 
-	"github.com/nbdroot/nbdroot/hooks/catalog"
 )
 
 // Config is what the builder reads from a mkinitcpio.conf-style file: the arrays (or
-// quoted strings) HOOKS, MODULES and FILES, and COMPRESSION. Unset fields are empty.
+// quoted strings) HOOKS, MODULES, BINARIES and FILES, and COMPRESSION. Unset fields are
+// empty.
 type Config struct {
 	Hooks       []string
 	Modules     []string
+	Binaries    []string
 	Files       []string
 	Compression string
 }
@@ -48,6 +49,8 @@ func ReadConfig(r io.Reader) (*Config, error) {
 			dst = &cfg.Hooks
 		case "MODULES":
 			dst = &cfg.Modules
+		case "BINARIES":
+			dst = &cfg.Binaries
 		case "FILES":
 			dst = &cfg.Files
 		case "COMPRESSION":
@@ -142,38 +145,4 @@ func ParseHooks(s string) ([]string, error) {
 		return nil, nil
 	}
 	return words, nil
-}
-
-// UnknownHookError reports a hook name nbdroot does not know.
-type UnknownHookError struct {
-	Name  string
-	Known []string
-}
-
-func (e *UnknownHookError) Error() string {
-	return fmt.Sprintf("unknown hook %q (known hooks: %s)", e.Name, strings.Join(e.Known, " "))
-}
-
-// CheckHooks returns the specs of the named hooks in the order given (the boot order), or
-// an *UnknownHookError for the first name the catalog does not have. Duplicates are
-// dropped.
-func CheckHooks(names []string) ([]catalog.Spec, error) {
-	var out []catalog.Spec
-	seen := map[string]bool{}
-	for _, n := range names {
-		if seen[n] {
-			continue
-		}
-		seen[n] = true
-		s, ok := catalog.Lookup(n)
-		if !ok {
-			var known []string
-			for _, k := range catalog.Catalog() {
-				known = append(known, k.Name)
-			}
-			return nil, &UnknownHookError{Name: n, Known: known}
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }

@@ -70,23 +70,40 @@ COMPRESSION="xz"
 }
 
 func TestCheckHooks(t *testing.T) {
-	specs, err := CheckHooks([]string{"base", "udev", "net", "udev", "keymap"})
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name          string
+		in            []string
+		written, want []string
+	}{
+		{"duplicates dropped", []string{"base", "udev", "net", "udev", "keymap"},
+			[]string{"base", "udev", "net", "keymap"}, []string{"base", "udev", "net", "keymap"}},
+		{"stock Arch", strings.Fields("base udev autodetect microcode modconf kms keyboard keymap consolefont block filesystems fsck"),
+			strings.Fields("base udev autodetect microcode modconf kms keyboard keymap consolefont block filesystems fsck"),
+			strings.Fields("base udev autodetect microcode modconf kms keyboard keymap consolefont block filesystems fsck")},
+		{"systemd hooks map to ours", strings.Fields("base systemd autodetect keyboard sd-vconsole block sd-encrypt lvm2 filesystems"),
+			strings.Fields("base systemd autodetect keyboard sd-vconsole block sd-encrypt lvm2 filesystems"),
+			strings.Fields("base udev autodetect keyboard keymap consolefont block encrypt lvm2 filesystems")},
 	}
-	var names []string
-	for _, s := range specs {
-		names = append(names, s.Name)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := CheckHooks(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.written, h.Written); diff != "" {
+				t.Errorf("Written (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.want, h.Names()); diff != "" {
+				t.Errorf("Names (-want +got):\n%s", diff)
+			}
+		})
 	}
-	if diff := cmp.Diff([]string{"base", "udev", "net", "keymap"}, names); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
-	_, err = CheckHooks([]string{"base", "autodetect"})
+	_, err := CheckHooks([]string{"base", "resume", "udev", "shutdown", "resume"})
 	var ue *UnknownHookError
-	if !errors.As(err, &ue) || ue.Name != "autodetect" {
-		t.Fatalf("err = %v, want UnknownHookError for autodetect", err)
+	if !errors.As(err, &ue) || !cmp.Equal(ue.Names, []string{"resume", "shutdown"}) {
+		t.Fatalf("err = %v, want one UnknownHookError for resume and shutdown", err)
 	}
-	for _, k := range []string{"base", "udev", "net", "nbd", "encrypt", "filesystems", "usbinput", "keymap"} {
+	for _, k := range []string{"base", "udev", "net", "nbd", "encrypt", "filesystems", "usbinput", "keymap", "systemd"} {
 		if !strings.Contains(err.Error(), k) {
 			t.Errorf("%q does not list %s", err, k)
 		}

@@ -51,16 +51,23 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // Apply adds what a mkinitcpio.conf says to o, the way mkinitcpio reads it under command
-// line options: its HOOKS and COMPRESSION where o has none yet, its MODULES and FILES before
-// those o already lists. mkinitcpio names the compressor's command: cat means none.
+// line options: its HOOKS and COMPRESSION where o has none yet, its MODULES, BINARIES and
+// FILES before those o already lists. mkinitcpio names the compressor's command: cat means
+// none. The config's FILES are the client's: with a root (o.Root, --root) they are read
+// inside it, as its BINARIES are.
 func (c *Config) Apply(o *Options) {
 	if o.Hooks == nil && c.Hooks != nil {
 		o.Hooks = c.Hooks
 	}
 	o.AddModules = append(append([]string(nil), c.Modules...), o.AddModules...)
+	o.Binaries = append(append([]string(nil), c.Binaries...), o.Binaries...)
 	var files []File
 	for _, f := range c.Files {
-		files = append(files, File{Src: f, Dst: f})
+		src := f
+		if o.Root != "" {
+			src = filepath.Join(o.Root, f)
+		}
+		files = append(files, File{Src: src, Dst: f})
 	}
 	o.Files = append(files, o.Files...)
 	if o.Compression == "" && c.Compression != "" {
@@ -77,19 +84,6 @@ func (c *Config) Apply(o *Options) {
 // place for a program's internal executables (`make install`, the Debian package and
 // `nbdroot install` all use it).
 const InstalledInit = "../lib/nbdroot/nbdroot-init"
-
-// DefaultInit is the nbdroot-init binary beside the running program (exe, os.Executable,
-// as in a build directory), else where an installation puts it (InstalledInit), or "" when
-// there is none.
-func DefaultInit(exe string) string {
-	dir := filepath.Dir(exe)
-	for _, cand := range []string{filepath.Join(dir, "nbdroot-init"), filepath.Join(dir, InstalledInit)} {
-		if _, err := os.Stat(cand); err == nil {
-			return cand
-		}
-	}
-	return ""
-}
 
 // SourceDateEpoch parses SOURCE_DATE_EPOCH (reproducible-builds.org), the mtime of every
 // file of the image: "" is 0; a value the cpio format cannot hold is an error.

@@ -1,6 +1,10 @@
 package initramfs
 
 import (
+	"debug/elf"
+
+	"github.com/nbdroot/nbdroot/initramfs/inittest"
+
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,15 +75,33 @@ func TestSourceDateEpoch(t *testing.T) {
 	}
 }
 
+// TestDefaultInit: the init beside the program for the host architecture, in ARCH/ for
+// another one; a file of the wrong architecture is passed over.
 func TestDefaultInit(t *testing.T) {
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "nbdroot")
-	if got := DefaultInit(exe); got != "" {
-		t.Errorf("DefaultInit without nbdroot-init = %q", got)
+	amd64, _ := ParseArch("amd64")
+	arm64, _ := ParseArch("arm64")
+	if got, tried := DefaultInit(exe, amd64); got != "" || len(tried) != 4 {
+		t.Errorf("DefaultInit without nbdroot-init = %q (tried %q)", got, tried)
 	}
-	os.WriteFile(filepath.Join(dir, "nbdroot-init"), nil, 0o755)
-	if got := DefaultInit(exe); got != filepath.Join(dir, "nbdroot-init") {
-		t.Errorf("DefaultInit = %q", got)
+	if err := inittest.Write(filepath.Join(dir, "nbdroot-init"), inittest.Init); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := DefaultInit(exe, amd64); got != filepath.Join(dir, "nbdroot-init") {
+		t.Errorf("DefaultInit(amd64) = %q", got)
+	}
+	if got, _ := DefaultInit(exe, arm64); got != "" {
+		t.Errorf("DefaultInit(arm64) = %q, an amd64 binary", got)
+	}
+	os.Mkdir(filepath.Join(dir, "arm64"), 0o755)
+	armInit := inittest.Init
+	armInit.Machine = elf.EM_AARCH64
+	if err := inittest.Write(filepath.Join(dir, "arm64", "nbdroot-init"), armInit); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := DefaultInit(exe, arm64); got != filepath.Join(dir, "arm64", "nbdroot-init") {
+		t.Errorf("DefaultInit(arm64) = %q", got)
 	}
 }
 
@@ -92,13 +114,18 @@ func TestDefaultInitInstalled(t *testing.T) {
 	installed := filepath.Join(prefix, "lib", "nbdroot", "nbdroot-init")
 	os.MkdirAll(filepath.Dir(installed), 0o755)
 	os.MkdirAll(filepath.Dir(exe), 0o755)
-	os.WriteFile(installed, nil, 0o755)
-	if got := DefaultInit(exe); filepath.Clean(got) != installed {
+	if err := inittest.Write(installed, inittest.Init); err != nil {
+		t.Fatal(err)
+	}
+	amd64, _ := ParseArch("amd64")
+	if got, _ := DefaultInit(exe, amd64); got != installed {
 		t.Errorf("DefaultInit = %q, want %q", got, installed)
 	}
 	beside := filepath.Join(prefix, "bin", "nbdroot-init")
-	os.WriteFile(beside, nil, 0o755)
-	if got := DefaultInit(exe); got != beside {
+	if err := inittest.Write(beside, inittest.Init); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := DefaultInit(exe, amd64); got != beside {
 		t.Errorf("DefaultInit with both = %q, want %q", got, beside)
 	}
 }

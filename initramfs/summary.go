@@ -11,9 +11,16 @@ func (s *Summary) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s, %s compressed from %s\n", s.Output, s.Compression, size(s.ImageSize), size(s.ArchiveSize))
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-12s %s\n", k, v) }
-	row("kernel", s.KVer)
+	kernel := s.KVer
+	if s.Arch != "" {
+		kernel += " (" + s.Arch + ")"
+	}
+	row("kernel", kernel)
 	row("hooks", strings.Join(s.Hooks, " "))
-	row("init", size(s.InitSize))
+	for _, h := range s.HookLines {
+		fmt.Fprintf(&b, "    %-12s %s\n", h.Name, h.Text)
+	}
+	row("init", size(s.InitSize)+" "+s.Init)
 	row("modules", fmt.Sprintf("%d, %s: %s", len(s.Modules), size(s.ModulesSize), strings.Join(s.Modules, " ")))
 	if len(s.NICs) > 0 {
 		row("NIC drivers", strings.Join(s.NICs, " "))
@@ -26,6 +33,12 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	if len(s.Firmware) > 0 {
 		row("firmware", strings.Join(s.Firmware, " "))
+	}
+	if len(s.Microcode) > 0 {
+		row("microcode", strings.Join(s.Microcode, ", "))
+	}
+	if len(s.Binaries) > 0 {
+		row("binaries", strings.Join(s.Binaries, " "))
 	}
 	row("entries", fmt.Sprint(s.Files))
 	for _, w := range s.Warnings {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -30,22 +29,10 @@ const NoTLSTag = "nbdroot_notls"
 // TLSInitName is the file name of the init built with TLS, beside nbdroot-init.
 const TLSInitName = "nbdroot-init-tls"
 
-// DefaultTLSInit is the nbdroot-init-tls binary beside the running program (exe), else
-// where an installation puts it (beside InstalledInit), or "" when there is none.
-func DefaultTLSInit(exe string) string {
-	dir := filepath.Dir(exe)
-	for _, cand := range []string{filepath.Join(dir, TLSInitName), filepath.Join(dir, filepath.Dir(InstalledInit), TLSInitName)} {
-		if _, err := os.Stat(cand); err == nil {
-			return cand
-		}
-	}
-	return ""
-}
-
 // tlsHook is the catalog's hook for the kernel's side of TLS (its modules).
 const tlsHook = "tls"
 
-// prepareTLS checks the TLS files and the init, and returns the hooks with "tls" added
+// prepareTLS checks the TLS files, and returns the hooks with "tls" added
 // (right before nbd) when TLS is asked for and the list does not have it. Warnings are
 // what the user should know: a certificate near or past its end, the key inside the image.
 func prepareTLS(opts Options, hooks []string) ([]string, []string, error) {
@@ -58,9 +45,6 @@ func prepareTLS(opts Options, hooks []string) ([]string, []string, error) {
 	}
 	if (t.Cert == "") != (t.Key == "") {
 		return nil, nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if err := initHasTLS(opts.Init); err != nil {
-		return nil, nil, err
 	}
 	ca, err := os.ReadFile(t.CA)
 	if err != nil {

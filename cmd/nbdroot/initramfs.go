@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nbdroot/nbdroot/hooks/catalog"
@@ -21,14 +22,16 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 const initramfsUsage = `usage: nbdroot initramfs [--modules DIR | --root CHROOT [--kver VER]]
                          [--hooks "HOOK…" | --config mkinitcpio.conf]
                          [--add-module NAME]… [--file SRC[:DST]]… [--keyfile SRC[:DST]]…
+                         [--binary PROGRAM]… [--keymap NAME|FILE] [--autodetect-from FILE]
                          [--nics common|host-only|universal|LIST] [--compression C]
                          [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
-                         [--init PATH] [--kernel-config FILE] -o OUT
+                         [--arch ARCH] [--init PATH] [--kernel-config FILE] -o OUT
 
 Builds the nbdroot initramfs (kernel26.img) for a client kernel: the nbdroot-init binary as
 /init, the kernel modules the hooks need (resolved from each module's .modinfo depends= and
-softdep=), a module index for boot, and any extra files. Same inputs give a byte-identical
-image (mtimes are 0, or SOURCE_DATE_EPOCH when set).
+softdep=), a module index for boot, and any extra files. Every hook of a stock mkinitcpio.conf
+is understood; the summary says what each one does in this image. Same inputs give a
+byte-identical image (mtimes are 0, or SOURCE_DATE_EPOCH when set).
 
 Options:
 `
@@ -36,7 +39,8 @@ Options:
 // initramfsFlags are the flags of `nbdroot initramfs`.
 type initramfsFlags struct {
 	modules, root, kver, hooks, config, nics, comp, init, kernelCfg, firmware, out string
-	addModules, files, keyfiles                                                    listFlag
+	arch, autodetect, keymap                                                       string
+	addModules, files, keyfiles, binaries                                          listFlag
 	tls                                                                            initramfs.TLSFiles
 }
 
@@ -48,7 +52,11 @@ func (f *initramfsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "read HOOKS, MODULES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
 	fs.StringVar(&f.nics, "nics", "", "NIC drivers for the net hook: common, host-only, universal, or a comma `LIST` of drivers and policies (default "+initramfs.DefaultNICs+")")
 	fs.StringVar(&f.comp, "compression", "", "image compression: "+strings.Join(initramfs.Compressions(), ", ")+" (default "+string(initramfs.DefaultCompression)+")")
-	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH` (default: nbdroot-init beside this program, else in ../lib/nbdroot as installed; nbdroot-init-tls with --tls-ca)")
+	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH`, a static executable of the image's architecture (default: nbdroot-init or ARCH/nbdroot-init beside this program, else in ../lib/nbdroot as installed; nbdroot-init-tls with --tls-ca)")
+	fs.StringVar(&f.arch, "arch", "", "the image's architecture `ARCH` (amd64, arm64…; default: the kernel modules')")
+	fs.StringVar(&f.autodetect, "autodetect-from", "", "the client's module list `FILE` (lsmod output or /proc/modules) for the autodetect hook: keep only its drivers")
+	fs.StringVar(&f.keymap, "keymap", "", "console keymap for the keymap hook: a keymap `NAME` of the root, or a keymap FILE (default: the root's KEYMAP= / console-setup)")
+	fs.Var(&f.binaries, "binary", "add `PROGRAM` (a path, or a name in the root's PATH) with its shared libraries, like BINARIES (repeatable)")
 	fs.StringVar(&f.kernelCfg, "kernel-config", "", "kernel .config `FILE` for the kernel check (default: ROOT/boot/config-VER beside the modules, when present)")
 	fs.StringVar(&f.firmware, "firmware", "", "firmware `DIR` for modules that name firmware (default: ROOT/lib/firmware beside the modules)")
 	fs.StringVar(&f.out, "o", "", "output image `FILE` (required)")
@@ -74,7 +82,15 @@ func (f *initramfsFlags) options() (initramfs.Options, error) {
 		return initramfs.Options{}, usagef("-o OUT is required")
 	}
 	opts := initramfs.Options{Output: f.out, NICs: f.nics, Firmware: f.firmware, KernelConfig: f.kernelCfg,
-		Compression: initramfs.Compression(f.comp), AddModules: f.addModules}
+		Compression: initramfs.Compression(f.comp), AddModules: f.addModules, Binaries: f.binaries,
+		AutodetectFrom: f.autodetect, Keymap: f.keymap, Root: f.root}
+	if f.arch != "" {
+		a, err := initramfs.ParseArch(f.arch)
+		if err != nil {
+			return opts, usagef("--arch: %v", err)
+		}
+		opts.Arch = a
+	}
 	switch {
 	case f.modules != "" && f.root != "":
 		return opts, usagef("--modules and --root exclude each other")
@@ -123,19 +139,13 @@ func (f *initramfsFlags) options() (initramfs.Options, error) {
 		opts.TLS = &tls
 	}
 	if opts.Init = f.init; opts.Init == "" {
-		name := "nbdroot-init"
-		if exe, err := os.Executable(); err == nil {
-			if opts.TLS != nil {
-				// TLS needs the init built with it (crypto/tls makes /init larger).
-				name = initramfs.TLSInitName
-				opts.Init = initramfs.DefaultTLSInit(exe)
-			} else {
-				opts.Init = initramfs.DefaultInit(exe)
-			}
+		// The builder looks beside this program, for the image's architecture (and for
+		// nbdroot-init-tls when the image has TLS files).
+		exe, err := os.Executable()
+		if err != nil {
+			return opts, usagef("--init PATH is required (%v)", err)
 		}
-		if opts.Init == "" {
-			return opts, usagef("--init PATH is required (no %s beside this program)", name)
-		}
+		opts.InitSearchDir = filepath.Dir(exe)
 	}
 	if opts.MTime, err = initramfs.SourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH")); err != nil {
 		return opts, usageErr{err}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdroot/nbdroot/initramfs/inittest"
 	"github.com/nbdroot/nbdroot/kmod/kmodtest"
 )
 
@@ -18,7 +19,7 @@ func initramfsFixture(t *testing.T) (root, init string) {
 		t.Fatal(err)
 	}
 	init = filepath.Join(root, "nbdroot-init")
-	if err := os.WriteFile(init, []byte("fake init"), 0o755); err != nil {
+	if err := inittest.Write(init, inittest.Init); err != nil {
 		t.Fatal(err)
 	}
 	return root, init
@@ -38,15 +39,25 @@ func TestInitramfsCLI(t *testing.T) {
 		wantStdout []string
 		wantStderr []string
 	}{
-		{name: "help", args: []string{"--help"}, wantStdout: []string{"--modules", "--root", "--hooks", "--config", "--add-module", "--file", "--keyfile", "--nics", "--compression", "--init", "-o"}},
+		{name: "help", args: []string{"--help"}, wantStdout: []string{"--modules", "--root", "--hooks", "--config", "--add-module", "--file", "--keyfile", "--nics", "--compression", "--init", "--arch", "--binary", "--keymap", "--autodetect-from", "-o"}},
 		{name: "Makefile invocation", args: []string{"--modules", filepath.Join(root, "lib/modules/6.1.0-test"), "--hooks", "base udev net nbd encrypt filesystems", "--init", init, "-o", out},
 			wantStdout: []string{out, "zstd", "base udev net nbd encrypt filesystems", "ext4"}},
 		{name: "chroot and mkinitcpio config", args: []string{"--root", root, "--config", conf, "--init", init, "-o", out},
 			wantStdout: []string{"gzip", "base udev net nbd filesystems", "tg3"}},
 		{name: "hooks line form", args: []string{"--root", root, "--kver", "6.1.0-test", "--hooks", `HOOKS="base nbd"`, "--nics", "e1000", "--compression", "none", "--init", init, "-o", out},
 			wantStdout: []string{"none", "base nbd"}},
-		{name: "unknown hook", args: []string{"--root", root, "--hooks", "base autodetect", "--init", init, "-o", out}, wantStatus: 1,
-			wantStderr: []string{`unknown hook "autodetect"`, "filesystems"}},
+		{name: "unknown hooks", args: []string{"--root", root, "--hooks", "base resume udev shutdown", "--init", init, "-o", out}, wantStatus: 1,
+			wantStderr: []string{`unknown hooks "resume", "shutdown"`, "filesystems"}},
+		{name: "stock Arch HOOKS line", args: []string{"--root", root, "--hooks", "HOOKS=(base udev autodetect microcode modconf kms keyboard keymap consolefont block net nbd encrypt filesystems fsck)", "--init", init, "-o", out},
+			wantStdout: []string{"    autodetect   nothing left out", "    fsck         not run at boot", "    consolefont  accepted"}},
+		{name: "init is not an executable", args: []string{"--root", root, "--init", conf, "-o", out}, wantStatus: 1,
+			wantStderr: []string{"--init " + conf + ": not an ELF executable"}},
+		{name: "init for another architecture", args: []string{"--root", root, "--arch", "arm64", "--init", init, "-o", out}, wantStatus: 1,
+			wantStderr: []string{"--arch arm64, but the modules"}},
+		{name: "bad arch", args: []string{"--root", root, "--arch", "vax", "--init", init, "-o", out}, wantStatus: 2,
+			wantStderr: []string{"--arch", "vax"}},
+		{name: "autodetect-from without the hook", args: []string{"--root", root, "--autodetect-from", conf, "--init", init, "-o", out}, wantStatus: 1,
+			wantStderr: []string{"--autodetect-from needs the autodetect hook"}},
 		{name: "missing module", args: []string{"--root", root, "--add-module", "zfs", "--init", init, "-o", out}, wantStatus: 1,
 			wantStderr: []string{"zfs", "--add-module"}},
 		{name: "no output", args: []string{"--root", root, "--init", init}, wantStatus: 2, wantStderr: []string{"-o OUT"}},

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/nbdroot/nbdroot/initramfs"
 	"github.com/nbdroot/nbdroot/install"
@@ -132,9 +133,10 @@ func (f *installFlags) binaries() (bin, init string, err error) {
 		return "", "", err
 	}
 	if init = f.init; init == "" {
-		if init = initramfs.DefaultInit(bin); init == "" {
-			return "", "", usagef("--init PATH is required: no nbdroot-init beside %s or in %s", bin,
-				filepath.Join(filepath.Dir(bin), initramfs.InstalledInit))
+		var tried []string
+		if init, tried = initramfs.DefaultInit(bin, initramfs.HostArch()); init == "" {
+			return "", "", usagef("--init PATH is required: no nbdroot-init for %s in %s",
+				initramfs.HostArch().Name, strings.Join(tried, ", "))
 		}
 	}
 	return bin, init, nil
