@@ -128,6 +128,21 @@ func (p *Plan) Explain(w io.Writer) error {
 		line("key", key, "crypt.key")
 	}
 
+	if l := p.LVM; l != nil {
+		ew.printf("lvm\n")
+		switch {
+		case l.Off:
+			line("activate", "nothing (LVM is off)", "lvm")
+		default:
+			if len(l.LVs) > 0 {
+				line("needs", strings.Join(l.LVs, " "), "lvm")
+			}
+			if len(l.VGs) > 0 {
+				line("activate", "every volume of "+strings.Join(l.VGs, " ")+" it can map", "lvm")
+			}
+		}
+	}
+
 	r := p.Root
 	ew.printf("root\n")
 	line("device", r.Device, "root.device")

@@ -53,6 +53,8 @@ func FuzzParse(f *testing.F) {
 		"nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.tls=maybe nbdroot.tlsname=a/b nbdroot.ktls=2",
 		"ifname=bootnet:52:54:00:ab:cd:ef bond=bond0:bootnet,eth1:mode=1,miimon=100:9000 vlan=bond0.42:bond0 bridge=br0:bond0.42 rd.route=[2001:db8::/48]:[fe80::1]:br0 ip=br0:dhcp root=dhcp",
 		"vlan=vlan0042:eth0 rd.route=10.8.0.0/255.255.0.0::eth0 bridge bond ip=eth0:dhcp nbd_server=[2001:db8::1]:10809 root=/dev/nbd0",
+		"nbd_server=10.0.0.1 root=/dev/mapper/vg--0-root resume=/dev/vg-0/swap rd.lvm.lv=vg-0/root rd.lvm.vg=data",
+		"nbd_server=10.0.0.1 rd.luks.name=0b1d0f70-8f2c-4b4c-9d6e-3f1c2a4b5c6d=c luks.options=discard rd.luks.key=/k:LABEL=K root=/dev/vg/root",
 	} {
 		f.Add(s)
 	}

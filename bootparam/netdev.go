@@ -374,7 +374,7 @@ func (b *builder) buildNetdevs() error {
 		owner[name] = p
 		return nil
 	}
-	for i, p := range b.netdevs["ifname"] {
+	for i, p := range b.lists["ifname"] {
 		n, err := ParseIfName(p.Value)
 		if err != nil {
 			return err
@@ -402,7 +402,7 @@ func (b *builder) buildNetdevs() error {
 		enslaved[dev] = p
 		return nil
 	}
-	for i, p := range b.netdevs["bond"] {
+	for i, p := range b.lists["bond"] {
 		bd, err := ParseBond(p.Value)
 		if err != nil {
 			return err
@@ -418,7 +418,7 @@ func (b *builder) buildNetdevs() error {
 		pl.Bonds = append(pl.Bonds, bd)
 		b.src("bond["+strconv.Itoa(i)+"]", p.String())
 	}
-	for i, p := range b.netdevs["vlan"] {
+	for i, p := range b.lists["vlan"] {
 		v, err := ParseVLAN(p.Value)
 		if err != nil {
 			return err
@@ -429,7 +429,7 @@ func (b *builder) buildNetdevs() error {
 		pl.VLANs = append(pl.VLANs, v)
 		b.src("vlan["+strconv.Itoa(i)+"]", p.String())
 	}
-	for i, p := range b.netdevs["bridge"] {
+	for i, p := range b.lists["bridge"] {
 		br, err := ParseBridge(p.Value)
 		if err != nil {
 			return err
@@ -458,7 +458,7 @@ func (b *builder) buildNetdevs() error {
 	if err := b.checkNetdevCycles(owner); err != nil {
 		return err
 	}
-	for i, p := range b.netdevs["rd.route"] {
+	for i, p := range b.lists["rd.route"] {
 		r, err := ParseRoute(p.Value)
 		if err != nil {
 			return err

@@ -48,6 +48,15 @@ var valueParams = map[string]bool{
 	"netroot": true, "root": true, "rootfstype": true, "rootflags": true,
 	"init": true, "rootdelay": true, "cryptdevice": true, "cryptkey": true,
 	"BOOTIF": true, "rd.break": true,
+	"rd.lvm": true, "resume": true, "rd.luks": true, "luks": true,
+}
+
+// listParams are the parameters that may be given several times, each occurrence counting
+// (dracut's rd.lvm.vg=/rd.lvm.lv=, systemd-cryptsetup-generator's rd.luks.*).
+var listParams = map[string]bool{
+	"rd.lvm.vg": true, "rd.lvm.lv": true,
+	"rd.luks.uuid": true, "luks.uuid": true, "rd.luks.name": true, "luks.name": true,
+	"rd.luks.options": true, "luks.options": true, "rd.luks.key": true, "luks.key": true,
 }
 
 // builder collects the parameters of one command line and turns them into a Plan.
@@ -55,11 +64,12 @@ type builder struct {
 	last  map[string]Param
 	count map[string]int
 	ips   []Param
-	// netdevs keeps every vlan=, bond=, bridge=, rd.route= and ifname=, by name, in order:
-	// each may be repeated for several devices or routes.
-	netdevs map[string][]Param
 	// netroots keeps every netroot=: dracut uses the first one starting with nbd:.
 	netroots []Param
+	// lists keeps every occurrence of the listParams and the netdevParams (vlan=, bond=,
+	// bridge=, rd.route=, ifname=: each may be repeated for several devices or routes), by
+	// name, in order.
+	lists map[string][]Param
 	// rwWord is the last of the bare ro/rw words, or "".
 	rwWord string
 	// win is the NBD dialect that won (nil when none named a server).
@@ -84,8 +94,7 @@ type builder struct {
 // nbd hook completes it into a Target with Resolve. Every other problem is a *ParamError.
 func Parse(cmdline string) (*Plan, error) {
 	params, initArgs := Tokenize(cmdline)
-	b := &builder{last: map[string]Param{}, count: map[string]int{}, netdevs: map[string][]Param{},
-		plan: &Plan{Sources: map[string]string{}}}
+	b := &builder{last: map[string]Param{}, count: map[string]int{}, lists: map[string][]Param{}, plan: &Plan{Sources: map[string]string{}}}
 	for _, p := range params {
 		if err := b.collect(p); err != nil {
 			return nil, err
@@ -126,10 +135,13 @@ func (b *builder) collect(p Param) error {
 	case netdevParams[p.Name]:
 		// A bare bond or bridge is dracut's default device; a bare vlan, rd.route or
 		// ifname is incomplete, which their parsers say.
-		b.netdevs[p.Name] = append(b.netdevs[p.Name], p)
+		b.lists[p.Name] = append(b.lists[p.Name], p)
 		return nil
 	case p.Name == "netroot" && p.HasValue:
 		b.netroots = append(b.netroots, p)
+		return nil
+	case listParams[p.Name] && p.HasValue:
+		b.lists[p.Name] = append(b.lists[p.Name], p)
 		return nil
 	case (p.Name == "ro" || p.Name == "rw") && !p.HasValue:
 		// The kernel's ro/rw handlers refuse a value (`ro=x` is not ro); the last word wins.
@@ -161,7 +173,7 @@ func (b *builder) collect(p Param) error {
 // the last occurrence is known.
 // reads says whether Parse reads p (as opposed to leaving it to the kernel or the init).
 func (b *builder) reads(p Param) bool {
-	return p.Name == "ip" || p.Name == "netroot" || valueParams[p.Name] || netdevParams[p.Name] || strings.HasPrefix(p.Name, "nbdroot.")
+	return p.Name == "ip" || p.Name == "netroot" || valueParams[p.Name] || listParams[p.Name] || netdevParams[p.Name] || strings.HasPrefix(p.Name, "nbdroot.")
 }
 
 func (b *builder) fixRepeatNotes() {
@@ -178,7 +190,7 @@ func (b *builder) fixRepeatNotes() {
 
 func (b *builder) build() error {
 	b.fixRepeatNotes()
-	steps := []func() error{b.buildIP, b.buildNBD, b.buildKnobs, b.buildTLS, b.buildDevice, b.buildCrypt, b.buildRoot, b.buildMount, b.buildMisc, b.buildNetwork, b.buildFleet, b.buildNetdevs}
+	steps := []func() error{b.buildIP, b.buildNBD, b.buildKnobs, b.buildTLS, b.buildDevice, b.buildCrypt, b.buildRoot, b.buildLVM, b.buildMount, b.buildMisc, b.buildNetwork, b.buildFleet, b.buildNetdevs}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
@@ -592,6 +604,9 @@ func (b *builder) buildDevice() error {
 
 // buildCrypt reads cryptdevice= and cryptkey=.
 func (b *builder) buildCrypt() error {
+	if err := b.buildSystemdLUKS(); err != nil {
+		return err
+	}
 	p, ok := b.get("cryptdevice")
 	if !ok {
 		if k, ok := b.get("cryptkey"); ok {
@@ -626,14 +641,12 @@ func (b *builder) buildRoot() error {
 	if b.root != nil {
 		r.Device = b.root.device
 		b.src("root.device", b.last["root"].String())
-		if b.root.kind == rootMapper {
+		if b.root.kind == rootMapper && !b.cryptNames(b.root.mapperName) && b.root.vg == "" {
 			c := b.plan.Crypt
 			if c == nil {
-				return perr("root", b.root.device, "needs cryptdevice=DEVICE:"+b.root.mapperName+" (the only mappings nbdroot creates are LUKS ones)", formCryptDevice)
+				return perr("root", b.root.device, "needs cryptdevice=DEVICE:"+b.root.mapperName+" (nbdroot creates LUKS mappings and LVM2 volumes VG-LV, and this name is neither)", formCryptDevice)
 			}
-			if c.Name != b.root.mapperName {
-				return perr("root", b.root.device, "names mapping "+b.root.mapperName+" but cryptdevice= opens "+c.Name, "root=/dev/mapper/"+c.Name)
-			}
+			return perr("root", b.root.device, "names mapping "+b.root.mapperName+" but cryptdevice= opens "+c.Name, "root=/dev/mapper/"+c.Name)
 		}
 		return nil
 	}

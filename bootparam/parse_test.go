@@ -519,7 +519,7 @@ func TestErrorMessages(t *testing.T) {
 		{"ip=::::::dhcp nbd_server=10.0.0.1:99999 root=/dev/nbd0",
 			`nbd_server="10.0.0.1:99999": port must be 1-65535 (form: HOST[:PORT], [IPV6]:PORT; several separated by commas)`},
 		{"ip=dhcp nbd_server=10.0.0.1",
-			`root= is missing: nothing names the root file system (form: root=/dev/nbdN | /dev/nbdNpM | /dev/mapper/NAME | UUID=… | LABEL=… | PARTUUID=… | PARTLABEL=… | nbd:… (dracut))`},
+			`root= is missing: nothing names the root file system (form: root=/dev/nbdN | /dev/nbdNpM | /dev/mapper/NAME | /dev/VG/LV | UUID=… | LABEL=… | PARTUUID=… | PARTLABEL=… | nbd:… (dracut))`},
 		{"ip=10.0.0.5:::255.255.255.0::eth0:off root=/dev/nbd0",
 			`nbd_server= is missing: no NBD server is named and ip= is static, so no DHCP root-path can name one (form: nbd_server=HOST[:PORT] | root=nbd:SERVER:PORT | nbdroot=SERVER,NAME | nbd_host=HOST | ip=…:SERVER:… (static))`},
 		{"nbd_server=10.0.0.1 root=/dev/nbd0 nbdroot.timeout=1.5s",

@@ -38,6 +38,8 @@ type Plan struct {
 	// Overlay is nil unless nbdroot.overlay= asks for a client-side overlay: the root is
 	// then mounted read-only (whatever Root.RW says) under a writable overlayfs.
 	Overlay *Overlay `json:"overlay,omitempty"`
+	// LVM is nil unless the root or rd.lvm.* name LVM2 logical volumes to activate.
+	LVM *LVM `json:"lvm,omitempty"`
 	// Init is the program run as PID 1 after switch_root (init=, default /sbin/init).
 	Init string `json:"init"`
 	// RootDelay is how long to wait for the root device (rootdelay=).

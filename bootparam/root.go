@@ -3,11 +3,13 @@ package bootparam
 import (
 	"strconv"
 	"strings"
+
+	"github.com/nbdroot/nbdroot/lvm"
 )
 
 // Forms quoted in root and crypt errors.
 const (
-	formRoot        = "root=/dev/nbdN | /dev/nbdNpM | /dev/mapper/NAME | UUID=… | LABEL=… | PARTUUID=… | PARTLABEL=… | nbd:… (dracut)"
+	formRoot        = "root=/dev/nbdN | /dev/nbdNpM | /dev/mapper/NAME | /dev/VG/LV | UUID=… | LABEL=… | PARTUUID=… | PARTLABEL=… | nbd:… (dracut)"
 	formCryptDevice = "cryptdevice=DEVICE:NAME[:OPTIONS] with DEVICE /dev/… | UUID=… | LABEL=… | PARTUUID=… | PARTLABEL=…"
 	formCryptKey    = "cryptkey=rootfs:PATH | DEVICE:FSTYPE:PATH | DEVICE:OFFSET:SIZE"
 )
@@ -19,6 +21,7 @@ const (
 	rootNBD    rootKind = iota // /dev/nbdN or /dev/nbdNpM
 	rootMapper                 // /dev/mapper/NAME
 	rootTag                    // UUID=, LABEL=, PARTUUID=, PARTLABEL=
+	rootLVM                    // /dev/VG/LV (a /dev/mapper/VG-LV is rootMapper until the crypt mapping is known)
 )
 
 // rootSpec is a parsed root= that names a block device.
@@ -31,6 +34,9 @@ type rootSpec struct {
 	nbdBase string
 	// mapperName is NAME for rootMapper.
 	mapperName string
+	// vg and lv name the logical volume of rootLVM, and of a rootMapper whose name is an
+	// LVM one (lvm.SplitDMName).
+	vg, lv string
 }
 
 // tagPrefixes are the NAME=value forms accepted for devices: UUID= and LABEL= (file system
@@ -64,7 +70,8 @@ func parseRootDevice(value string) (*rootSpec, error) {
 		if r := checkMapperName(name); r != "" {
 			return fail(r)
 		}
-		return &rootSpec{kind: rootMapper, device: value, mapperName: name}, nil
+		vg, lv, _ := lvm.SplitDMName(name)
+		return &rootSpec{kind: rootMapper, device: value, mapperName: name, vg: vg, lv: lv}, nil
 	}
 	if name, ok := strings.CutPrefix(value, "/dev/"); ok && strings.HasPrefix(name, "nbd") {
 		base, _, ok := splitNBDName(name)
@@ -73,7 +80,10 @@ func parseRootDevice(value string) (*rootSpec, error) {
 		}
 		return &rootSpec{kind: rootNBD, device: value, nbdBase: "/dev/" + base}, nil
 	}
-	return fail("the root is not on NBD: nbdroot mounts an NBD device, a partition of it, an unlocked LUKS mapping or a file system found by UUID/LABEL")
+	if vg, lv, ok := lvm.ParsePath(value); ok && strings.HasPrefix(value, "/dev/") {
+		return &rootSpec{kind: rootLVM, device: value, vg: vg, lv: lv}, nil
+	}
+	return fail("the root is not on NBD: nbdroot mounts an NBD device, a partition of it, an unlocked LUKS mapping, an LVM logical volume or a file system found by UUID/LABEL")
 }
 
 // checkMapperName checks a device-mapper name: 1-127 bytes (DM_NAME_LEN 128 with the NUL),

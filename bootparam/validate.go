@@ -3,6 +3,7 @@ package bootparam
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -113,8 +114,11 @@ func (p *Plan) check(pending bool) error {
 		switch {
 		case r.kind == rootNBD && r.nbdBase != "/dev/"+base:
 			return p.errFor("root.device", p.Root.Device, "is not on the attached device "+n.Device, formRoot)
-		case r.kind == rootMapper && (p.Crypt == nil || p.Crypt.Name != r.mapperName):
+		case r.kind == rootMapper && (p.Crypt == nil || p.Crypt.Name != r.mapperName) && r.vg == "":
 			return p.errFor("root.device", p.Root.Device, "no cryptdevice= opens mapping "+r.mapperName, formCryptDevice)
+		case (r.kind == rootLVM || r.kind == rootMapper && r.vg != "" && (p.Crypt == nil || p.Crypt.Name != r.mapperName)) &&
+			(p.LVM == nil || p.LVM.Off || !slices.Contains(p.LVM.LVs, r.vg+"/"+r.lv)):
+			return p.errFor("root.device", p.Root.Device, "is a logical volume the plan does not activate", formRoot)
 		}
 	}
 	if n.ClientID != "" {
