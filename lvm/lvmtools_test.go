@@ -1,11 +1,9 @@
 package lvm
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nbdroot/nbdroot/dm/dmtest"
+	"github.com/nbdroot/nbdroot/lvm/lvmtest"
 )
 
 // These tests make volume groups with the real lvm2 tools on loop devices (no
@@ -25,115 +24,32 @@ import (
 // device; the host has no device-mapper to unlock one, so that combination runs in the
 // QEMU boot tests.
 
-// lvmTools is an isolated lvm2 for one test: its own LVM_SYSTEM_DIR whose lvm.conf sees
-// only the test's loop devices (the machine's other devices, and other tests' loops, are
-// filtered out) and writes no backups or archives.
+// lvmTools is an isolated lvm2 for one test (lvmtest.Tools) over its loop devices.
 type lvmTools struct {
+	*lvmtest.Tools
 	t     *testing.T
-	env   []string
 	loops []string
 }
 
-// newLVMTools makes n sparse images of size bytes, attaches them to loop devices and
-// returns the tools, or skips the test (fails it under NBDROOT_REQUIRE_PEERS=1) without
-// root, lvm2 or loop devices.
+// newLVMTools makes n sparse images of size bytes on loop devices and returns the tools,
+// or skips the test (fails it under NBDROOT_REQUIRE_PEERS=1) without root, lvm2 or loop
+// devices.
 func newLVMTools(t *testing.T, n int, size int64) *lvmTools {
 	t.Helper()
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("NBDROOT_REQUIRE_PEERS") == "1" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root for loop devices")
-	}
-	for _, tool := range []string{"lvm", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skip("%s not installed (scripts/deps.sh installs lvm2): %v", tool, err)
-		}
-	}
-	dir := t.TempDir()
-	l := &lvmTools{t: t}
-	for i := 0; i < n; i++ {
-		img := filepath.Join(dir, fmt.Sprintf("pv%d.img", i))
-		if err := os.WriteFile(img, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(img, size); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-		if err != nil {
-			skip("losetup: %v: %s", err, out)
-		}
-		loop := strings.TrimSpace(string(out))
-		l.loops = append(l.loops, loop)
-		t.Cleanup(func() {
-			if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
-				t.Errorf("losetup -d %s: %v: %s", loop, err, out)
-			}
-		})
-	}
-	var accept []string
-	for _, lp := range l.loops {
-		accept = append(accept, fmt.Sprintf(`"a|^%s$|"`, regexp.QuoteMeta(lp)))
-	}
-	conf := fmt.Sprintf(`devices {
-	filter = [ %s, "r|.*|" ]
-	global_filter = [ %s, "r|.*|" ]
-	obtain_device_list_from_udev = 0
-	use_devicesfile = 0
-}
-backup {
-	backup = 0
-	archive = 0
-}
-activation {
-	udev_sync = 0
-	udev_rules = 0
-}
-`, strings.Join(accept, ", "), strings.Join(accept, ", "))
-	sys := filepath.Join(dir, "lvm")
-	if err := os.MkdirAll(sys, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(sys, "lvm.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l.env = append(os.Environ(), "LVM_SYSTEM_DIR="+sys, "LVM_SUPPRESS_FD_WARNINGS=1")
-	return l
+	lt := lvmtest.New(t, n, size)
+	return &lvmTools{Tools: lt, t: t, loops: lt.Loops}
 }
 
 // run runs an lvm command (driverloaded n: no device-mapper) and returns its stdout.
 func (l *lvmTools) run(cmd string, args ...string) string {
 	l.t.Helper()
-	c := exec.Command("lvm", append([]string{cmd, "--driverloaded", "n"}, args...)...)
-	c.Env = l.env
-	var stderr strings.Builder
-	c.Stderr = &stderr
-	out, err := c.Output()
-	if err != nil {
-		l.t.Fatalf("lvm %s %s: %v\n%s", cmd, strings.Join(args, " "), err, stderr.String())
-	}
-	return string(out)
+	return l.Run(cmd, args...)
 }
 
 // report runs an lvm reporting command with JSON output and returns its rows.
 func (l *lvmTools) report(cmd, key string, args ...string) []map[string]string {
 	l.t.Helper()
-	out := l.run(cmd, append([]string{"--reportformat", "json", "--units", "s", "--nosuffix"}, args...)...)
-	var r struct {
-		Report []map[string][]map[string]string `json:"report"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		l.t.Fatalf("lvm %s report: %v\n%s", cmd, err, out)
-	}
-	if len(r.Report) != 1 {
-		l.t.Fatalf("lvm %s report: %d reports", cmd, len(r.Report))
-	}
-	return r.Report[0][key]
+	return l.Report(cmd, key, args...)
 }
 
 // expectedTables builds, from lvm2's own reports only, the table lvm2 would load for each
