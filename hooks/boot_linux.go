@@ -191,21 +191,38 @@ var stageCode = map[string]func(cfg BootConfig) Hook{
 	"net":         func(BootConfig) Hook { return Net{} },
 	"nbd":         func(BootConfig) Hook { return NBD{} },
 	"encrypt":     func(BootConfig) Hook { return Encrypt{} },
+	"lvm2":        func(BootConfig) Hook { return LVM2{} },
 	"filesystems": func(BootConfig) Hook { return Filesystems{} },
 	"overlay":     func(BootConfig) Hook { return Overlay{} },
 }
 
 // hookList turns the image's hook names into the stages to run after base, then
-// switch_root; names accepted for mkinitcpio compatibility that do nothing here are skipped.
+// switch_root; names accepted for mkinitcpio compatibility that do nothing here are skipped,
+// and a hook that maps to others (systemd → base udev; the builder writes the mapped names,
+// an image written by hand may not) runs those, each stage once.
 func hookList(names []string, cfg BootConfig) ([]Hook, error) {
 	var out []Hook
-	for _, n := range names {
+	seen := map[string]bool{}
+	var add func(n string, depth int) error
+	add = func(n string, depth int) error {
 		spec, ok := catalog.Lookup(n)
-		if !ok {
-			return nil, &Failure{Hook: "init", Tried: "read the image's hook list", Err: fmt.Errorf("unknown hook %q", n)}
+		if !ok || depth > 1 {
+			return &Failure{Hook: "init", Tried: "read the image's hook list", Err: fmt.Errorf("unknown hook %q", n)}
 		}
-		if code := stageCode[n]; spec.Runs && code != nil {
+		for _, m := range spec.MapsTo {
+			if err := add(m, depth+1); err != nil {
+				return err
+			}
+		}
+		if code := stageCode[n]; spec.Runs && code != nil && !seen[n] {
+			seen[n] = true
 			out = append(out, code(cfg))
+		}
+		return nil
+	}
+	for _, n := range names {
+		if err := add(n, 0); err != nil {
+			return nil, err
 		}
 	}
 	return append(out, SwitchRoot{Args: cfg.Args, Env: cfg.Env, BeforeExec: cfg.BeforeSwitch}), nil

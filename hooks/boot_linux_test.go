@@ -144,7 +144,7 @@ func TestBootFailures(t *testing.T) {
 	}{
 		{name: "no cmdline", hook: "cmdline", want: "no such file or directory"},
 		{name: "bad cmdline", cmdline: "nbd_server=10.0.0.1:notaport root=/dev/nbd0", hook: "cmdline", want: `nbd_server="10.0.0.1:notaport"`},
-		{name: "unknown hook", cmdline: bootCmdline, hooks: "base\nsystemd\n", hook: "init", want: `unknown hook "systemd"`},
+		{name: "unknown hook", cmdline: bootCmdline, hooks: "base\nresume\n", hook: "init", want: `unknown hook "resume"`},
 		{name: "unreadable hook list", cmdline: bootCmdline, setup: func(r *bootRig) {
 			if err := os.Mkdir(r.cfg.HooksFile, 0o755); err != nil {
 				r.t.Fatal(err)

@@ -169,8 +169,15 @@ func readKey(ctx context.Context, s *State, k *bootparam.CryptKey) ([]byte, erro
 		if err := s.Sys.Files.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
-		if err := s.Sys.Files.Mount(dev, dir, k.FSType, mountReadOnly, ""); err != nil {
-			return nil, fmt.Errorf("mount %s (%s) to read the key file: %w", dev, k.FSType, err)
+		fstype := k.FSType
+		if fstype == "" {
+			// rd.luks.key=FILE:DEVICE names no file system: read it from the superblock.
+			if fstype, err = ProbeFSType(dev); err != nil {
+				return nil, fmt.Errorf("find the file system of %s holding the key file: %w", dev, err)
+			}
+		}
+		if err := s.Sys.Files.Mount(dev, dir, fstype, mountReadOnly, ""); err != nil {
+			return nil, fmt.Errorf("mount %s (%s) to read the key file: %w", dev, fstype, err)
 		}
 		defer s.Sys.Files.Unmount(dir)
 		return luks.ReadKeyFile(filepath.Join(dir, k.Path))

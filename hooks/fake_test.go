@@ -13,6 +13,7 @@ import (
 
 	"github.com/nbdroot/nbdroot/bootparam"
 	"github.com/nbdroot/nbdroot/luks"
+	"github.com/nbdroot/nbdroot/lvm"
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
@@ -222,6 +223,17 @@ func (f *fakeBlocks) FindBlockDevice(spec string) (string, error) {
 	return f.find(spec)
 }
 
+func (f *fakeBlocks) Partitions(dev string) ([]string, error) {
+	var out []string
+	for d := range f.devices {
+		if strings.HasPrefix(d, dev+"p") {
+			out = append(out, d)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 func (f *fakeBlocks) OpenDevice(path string) (*os.File, error) {
 	if img, ok := f.devices[path]; ok {
 		return os.Open(img)
@@ -253,6 +265,7 @@ type fakeMapper struct {
 	mu       sync.Mutex
 	activate func(name string, table *luks.Table) (string, error)
 	tables   []string
+	lvs      []string
 }
 
 func (f *fakeMapper) ActivateCrypt(name string, table *luks.Table) (string, error) {
@@ -263,6 +276,25 @@ func (f *fakeMapper) ActivateCrypt(name string, table *luks.Table) (string, erro
 		return f.activate(name, table)
 	}
 	return "/dev/mapper/" + name, nil
+}
+
+// ActivateLV records the volume's table lines as "VG/LV: START LEN TYPE PARAMS" (ro when
+// read-only).
+func (f *fakeMapper) ActivateLV(vg *lvm.VG, lv string, readOnly bool) (string, error) {
+	table, err := vg.Table(lv)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, t := range table {
+		line := fmt.Sprintf("%s/%s: %d %d %s %s", vg.Name, lv, t.Start, t.Length, t.Type, t.Params)
+		if readOnly {
+			line += " ro"
+		}
+		f.lvs = append(f.lvs, line)
+	}
+	return "/dev/mapper/" + lvm.DMName(vg.Name, lv), nil
 }
 
 // fakeMachine has been up 1.5 s and has memKiB available (0 means 512 MiB).

@@ -55,6 +55,8 @@ type State struct {
 	NBD *nbdclient.Attached
 	// CryptDevice is the unlocked mapper device (/dev/mapper/NAME), filled by encrypt.
 	CryptDevice string
+	// LVs are the LVM2 logical volumes lvm2 activated (/dev/mapper/VG-LV).
+	LVs []string
 	// NewRoot is where the root filesystem was mounted by filesystems.
 	NewRoot string
 	// Overlay is the overlay the overlay stage put over the root (nbdroot.overlay=).
@@ -62,6 +64,10 @@ type State struct {
 
 	// keeper is the root device's keeper, launched at attach and checked before switch_root.
 	keeper *nbdclient.KeeperProcess
+	// lvmSummary replaces lvm2's summary when it activated nothing; lvmSkipped are the
+	// volumes it could not map.
+	lvmSummary string
+	lvmSkipped []string
 	// resumed is set once the boot stopped at the Plan's break point and went on: the
 	// break is not taken twice.
 	resumed bool

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nbdroot/nbdroot/dm"
 	"github.com/nbdroot/nbdroot/luks"
+	"github.com/nbdroot/nbdroot/lvm"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,6 +102,49 @@ func (linuxMachine) MemAvailableKiB() uint32 {
 
 func (dmMapper) ActivateCrypt(name string, table *luks.Table) (string, error) {
 	return luks.Activate(name, table)
+}
+
+// ActivateLV loads the volume's table and makes /dev/VG/LV → ../mapper/VG-LV, the link
+// lvm2's udev rules make (root=/dev/VG/LV names it; the booted system's udev keeps it).
+func (dmMapper) ActivateLV(vg *lvm.VG, lv string, readOnly bool) (string, error) {
+	c, err := dm.Open()
+	if err != nil {
+		return "", fmt.Errorf("lvm: activate %s/%s: %w", vg.Name, lv, err)
+	}
+	defer c.Close()
+	dev, err := vg.Activate(c, lv, lvm.ActivateOptions{ReadOnly: readOnly})
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join("/dev", vg.Name)
+	link := filepath.Join(dir, lv)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return dev.Path, fmt.Errorf("lvm: %w", err)
+	}
+	if err := os.Symlink("../mapper/"+dev.Name, link); err != nil && !errors.Is(err, os.ErrExist) {
+		return dev.Path, fmt.Errorf("lvm: %w", err)
+	}
+	return dev.Path, nil
+}
+
+// Partitions lists /dev/NAMEpM for the partitions sysfs shows under the disk
+// (/sys/class/block/NAME/NAMEpM/partition).
+func (linuxBlocks) Partitions(dev string) ([]string, error) {
+	name := filepath.Base(dev)
+	ents, err := os.ReadDir(filepath.Join("/sys/class/block", name))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), name) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/sys/class/block", name, e.Name(), "partition")); err == nil {
+			out = append(out, "/dev/"+e.Name())
+		}
+	}
+	return out, nil
 }
 
 // Uptime reads CLOCK_BOOTTIME: the time since the kernel started, what dmesg shows.

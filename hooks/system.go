@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/luks"
+	"github.com/nbdroot/nbdroot/lvm"
 	"github.com/nbdroot/nbdroot/nbdclient"
 )
 
@@ -93,6 +94,9 @@ type BlockDevices interface {
 	FindBlockDevice(spec string) (string, error)
 	// OpenDevice opens a block device (or, in tests, an image file) for reading.
 	OpenDevice(path string) (*os.File, error)
+	// Partitions lists the partitions the kernel found on the block device dev (/dev/nbd0
+	// → /dev/nbd0p1 …), none when it has no partition table.
+	Partitions(dev string) ([]string, error)
 }
 
 // Console talks to the person at the console.
@@ -105,6 +109,9 @@ type Console interface {
 type Mapper interface {
 	// ActivateCrypt maps a dm-crypt table as /dev/mapper/NAME and returns that path.
 	ActivateCrypt(name string, table *luks.Table) (string, error)
+	// ActivateLV maps logical volume lv of vg (lvm.VG.Activate) as /dev/mapper/VG-LV, makes
+	// the /dev/VG/LV link, and returns the /dev/mapper path.
+	ActivateLV(vg *lvm.VG, lv string, readOnly bool) (string, error)
 }
 
 // Machine is what the kernel says about the machine.

@@ -42,6 +42,7 @@ declare -A need=(
   [curl]=curl
   [openssl]=openssl
   [tcpdump]=tcpdump
+  [sfdisk]=fdisk
   [qemu-system-aarch64]=qemu-system-arm
   [loadkeys]=kbd
   [/usr/share/keymaps/i386/qwertz/de-latin1.kmap.gz]=console-data
