@@ -18,6 +18,8 @@ func TestParseLVM(t *testing.T) {
 	}{
 		{"root /dev/VG/LV", srv + "root=/dev/vg0/root", "/dev/vg0/root",
 			&LVM{LVs: []string{"vg0/root"}, VGs: []string{"vg0"}}},
+		{"a volume group named nbd-something", srv + "root=/dev/nbd-vg/root", "/dev/nbd-vg/root",
+			&LVM{LVs: []string{"nbd-vg/root"}, VGs: []string{"nbd-vg"}}},
 		{"root /dev/mapper/VG-LV", srv + "root=/dev/mapper/my--vg-root", "/dev/mapper/my--vg-root",
 			&LVM{LVs: []string{"my-vg/root"}, VGs: []string{"my-vg"}}},
 		{"LVM inside LUKS", srv + "cryptdevice=/dev/nbd0:nbdcrypt root=/dev/vg0/root", "/dev/vg0/root",

@@ -73,7 +73,7 @@ func parseRootDevice(value string) (*rootSpec, error) {
 		vg, lv, _ := lvm.SplitDMName(name)
 		return &rootSpec{kind: rootMapper, device: value, mapperName: name, vg: vg, lv: lv}, nil
 	}
-	if name, ok := strings.CutPrefix(value, "/dev/"); ok && strings.HasPrefix(name, "nbd") {
+	if name, ok := strings.CutPrefix(value, "/dev/"); ok && strings.HasPrefix(name, "nbd") && !strings.Contains(name, "/") {
 		base, _, ok := splitNBDName(name)
 		if !ok {
 			return fail("not an NBD device or partition name (nbdN, nbdNpM)")

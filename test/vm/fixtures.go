@@ -140,7 +140,7 @@ func RootTree(dir string, o RootOptions) error {
 		return err
 	}
 	for _, a := range []string{"sh", "cat", "echo", "mount", "umount", "poweroff", "sync", "ls", "sleep",
-		"dd", "md5sum", "sha256sum", "cmp", "rm", "mkdir", "grep", "ip", "dmesg", "head", "tail", "wc", "seq", "date", "stat", "uname", "hostname", "test", "[", "tr", "cut", "kill", "ps", "touch", "mv", "cp"} {
+		"dd", "md5sum", "sha256sum", "cmp", "rm", "mkdir", "grep", "ip", "dmesg", "head", "tail", "wc", "seq", "date", "stat", "uname", "hostname", "test", "[", "tr", "cut", "kill", "ps", "touch", "mv", "cp", "awk", "tee", "mkswap", "swapon", "swapoff"} {
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
 			return err
 		}

@@ -54,39 +54,61 @@ func (e *Env) LUKSRootImage(t TB, o LUKSOptions) string {
 		if err := MkfsExt4(fs, tree, o.Root.SizeMB, 4096); err != nil {
 			return err
 		}
-		st, err := os.Stat(fs)
-		if err != nil {
-			return err
-		}
-		// Room for the header: LUKS2's default data offset is 16 MiB, LUKS1's 2 MiB.
-		if err := os.WriteFile(path, nil, 0o600); err != nil {
-			return err
-		}
-		if err := os.Truncate(path, st.Size()+16<<20); err != nil {
-			return err
-		}
-		args := []string{"luksFormat", "--batch-mode", "--type", o.Type, "--key-file", "-"}
-		switch o.PBKDF {
-		case "pbkdf2":
-			args = append(args, "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
-		default:
-			args = append(args, "--pbkdf", o.PBKDF, "--pbkdf-memory", "32768", "--pbkdf-parallel", "1", "--pbkdf-force-iterations", "4")
-		}
-		if o.Type == "luks2" {
-			args = append(args, "--sector-size", fmt.Sprint(o.SectorSize))
-		}
-		cmd := exec.Command("cryptsetup", append(args, path)...)
-		cmd.Stdin = strings.NewReader(o.Passphrase)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("cryptsetup luksFormat: %v\n%s", err, out)
-		}
-		return encryptInto(path, fs, o.Passphrase)
+		return LUKSFormat(path, fs, o)
 	})
 	img := filepath.Join(t.TempDir(), "luks-root.img")
 	if err := copyFile(base, img); err != nil {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// LUKSFormat makes path a LUKS container (`cryptsetup luksFormat`, no dm-crypt needed)
+// whose payload is the plaintext image plain, encrypted with the volume key our luks
+// package derives, as writing through /dev/mapper would. o's defaults are LUKSRootImage's.
+func LUKSFormat(path, plain string, o LUKSOptions) error {
+	if o.Type == "" {
+		o.Type = "luks2"
+	}
+	if o.SectorSize == 0 {
+		o.SectorSize = 4096
+		if o.Type == "luks1" {
+			o.SectorSize = 512
+		}
+	}
+	if o.PBKDF == "" {
+		o.PBKDF = "pbkdf2"
+	}
+	if o.Passphrase == "" {
+		o.Passphrase = "nbdroot-test"
+	}
+	st, err := os.Stat(plain)
+	if err != nil {
+		return err
+	}
+	// Room for the header: LUKS2's default data offset is 16 MiB, LUKS1's 2 MiB.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		return err
+	}
+	if err := os.Truncate(path, st.Size()+16<<20); err != nil {
+		return err
+	}
+	args := []string{"luksFormat", "--batch-mode", "--type", o.Type, "--key-file", "-"}
+	switch o.PBKDF {
+	case "pbkdf2":
+		args = append(args, "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+	default:
+		args = append(args, "--pbkdf", o.PBKDF, "--pbkdf-memory", "32768", "--pbkdf-parallel", "1", "--pbkdf-force-iterations", "4")
+	}
+	if o.Type == "luks2" {
+		args = append(args, "--sector-size", fmt.Sprint(o.SectorSize))
+	}
+	cmd := exec.Command("cryptsetup", append(args, path)...)
+	cmd.Stdin = strings.NewReader(o.Passphrase)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("cryptsetup luksFormat: %v\n%s", err, out)
+	}
+	return encryptInto(path, plain, o.Passphrase)
 }
 
 func encryptInto(luksPath, plainPath, pass string) error {
