@@ -1,0 +1,3 @@
+package keymap
+
+//go:generate go run ./internal/gensyms
