@@ -190,6 +190,7 @@ var stageCode = map[string]func(cfg BootConfig) Hook{
 	"udev":        func(BootConfig) Hook { return Udev{} },
 	"net":         func(BootConfig) Hook { return Net{} },
 	"nbd":         func(BootConfig) Hook { return NBD{} },
+	"keymap":      func(BootConfig) Hook { return Keymap{} },
 	"encrypt":     func(BootConfig) Hook { return Encrypt{} },
 	"lvm2":        func(BootConfig) Hook { return LVM2{} },
 	"filesystems": func(BootConfig) Hook { return Filesystems{} },

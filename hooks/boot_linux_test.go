@@ -97,6 +97,7 @@ func TestBootRuns(t *testing.T) {
 		"udev: module loading started",
 		"net: eth0 10.0.2.15/24 via dhcp, gateway 10.0.2.2",
 		"nbd: /dev/nbd0 ← 10.0.0.1:10809/root (64.0 MiB, 1 connection(s))",
+		"keymap: no keymap in this image: the kernel's default layout",
 		"filesystems: /dev/nbd0 on /newroot (ro)",
 		"switch_root: FAILED",
 	}

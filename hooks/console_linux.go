@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/nbdroot/nbdroot/keymap"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,6 +99,17 @@ func (linuxConsole) AskPassphrase(ctx context.Context, prompt string) ([]byte, e
 		}
 	}
 	return nil, fmt.Errorf("read the passphrase: %w", last)
+}
+
+// LoadKeymap loads km through /dev/tty0, the current virtual terminal: the keyboard tables
+// are shared by every VT. A kernel without VTs has no /dev/tty0 and no keymap to load.
+func (linuxConsole) LoadKeymap(km *keymap.Keymap) (keymap.Applied, error) {
+	vt, err := keymap.OpenVT("/dev/tty0")
+	if err != nil {
+		return keymap.Applied{}, err
+	}
+	defer vt.Close()
+	return km.Apply(vt)
 }
 
 func trimNewline(b []byte) []byte {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/bootparam"
+	"github.com/nbdroot/nbdroot/keymap"
 	"github.com/nbdroot/nbdroot/luks"
 	"github.com/nbdroot/nbdroot/lvm"
 	"github.com/nbdroot/nbdroot/nbdclient"
@@ -243,9 +244,11 @@ func (f *fakeBlocks) OpenDevice(path string) (*os.File, error) {
 
 // fakeConsole answers passphrase prompts from passes, in order, and records the prompts.
 type fakeConsole struct {
-	mu      sync.Mutex
-	passes  []string
-	prompts []string
+	mu        sync.Mutex
+	passes    []string
+	prompts   []string
+	keymaps   []string
+	keymapErr error
 }
 
 func (f *fakeConsole) AskPassphrase(ctx context.Context, prompt string) ([]byte, error) {
@@ -258,6 +261,17 @@ func (f *fakeConsole) AskPassphrase(ctx context.Context, prompt string) ([]byte,
 	p := f.passes[0]
 	f.passes = f.passes[1:]
 	return []byte(p), nil
+}
+
+// LoadKeymap records the keymap and applies it to keys (a fake VT) when set.
+func (f *fakeConsole) LoadKeymap(km *keymap.Keymap) (keymap.Applied, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keymaps = append(f.keymaps, km.Name)
+	if f.keymapErr != nil {
+		return keymap.Applied{}, f.keymapErr
+	}
+	return keymap.Applied{Keys: len(km.Entries)}, nil
 }
 
 // fakeMapper records the dm-crypt tables it is given (key redacted).

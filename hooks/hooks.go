@@ -68,6 +68,8 @@ type State struct {
 	// volumes it could not map.
 	lvmSummary string
 	lvmSkipped []string
+	// keymapSummary is what the keymap stage did.
+	keymapSummary string
 	// resumed is set once the boot stopped at the Plan's break point and went on: the
 	// break is not taken twice.
 	resumed bool

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/nbdroot/nbdroot/keymap"
 	"github.com/nbdroot/nbdroot/luks"
 	"github.com/nbdroot/nbdroot/lvm"
 	"github.com/nbdroot/nbdroot/nbdclient"
@@ -103,6 +104,8 @@ type BlockDevices interface {
 type Console interface {
 	// AskPassphrase asks for a secret on every console, with echo off. The caller wipes it.
 	AskPassphrase(ctx context.Context, prompt string) ([]byte, error)
+	// LoadKeymap loads a console keymap into the kernel (the virtual terminals' keyboard).
+	LoadKeymap(km *keymap.Keymap) (keymap.Applied, error)
 }
 
 // Mapper creates device-mapper devices.

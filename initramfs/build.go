@@ -105,10 +105,10 @@ type Options struct {
 
 // Summary describes a built image.
 type Summary struct {
-	Output      string
-	KVer        string
-	Arch        string
-	Hooks       []string
+	Output string
+	KVer   string
+	Arch   string
+	Hooks  []string
 	// HookLines say, for each hook as written, what it does in this image: one line each.
 	HookLines   []HookLine
 	Compression Compression
@@ -220,6 +220,7 @@ func build(opts Options, w io.Writer) (*Summary, error) {
 		img.extras,
 		img.addTLS,
 		img.binaries,
+		img.keymap,
 		img.microcode,
 	}
 	for _, step := range steps {

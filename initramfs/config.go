@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-
 )
 
 // Config is what the builder reads from a mkinitcpio.conf-style file: the arrays (or

@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // KeymapDirs are where distributions keep kbd keymaps, inside a root: kbd's own tree (Arch,
@@ -23,13 +21,13 @@ var KeymapDirs = []string{"usr/share/kbd/keymaps", "usr/lib/kbd/keymaps", "lib/k
 // compressions it reads.
 var (
 	nameSuffixes = []string{".map", ".kmap", ""}
-	compSuffixes = []string{"", ".gz", ".zst"}
+	compSuffixes = []string{"", ".gz"}
 )
 
 // maxFileBytes bounds one keymap file, decompressed.
 const maxFileBytes = 1 << 20
 
-// ReadFile reads a keymap file, decompressing .gz and .zst.
+// ReadFile reads a keymap file, decompressing .gz (how kbd and console-data ship them).
 func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -40,13 +38,6 @@ func ReadFile(path string) ([]byte, error) {
 	switch {
 	case strings.HasSuffix(path, ".gz"):
 		z, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		defer z.Close()
-		r = z
-	case strings.HasSuffix(path, ".zst"):
-		z, err := zstd.NewReader(f)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}

@@ -101,7 +101,7 @@ func Bytes(o Options) []byte {
 	le.PutUint16(h[18:], uint16(o.Machine))
 	le.PutUint32(h[20:], uint32(elf.EV_CURRENT))
 	le.PutUint64(h[24:], base+uint64(ehsize+nph*phentsize)) // entry
-	le.PutUint64(h[32:], ehsize)                             // phoff
+	le.PutUint64(h[32:], ehsize)                            // phoff
 	le.PutUint64(h[40:], shoff)
 	le.PutUint16(h[52:], ehsize)
 	le.PutUint16(h[54:], phentsize)

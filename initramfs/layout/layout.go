@@ -18,6 +18,9 @@ const (
 	// FirmwareRoot holds the firmware files the image's modules name, where the kernel's
 	// firmware loader looks for them.
 	FirmwareRoot = "/lib/firmware"
+	// KeymapPath is the console keymap of the keymap hook, compiled (package keymap's
+	// binary form); absent when the image has none.
+	KeymapPath = "/etc/nbdroot/keymap"
 )
 
 // Applets are the names under which the init binary is installed as symlinks to /init;
