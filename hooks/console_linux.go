@@ -51,14 +51,25 @@ func (linuxConsole) AskPassphrase(ctx context.Context, prompt string) ([]byte, e
 	answers := make(chan answer, len(ttys))
 	var restore []func()
 	for _, tty := range ttys {
-		if t, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS); err == nil {
-			saved := *t
-			t.Lflag &^= unix.ECHO
-			t.Lflag |= unix.ICANON
-			if unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETS, t) == nil {
-				fd := int(tty.Fd())
-				restore = append(restore, func() { unix.IoctlSetTermios(fd, unix.TCSETS, &saved) })
-			}
+		// Through SyscallConn, not Fd: Fd puts the file in blocking mode, and a blocked
+		// read() is not ended by Close — with a screen and a serial line, the console
+		// nobody typed on would keep AskPassphrase waiting forever.
+		rc, err := tty.SyscallConn()
+		if err == nil {
+			rc.Control(func(fd uintptr) {
+				t, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+				if err != nil {
+					return
+				}
+				saved := *t
+				t.Lflag &^= unix.ECHO
+				t.Lflag |= unix.ICANON
+				if unix.IoctlSetTermios(int(fd), unix.TCSETS, t) == nil {
+					restore = append(restore, func() {
+						rc.Control(func(fd uintptr) { unix.IoctlSetTermios(int(fd), unix.TCSETS, &saved) })
+					})
+				}
+			})
 		}
 		fmt.Fprint(tty, prompt)
 	}

@@ -20,6 +20,8 @@ type LUKSOptions struct {
 	PBKDF string
 	// Passphrase defaults to "nbdroot-test".
 	Passphrase string
+	// MorePassphrases go into keyslots 1, 2… (cryptsetup luksAddKey).
+	MorePassphrases []string
 	Root       RootOptions
 }
 
@@ -107,6 +109,22 @@ func LUKSFormat(path, plain string, o LUKSOptions) error {
 	cmd.Stdin = strings.NewReader(o.Passphrase)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("cryptsetup luksFormat: %v\n%s", err, out)
+	}
+	for _, p := range o.MorePassphrases {
+		// luksAddKey reads the existing passphrase from --key-file and the new one from a
+		// file argument.
+		newKey := path + ".newkey"
+		if err := os.WriteFile(newKey, []byte(p), 0o600); err != nil {
+			return err
+		}
+		cmd := exec.Command("cryptsetup", "luksAddKey", "--batch-mode", "--key-file", "-",
+			"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", path, newKey)
+		cmd.Stdin = strings.NewReader(o.Passphrase)
+		out, err := cmd.CombinedOutput()
+		os.Remove(newKey)
+		if err != nil {
+			return fmt.Errorf("cryptsetup luksAddKey: %v\n%s", err, out)
+		}
 	}
 	return encryptInto(path, plain, o.Passphrase)
 }

@@ -70,6 +70,8 @@ type Options struct {
 	// Wrapper runs QEMU through a command, e.g. {"ip", "netns", "exec", "lab0"} to put it in
 	// a test network namespace where its tap device lives.
 	Wrapper []string
+	// QMP opens QEMU's machine protocol on a socket, for SendKeys.
+	QMP bool
 }
 
 // VM is a running guest.
@@ -85,6 +87,9 @@ type VM struct {
 	closed bool         // the console reached EOF (QEMU exited)
 	done   chan struct{}
 	err    error
+
+	qmpDir string // the QMP socket's directory, with Options.QMP
+	qmp    *qmp
 }
 
 // Start boots a guest; the test's cleanup kills it and, when the test failed, keeps its
@@ -97,6 +102,15 @@ func Start(t TB, o Options) *VM {
 	args, err := qemuArgs(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	qmpDir := ""
+	if o.QMP {
+		// A short directory: unix socket paths are limited to 108 bytes.
+		if qmpDir, err = os.MkdirTemp("", "qmp"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(qmpDir) })
+		args = append(args, "-qmp", "unix:"+qmpPath(qmpDir)+",server=on,wait=off")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	argv := append(append([]string(nil), o.Wrapper...), "qemu-system-x86_64")
@@ -111,7 +125,7 @@ func Start(t TB, o Options) *VM {
 		t.Fatal(err)
 	}
 	cmd.Stderr = cmd.Stdout
-	v := &VM{t: t, cmd: cmd, stdin: stdin, cancel: cancel, done: make(chan struct{})}
+	v := &VM{t: t, cmd: cmd, stdin: stdin, cancel: cancel, done: make(chan struct{}), qmpDir: qmpDir}
 	v.cond = sync.NewCond(&v.mu)
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -299,6 +313,9 @@ func (v *VM) Wait(timeout time.Duration) error {
 func (v *VM) Kill() {
 	v.cancel()
 	<-v.done
+	if v.qmp != nil {
+		v.qmp.conn.Close()
+	}
 }
 
 // LogDir is where failed tests keep their console logs: $NBDROOT_LOGS or build/test-logs.
