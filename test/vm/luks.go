@@ -22,7 +22,7 @@ type LUKSOptions struct {
 	Passphrase string
 	// MorePassphrases go into keyslots 1, 2… (cryptsetup luksAddKey).
 	MorePassphrases []string
-	Root       RootOptions
+	Root            RootOptions
 }
 
 // LUKSRootImage builds a busybox root, formats a file with `cryptsetup luksFormat` (no
