@@ -4,6 +4,7 @@ BUILD     ?= build
 export NBDROOT_CACHE ?= $(HOME)/.cache/nbdroot
 KERNEL    ?= $(NBDROOT_CACHE)/kernel/current
 KMODULES  ?= $(KERNEL)/modules
+KERNEL_ARM64 ?= $(NBDROOT_CACHE)/kernel-arm64/current
 HOOKS     ?= base udev net nbd encrypt filesystems
 OUT       ?= $(BUILD)/kernel26.img
 # The version both programs print (nbdroot --version): git describe, see scripts/version.sh.
@@ -29,12 +30,16 @@ DEB_COMPRESSION ?= xz
 all: build
 
 # nbdroot-init leaves TLS out (-tags nbdroot_notls); nbdroot-init-tls has it (crypto/tls,
-# +0.75 MB with zstd), for images built with --tls-ca.
+# +0.75 MB with zstd), for images built with --tls-ca. Both for arm64 clients too, in
+# $(BUILD)/arm64: `nbdroot initramfs` takes ARCH/nbdroot-init beside itself for a kernel of
+# another architecture.
 build:
 	@mkdir -p $(BUILD)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BUILD)/nbdroot ./cmd/nbdroot
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -tags nbdroot_notls -o $(BUILD)/nbdroot-init ./cmd/nbdroot-init
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BUILD)/nbdroot-init-tls ./cmd/nbdroot-init
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) build $(GOFLAGS_BUILD) -tags nbdroot_notls -o $(BUILD)/arm64/nbdroot-init ./cmd/nbdroot-init
+	CGO_ENABLED=0 GOARCH=arm64 $(GO) build $(GOFLAGS_BUILD) -o $(BUILD)/arm64/nbdroot-init-tls ./cmd/nbdroot-init
 
 install: build
 	$(BUILD)/nbdroot install --destdir "$(DESTDIR)/" --prefix "$(PREFIX)" --init $(BUILD)/nbdroot-init
@@ -65,7 +70,7 @@ initramfs: build $(KERNEL)/vmlinuz
 test: deps build
 	$(GO) vet ./...
 	NBDROOT_REQUIRE_PEERS=1 $(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/test$$')
-	NBDROOT_REQUIRE_PEERS=1 NBDROOT_KERNEL=$(KERNEL) NBDROOT_BUILD=$(abspath $(BUILD)) \
+	NBDROOT_REQUIRE_PEERS=1 NBDROOT_KERNEL=$(KERNEL) NBDROOT_KERNEL_ARM64=$(KERNEL_ARM64) NBDROOT_BUILD=$(abspath $(BUILD)) \
 		$(GO) test -count=1 -timeout 25m -v ./test/
 	$(MAKE) test-distro
 

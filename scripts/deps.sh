@@ -114,11 +114,11 @@ nbdtests() {
 }
 
 # kernel_arm64 fetches Debian's linux-image-arm64 for the arm64 boot test into
-# $cache/kernel-arm64/current, like kernel() does for amd64. The arm64 package lists live in
-# a private apt state under the cache, so the machine's dpkg architectures and apt lists are
-# left alone.
+# $cache/kernel-arm64/current, like kernel() does for amd64, with busybox-static for arm64
+# (the test root's shell). The arm64 package lists live in a private apt state under the
+# cache, so the machine's dpkg architectures and apt lists are left alone.
 kernel_arm64() {
-  if [[ -e $cache/kernel-arm64/current/vmlinuz ]]; then return 0; fi
+  if [[ -e $cache/kernel-arm64/current/vmlinuz && -e $cache/kernel-arm64/current/busybox ]]; then return 0; fi
   local st=$cache/apt-arm64
   mkdir -p "$st/lists/partial" "$st/cache/archives/partial"
   touch "$st/status"
@@ -142,6 +142,9 @@ kernel_arm64() {
   ln -s "root/boot/vmlinuz-$ver" "$dir.tmp/vmlinuz"
   ln -s "root/boot/config-$ver" "$dir.tmp/config"
   ln -s "root/lib/modules/$ver" "$dir.tmp/modules"
+  (cd "$tmp" && "${apt[@]}" download busybox-static >/dev/null)
+  dpkg-deb -x "$tmp"/busybox-static_*.deb "$tmp/bb"
+  cp "$tmp/bb/bin/busybox" "$dir.tmp/busybox"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
   ln -sfn "$ver" "$cache/kernel-arm64/current"
   echo "deps: arm64 kernel $ver in $dir" >&2

@@ -55,7 +55,13 @@ const seedHooks = "base udev net nbd filesystems"
 // assertRootMounted checks the root's marker and that / is the NBD device.
 func assertRootMounted(t *testing.T, v *vm.VM, dev, fstype string) {
 	t.Helper()
-	v.Expect(vm.Marker, bootTimeout)
+	assertRootMountedWithin(t, v, dev, fstype, bootTimeout)
+}
+
+// assertRootMountedWithin is assertRootMounted for a guest that may take longer to boot.
+func assertRootMountedWithin(t *testing.T, v *vm.VM, dev, fstype string, boot time.Duration) {
+	t.Helper()
+	v.Expect(vm.Marker, boot)
 	mounts, _ := v.ExpectAfter(0, `--- /proc/mounts\r?\n((?:.*\r?\n)*?)--- uptime`, 30*time.Second)
 	want := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(dev) + ` / ` + fstype + ` `)
 	if !want.MatchString(mounts[1]) {

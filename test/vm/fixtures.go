@@ -111,6 +111,9 @@ type RootOptions struct {
 	SizeMB int
 	// BlockSize is mkfs.ext4's -b (default 4096).
 	BlockSize int
+	// Busybox is the static busybox binary of the root's shell and tools (default
+	// /bin/busybox, this machine's: another architecture's root needs its own).
+	Busybox string
 }
 
 // Marker is what the default root init prints first.
@@ -132,7 +135,11 @@ func RootTree(dir string, o RootOptions) error {
 			return err
 		}
 	}
-	bb, err := os.ReadFile("/bin/busybox")
+	bbPath := o.Busybox
+	if bbPath == "" {
+		bbPath = "/bin/busybox"
+	}
+	bb, err := os.ReadFile(bbPath)
 	if err != nil {
 		return fmt.Errorf("busybox-static: %w", err)
 	}
@@ -159,7 +166,7 @@ func RootTree(dir string, o RootOptions) error {
 // RootImage builds an ext4 image of a busybox root with mkfs.ext4 -d (no mount needed).
 func (e *Env) RootImage(t TB, o RootOptions) string {
 	t.Helper()
-	key := fmt.Sprintf("root %q %d %d", o.Init, o.SizeMB, o.BlockSize)
+	key := fmt.Sprintf("root %q %d %d %q", o.Init, o.SizeMB, o.BlockSize, o.Busybox)
 	base := e.cached(t, key, func(path string) error {
 		tree := path + ".tree"
 		if err := RootTree(tree, o); err != nil {

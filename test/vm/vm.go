@@ -72,6 +72,21 @@ type Options struct {
 	Wrapper []string
 	// QMP opens QEMU's machine protocol on a socket, for SendKeys.
 	QMP bool
+	// Arch is the guest's architecture: "" or "amd64" (a PC), or "arm64" (QEMU's virt
+	// board with a Cortex-A57, its PL011 serial port as ttyAMA0).
+	Arch string
+}
+
+// machine returns the QEMU program, its machine arguments and the serial console's name
+// for an architecture.
+func machine(arch string) (prog string, args []string, console string, err error) {
+	switch arch {
+	case "", "amd64":
+		return "qemu-system-x86_64", nil, "ttyS0", nil
+	case "arm64":
+		return "qemu-system-aarch64", []string{"-M", "virt", "-cpu", "cortex-a57"}, "ttyAMA0", nil
+	}
+	return "", nil, "", fmt.Errorf("no QEMU machine for architecture %q", arch)
 }
 
 // VM is a running guest.
@@ -112,8 +127,12 @@ func Start(t TB, o Options) *VM {
 		t.Cleanup(func() { os.RemoveAll(qmpDir) })
 		args = append(args, "-qmp", "unix:"+qmpPath(qmpDir)+",server=on,wait=off")
 	}
+	prog, _, _, err := machine(o.Arch)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
-	argv := append(append([]string(nil), o.Wrapper...), "qemu-system-x86_64")
+	argv := append(append([]string(nil), o.Wrapper...), prog)
 	cmd := exec.CommandContext(ctx, argv[0], append(argv[1:], args...)...)
 	cmd.WaitDelay = 5 * time.Second
 	stdin, err := cmd.StdinPipe()
@@ -165,12 +184,16 @@ func qemuArgs(o Options) ([]string, error) {
 	if cpus > 1 && accel == "tcg" {
 		accel = "tcg,thread=multi"
 	}
-	args := []string{"-accel", accel, "-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
-		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-nodefaults"}
+	_, machineArgs, console, err := machine(o.Arch)
+	if err != nil {
+		return nil, err
+	}
+	args := append(machineArgs, "-accel", accel, "-m", fmt.Sprint(mem), "-smp", fmt.Sprint(cpus),
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-nodefaults")
 	if !o.PXE {
 		app := o.Append
 		if !strings.Contains(app, "console=") {
-			app += " console=ttyS0"
+			app += " console=" + console
 		}
 		args = append(args, "-kernel", o.Kernel, "-initrd", o.Initrd, "-append", strings.TrimSpace(app))
 	} else {
