@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"bytes"
+	"compress/gzip"
 	"debug/elf"
 	"errors"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/nbdroot/nbdroot/initramfs/inittest"
+	"github.com/nbdroot/nbdroot/keymap"
 	"github.com/nbdroot/nbdroot/kmod"
 )
 
@@ -508,5 +510,112 @@ func TestRootFSResolve(t *testing.T) {
 	}
 	if _, _, err := r.resolve("/loop"); err == nil || !strings.Contains(err.Error(), "too many levels") {
 		t.Errorf("a symlink loop: %v", err)
+	}
+}
+
+// gz writes data gzip-compressed to path, making its directory.
+func gz(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	w.Write([]byte(data))
+	w.Close()
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBuildKeymap: the keymap comes from --keymap, KEYMAP= of the root's vconsole.conf
+// (a kbd tree with includes) or Debian's console-setup cache, compiled into the image.
+func TestBuildKeymap(t *testing.T) {
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, root string) Options
+		line   string
+		err    string
+		noFile bool
+	}{
+		{name: "vconsole.conf and kbd's tree", setup: func(t *testing.T, root string) Options {
+			gz(t, filepath.Join(root, "usr/share/kbd/keymaps/i386/qwertz/de-latin1.map.gz"), "keymaps 0-1\ninclude \"qwertz-layout\"\n")
+			gz(t, filepath.Join(root, "usr/share/kbd/keymaps/i386/include/qwertz-layout.inc.gz"), "keycode 21 = +z\nkeycode 44 = +y\n")
+			os.WriteFile(filepath.Join(root, "etc/vconsole.conf"), []byte("# systemd\nKEYMAP=\"de-latin1\"\nFONT=eurlatgr\n"), 0o644)
+			return Options{Root: root}
+		}, line: "de-latin1 ("},
+		{name: "Debian's console-setup", setup: func(t *testing.T, root string) Options {
+			os.MkdirAll(filepath.Join(root, "etc/default"), 0o755)
+			os.WriteFile(filepath.Join(root, "etc/default/keyboard"), []byte("XKBMODEL=\"pc105\"\nXKBLAYOUT=\"de\"\n"), 0o644)
+			gz(t, filepath.Join(root, "etc/console-setup/cached_UTF-8_del.kmap.gz"), "keymaps 0-1\nkeycode 21 = +z\n")
+			gz(t, filepath.Join(root, "etc/console-setup/cached_ISO-8859-15_del.kmap.gz"), "keymaps 0-1\nkeycode 21 = +y\n")
+			return Options{Root: root}
+		}, line: "cached_UTF-8_del.kmap.gz, from XKBLAYOUT=de of /etc/default/keyboard"},
+		{name: "Debian without the cache", setup: func(t *testing.T, root string) Options {
+			os.MkdirAll(filepath.Join(root, "etc/default"), 0o755)
+			os.WriteFile(filepath.Join(root, "etc/default/keyboard"), []byte("XKBLAYOUT=de\n"), 0o644)
+			return Options{Root: root}
+		}, err: "setupcon --save-only"},
+		{name: "--keymap FILE", setup: func(t *testing.T, root string) Options {
+			p := filepath.Join(root, "my.map")
+			os.WriteFile(p, []byte("keycode 21 = +z\n"), 0o644)
+			return Options{Keymap: p}
+		}, line: "from --keymap"},
+		{name: "--keymap NAME not found", setup: func(t *testing.T, root string) Options {
+			os.MkdirAll(filepath.Join(root, "usr/share/keymaps"), 0o755)
+			return Options{Root: root, Keymap: "xx"}
+		}, err: `keymap "xx" not found`},
+		{name: "a bad keymap", setup: func(t *testing.T, root string) Options {
+			p := filepath.Join(root, "bad.map")
+			os.WriteFile(p, []byte("keycode 21 = NoSuchKey\n"), 0o644)
+			return Options{Keymap: p}
+		}, err: "bad.map:1: unknown keysym 'NoSuchKey'"},
+		{name: "nothing configured", setup: func(t *testing.T, root string) Options { return Options{} },
+			line: "no keymap configured", noFile: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			os.MkdirAll(filepath.Join(f.root, "etc"), 0o755)
+			o := tt.setup(t, f.root)
+			opts := f.opts()
+			opts.Hooks = []string{"base", "keymap"}
+			opts.Root, opts.Keymap = o.Root, o.Keymap
+			opts.Compression = None
+			sum, err := Build(opts)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l := hookLine(sum, "keymap"); !strings.Contains(l, tt.line) {
+				t.Errorf("keymap line %q lacks %q", l, tt.line)
+			}
+			recs, _, _ := readImage(t, f.out, None)
+			r, ok := recs["etc/nbdroot/keymap"]
+			if ok == tt.noFile {
+				t.Fatalf("keymap in the image: %v", ok)
+			}
+			if !ok {
+				return
+			}
+			km, err := keymap.Decode([]byte(content(t, r)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(km.Entries) == 0 {
+				t.Error("the compiled keymap sets no key")
+			}
+		})
+	}
+	f := newFixture(t)
+	opts := f.opts()
+	opts.Keymap = "de"
+	if _, err := Build(opts); err == nil || !strings.Contains(err.Error(), "--keymap needs the keymap hook") {
+		t.Errorf("--keymap without the hook: %v", err)
 	}
 }
