@@ -211,7 +211,7 @@ func Catalog() []Spec {
 			KernelNotes: []string{"The keymap is compiled into a table at build time and loaded with the KDSKBENT/KDSKBDIACRUC ioctls, as loadkeys does: no kbd binary or keymap files in the image."}},
 		{Name: "consolefont", Summary: "accepted: the console font is not loaded (the kernel's built-in font shows the prompt; the booted system loads FONT=)",
 			KernelNotes: []string{"consolefont needs nothing from the kernel: the passphrase prompt is ASCII, and the booted system's systemd-vconsole-setup or setupcon loads the font."}},
-		{Name: "encrypt", Summary: "unlock LUKS1/LUKS2 (cryptdevice=) with dm-crypt", Runs: true,
+		{Name: "encrypt", Summary: "unlock LUKS1/LUKS2 (cryptdevice=, rd.luks.*) with dm-crypt", Runs: true,
 			Modules: []string{"dm_mod", "dm_crypt", "xts", "ecb"},
 			// sha512/essiv are needed by some LUKS1 images; aesni accelerates AES on x86.
 			OptionalModules: []string{"aesni_intel", "essiv", "sha512_generic", "cbc", "sha256_generic"},
