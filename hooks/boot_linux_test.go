@@ -253,3 +253,20 @@ func TestStageCodeFollowsCatalog(t *testing.T) {
 		}
 	}
 }
+
+// TestHookListMaps: a hand-written hook list with mkinitcpio's systemd hooks runs the
+// stages they map to, each once, in order.
+func TestHookListMaps(t *testing.T) {
+	hooks, err := hookList([]string{"base", "systemd", "autodetect", "sd-vconsole", "net", "nbd", "sd-encrypt", "lvm2", "filesystems", "fsck"}, BootConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, h := range hooks {
+		names = append(names, h.Name())
+	}
+	want := []string{"udev", "keymap", "net", "nbd", "encrypt", "lvm2", "filesystems", "switch_root"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("stages (-want +got):\n%s", diff)
+	}
+}

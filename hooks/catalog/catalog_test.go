@@ -56,6 +56,19 @@ func TestCatalogConsistent(t *testing.T) {
 			}
 		}
 	}
+	for _, s := range Catalog() {
+		for _, m := range s.MapsTo {
+			t2, ok := Lookup(m)
+			if !ok || len(t2.MapsTo) > 0 || s.Runs || len(s.Modules)+len(s.OptionalModules) > 0 {
+				t.Errorf("%s maps to %s: want a hook that exists and maps nowhere, from a hook with nothing of its own", s.Name, m)
+			}
+		}
+		for _, d := range s.AutodetectDirs {
+			if !strings.HasPrefix(d, "kernel/") || !strings.HasSuffix(d, "/") {
+				t.Errorf("%s: autodetect directory %q is not kernel/…/", s.Name, d)
+			}
+		}
+	}
 	stages := Stages()
 	if stages[0] != "base" || stages[len(stages)-1] != SwitchRoot {
 		t.Errorf("stages %v: want base first and %s last", stages, SwitchRoot)
