@@ -1,6 +1,6 @@
-// Package hooks holds the boot stages of nbdroot-init (base, udev, net, nbd, encrypt,
-// filesystems, switch_root), named like mkinitcpio's hooks, and the runner that executes them
-// in the order the image was built with, printing a timeline.
+// Package hooks holds the boot stages of nbdroot-init (base, udev, net, nbd, keymap, encrypt,
+// lvm2, filesystems, overlay, switch_root), named like mkinitcpio's hooks, and the runner that
+// executes them in the order the image was built with, printing a timeline.
 //
 // Every stage reads the one Plan made from the kernel command line and the State produced by
 // the stages before it; there is no global state. A failing stage returns a *Failure that says

@@ -23,8 +23,12 @@
 //	/bin /dev /etc /lib /newroot /proc /run /sbin /sys /tmp
 //	extra files at their destination; keyfiles with mode 0400
 //
-// Every hook of /etc/nbdroot/hooks is listed, including those accepted only for mkinitcpio
-// compatibility (catalog.Spec.Runs false), so the init sees the line the user wrote.
+// Every hook of the image is listed in /etc/nbdroot/hooks, including those that do nothing
+// at boot (catalog.Spec.Runs false); a hook that maps to others (systemd → base udev) is
+// replaced by them, so the init runs what the hook table says without knowing mkinitcpio's
+// systemd hooks. With the keymap hook, /etc/nbdroot/keymap holds the compiled console
+// keymap (package keymap); with microcode, an uncompressed cpio archive holding
+// kernel/x86/microcode/*.bin comes before the compressed one.
 //
 // # Reproducibility
 //
