@@ -49,7 +49,7 @@ func (f *initramfsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.root, "root", "", "take the modules from the chroot `CHROOT` (CHROOT/lib/modules/VER)")
 	fs.StringVar(&f.kver, "kver", "", "kernel release `VER` under --root (default: the only one there)")
 	fs.StringVar(&f.hooks, "hooks", "", "hooks in boot order: \"base udev net\" or a mkinitcpio line HOOKS=(…) (default: "+strings.Join(catalog.Default, " ")+")")
-	fs.StringVar(&f.config, "config", "", "read HOOKS, MODULES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
+	fs.StringVar(&f.config, "config", "", "read HOOKS, MODULES, BINARIES, FILES and COMPRESSION from a mkinitcpio.conf `FILE`")
 	fs.StringVar(&f.nics, "nics", "", "NIC drivers for the net hook: common, host-only, universal, or a comma `LIST` of drivers and policies (default "+initramfs.DefaultNICs+")")
 	fs.StringVar(&f.comp, "compression", "", "image compression: "+strings.Join(initramfs.Compressions(), ", ")+" (default "+string(initramfs.DefaultCompression)+")")
 	fs.StringVar(&f.init, "init", "", "nbdroot-init binary `PATH`, a static executable of the image's architecture (default: nbdroot-init or ARCH/nbdroot-init beside this program, else in ../lib/nbdroot as installed; nbdroot-init-tls with --tls-ca)")
