@@ -7,11 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdroot/nbdroot/initramfs/inittest"
 	"github.com/nbdroot/nbdroot/kmod/kmodtest"
 )
 
 // installFixture is a client root with a synthetic kernel (its modules and /boot/vmlinuz)
-// and dpkg, and a fake init to install.
+// and dpkg, and a synthetic static init to install.
 func installFixture(t *testing.T) (root, init string) {
 	t.Helper()
 	root = t.TempDir()
@@ -26,7 +27,8 @@ func installFixture(t *testing.T) (root, init string) {
 		}
 	}
 	init = filepath.Join(t.TempDir(), "nbdroot-init")
-	if err := os.WriteFile(init, []byte("fake init"), 0o755); err != nil {
+	// The builder refuses an init the kernel could not run: a synthetic static ELF passes.
+	if err := inittest.Write(init, inittest.Init); err != nil {
 		t.Fatal(err)
 	}
 	return root, init
