@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -122,7 +123,7 @@ func FuzzReadConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, w := range append(append(append([]string{}, cfg.Hooks...), cfg.Modules...), cfg.Files...) {
+		for _, w := range slices.Concat(cfg.Hooks, cfg.Modules, cfg.Binaries, cfg.Files) {
 			if strings.ContainsAny(w, " \t\n") {
 				t.Errorf("word %q contains whitespace", w)
 			}
