@@ -147,6 +147,8 @@ kernel_arm64() {
   cp "$tmp/bb/bin/busybox" "$dir.tmp/busybox"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
   ln -sfn "$ver" "$cache/kernel-arm64/current"
+  # The arm64 package lists served this fetch only: the kernel is cached from now on.
+  rm -rf "$st"
   echo "deps: arm64 kernel $ver in $dir" >&2
 }
 
