@@ -359,6 +359,33 @@ func TestCheckInit(t *testing.T) {
 	}
 }
 
+// TestCheckInitRealPrograms runs the check on real programs of this machine, not only on
+// synthetic ELF files: a distribution's PIE program (dynamically linked) is refused, a
+// static busybox (scripts/deps.sh installs busybox-static) is accepted with the warning
+// that it is not nbdroot-init, and the same busybox is refused for arm64.
+func TestCheckInitRealPrograms(t *testing.T) {
+	host := HostArch()
+	if host.Name != "amd64" {
+		t.Skipf("the programs below are amd64 ones; this is %s", host.Name)
+	}
+	arm64, _ := ParseArch("arm64")
+	for _, p := range []string{"/bin/true", "/bin/busybox"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("%s: %v", p, err)
+		}
+	}
+	if _, err := CheckInit("/bin/true", host); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("CheckInit(/bin/true) = %v, want a refusal: dynamically linked", err)
+	}
+	warns, err := CheckInit("/bin/busybox", host)
+	if err != nil || len(warns) != 1 || !strings.Contains(warns[0], "not a Go program") {
+		t.Errorf("CheckInit(/bin/busybox) = %q, %v; want it accepted with one warning", warns, err)
+	}
+	if _, err := CheckInit("/bin/busybox", arm64); err == nil || !strings.Contains(err.Error(), "for amd64, but the image is for arm64") {
+		t.Errorf("CheckInit(/bin/busybox, arm64) = %v, want a refusal naming both architectures", err)
+	}
+}
+
 // TestBinaryClosureMatchesLdd compares the libraries BINARIES adds for programs of this
 // machine with what the dynamic loader itself resolves (ldd).
 func TestBinaryClosureMatchesLdd(t *testing.T) {
