@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +41,28 @@ func TestArm64Boot(t *testing.T) {
 	t.Logf("%s", out)
 	if !strings.Contains(string(out), "(arm64)") || !strings.Contains(string(out), "arm64/nbdroot-init") {
 		t.Errorf("the build did not take the arm64 init:\n%s", out)
+	}
+	// --arch arm64 names what the modules already say: the same bytes (the build is
+	// reproducible). --arch amd64 contradicts them and is refused, naming the flag.
+	explicit := filepath.Join(t.TempDir(), "explicit.img")
+	if out, err := exec.Command(e.Tool("nbdroot"), "initramfs", "--arch", "arm64", "--modules", filepath.Join(kernel, "modules"),
+		"--hooks", seedHooks, "-o", explicit).CombinedOutput(); err != nil {
+		t.Errorf("nbdroot initramfs --arch arm64: %v\n%s", err, out)
+	} else {
+		a, errA := os.ReadFile(initrd)
+		b, errB := os.ReadFile(explicit)
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Errorf("--arch arm64 gave another image (%d bytes, %v) than the modules' architecture (%d bytes, %v)", len(b), errB, len(a), errA)
+		}
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong.img")
+	out, err = exec.Command(e.Tool("nbdroot"), "initramfs", "--arch", "amd64", "--modules", filepath.Join(kernel, "modules"),
+		"--hooks", seedHooks, "-o", wrong).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--arch amd64") {
+		t.Errorf("--arch amd64 with arm64 modules: err %v, want a refusal naming --arch:\n%s", err, out)
+	}
+	if _, err := os.Stat(wrong); err == nil {
+		t.Errorf("a refused build left %s", wrong)
 	}
 	v := vm.Start(t, vm.Options{
 		Arch: "arm64", Kernel: filepath.Join(kernel, "vmlinuz"), Initrd: initrd,
