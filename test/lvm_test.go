@@ -74,7 +74,7 @@ done
 echo "KEEPER pid=$kp $(grep -E '^(VmLck|VmRSS)' /proc/$kp/status | tr -s ' \t\n' ' ')oom_score_adj=$(cat /proc/$kp/oom_score_adj)"
 mkdir -p /mnt/big && mount -t tmpfs -o size=1g tmpfs /mnt/big
 mem=$(awk '/^MemTotal/ {print int($2/1024)}' /proc/meminfo)
-n=$((mem + 24))
+n=$((mem + 8))
 echo "FILL ${n} MiB into tmpfs with ${mem} MiB of RAM at $(cut -d' ' -f1 /proc/uptime)"
 # 1 MiB of random bytes, each copy followed by its number: no two pages alike.
 dd if=/dev/urandom of=/tmp/seed bs=1M count=1 2>/dev/null
@@ -91,8 +91,9 @@ poweroff -f
 `
 
 // TestSwapOnNBD boots a 128 MiB guest whose root and swap are logical volumes on the NBD
-// device, and makes it use the swap: 24 MiB more than its memory goes into a tmpfs and comes back
-// intact, and the keeper (mlocked, out of the OOM killer's reach) keeps running.
+// device, and makes it use the swap: 8 MiB more than its memory goes into a tmpfs (about 60
+// MiB of it ends up in swap; at least 32 MiB must) and comes back intact, and the keeper
+// (mlocked, out of the OOM killer's reach) keeps running.
 func TestSwapOnNBD(t *testing.T) {
 	e := needEnv(t)
 	t.Parallel()
