@@ -15,8 +15,9 @@ import (
 // TestMkinitcpioConfig builds an image from a mkinitcpio.conf with every hook of Arch's
 // stock HOOKS line (plus net and nbd), MODULES, BINARIES and FILES, with CPU microcode in
 // the firmware directory, and boots it: the early microcode archive in front of the
-// compressed one is accepted by the kernel, and a dynamically linked program BINARIES
-// added runs from the rescue shell with the libraries the builder found for it.
+// compressed one is accepted by the kernel, a module only MODULES names is loaded, a file
+// FILES names is there, and a dynamically linked program BINARIES added runs from the
+// rescue shell with the libraries the builder found for it.
 func TestMkinitcpioConfig(t *testing.T) {
 	e := needEnv(t)
 	t.Parallel()
@@ -28,7 +29,7 @@ func TestMkinitcpioConfig(t *testing.T) {
 	hostname := filepath.Join(dir, "hostname")
 	os.WriteFile(hostname, []byte("from-FILES\n"), 0o644)
 	os.WriteFile(conf, []byte(`# Arch's stock mkinitcpio.conf, with the netboot hooks
-MODULES=(e1000e)
+MODULES=(e1000e vfat)
 BINARIES=(mkfs.ext4)
 FILES=(`+hostname+`)
 HOOKS=(base udev autodetect microcode modconf kms keyboard keymap consolefont block net nbd filesystems fsck)
@@ -61,6 +62,9 @@ COMPRESSION="zstd"
 	_, off := v.ExpectAfter(0, `nbdroot# `, bootTimeout)
 	v.Send("mkfs.ext4 -V\n")
 	_, off = v.ExpectAfter(off, `mke2fs \d+\.\d+`, 30*time.Second)
+	// vfat is in no hook's list: only MODULES puts it in the image and loads it at the start.
+	v.Send("cat /proc/modules\n")
+	_, off = v.ExpectAfter(off, `(?m)^vfat \d+ \d+ `, 30*time.Second)
 	v.Send("cat " + hostname + "\n")
 	_, off = v.ExpectAfter(off, `from-FILES`, 30*time.Second)
 	v.Send("exit\n")
