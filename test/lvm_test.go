@@ -97,7 +97,9 @@ poweroff -f
 func TestSwapOnNBD(t *testing.T) {
 	e := needEnv(t)
 	t.Parallel()
-	img := e.LVMRootImage(t, vm.LVMOptions{SwapMB: 512, Root: vm.RootOptions{Init: swapScript}})
+	// 160 MiB of swap holds the ~60 MiB pushed out with room to spare; every MiB of the
+	// image is copied per run.
+	img := e.LVMRootImage(t, vm.LVMOptions{SwapMB: 160, Root: vm.RootOptions{Init: swapScript}})
 	srv := e.StartServer(t, 0, "--export", "root="+img)
 	// The less memory, the less data to push through swap under TCG; 96 MiB is too little
 	// for the kernel to unpack the initramfs (it panics, deadlocked on memory).
