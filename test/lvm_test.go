@@ -12,9 +12,11 @@ import (
 // lvmHooks is the seed's encrypted line with mkinitcpio's lvm2 hook after encrypt.
 const lvmHooks = "base udev net nbd encrypt lvm2 filesystems"
 
-// TestLVMRoot boots roots on LVM2 logical volumes made by the real lvm2 tools: on the NBD
-// device, striped over two partitions of it, and inside a LUKS container on it. The init
-// reads the LVM metadata itself and loads the linear, striped and crypt tables.
+// TestLVMRoot boots roots on LVM2 logical volumes made by the real lvm2 tools: striped over
+// two partitions of the NBD device, and inside a LUKS container on it. The init reads the
+// LVM metadata itself and loads the striped, linear and crypt tables. The plain case —
+// linear root and swap volumes on the whole NBD device, root=/dev/VG/LV — is
+// TestSwapOnNBD's boot.
 func TestLVMRoot(t *testing.T) {
 	e := needEnv(t)
 	tests := []struct {
@@ -24,9 +26,6 @@ func TestLVMRoot(t *testing.T) {
 		mount  string // the root as /proc/mounts names it
 		table  string // what the lvm2 stage reports
 	}{
-		{name: "on the NBD device", lvm: vm.LVMOptions{SwapMB: 16},
-			append: "root=/dev/nbd-vg/root", mount: "/dev/nbd-vg/root",
-			table: `stage lvm2 .*/dev/mapper/nbd--vg-root /dev/mapper/nbd--vg-swap active`},
 		{name: "striped over two partitions", lvm: vm.LVMOptions{Striped: true},
 			append: "root=/dev/mapper/nbd--vg-root rd.lvm.lv=nbd-vg/root", mount: "/dev/mapper/nbd--vg-root",
 			table: `stage lvm2 .*/dev/mapper/nbd--vg-root active`},
@@ -65,6 +64,9 @@ func TestLVMRoot(t *testing.T) {
 // must swap to a logical volume on the NBD device, reads it back and compares checksums,
 // and checks that the keeper of the root's NBD device lived through it, its memory locked.
 const swapScript = `echo "` + vm.Marker + `"
+echo "--- /proc/mounts"
+cat /proc/mounts
+echo "--- uptime $(cat /proc/uptime)"
 mkswap /dev/nbd-vg/swap >/dev/null && swapon /dev/nbd-vg/swap || echo SWAPON-FAILED
 # Swapped-out tmpfs pages come back in clusters of 2^6 pages: one NBD round trip each.
 echo 6 > /proc/sys/vm/page-cluster
@@ -108,7 +110,10 @@ func TestSwapOnNBD(t *testing.T) {
 		Append:   "ip=::::::dhcp nbd_server=" + vm.GuestServerIP + ":10809 root=/dev/nbd-vg/root rw console=ttyS0",
 		Forwards: map[int]int{10809: srv.Port}, Timeout: bootTimeout + 5*time.Minute,
 	})
-	v.Expect(vm.Marker, bootTimeout)
+	// This boot is also the plain LVM case: linear root and swap volumes on the whole NBD
+	// device, both activated, the root mounted as root= names it.
+	v.Expect(`stage lvm2 .*/dev/mapper/nbd--vg-root /dev/mapper/nbd--vg-swap active`, bootTimeout)
+	assertRootMounted(t, v, "/dev/nbd-vg/root", "ext4")
 	keeper := v.Expect(`KEEPER pid=(\d+) VmLck: +(\d+) kB VmRSS: +(\d+) kB oom_score_adj=(-?\d+)`, time.Minute)
 	if lck, _ := strconv.Atoi(keeper[2]); lck == 0 {
 		t.Errorf("the keeper has no locked memory: %s", keeper[0])
