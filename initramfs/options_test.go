@@ -129,3 +129,27 @@ func TestDefaultInitInstalled(t *testing.T) {
 		t.Errorf("DefaultInit with both = %q, want %q", got, beside)
 	}
 }
+
+// TestDefaultTLSInit: images with TLS files take nbdroot-init-tls, found where nbdroot-init
+// is (beside the program, in ARCH/, in the installed place); the plain init is not it.
+func TestDefaultTLSInit(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "nbdroot")
+	amd64, _ := ParseArch("amd64")
+	if err := inittest.Write(filepath.Join(dir, "nbdroot-init"), inittest.Init); err != nil {
+		t.Fatal(err)
+	}
+	if got, tried := DefaultTLSInit(exe, amd64); got != "" || len(tried) != 4 {
+		t.Errorf("DefaultTLSInit with only nbdroot-init = %q (tried %q)", got, tried)
+	}
+	tlsInit := filepath.Join(dir, TLSInitName)
+	if err := inittest.Write(tlsInit, inittest.Init); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := DefaultTLSInit(exe, amd64); got != tlsInit {
+		t.Errorf("DefaultTLSInit = %q, want %q", got, tlsInit)
+	}
+	if got, _ := DefaultInit(exe, amd64); got != filepath.Join(dir, "nbdroot-init") {
+		t.Errorf("DefaultInit = %q, want the plain init", got)
+	}
+}

@@ -10,16 +10,28 @@ import (
 
 	"github.com/u-root/u-root/pkg/cpio"
 
+	"github.com/nbdroot/nbdroot/initramfs/inittest"
 	"github.com/nbdroot/nbdroot/test/pki"
 )
 
-// goInit is a Go binary with build information, as an init: this test binary.
+// goInit is a static executable with Go build information naming nbdroot-init and no
+// nbdroot_notls tag, as an init with TLS: it passes the init check (CheckInit), which this
+// test binary, dynamically linked, would not.
 func goInit(t *testing.T) string {
-	exe, err := os.Executable()
-	if err != nil {
+	p := filepath.Join(t.TempDir(), "nbdroot-init-tls")
+	if err := inittest.Write(p, inittest.Init); err != nil {
 		t.Fatal(err)
 	}
-	return exe
+	return p
+}
+
+// plainInit is a static executable without Go build information.
+func plainInit(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "init")
+	if err := inittest.Write(p, inittest.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func TestBuildTLS(t *testing.T) {
@@ -90,7 +102,7 @@ func TestBuildTLSErrors(t *testing.T) {
 		{"CA without certificates", TLSFiles{CA: empty}, "", "no PEM certificate"},
 		{"missing CA", TLSFiles{CA: "/nonexistent/ca.pem"}, "", "--tls-ca"},
 		{"init without TLS", TLSFiles{CA: p.File}, notls, "was built without TLS (-tags nbdroot_notls): use nbdroot-init-tls"},
-		{"init that is not a Go program", TLSFiles{CA: p.File}, f.init, "cannot tell whether it speaks TLS"},
+		{"init that is not a Go program", TLSFiles{CA: p.File}, plainInit(t), "cannot tell whether it speaks TLS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := f.opts()
