@@ -80,7 +80,7 @@ func listRoots(roots []string) ([]OverlayInfo, error) {
 	var out []OverlayInfo
 	var errs []error
 	for _, root := range roots {
-		infos, err := ovstore.Store{Root: root}.List()
+		infos, err := ovstore.Local{Root: root}.List()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", root, err))
 		}
@@ -131,7 +131,7 @@ func (a localAdmin) Remove(ctx context.Context, id nbd.OverlayID, force bool) er
 	if err != nil {
 		return err
 	}
-	err = ovstore.Store{}.Remove(in.Dir)
+	err = ovstore.Local{}.Remove(in.Dir)
 	if errors.Is(err, ovstore.ErrBusy) {
 		how := "stop that server first"
 		if force {
@@ -243,7 +243,7 @@ func (a serverAdmin) Remove(ctx context.Context, id nbd.OverlayID, force bool) e
 		done()
 		set.mu.Unlock()
 	}()
-	if err := (ovstore.Store{}).Remove(in.Dir); err != nil {
+	if err := (ovstore.Local{}).Remove(in.Dir); err != nil {
 		if errors.Is(err, ovstore.ErrBusy) {
 			return fmt.Errorf("overlay %s: %w: held by another process (another server using %s?)", in.ID, err, filepath.Dir(in.Dir))
 		}

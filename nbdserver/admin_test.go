@@ -124,7 +124,7 @@ func TestLocalAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	mk := func(root string, c string, kind ovstore.Kind) *ovstore.Overlay {
-		o, err := ovstore.Store{Root: root}.Create(ovstore.Meta{Export: "root", Client: ovstore.Client{ID: c}, Kind: kind}, nil)
+		o, err := ovstore.Local{Root: root}.Create(ovstore.Meta{Export: "root", Client: ovstore.Client{ID: c}, Kind: kind}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,7 @@ import (
 )
 
 // newTestOverlay creates a fresh overlay of export "x" over base, as the server does.
-func newTestOverlay(t *testing.T, base *fileBackend, st ovstore.Store, c ovstore.Client) *overlay {
+func newTestOverlay(t *testing.T, base *fileBackend, st ovstore.Local, c ovstore.Client) *overlay {
 	t.Helper()
 	h, err := st.Create(ovstore.Meta{Export: "x", Client: c, Kind: ovstore.Persistent, ImageSize: base.size},
 		func(dir string) error { return initOverlayFiles(dir, base.size) })
@@ -40,7 +40,7 @@ func TestOverlayBitmapPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fb.Close()
-	st := ovstore.Store{Root: t.TempDir()}
+	st := ovstore.Local{Root: t.TempDir()}
 	client := ovstore.Client{ID: "10.0.0.1", ByAddress: true}
 	writes := map[int64][]byte{
 		0:            []byte("first block"),

@@ -171,7 +171,7 @@ func TestCrashSIGKILLResume(t *testing.T) {
 	p.wait(t)
 
 	// State lost while the server was down: the overlay's directory is gone.
-	tmpDir := ovstore.Store{Root: ovstore.StateRoot(o.StateDir)}.Dir("tmp", ovstore.Client{ID: "52:54:00:12:34:56"}, ids["tmp"])
+	tmpDir := ovstore.Local{Root: ovstore.StateRoot(o.StateDir)}.Dir("tmp", ovstore.Client{ID: "52:54:00:12:34:56"}, ids["tmp"])
 	if err := os.RemoveAll(tmpDir); err != nil {
 		t.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func TestOverlayDirFull(t *testing.T) {
 	if got := other.pread(1<<20, 4096); !bytes.Equal(got, pattern(1<<20, 4096)) {
 		t.Error("another client reads something else than the image")
 	}
-	if _, err := os.Stat(ovstore.Store{Root: full}.Dir("root", ovstore.Client{ID: "pc-b"}, otherID)); err != nil {
+	if _, err := os.Stat(ovstore.Local{Root: full}.Dir("root", ovstore.Client{ID: "pc-b"}, otherID)); err != nil {
 		t.Errorf("other overlay: %v", err)
 	}
 	if file, _ := os.ReadFile(img); !bytes.Equal(file, pattern(0, imgSize)) {

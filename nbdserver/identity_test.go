@@ -256,7 +256,7 @@ func TestOverlayReaped(t *testing.T) {
 	held, v := mustGoAs(t, s.addr, "127.0.0.2", "root", "pc2", nbd.OverlayID{})
 	a.pwrite(0, []byte("x"), nbd.CmdFlagFUA)
 	a.disconnect()
-	dir := ovstore.Store{Root: ovstore.StateRoot(s.stateDir)}.Dir("root", ovstore.Client{ID: "pc1"}, u)
+	dir := ovstore.Local{Root: ovstore.StateRoot(s.stateDir)}.Dir("root", ovstore.Client{ID: "pc1"}, u)
 	waitFor(t, "the overlay to be reaped", func() bool {
 		_, err := os.Stat(dir)
 		return errors.Is(err, os.ErrNotExist)
@@ -271,7 +271,7 @@ func TestOverlayReaped(t *testing.T) {
 	if got := held.pread(0, 1); !bytes.Equal(got, pattern(0, 1)) {
 		t.Error("attached overlay damaged")
 	}
-	if _, err := os.Stat(ovstore.Store{Root: ovstore.StateRoot(s.stateDir)}.Dir("root", ovstore.Client{ID: "pc2"}, v)); err != nil {
+	if _, err := os.Stat(ovstore.Local{Root: ovstore.StateRoot(s.stateDir)}.Dir("root", ovstore.Client{ID: "pc2"}, v)); err != nil {
 		t.Errorf("attached overlay reaped: %v", err)
 	}
 }
@@ -284,7 +284,7 @@ func TestCowLegacyAdoption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := newTestOverlay(t, fb, ovstore.Store{Root: t.TempDir()}, ovstore.Client{ID: "127.0.0.1", ByAddress: true})
+	old := newTestOverlay(t, fb, ovstore.Local{Root: t.TempDir()}, ovstore.Client{ID: "127.0.0.1", ByAddress: true})
 	if err := old.WriteAt([]byte("from the old days"), 12345, true); err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,7 @@ func (s *Server) acquireOverlay(e *export, c client) (*overlay, *refusal) {
 
 // loadOverlay opens or creates the overlay for a session from disk.
 func (s *Server) loadOverlay(e *export, c client) (*overlay, *refusal) {
-	st := ovstore.Store{Root: s.overlayRoot(&e.cfg)}
+	st := ovstore.Local{Root: s.overlayRoot(&e.cfg)}
 	name := e.cfg.Name
 	platform := func(err error) (*overlay, *refusal) {
 		s.log.Printf("export %q: overlay for client %s: %v", name, c.key, err)
@@ -203,7 +203,7 @@ func (s *Server) loadOverlay(e *export, c client) (*overlay, *refusal) {
 
 // openOverlay opens overlay id from disk. A short ErrBusy is waited out: an administrator's
 // `nbdroot overlays list` holds each overlay's lock for an instant.
-func (s *Server) openOverlay(e *export, st ovstore.Store, c ovstore.Client, id nbd.OverlayID) (*overlay, error) {
+func (s *Server) openOverlay(e *export, st ovstore.Local, c ovstore.Client, id nbd.OverlayID) (*overlay, error) {
 	var h *ovstore.Overlay
 	var err error
 	for try := 0; try < 20; try++ {
@@ -247,7 +247,7 @@ func checkImage(e *export, h *ovstore.Overlay) error {
 // createOverlay makes a new overlay for client c. A client keyed by address on a
 // persistent export adopts the overlay an older nbdroot kept for it (cowdir/EXPORT@ADDR.cow
 // and .map) instead of starting empty.
-func (s *Server) createOverlay(e *export, st ovstore.Store, c ovstore.Client) (*overlay, error) {
+func (s *Server) createOverlay(e *export, st ovstore.Local, c ovstore.Client) (*overlay, error) {
 	m := ovstore.Meta{Export: e.cfg.Name, Client: c, Kind: overlayKind(&e.cfg), Image: e.cfg.Path, ImageSize: e.img.fb.size}
 	if fi, err := os.Stat(e.cfg.Path); err == nil && fi.Mode().IsRegular() {
 		m.ImageMtime = fi.ModTime()
@@ -333,7 +333,7 @@ func (s *Server) infoOverlayID(e *export, c client) (nbd.OverlayID, *refusal) {
 	if !e.cfg.Cow {
 		return nbd.OverlayID{}, nil
 	}
-	st := ovstore.Store{Root: s.overlayRoot(&e.cfg)}
+	st := ovstore.Local{Root: s.overlayRoot(&e.cfg)}
 	if !c.resume.IsZero() {
 		s.ovs.mu.Lock()
 		ov, removing := s.ovs.byID[c.resume], s.ovs.removing[c.resume]

@@ -86,7 +86,7 @@ func (s *Server) reap(now time.Time) {
 			continue
 		}
 		seen[root] = true
-		removed, err := ovstore.Store{Root: root}.Reap(now, s.started, grace)
+		removed, err := ovstore.Local{Root: root}.Reap(now, s.started, grace)
 		for _, m := range removed {
 			s.log.Printf("export %q: removed temporary overlay %s of client %s: unused for %v", m.Export, m.ID, m.Client, grace)
 		}

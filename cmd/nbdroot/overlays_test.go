@@ -59,7 +59,7 @@ func makeOverlay(t *testing.T, root, export, c string, kind ovstore.Kind) *ovsto
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := ovstore.Store{Root: root}.Create(ovstore.Meta{Export: export, Client: client, Kind: kind, ImageSize: 1 << 20},
+	o, err := ovstore.Local{Root: root}.Create(ovstore.Meta{Export: export, Client: client, Kind: kind, ImageSize: 1 << 20},
 		func(dir string) error {
 			return os.WriteFile(filepath.Join(dir, ovstore.DataFile), make([]byte, 8192), 0o600)
 		})

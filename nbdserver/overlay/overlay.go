@@ -62,6 +62,10 @@ const (
 	Temporary Kind = "temporary"
 	// Persistent overlays ("cowdir=") last until an administrator removes them.
 	Persistent Kind = "persistent"
+	// Writes is the one overlay of a read-write export whose image is an object: the
+	// writes of its (one) writer, stored beside the image object, which is never changed.
+	// It has no client (Meta.Client is zero) and lasts until an administrator removes it.
+	Writes Kind = "writes"
 )
 
 // Client is whom an overlay belongs to: a client identity, or for clients that sent none,
@@ -114,6 +118,8 @@ type Meta struct {
 	Image      string    `json:"image"`
 	ImageSize  int64     `json:"image_size"`
 	ImageMtime time.Time `json:"image_mtime,omitzero"`
+	// ImageETag is the ETag of an image object in an object store.
+	ImageETag string `json:"image_etag,omitempty"`
 }
 
 // Errors of Open, Remove and their callers.
@@ -134,27 +140,68 @@ func NewID() (nbd.OverlayID, error) {
 	return id, nil
 }
 
-// Store is the overlays under one root directory.
-type Store struct {
+// Store is a place where overlays live: a directory on this machine (Local) or a prefix
+// in an object store that every server of a fleet reaches (Objects). The rules of which
+// overlay a client gets live in nbdserver and are the same for both.
+type Store interface {
+	// Location names the place for people: a directory, or s3://BUCKET/PREFIX.
+	Location() string
+	// Create makes a new overlay for m (m.ID is chosen when zero) and returns it open and
+	// held. populate fills a local overlay's directory before it appears under its ID;
+	// object stores do not call it (their overlays start empty).
+	Create(m Meta, populate func(dir string) error) (*Overlay, error)
+	// Open opens and holds overlay id of client c on export: ErrGone when it does not
+	// exist, ErrBusy while someone else holds it.
+	Open(export string, c Client, id nbd.OverlayID) (*Overlay, error)
+	// Find returns the overlays of client c on export, newest first.
+	Find(export string, c Client) ([]Meta, error)
+	// Exists reports whether overlay id of client c on export exists.
+	Exists(export string, c Client, id nbd.OverlayID) bool
+	// List returns every overlay in the store.
+	List() ([]Info, error)
+	// Remove deletes the overlay at where (an Info's Dir): ErrBusy while someone holds it,
+	// ErrGone when it is not there.
+	Remove(where string) error
+	// Reap removes the temporary overlays unused for grace (see Local.Reap).
+	Reap(now, notBefore time.Time, grace time.Duration) ([]Meta, error)
+}
+
+var _ Store = Local{}
+
+// Local is the overlays under one root directory on this machine.
+type Local struct {
 	Root string
 }
 
+// Location is the root directory.
+func (s Local) Location() string { return s.Root }
+
+// Exists reports whether the overlay's directory exists.
+func (s Local) Exists(export string, c Client, id nbd.OverlayID) bool {
+	_, err := os.Stat(s.Dir(export, c, id))
+	return err == nil
+}
+
 // ClientDir is the directory holding a client's overlays of an export.
-func (s Store) ClientDir(export string, c Client) string {
+func (s Local) ClientDir(export string, c Client) string {
 	return filepath.Join(s.Root, escape(export), c.dirName())
 }
 
 // Dir is the directory of one overlay.
-func (s Store) Dir(export string, c Client, id nbd.OverlayID) string {
+func (s Local) Dir(export string, c Client, id nbd.OverlayID) string {
 	return filepath.Join(s.ClientDir(export, c), id.String())
 }
 
-// Overlay is an overlay opened (and locked) by this process.
+// Overlay is an overlay opened (and held) by this process: locked in its directory, or
+// leased in an object store.
 type Overlay struct {
 	Meta
-	// Dir is the overlay's directory.
+	// Dir is the overlay's directory, or its location in an object store
+	// (s3://BUCKET/PREFIX/overlays/EXPORT/CLIENT/ID).
 	Dir  string
 	lock *os.File
+	// Remote is the overlay's state in an object store; nil for a local overlay.
+	Remote *Remote
 }
 
 // Path names a file of the overlay (DataFile, BitmapFile).
@@ -163,6 +210,9 @@ func (o *Overlay) Path(name string) string { return filepath.Join(o.Dir, name) }
 // Close releases the overlay for other openers, recording the time as its last use (the
 // reaper counts the grace period of a temporary overlay from it).
 func (o *Overlay) Close() error {
+	if o.Remote != nil {
+		return o.Remote.close()
+	}
 	if o.lock == nil {
 		return nil
 	}
@@ -178,7 +228,7 @@ func (o *Overlay) Close() error {
 // its ID only once populate succeeded and everything (meta.json, populate's files, the
 // directories) is on stable storage, so a crash never leaves a half-made overlay behind
 // under a name a client could resume.
-func (s Store) Create(m Meta, populate func(dir string) error) (*Overlay, error) {
+func (s Local) Create(m Meta, populate func(dir string) error) (*Overlay, error) {
 	if m.ID.IsZero() {
 		id, err := NewID()
 		if err != nil {
@@ -246,7 +296,7 @@ func (s Store) Create(m Meta, populate func(dir string) error) (*Overlay, error)
 
 // Open opens and locks overlay id of client c on export. It returns ErrGone when there is
 // no such overlay and ErrBusy when someone else holds it.
-func (s Store) Open(export string, c Client, id nbd.OverlayID) (*Overlay, error) {
+func (s Local) Open(export string, c Client, id nbd.OverlayID) (*Overlay, error) {
 	dir := s.Dir(export, c, id)
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -276,7 +326,7 @@ func (s Store) Open(export string, c Client, id nbd.OverlayID) (*Overlay, error)
 // Find returns the overlays of client c on export, newest first. An overlay whose
 // meta.json cannot be read is an error, not skipped: skipping it could hand the client an
 // older overlay in its place.
-func (s Store) Find(export string, c Client) ([]Meta, error) {
+func (s Local) Find(export string, c Client) ([]Meta, error) {
 	dir := s.ClientDir(export, c)
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -318,7 +368,7 @@ type Info struct {
 }
 
 // List returns every overlay under the root.
-func (s Store) List() ([]Info, error) {
+func (s Local) List() ([]Info, error) {
 	var out []Info
 	err := s.walk(func(dir string) {
 		out = append(out, s.info(dir))
@@ -326,7 +376,7 @@ func (s Store) List() ([]Info, error) {
 	return out, err
 }
 
-func (s Store) info(dir string) Info {
+func (s Local) info(dir string) Info {
 	in := Info{Dir: dir}
 	m, err := readMeta(dir)
 	in.Meta = m
@@ -350,7 +400,7 @@ func (s Store) info(dir string) Info {
 
 // walk calls fn for each overlay directory under the root and leftover for each directory
 // left by an interrupted creation or removal.
-func (s Store) walk(fn func(dir string), leftover func(dir string)) error {
+func (s Local) walk(fn func(dir string), leftover func(dir string)) error {
 	exports, err := os.ReadDir(s.Root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -396,7 +446,7 @@ func (s Store) walk(fn func(dir string), leftover func(dir string)) error {
 }
 
 // Lookup finds an overlay by its ID, or by a unique prefix of it (at least 8 hex digits).
-func (s Store) Lookup(prefix string) (Info, error) {
+func (s Local) Lookup(prefix string) (Info, error) {
 	if len(prefix) < 8 {
 		return Info{}, fmt.Errorf("overlay ID %q: give at least 8 hex digits", prefix)
 	}
@@ -417,7 +467,7 @@ func (s Store) Lookup(prefix string) (Info, error) {
 
 // Remove deletes the overlay in dir. It returns ErrBusy, removing nothing, while someone
 // holds the overlay, and ErrGone when it is not there.
-func (s Store) Remove(dir string) error {
+func (s Local) Remove(dir string) error {
 	lock, err := lockDir(dir)
 	if err != nil {
 		return err
@@ -446,7 +496,7 @@ func (s Store) Remove(dir string) error {
 // before now; a last use before notBefore (when the server started) counts as notBefore,
 // so overlays found at a start get their whole grace period after it. It also removes the
 // leftovers of creations and removals a crash interrupted. It returns what it removed.
-func (s Store) Reap(now, notBefore time.Time, grace time.Duration) ([]Meta, error) {
+func (s Local) Reap(now, notBefore time.Time, grace time.Duration) ([]Meta, error) {
 	var removed []Meta
 	var errs []error
 	err := s.walk(func(dir string) {

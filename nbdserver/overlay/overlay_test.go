@@ -17,7 +17,7 @@ func meta(export string, c Client, kind Kind) Meta {
 	return Meta{Export: export, Client: c, Kind: kind, Image: "/srv/base.img", ImageSize: 1 << 20}
 }
 
-func create(t *testing.T, s Store, m Meta) *Overlay {
+func create(t *testing.T, s Local, m Meta) *Overlay {
 	t.Helper()
 	o, err := s.Create(m, func(dir string) error {
 		return os.WriteFile(filepath.Join(dir, DataFile), []byte("data"), 0o600)
@@ -29,7 +29,7 @@ func create(t *testing.T, s Store, m Meta) *Overlay {
 }
 
 func TestCreateOpenFind(t *testing.T) {
-	s := Store{Root: filepath.Join(t.TempDir(), "overlays")}
+	s := Local{Root: filepath.Join(t.TempDir(), "overlays")}
 	o := create(t, s, meta("thin/root", pc1, Temporary))
 	if o.ID.IsZero() || o.Version != MetaVersion || o.Created.IsZero() {
 		t.Fatalf("created %+v", o.Meta)
@@ -79,7 +79,7 @@ func TestCreateOpenFind(t *testing.T) {
 }
 
 func TestRemove(t *testing.T) {
-	s := Store{Root: t.TempDir()}
+	s := Local{Root: t.TempDir()}
 	o := create(t, s, meta("root", pc1, Persistent))
 	o.Close()
 	if err := s.Remove(o.Dir); err != nil {
@@ -101,7 +101,7 @@ func TestRemove(t *testing.T) {
 // An opener that opened the directory just before a remover renamed it away must not take
 // the renamed (dying) overlay for the real one.
 func TestOpenRacingRemove(t *testing.T) {
-	s := Store{Root: t.TempDir()}
+	s := Local{Root: t.TempDir()}
 	o := create(t, s, meta("root", pc1, Temporary))
 	o.Close()
 	held, err := lockDir(o.Dir)
@@ -122,7 +122,7 @@ func TestOpenRacingRemove(t *testing.T) {
 }
 
 func TestReap(t *testing.T) {
-	s := Store{Root: t.TempDir()}
+	s := Local{Root: t.TempDir()}
 	now := time.Now()
 	old := now.Add(-2 * time.Hour)
 	mk := func(c Client, kind Kind, lastUsed time.Time) *Overlay {
@@ -175,7 +175,7 @@ func TestReap(t *testing.T) {
 }
 
 func TestListAndLookup(t *testing.T) {
-	s := Store{Root: t.TempDir()}
+	s := Local{Root: t.TempDir()}
 	a := create(t, s, meta("root", pc1, Persistent))
 	b := create(t, s, meta("root", Client{ID: "10.0.0.7", ByAddress: true}, Temporary))
 	b.Close()
