@@ -21,22 +21,30 @@ import (
 // of the image, plus a bitmap saying which 4 KiB blocks live in the overlay. Reads take each
 // block from the overlay or the image; writes go to the overlay only, after copying up the
 // image's contents of partially written blocks. The image is opened read-only, so no bug
-// here can reach it. Where overlays live on disk, their IDs and their locks belong to
-// package overlay; this file is the block engine over an overlay's two files.
+// here can reach it. Where overlays live, their IDs and their locks belong to package
+// overlay; this file is the block engine, the same for every overlay, over a medium that
+// keeps its data and bitmap: two files in the overlay's directory (localMedium), or chunk
+// objects and a manifest in an object store, staged in a local file (storeMedium,
+// s3overlay.go).
 //
 // Correctness under concurrency (nbd-server's cow lost writes this way, nbd#43): a block's
 // bit is set only after its overlay contents are complete, so a read racing a write sees
 // either the old or the new block; writers of the same block serialise on a striped lock,
 // so a copy-up never overwrites a newer write.
 //
-// Durability, the same for temporary and persistent overlays: FLUSH fdatasyncs the data file
-// before it persists the bitmap, and persists only bits set before that fdatasync began, so
-// the bitmap on disk never points at data that was not yet stable, and every write
-// acknowledged before a FLUSH (or with FUA) is found again after a crash. The bitmap grows
-// only (bits are never cleared), so a bitmap write torn by a crash holds old bits and some
-// new ones, all of which point at synced data. A failed sync poisons the overlay (every
-// later write and FLUSH fails): after fsync reports an error the page cache may have dropped
-// acknowledged data, and a later successful sync would hide that.
+// Durability, the same for temporary, persistent and store overlays: FLUSH makes the data
+// durable (fdatasync; uploads of the changed chunks) before it persists the bitmap (the
+// bitmap file; the manifest), and persists only bits set before the data sync began, so
+// the persisted bitmap never points at data that was not yet durable, and every write
+// acknowledged before a FLUSH (or with FUA) is found again after a crash. The medium learns
+// of every change of the data file before the change's bits are set (wrote), which is what
+// lets a store medium know which chunks to upload. The bitmap grows only (bits are never
+// cleared), so a bitmap write torn by a crash holds old bits and some new ones, all of
+// which point at synced data. A failed local sync poisons the overlay (every later write
+// and FLUSH fails): after fsync reports an error the page cache may have dropped
+// acknowledged data, and a later successful sync would hide that. A store that does not
+// answer is not such a failure (the staged data is intact, the next FLUSH retries); a lost
+// lease is.
 
 const (
 	cowBlockShift = 12
@@ -46,23 +54,51 @@ const (
 	cowHeaderSize = 32 // magic, version u32, block size u32, image size u64, reserved u64
 )
 
+// cowBase is what an overlay lies over: an image file, or an image object read through
+// the block cache.
+type cowBase interface {
+	Backend
+	nowaitReader
+}
+
+// overlayMedium keeps an overlay's data and bitmap. The engine reads and writes the data
+// through a local file (f/fd of the overlay) and tells the medium around that.
+type overlayMedium interface {
+	// loadBitmap returns the persisted bitmap, words long (zero for a new overlay).
+	loadBitmap(words int) ([]uint64, error)
+	// prepare makes [off, off+n) of the data file current before the engine reads or
+	// writes overlay blocks there (a store medium fetches chunks not staged yet).
+	prepare(off, n int64) error
+	// ready reports, without waiting, whether prepare(off, n) has nothing to do.
+	ready(off, n int64) bool
+	// wrote is told of every change to the data file, after it and before the change's
+	// bits are set; an error fails the change (a lost lease).
+	wrote(off, n int64) error
+	// syncData makes every change the medium was told of durable.
+	syncData() error
+	// persistBitmap makes words the persisted bitmap; it may keep a copy, not words.
+	persistBitmap(words []uint64) error
+	// sparse says whether holes of the data file are holes of the overlay (SEEK_DATA).
+	sparse() bool
+	// close releases the medium's files.
+	close() error
+}
+
 type overlay struct {
-	base    *fileBackend
-	f       *os.File
+	base    cowBase
+	m       overlayMedium
+	f       *os.File // the data file (a store medium's staging file)
 	fd      int
 	size    int64
 	nblocks int64
 	bits    []atomic.Uint64
 	stripes [cowStripes]sync.Mutex
 
-	// The bitmap file, updated on every FLUSH; persisted is what it holds, spare the buffer
-	// the next FLUSH takes its snapshot in (both guarded by flushMu).
-	mapFile   *os.File
-	persisted []uint64
-	spare     []uint64
-	flushMu   sync.Mutex
+	// snap is the buffer each FLUSH takes its bitmap snapshot in (guarded by flushMu).
+	snap    []uint64
+	flushMu sync.Mutex
 
-	h    *ovstore.Overlay // the overlay on disk: ID, export, client, kind, directory, lock
+	h    *ovstore.Overlay // the overlay: ID, export, client, kind, location, lock or lease
 	logf func(format string, args ...any)
 
 	broken   atomic.Bool  // a sync failed: refuse further writes (see the top of this file)
@@ -112,16 +148,13 @@ func initOverlayFiles(dir string, size int64) error {
 	return err
 }
 
-// attachOverlay opens the files of an overlay held as h over the image base. On error h
-// is left to the caller.
-func attachOverlay(base *fileBackend, h *ovstore.Overlay, logf func(string, ...any)) (*overlay, error) {
-	size := base.size
-	if h.ImageSize != size {
-		return nil, fmt.Errorf("overlay %s was made for an image of %d bytes, %s has %d: remove the overlay (nbdroot overlays rm %s)",
-			h.ID, h.ImageSize, h.Image, size, h.ID)
+// attachOverlay opens the files of a local overlay held as h over the image base. On
+// error h is left to the caller.
+func attachOverlay(base cowBase, h *ovstore.Overlay, logf func(string, ...any)) (*overlay, error) {
+	size := base.Size()
+	if err := checkOverlaySize(h, size); err != nil {
+		return nil, err
 	}
-	o := &overlay{base: base, size: size, nblocks: (size + cowBlock - 1) / cowBlock, h: h, logf: logf, closed: make(chan struct{})}
-	o.bits = make([]atomic.Uint64, (o.nblocks+63)/64)
 	df, err := os.OpenFile(h.Path(ovstore.DataFile), os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
@@ -131,14 +164,10 @@ func attachOverlay(base *fileBackend, h *ovstore.Overlay, logf func(string, ...a
 		df.Close()
 		return nil, err
 	}
-	o.f, o.fd, o.mapFile = df, int(df.Fd()), mf
 	fail := func(err error) (*overlay, error) {
 		df.Close()
 		mf.Close()
 		return nil, err
-	}
-	if err := o.loadBitmap(); err != nil {
-		return fail(fmt.Errorf("%s: %w", h.Path(ovstore.BitmapFile), err))
 	}
 	if st, err := df.Stat(); err != nil {
 		return fail(err)
@@ -148,57 +177,123 @@ func attachOverlay(base *fileBackend, h *ovstore.Overlay, logf func(string, ...a
 			return fail(err)
 		}
 	}
+	m := &localMedium{data: df, mapFile: mf, size: size}
+	o, err := newOverlay(base, h, m, df, logf)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", h.Path(ovstore.BitmapFile), err))
+	}
 	return o, nil
 }
 
-// loadBitmap reads the bitmap, or writes a fresh one for a new overlay.
-func (o *overlay) loadBitmap() error {
-	st, err := o.mapFile.Stat()
-	if err != nil {
-		return err
-	}
-	words := len(o.bits)
-	if st.Size() == 0 {
-		return o.writeBitmap(make([]uint64, words))
-	}
-	want := int64(cowHeaderSize + 8*words)
-	if st.Size() != want {
-		return fmt.Errorf("bitmap is %d bytes, want %d (image size changed? remove the overlay)", st.Size(), want)
-	}
-	buf := make([]byte, want)
-	if _, err := o.mapFile.ReadAt(buf, 0); err != nil {
-		return err
-	}
-	le := binary.LittleEndian
-	if string(buf[:8]) != cowMagic || le.Uint32(buf[8:]) != 1 || le.Uint32(buf[12:]) != cowBlock {
-		return errors.New("not an nbdroot overlay bitmap")
-	}
-	if int64(le.Uint64(buf[16:])) != o.size {
-		return fmt.Errorf("overlay made for an image of %d bytes, this one has %d (remove the overlay)", le.Uint64(buf[16:]), o.size)
-	}
-	o.persisted = make([]uint64, words)
-	for i := range o.bits {
-		o.bits[i].Store(le.Uint64(buf[cowHeaderSize+8*i:]))
-		o.persisted[i] = o.bits[i].Load()
+func checkOverlaySize(h *ovstore.Overlay, size int64) error {
+	if h.ImageSize != size {
+		return fmt.Errorf("overlay %s was made for an image of %d bytes, %s has %d: remove the overlay (nbdroot overlays rm %s)",
+			h.ID, h.ImageSize, h.Image, size, h.ID)
 	}
 	return nil
 }
 
+// newOverlay is the engine for overlay h over base, its data in f, kept by m.
+func newOverlay(base cowBase, h *ovstore.Overlay, m overlayMedium, f *os.File, logf func(string, ...any)) (*overlay, error) {
+	size := base.Size()
+	o := &overlay{base: base, m: m, f: f, fd: int(f.Fd()), size: size, nblocks: (size + cowBlock - 1) / cowBlock,
+		h: h, logf: logf, closed: make(chan struct{})}
+	o.bits = make([]atomic.Uint64, (o.nblocks+63)/64)
+	words, err := m.loadBitmap(len(o.bits))
+	if err != nil {
+		return nil, err
+	}
+	for i, w := range words {
+		o.bits[i].Store(w)
+	}
+	return o, nil
+}
+
+// localMedium keeps an overlay in two files of its directory: the data file (sparse, the
+// size of the image) and the bitmap file.
+type localMedium struct {
+	data    *os.File
+	mapFile *os.File
+	size    int64
+	// persisted is what the bitmap file holds (guarded by the engine's flushMu).
+	persisted []uint64
+}
+
+func (m *localMedium) prepare(off, n int64) error { return nil }
+func (m *localMedium) ready(off, n int64) bool    { return true }
+func (m *localMedium) wrote(off, n int64) error   { return nil }
+func (m *localMedium) sparse() bool               { return true }
+
+func (m *localMedium) syncData() error {
+	if err := fdatasync(int(m.data.Fd())); err != nil {
+		return &BackendError{"flush overlay", 0, m.size, err}
+	}
+	return nil
+}
+
+func (m *localMedium) persistBitmap(words []uint64) error {
+	if err := m.writeBitmap(words); err != nil {
+		return &BackendError{"flush overlay bitmap", 0, m.size, err}
+	}
+	return nil
+}
+
+func (m *localMedium) close() error {
+	err := m.mapFile.Close()
+	if cerr := m.data.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// loadBitmap reads the bitmap, or writes a fresh one for a new overlay.
+func (m *localMedium) loadBitmap(words int) ([]uint64, error) {
+	st, err := m.mapFile.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() == 0 {
+		w := make([]uint64, words)
+		return w, m.writeBitmap(w)
+	}
+	want := int64(cowHeaderSize + 8*words)
+	if st.Size() != want {
+		return nil, fmt.Errorf("bitmap is %d bytes, want %d (image size changed? remove the overlay)", st.Size(), want)
+	}
+	buf := make([]byte, want)
+	if _, err := m.mapFile.ReadAt(buf, 0); err != nil {
+		return nil, err
+	}
+	le := binary.LittleEndian
+	if string(buf[:8]) != cowMagic || le.Uint32(buf[8:]) != 1 || le.Uint32(buf[12:]) != cowBlock {
+		return nil, errors.New("not an nbdroot overlay bitmap")
+	}
+	if int64(le.Uint64(buf[16:])) != m.size {
+		return nil, fmt.Errorf("overlay made for an image of %d bytes, this one has %d (remove the overlay)", le.Uint64(buf[16:]), m.size)
+	}
+	m.persisted = make([]uint64, words)
+	for i := range m.persisted {
+		m.persisted[i] = le.Uint64(buf[cowHeaderSize+8*i:])
+	}
+	return slices.Clone(m.persisted), nil
+}
+
 // writeBitmap persists words: the whole file the first time (persisted == nil), afterwards
 // only the 4 KiB pieces that changed since the last time, so a FLUSH costs in proportion to
-// what was written rather than to the image size.
-func (o *overlay) writeBitmap(words []uint64) error {
+// what was written rather than to the image size. It copies words into persisted (no
+// garbage per FLUSH).
+func (m *localMedium) writeBitmap(words []uint64) error {
 	le := binary.LittleEndian
-	if o.persisted == nil {
+	if m.persisted == nil {
 		buf := make([]byte, cowHeaderSize+8*len(words))
 		copy(buf, cowMagic)
 		le.PutUint32(buf[8:], 1)
 		le.PutUint32(buf[12:], cowBlock)
-		le.PutUint64(buf[16:], uint64(o.size))
+		le.PutUint64(buf[16:], uint64(m.size))
 		for i, w := range words {
 			le.PutUint64(buf[cowHeaderSize+8*i:], w)
 		}
-		if _, err := o.mapFile.WriteAt(buf, 0); err != nil {
+		if _, err := m.mapFile.WriteAt(buf, 0); err != nil {
 			return err
 		}
 	} else {
@@ -206,21 +301,24 @@ func (o *overlay) writeBitmap(words []uint64) error {
 		var buf [8 * chunk]byte
 		for i := 0; i < len(words); i += chunk {
 			j := min(i+chunk, len(words))
-			if slices.Equal(words[i:j], o.persisted[i:j]) {
+			if slices.Equal(words[i:j], m.persisted[i:j]) {
 				continue
 			}
 			for k, w := range words[i:j] {
 				le.PutUint64(buf[8*k:], w)
 			}
-			if _, err := o.mapFile.WriteAt(buf[:8*(j-i)], int64(cowHeaderSize+8*i)); err != nil {
+			if _, err := m.mapFile.WriteAt(buf[:8*(j-i)], int64(cowHeaderSize+8*i)); err != nil {
 				return err
 			}
 		}
 	}
-	if err := fdatasync(int(o.mapFile.Fd())); err != nil {
+	if err := fdatasync(int(m.mapFile.Fd())); err != nil {
 		return err
 	}
-	o.persisted = words
+	if m.persisted == nil {
+		m.persisted = make([]uint64, len(words))
+	}
+	copy(m.persisted, words)
 	return nil
 }
 
@@ -276,6 +374,9 @@ func (o *overlay) ReadAt(p []byte, off int64) error {
 		if !in {
 			return o.base.ReadAt(q, roff)
 		}
+		if err := o.m.prepare(roff, rn); err != nil {
+			return err
+		}
 		for len(q) > 0 {
 			n, err := pread(o.fd, q, roff)
 			if err != nil {
@@ -302,6 +403,9 @@ func (o *overlay) ReadAtNoWait(p []byte, off int64) (bool, error) {
 				return errMiss
 			}
 			return err
+		}
+		if !o.m.ready(roff, rn) {
+			return errMiss
 		}
 		n, err := preadNoWait(o.fd, q, roff)
 		if err != nil || n < len(q) {
@@ -368,7 +472,9 @@ func (o *overlay) copyUp(b int64) error {
 	return nil
 }
 
+// pwriteAll writes p to the data file at off and tells the medium.
 func (o *overlay) pwriteAll(p []byte, off int64) error {
+	start, total := off, int64(len(p))
 	for len(p) > 0 {
 		n, err := pwrite(o.fd, p, off, false)
 		if err != nil {
@@ -376,7 +482,7 @@ func (o *overlay) pwriteAll(p []byte, off int64) error {
 		}
 		p, off = p[n:], off+int64(n)
 	}
-	return nil
+	return o.m.wrote(start, total)
 }
 
 // copyUpEdges copies up the first and last block of a change if it covers them only in
@@ -406,7 +512,10 @@ func (o *overlay) WriteAt(p []byte, off int64, fua bool) error {
 	}
 	n := int64(len(p))
 	unlock := o.lockRange(off, n)
-	err := o.copyUpEdges(off, n)
+	err := o.m.prepare(off, n)
+	if err == nil {
+		err = o.copyUpEdges(off, n)
+	}
 	if err == nil {
 		err = o.pwriteAll(p, off)
 	}
@@ -431,24 +540,28 @@ func (o *overlay) Flush() error {
 	if o.broken.Load() {
 		return errBrokenOverlay
 	}
-	snap := o.spare
-	if len(snap) != len(o.bits) {
-		snap = make([]uint64, len(o.bits))
+	if len(o.snap) != len(o.bits) {
+		o.snap = make([]uint64, len(o.bits))
 	}
-	o.spare = nil
+	snap := o.snap
 	for i := range o.bits {
 		snap[i] = o.bits[i].Load()
 	}
-	if err := fdatasync(o.fd); err != nil {
-		return o.syncFailed(&BackendError{"flush overlay", 0, o.size, err})
+	if err := o.m.syncData(); err != nil {
+		return o.syncFailed(err)
 	}
-	old := o.persisted
-	if err := o.writeBitmap(snap); err != nil {
-		return o.syncFailed(&BackendError{"flush overlay bitmap", 0, o.size, err})
+	if err := o.m.persistBitmap(snap); err != nil {
+		return o.syncFailed(err)
 	}
-	o.spare = old // no garbage per FLUSH: the two buffers take turns
 	return nil
 }
+
+// transientError is a failure of a medium that loses nothing (a store that did not
+// answer): the FLUSH fails, and the next one tries again.
+type transientError struct{ err error }
+
+func (e transientError) Error() string { return e.err.Error() }
+func (e transientError) Unwrap() error { return e.err }
 
 // errBrokenOverlay answers writes and flushes to an overlay whose sync failed.
 var errBrokenOverlay = overlayIOError{errors.New("a sync of this overlay failed earlier; its data may be incomplete, so it takes no more writes")}
@@ -478,8 +591,13 @@ func (o *overlay) failed(err error) error {
 	return overlayIOError{err}
 }
 
-// syncFailed poisons the overlay after a failed sync (see the top of this file).
+// syncFailed poisons the overlay after a failed sync (see the top of this file), unless
+// the failure lost nothing.
 func (o *overlay) syncFailed(err error) error {
+	var te transientError
+	if errors.As(err, &te) {
+		return overlayIOError{err}
+	}
 	if !o.broken.Swap(true) {
 		o.logf("export %q: %s of client %s: sync failed, the overlay takes no more writes (its data may be incomplete): %v",
 			o.h.Export, o.describe(), o.h.Client, err)
@@ -494,6 +612,9 @@ func (o *overlay) zero(off, n int64, fast bool) error {
 	}
 	unlock := o.lockRange(off, n)
 	defer unlock()
+	if err := o.m.prepare(off, n); err != nil {
+		return o.failed(err)
+	}
 	if err := o.copyUpEdges(off, n); err != nil {
 		return o.failed(err)
 	}
@@ -515,6 +636,9 @@ func (o *overlay) zero(off, n int64, fast bool) error {
 		if err := writeZeroes(o.fd, off, n); err != nil {
 			return o.failed(&BackendError{"zero overlay", off, n, err})
 		}
+	}
+	if err := o.m.wrote(off, n); err != nil {
+		return o.failed(err)
 	}
 	o.set(off>>cowBlockShift, (off+n-1)>>cowBlockShift)
 	return nil
@@ -566,6 +690,12 @@ func (o *overlay) Extents(off, length int64, fn func(int64, uint32) bool) error 
 		}
 		// Overlay blocks are allocated unless zeroed by a punched hole.
 		end := roff + rn
+		if !o.m.sparse() {
+			if !fn(rn, 0) {
+				return stop
+			}
+			return nil
+		}
 		for roff < end {
 			data, err := seekData(o.fd, roff)
 			if err != nil {
@@ -612,10 +742,7 @@ func (o *overlay) Close() error {
 	if !o.broken.Load() {
 		err = o.Flush()
 	}
-	if cerr := o.mapFile.Close(); err == nil {
-		err = cerr
-	}
-	if cerr := o.f.Close(); err == nil {
+	if cerr := o.m.close(); err == nil {
 		err = cerr
 	}
 	if cerr := o.h.Close(); err == nil {
