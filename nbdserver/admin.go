@@ -75,14 +75,23 @@ func sortOverlays(list []OverlayInfo) {
 	})
 }
 
-// listRoots lists the overlays under roots.
+// listRoots lists the overlays under local roots.
 func listRoots(roots []string) ([]OverlayInfo, error) {
+	var stores []ovstore.Store
+	for _, r := range roots {
+		stores = append(stores, ovstore.Local{Root: r})
+	}
+	return listStores(stores)
+}
+
+// listStores lists the overlays of stores.
+func listStores(stores []ovstore.Store) ([]OverlayInfo, error) {
 	var out []OverlayInfo
 	var errs []error
-	for _, root := range roots {
-		infos, err := ovstore.Local{Root: root}.List()
+	for _, st := range stores {
+		infos, err := st.List()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", root, err))
+			errs = append(errs, fmt.Errorf("%s: %w", st.Location(), err))
 		}
 		for _, in := range infos {
 			out = append(out, OverlayInfo{Info: in})
@@ -149,27 +158,42 @@ type serverAdmin struct{ s *Server }
 // Admin returns the server's OverlayAdmin, what its control socket serves.
 func (s *Server) Admin() OverlayAdmin { return serverAdmin{s} }
 
-func (a serverAdmin) roots() []string {
+// stores are the state directory's overlay roots and the stores of the current exports.
+func (a serverAdmin) stores() []ovstore.Store {
 	s := a.s
 	roots, _ := ovstore.Roots(s.stateDir)
+	var out []ovstore.Store
+	for _, r := range roots {
+		out = append(out, ovstore.Local{Root: r})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, e := range s.exports {
-		if e.cfg.Cow && !slices.Contains(roots, e.root) {
-			roots = append(roots, e.root)
+	for _, st := range s.overlayStoresLocked() {
+		if !slices.ContainsFunc(out, func(o ovstore.Store) bool { return o.Location() == st.Location() }) {
+			out = append(out, st)
 		}
 	}
-	return roots
+	return out
+}
+
+// storeOf returns the store an overlay listed at where belongs to.
+func (a serverAdmin) storeOf(where string) ovstore.Store {
+	for _, st := range a.stores() {
+		if strings.HasPrefix(where, st.Location()+"/") {
+			return st
+		}
+	}
+	return ovstore.Local{}
 }
 
 func (a serverAdmin) List(ctx context.Context) ([]OverlayInfo, error) {
 	s := a.s
-	list, err := listRoots(a.roots())
+	list, err := listStores(a.stores())
 	from := map[nbd.OverlayID][]string{}
 	s.mu.Lock()
 	for ss := range s.sessions {
-		if ss.cow != nil {
-			from[ss.cow.h.ID] = append(from[ss.cow.h.ID], ss.nc.RemoteAddr().String())
+		if ov := cmp.Or(ss.cow, ss.writes); ov != nil {
+			from[ov.h.ID] = append(from[ov.h.ID], ss.nc.RemoteAddr().String())
 		}
 	}
 	s.mu.Unlock()
@@ -222,7 +246,7 @@ func (a serverAdmin) Remove(ctx context.Context, id nbd.OverlayID, force bool) e
 	if ov != nil {
 		s.mu.Lock()
 		for ss := range s.sessions {
-			if ss.cow == ov {
+			if ss.cow == ov || ss.writes == ov {
 				ss.nc.Close()
 			}
 		}
@@ -243,7 +267,7 @@ func (a serverAdmin) Remove(ctx context.Context, id nbd.OverlayID, force bool) e
 		done()
 		set.mu.Unlock()
 	}()
-	if err := (ovstore.Local{}).Remove(in.Dir); err != nil {
+	if err := a.storeOf(in.Dir).Remove(in.Dir); err != nil {
 		if errors.Is(err, ovstore.ErrBusy) {
 			return fmt.Errorf("overlay %s: %w: held by another process (another server using %s?)", in.ID, err, filepath.Dir(in.Dir))
 		}

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 )
 
 // TLSMode says whether clients may or must upgrade to TLS (proto.md "TLS support").
@@ -57,7 +58,8 @@ func ParseTLSMode(s string) (TLSMode, error) {
 type Export struct {
 	// Name is what clients ask for in NBD_OPT_GO/EXPORT_NAME.
 	Name string
-	// Path is a regular file or block device (an absolute path).
+	// Path is a regular file or block device (an absolute path), or an object in an
+	// S3-compatible store (s3://BUCKET/KEY; see StoreConfig).
 	Path string
 	// Description is shown by NBD_OPT_LIST and NBD_INFO_DESCRIPTION.
 	Description string
@@ -67,7 +69,9 @@ type Export struct {
 	// read-only image. Overlays are temporary: a client's fresh boot gets a new one, a
 	// reconnect resumes its own, and one unused for Config.OverlayGrace is removed.
 	Cow bool
-	// CowDir is where a Cow export's overlays live (default: Config.StateDir/overlays).
+	// CowDir is where a Cow export's overlays live: a directory, or a prefix in the object
+	// store (s3://BUCKET/PREFIX). Default: Config.StateDir/overlays, and for an object
+	// image PATH.nbdroot beside it, so that every server of a fleet finds them.
 	CowDir string
 	// CowPersistent makes overlays last until an administrator removes them: a client gets
 	// its overlay back on every boot. It needs CowDir.
@@ -170,6 +174,9 @@ type Config struct {
 	// stops being read from until its client catches up; one holding nothing is always
 	// served.
 	ReplyMemory int64
+	// Store says how to reach the object store of s3:// exports. New reads it; Reload
+	// keeps it.
+	Store StoreConfig
 	// Logger gets one line per connection and handshake outcome; nil discards.
 	Logger *log.Logger
 }
@@ -221,7 +228,10 @@ func (c *Config) Validate() error {
 		if e.Path == "" {
 			return &ConfigError{where, errors.New("no path")}
 		}
-		if !filepath.IsAbs(e.Path) {
+		if err := validateObjectExport(e); err != nil {
+			return &ConfigError{where, err}
+		}
+		if !filepath.IsAbs(e.Path) && !objstore.IsURL(e.Path) {
 			return &ConfigError{where, fmt.Errorf("path %q is not absolute", e.Path)}
 		}
 		if e.Temporary && e.CreateSize <= 0 {
@@ -233,7 +243,7 @@ func (c *Config) Validate() error {
 		if (e.CowDir != "" || e.CowPersistent) && !e.Cow {
 			return &ConfigError{where, errors.New("cowdir without cow")}
 		}
-		if e.CowDir != "" && !filepath.IsAbs(e.CowDir) {
+		if e.CowDir != "" && !filepath.IsAbs(e.CowDir) && !objstore.IsURL(e.CowDir) {
 			return &ConfigError{where, fmt.Errorf("cowdir %q is not absolute", e.CowDir)}
 		}
 		if len(e.Description) > nbd.MaxNameLength {
@@ -284,12 +294,13 @@ func validateName(name string) error {
 	return nil
 }
 
-// ParseExport parses the --export flag: NAME=PATH followed by comma-separated options:
+// ParseExport parses the --export flag: NAME=PATH followed by comma-separated options.
+// PATH is a file, a block device or an object, s3://BUCKET/KEY.
 //
 //	readonly|ro        refuse writes
 //	cow                per-client copy-on-write overlay; the image is never written
-//	cowdir=DIR         persistent overlays in DIR: a client keeps its overlay across boots (implies cow)
-//	cowtmp=DIR         temporary overlays in DIR instead of the state directory (implies cow)
+//	cowdir=DIR         persistent overlays in DIR (or s3://BUCKET/PREFIX): a client keeps its overlay across boots (implies cow)
+//	cowtmp=DIR         temporary overlays in DIR (or s3://BUCKET/PREFIX) instead of the default (implies cow)
 //	allow=CIDR         allow only this network (repeat for more; an address means /32 or /128)
 //	allow=cn:PATTERN   allow clients whose TLS certificate's common name matches (dns:PATTERN: a DNS name)
 //	default            the export for clients asking for the empty name

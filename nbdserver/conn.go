@@ -356,7 +356,7 @@ func (c *conn) infoGo(opt uint32, data []byte) (*session, error) {
 		c.s.mu.Lock()
 		if e, r = c.s.lookupLocked(name); r == nil {
 			if g, r = c.s.decideLocked(e, c.client); r == nil {
-				size, ro = e.img.fb.size, g.readOnly
+				size, ro = e.img.size(), g.readOnly
 			}
 		}
 		c.s.mu.Unlock()

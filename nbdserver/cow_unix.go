@@ -8,6 +8,9 @@ import "syscall"
 // It goes through the os.File, which is safe against a concurrent Close (status and
 // metrics may ask while the overlay's last session ends).
 func (o *overlay) allocated() int64 {
+	if sm, ok := o.m.(*storeMedium); ok {
+		return sm.allocated()
+	}
 	st, err := o.f.Stat()
 	if err != nil {
 		return 0

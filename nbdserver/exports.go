@@ -9,20 +9,26 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
 
 // fileKey identifies an image by device and inode, so two export names (or a reload that
-// renames an export) pointing at one file share its descriptor and its writer lock.
-type fileKey struct{ dev, ino uint64 }
+// renames an export) pointing at one file share its descriptor and its writer lock; an
+// object by its URL and ETag, so a reload after a new upload opens the new version.
+type fileKey struct {
+	dev, ino uint64
+	obj      string
+}
 
-// image is one opened backing file, shared by every export and connection that uses it.
-// Its fields other than fb are guarded by Server.mu.
+// image is one opened backing file or object, shared by every export and connection that
+// uses it. Its fields other than fb and ob are guarded by Server.mu.
 type image struct {
 	key  fileKey
 	path string
-	fb   *fileBackend
-	refs int // configured exports plus open sessions
+	fb   *fileBackend // a file or block device; nil for an object
+	ob   *objImage    // an object (never written); nil for a file
+	refs int          // configured exports plus open sessions
 
 	// The exclusive-writer lock: the client holding the image read-write (by identity, or
 	// by address for clients without one) and how many of its connections do (multi-conn
@@ -34,14 +40,30 @@ type image struct {
 	writerExp   string
 }
 
+// base is the image as a backend overlays lie over.
+func (img *image) base() cowBase {
+	if img.ob != nil {
+		return img.ob
+	}
+	return img.fb
+}
+
+func (img *image) size() int64 { return img.base().Size() }
+
+// readOnly says whether the image is open read-only (objects always are).
+func (img *image) readOnly() bool { return img.ob != nil || img.fb.readOnly }
+
 func (img *image) flush() error {
-	if img.fb.readOnly {
+	if img.readOnly() {
 		return nil
 	}
 	return img.fb.Flush()
 }
 
 func (img *image) close() error {
+	if img.ob != nil {
+		return img.ob.Close()
+	}
 	ferr := img.flush()
 	cerr := img.fb.Close()
 	if ferr != nil {
@@ -58,16 +80,23 @@ type export struct {
 	cfg     Export
 	img     *image
 	conns   int
-	retired bool   // no longer in the configuration; lives on while sessions use it
-	root    string // cow exports: the overlay directory (package overlay's root)
+	retired bool          // no longer in the configuration; lives on while sessions use it
+	root    string        // cow exports and object writers: where the overlays are
+	store   ovstore.Store // the overlays at root
 }
+
+// objectWrites says whether writers of the export write an overlay of the export's writes
+// (a read-write export of an object).
+func (e *export) objectWrites() bool { return e.img.ob != nil && !e.cfg.ReadOnly && !e.cfg.Cow }
 
 func (e *export) writable() bool { return !e.cfg.ReadOnly }
 
 func (e *export) describe() string {
 	var parts []string
-	parts = append(parts, e.cfg.Path, fmt.Sprintf("%d bytes", e.img.fb.size))
+	parts = append(parts, e.cfg.Path, fmt.Sprintf("%d bytes", e.img.size()))
 	switch {
+	case e.objectWrites():
+		parts = append(parts, "read-write, one writer at a time (by a lease in the store, across servers), writes in "+e.root+"/writes")
 	case e.cfg.ReadOnly:
 		parts = append(parts, "read-only")
 	case e.cfg.Cow && e.cfg.CowPersistent:
@@ -120,12 +149,22 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 			undo()
 			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), errors.New("temporary: the image is made by Run (nbdroot serve)")}
 		}
-		st, err := statOrCreate(&cfg)
-		if err != nil {
-			undo()
-			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
+		var key fileKey
+		var ob *objImage
+		if objstore.IsURL(cfg.Path) {
+			var err error
+			if key, ob, err = s.objectKeyLocked(cfg.Path); err != nil {
+				undo()
+				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
+			}
+		} else {
+			st, err := statOrCreate(&cfg)
+			if err != nil {
+				undo()
+				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
+			}
+			key = keyOf(st)
 		}
-		key := keyOf(st)
 		for _, other := range users[key] {
 			if imageWritable(&cfg) || imageWritable(other) {
 				undo()
@@ -135,12 +174,17 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 		}
 		users[key] = append(users[key], &cfgs[i])
 		img := s.images[key]
-		if img != nil && imageWritable(&cfg) && img.fb.readOnly {
+		if img == nil && ob != nil {
+			img = &image{key: key, path: cfg.Path, ob: ob}
+			s.images[key] = img
+			opened = append(opened, img)
+		}
+		if img != nil && img.ob == nil && imageWritable(&cfg) && img.fb.readOnly {
 			undo()
 			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
 				fmt.Errorf("%s is open read-only for connected clients; it can become writable once they disconnect", cfg.Path)}
 		}
-		if img != nil && !imageWritable(&cfg) && !img.fb.readOnly && img.writerConns > 0 {
+		if img != nil && img.ob == nil && !imageWritable(&cfg) && !img.fb.readOnly && img.writerConns > 0 {
 			undo()
 			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
 				fmt.Errorf("%s is being written by %s; it cannot be re-exported read-only or copy-on-write until that client disconnects", cfg.Path, img.writerName)}
@@ -157,10 +201,16 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 		}
 		img.refs++
 		e := &export{cfg: cfg, img: img}
-		if cfg.Cow {
-			e.root = s.overlayRoot(&cfg)
-		}
 		exports[cfg.Name] = e
+		if cfg.Cow || e.objectWrites() {
+			e.root = s.overlayRoot(&cfg)
+			st, err := s.overlayStore(&cfg)
+			if err != nil {
+				undo()
+				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
+			}
+			e.store = st
+		}
 	}
 	if d := DefaultExport(cfgs); d != nil {
 		def = exports[d.Name]
@@ -303,21 +353,28 @@ type session struct {
 	readOnly bool
 	writer   bool
 	cow      *overlay
+	writes   *overlay // an object export's writes, for its writer
 	stats    *clientStats
 	started  time.Time
 	released bool
 }
 
-// needsOverlay says whether a grant serves the client through a cow overlay.
-func (g grant) needsOverlay() bool { return g.exp.cfg.Cow && !g.readOnly }
+// needsOverlay says whether a grant serves the client through an overlay: its cow
+// overlay, or an object export's writes.
+func (g grant) needsOverlay() bool {
+	return g.exp.cfg.Cow && !g.readOnly || g.writer && g.exp.objectWrites()
+}
 
 // openLocked turns a grant into a session, taking the writer lock; ov is the session's cow
 // overlay (acquired beforehand, outside Server.mu), which the session now owns.
 func (s *Server) openLocked(g grant, c client, nc net.Conn, ov *overlay) *session {
 	e := g.exp
-	ss := &session{s: s, exp: e, client: c, nc: nc, readOnly: g.readOnly, backend: e.img.fb, started: time.Now()}
-	if ov != nil {
+	ss := &session{s: s, exp: e, client: c, nc: nc, readOnly: g.readOnly, backend: e.img.base(), started: time.Now()}
+	switch {
+	case ov != nil && e.cfg.Cow:
 		ss.cow, ss.backend = ov, ov
+	case ov != nil:
+		ss.writes, ss.backend = ov, ov
 	}
 	if g.writer {
 		if e.img.writerConns == 0 {
@@ -354,6 +411,9 @@ func (ss *session) release() {
 	// The overlay first, outside Server.mu: closing it syncs it.
 	if ss.cow != nil {
 		s.releaseOverlay(ss.cow)
+	}
+	if ss.writes != nil {
+		s.releaseOverlay(ss.writes)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
 
@@ -26,9 +27,14 @@ import (
 //     temporary export that is until the reaper removes it, a grace period after its last
 //     connection closed.
 //
-// Overlays are files on disk from the start (package overlay), so a server restart or a
-// kill -9 loses nothing that was flushed; a temporary overlay outlives its client's last
-// connection by the grace period, so a client that lost its connection finds it again.
+// Overlays are files on disk or objects in a store from the start (package overlay), so a
+// server restart or a kill -9 loses nothing that was flushed; a temporary overlay outlives
+// its client's last connection by the grace period, so a client that lost its connection
+// finds it again — on a store, from any server.
+//
+// The writer of a read-write export of an object gets the export's writes overlay: one
+// per image, whoever writes (only one client at a time may), kept like a persistent
+// overlay.
 
 // exportClient names one client's use of one export.
 type exportClient struct {
@@ -76,12 +82,24 @@ func (set *overlaySet) waitIdleLocked(k exportClient) (done func()) {
 }
 
 // overlayRoot is where an export keeps its overlays: cowdir= for persistent ones, cowtmp=
-// or the state directory for temporary ones.
+// or the state directory for temporary ones — beside the image for an object export.
 func (s *Server) overlayRoot(cfg *Export) string {
-	if cfg.CowDir != "" {
+	switch {
+	case cfg.CowDir != "":
 		return cfg.CowDir
+	case objstore.IsURL(cfg.Path):
+		return objectOverlayRoot(cfg.Path)
 	}
 	return ovstore.StateRoot(s.stateDir)
+}
+
+// overlayKeyOf is whose overlay a session of client c on e uses: the client's, or for an
+// object export's writer, the export's writes (the zero client).
+func overlayKeyOf(e *export, c client) exportClient {
+	if e.objectWrites() {
+		return exportClient{e.cfg.Name, ovstore.Client{}}
+	}
+	return exportClient{e.cfg.Name, c.key}
 }
 
 func overlayKind(cfg *Export) ovstore.Kind {
@@ -96,11 +114,13 @@ func overlayKind(cfg *Export) ovstore.Kind {
 // Server.mu.
 func (s *Server) acquireOverlay(e *export, c client) (*overlay, *refusal) {
 	set := &s.ovs
-	k := exportClient{e.cfg.Name, c.key}
+	k := overlayKeyOf(e, c)
 	set.mu.Lock()
 	done := set.waitIdleLocked(k)
 	var ov *overlay
 	switch {
+	case e.objectWrites():
+		ov = set.latest[k]
 	case !c.resume.IsZero():
 		if set.removing[c.resume] {
 			done()
@@ -108,7 +128,7 @@ func (s *Server) acquireOverlay(e *export, c client) (*overlay, *refusal) {
 			return nil, goneRefusal(e, c, c.resume)
 		}
 		ov = set.byID[c.resume]
-		if ov != nil && (ov.h.Export != e.cfg.Name || ov.h.Client != c.key) {
+		if ov != nil && (ov.h.Export != e.cfg.Name || ov.h.Client != c.key || ov.h.Kind == ovstore.Writes) {
 			done()
 			set.mu.Unlock()
 			// Another client's overlay (or another export's) does not exist for this one.
@@ -119,7 +139,7 @@ func (s *Server) acquireOverlay(e *export, c client) (*overlay, *refusal) {
 	}
 	if ov != nil {
 		done()
-		if ov.base != e.img.fb {
+		if ov.base != e.img.base() {
 			set.mu.Unlock()
 			return nil, &refusal{nbd.RepErrPlatform, fmt.Sprintf("export %q was reconfigured while %s is in use by other connections of client %s; reconnect once they closed", e.cfg.Name, ov.describe(), c.key)}
 		}
@@ -149,32 +169,37 @@ func (s *Server) acquireOverlay(e *export, c client) (*overlay, *refusal) {
 	return ov, r
 }
 
-// loadOverlay opens or creates the overlay for a session from disk.
+// loadOverlay opens or creates the overlay for a session from its store.
 func (s *Server) loadOverlay(e *export, c client) (*overlay, *refusal) {
-	st := ovstore.Local{Root: s.overlayRoot(&e.cfg)}
+	st := e.store
 	name := e.cfg.Name
+	key := overlayKeyOf(e, c).client
 	platform := func(err error) (*overlay, *refusal) {
 		s.log.Printf("export %q: overlay for client %s: %v", name, c.key, err)
 		return nil, &refusal{nbd.RepErrPlatform, fmt.Sprintf("copy-on-write overlay for client %s: %v", c.key, err)}
 	}
 	open := func(id nbd.OverlayID) (*overlay, *refusal) {
-		ov, err := s.openOverlay(e, st, c.key, id)
+		ov, err := s.openOverlay(e, st, key, id)
 		switch {
 		case errors.Is(err, ovstore.ErrGone):
 			return nil, goneRefusal(e, c, id)
+		case errors.Is(err, ovstore.ErrBusy) && e.objectWrites():
+			s.log.Printf("export %q: writes of %s: %v", name, c, err)
+			return nil, &refusal{nbd.RepErrPolicy, fmt.Sprintf("export %q is in use read-write through another server (one writer at a time): %v", name, err)}
 		case errors.Is(err, ovstore.ErrBusy):
-			return nil, &refusal{nbd.RepErrPolicy, fmt.Sprintf("overlay %s of client %s is held by another process (another server using %s, or an administrator's command)", id, c.key, st.Root)}
+			s.log.Printf("export %q: overlay %s of client %s: %v", name, id, c.key, err)
+			return nil, &refusal{nbd.RepErrPolicy, fmt.Sprintf("overlay %s of client %s is held by another process (another server using %s, or an administrator's command): %v", id, c.key, st.Location(), err)}
 		case err != nil:
 			return platform(err)
 		}
 		return ov, nil
 	}
-	if !c.resume.IsZero() {
+	if !c.resume.IsZero() && !e.objectWrites() {
 		return open(c.resume)
 	}
-	if e.cfg.CowPersistent || c.key.ByAddress {
+	if e.cfg.CowPersistent || c.key.ByAddress || e.objectWrites() {
 		for try := 0; ; try++ {
-			found, err := st.Find(name, c.key)
+			found, err := st.Find(name, key)
 			if err != nil {
 				return platform(err)
 			}
@@ -185,7 +210,7 @@ func (s *Server) loadOverlay(e *export, c client) (*overlay, *refusal) {
 				break
 			}
 			if len(found) > 1 {
-				s.log.Printf("export %q: client %s has %d overlays; serving the newest, %s", name, c.key, len(found), found[0].ID)
+				s.log.Printf("export %q: client %s has %d overlays; serving the newest, %s", name, key, len(found), found[0].ID)
 			}
 			ov, r := open(found[0].ID)
 			if r != nil && r.typ == nbd.RepErrNbdrootOverlayGone && try < 3 {
@@ -194,20 +219,25 @@ func (s *Server) loadOverlay(e *export, c client) (*overlay, *refusal) {
 			return ov, r
 		}
 	}
-	ov, err := s.createOverlay(e, st, c.key)
+	ov, err := s.createOverlay(e, st, key)
+	if errors.Is(err, ovstore.ErrBusy) {
+		return nil, &refusal{nbd.RepErrPolicy, fmt.Sprintf("export %q: a new overlay is being made by another server: %v", name, err)}
+	}
 	if err != nil {
 		return platform(err)
 	}
 	return ov, nil
 }
 
-// openOverlay opens overlay id from disk. A short ErrBusy is waited out: an administrator's
-// `nbdroot overlays list` holds each overlay's lock for an instant.
-func (s *Server) openOverlay(e *export, st ovstore.Local, c ovstore.Client, id nbd.OverlayID) (*overlay, error) {
+// openOverlay opens overlay id from its store. A short ErrBusy of a local overlay is
+// waited out: an administrator's `nbdroot overlays list` holds each overlay's lock for an
+// instant. (In a store, busy means another server holds its lease.)
+func (s *Server) openOverlay(e *export, st ovstore.Store, c ovstore.Client, id nbd.OverlayID) (*overlay, error) {
 	var h *ovstore.Overlay
 	var err error
+	_, local := st.(ovstore.Local)
 	for try := 0; try < 20; try++ {
-		if h, err = st.Open(e.cfg.Name, c, id); !errors.Is(err, ovstore.ErrBusy) {
+		if h, err = st.Open(e.cfg.Name, c, id); !errors.Is(err, ovstore.ErrBusy) || !local {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -219,7 +249,7 @@ func (s *Server) openOverlay(e *export, st ovstore.Local, c ovstore.Client, id n
 		h.Close()
 		return nil, err
 	}
-	ov, err := attachOverlay(e.img.fb, h, s.log.Printf)
+	ov, err := s.attachHeld(e.img.base(), h)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -230,6 +260,13 @@ func (s *Server) openOverlay(e *export, st ovstore.Local, c ovstore.Client, id n
 // checkImage refuses an overlay made over another image or over this image before it was
 // changed: laid over different blocks, its writes would corrupt the client's file system.
 func checkImage(e *export, h *ovstore.Overlay) error {
+	if e.img.ob != nil {
+		if h.ImageETag != e.img.ob.im.ETag() {
+			return fmt.Errorf("overlay %s was made over %s with ETag %s, but the object now has ETag %s (a new upload): it would not match the image any more; remove it (nbdroot overlays rm %s) to start from the image",
+				h.ID, e.cfg.Path, h.ImageETag, e.img.ob.im.ETag(), h.ID)
+		}
+		return nil
+	}
 	if h.ImageMtime.IsZero() {
 		return nil // a block device, whose modification time says nothing
 	}
@@ -247,15 +284,23 @@ func checkImage(e *export, h *ovstore.Overlay) error {
 // createOverlay makes a new overlay for client c. A client keyed by address on a
 // persistent export adopts the overlay an older nbdroot kept for it (cowdir/EXPORT@ADDR.cow
 // and .map) instead of starting empty.
-func (s *Server) createOverlay(e *export, st ovstore.Local, c ovstore.Client) (*overlay, error) {
-	m := ovstore.Meta{Export: e.cfg.Name, Client: c, Kind: overlayKind(&e.cfg), Image: e.cfg.Path, ImageSize: e.img.fb.size}
-	if fi, err := os.Stat(e.cfg.Path); err == nil && fi.Mode().IsRegular() {
-		m.ImageMtime = fi.ModTime()
+func (s *Server) createOverlay(e *export, st ovstore.Store, c ovstore.Client) (*overlay, error) {
+	m := ovstore.Meta{Export: e.cfg.Name, Client: c, Kind: overlayKind(&e.cfg), Image: e.cfg.Path, ImageSize: e.img.size()}
+	switch {
+	case e.objectWrites():
+		m.Kind = ovstore.Writes
+		m.ImageETag = e.img.ob.im.ETag()
+	case e.img.ob != nil:
+		m.ImageETag = e.img.ob.im.ETag()
+	default:
+		if fi, err := os.Stat(e.cfg.Path); err == nil && fi.Mode().IsRegular() {
+			m.ImageMtime = fi.ModTime()
+		}
 	}
 	populate := func(dir string) error { return initOverlayFiles(dir, m.ImageSize) }
 	legacyData, legacyMap := legacyOverlayPaths(e.cfg.CowDir, e.cfg.Name, c.ID)
 	adopt := false
-	if e.cfg.CowPersistent && c.ByAddress {
+	if _, local := st.(ovstore.Local); local && e.cfg.CowPersistent && c.ByAddress {
 		if _, err := os.Stat(legacyMap); err == nil {
 			adopt = true
 			populate = func(dir string) error {
@@ -266,14 +311,16 @@ func (s *Server) createOverlay(e *export, st ovstore.Local, c ovstore.Client) (*
 			}
 		}
 	}
-	if err := os.MkdirAll(st.Root, 0o700); err != nil {
-		return nil, err
+	if l, local := st.(ovstore.Local); local {
+		if err := os.MkdirAll(l.Root, 0o700); err != nil {
+			return nil, err
+		}
 	}
 	h, err := st.Create(m, populate)
 	if err != nil {
 		return nil, err
 	}
-	ov, err := attachOverlay(e.img.fb, h, s.log.Printf)
+	ov, err := s.attachHeld(e.img.base(), h)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -333,7 +380,7 @@ func (s *Server) infoOverlayID(e *export, c client) (nbd.OverlayID, *refusal) {
 	if !e.cfg.Cow {
 		return nbd.OverlayID{}, nil
 	}
-	st := ovstore.Local{Root: s.overlayRoot(&e.cfg)}
+	st := e.store
 	if !c.resume.IsZero() {
 		s.ovs.mu.Lock()
 		ov, removing := s.ovs.byID[c.resume], s.ovs.removing[c.resume]
@@ -341,7 +388,7 @@ func (s *Server) infoOverlayID(e *export, c client) (nbd.OverlayID, *refusal) {
 		if ov != nil && ov.h.Export == e.cfg.Name && ov.h.Client == c.key {
 			return c.resume, nil
 		}
-		if _, err := os.Stat(st.Dir(e.cfg.Name, c.key, c.resume)); err != nil || removing {
+		if !st.Exists(e.cfg.Name, c.key, c.resume) || removing {
 			return nbd.OverlayID{}, goneRefusal(e, c, c.resume)
 		}
 		return c.resume, nil

@@ -49,6 +49,9 @@ type Server struct {
 	fleet    *fleetStats
 
 	stateDir         string    // Config.StateDir as New saw it
+	storeCfg         StoreConfig
+	objOnce          sync.Once
+	obj              *objState // the object store, once an object export needs it
 	started          time.Time // temporary overlays found on disk get their grace period from here
 	stopHousekeeping func()
 }
@@ -66,6 +69,7 @@ func New(cfg Config) (*Server, error) {
 		attached:  map[exportClient]*attachment{},
 		fleet:     newFleetStats(),
 		stateDir:  cfg.StateDir,
+		storeCfg:  cfg.Store,
 		started:   time.Now(),
 		slots:     map[string]int{},
 		refused:   map[string]*refusedLog{},

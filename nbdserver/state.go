@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
 
@@ -16,6 +17,9 @@ func (s *Server) prepareStateLocked(cfgs []Export) error {
 	for i := range cfgs {
 		if cfgs[i].Cow {
 			root := s.overlayRoot(&cfgs[i])
+			if objstore.IsURL(root) {
+				continue // in the store: nothing to make here
+			}
 			if err := os.MkdirAll(root, 0o700); err != nil {
 				return &ConfigError{fmt.Sprintf("export %q", cfgs[i].Name), fmt.Errorf("overlay directory: %w", err)}
 			}
@@ -69,29 +73,33 @@ func (s *Server) startHousekeeping() (stop func()) {
 }
 
 // reap removes the temporary overlays nobody holds that were unused for the grace period,
-// in the state directory and the overlay directories of the current cow exports.
+// in the state directory and the overlay stores of the current cow exports.
 func (s *Server) reap(now time.Time) {
 	s.mu.Lock()
 	grace := s.cfg.OverlayGrace
-	roots := []string{ovstore.StateRoot(s.stateDir)}
-	for _, e := range s.exports {
-		if e.cfg.Cow && e.root != roots[0] {
-			roots = append(roots, e.root)
-		}
-	}
+	stores := s.overlayStoresLocked()
 	s.mu.Unlock()
-	seen := map[string]bool{}
-	for _, root := range roots {
-		if seen[root] {
-			continue
-		}
-		seen[root] = true
-		removed, err := ovstore.Local{Root: root}.Reap(now, s.started, grace)
+	for _, st := range stores {
+		removed, err := st.Reap(now, s.started, grace)
 		for _, m := range removed {
 			s.log.Printf("export %q: removed temporary overlay %s of client %s: unused for %v", m.Export, m.ID, m.Client, grace)
 		}
 		if err != nil {
-			s.log.Printf("removing unused overlays in %s: %v", root, err)
+			s.log.Printf("removing unused overlays in %s: %v", st.Location(), err)
 		}
 	}
+}
+
+// overlayStoresLocked returns the state directory's overlays and the stores of the
+// current exports, each once.
+func (s *Server) overlayStoresLocked() []ovstore.Store {
+	out := []ovstore.Store{ovstore.Local{Root: ovstore.StateRoot(s.stateDir)}}
+	seen := map[string]bool{out[0].Location(): true}
+	for _, e := range s.exports {
+		if e.store != nil && !seen[e.store.Location()] {
+			seen[e.store.Location()] = true
+			out = append(out, e.store)
+		}
+	}
+	return out
 }

@@ -65,8 +65,8 @@ func (s *Server) Status() Status {
 			lives[k] = l
 		}
 		l.from = append(l.from, ss.nc.RemoteAddr().String())
-		if ss.cow != nil {
-			l.overlay = ss.cow
+		if ov := cmp.Or(ss.cow, ss.writes); ov != nil {
+			l.overlay = ov
 		}
 	}
 	s.mu.Unlock()

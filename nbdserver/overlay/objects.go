@@ -84,7 +84,9 @@ func (s *Objects) overlayKey(export string, c Client, id nbd.OverlayID) string {
 	return s.clientKey(export, c) + "/" + id.String()
 }
 
-func (s *Objects) chunkPrefix(id nbd.OverlayID) string { return s.Prefix + "/chunks/" + id.String() + "/" }
+func (s *Objects) chunkPrefix(id nbd.OverlayID) string {
+	return s.Prefix + "/chunks/" + id.String() + "/"
+}
 
 func (s *Objects) where(key string) string {
 	return objstore.URL{Bucket: s.B.Name(), Key: key}.String()
