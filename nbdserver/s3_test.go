@@ -1,0 +1,262 @@
+package nbdserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdserver/objstore"
+	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
+)
+
+// Object exports against the in-memory bucket. The same scenarios run against a real
+// store (SeaweedFS) in s3_store_test.go.
+
+const testImageURL = "s3://fleet/images/root.img"
+
+// memStore is a bucket with the test image in it.
+func memStore(t testing.TB) *objstore.Mem {
+	t.Helper()
+	b := objstore.NewMem("fleet")
+	if _, err := b.Put(context.Background(), "images/root.img", pattern(0, testSize), objstore.Cond{}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// cutBucket is how a server sees the store: cut() makes every request fail, as if the
+// server had died or lost the network to the store (the store itself goes on).
+type cutBucket struct {
+	objstore.Bucket
+	isCut atomic.Bool
+}
+
+var errCut = errors.New("connection refused (test: cut off from the store)")
+
+func (c *cutBucket) cut()  { c.isCut.Store(true) }
+func (c *cutBucket) heal() { c.isCut.Store(false) }
+func (c *cutBucket) check(op, key string) error {
+	if c.isCut.Load() {
+		return &objstore.OpError{Op: op, URL: objstore.URL{Bucket: c.Name(), Key: key}, Err: errCut}
+	}
+	return nil
+}
+func (c *cutBucket) Get(ctx context.Context, key string) ([]byte, objstore.Attrs, error) {
+	if err := c.check("get", key); err != nil {
+		return nil, objstore.Attrs{}, err
+	}
+	return c.Bucket.Get(ctx, key)
+}
+func (c *cutBucket) ReadRange(ctx context.Context, key string, p []byte, off int64, ifMatch string) (int, error) {
+	if err := c.check("get", key); err != nil {
+		return 0, err
+	}
+	return c.Bucket.ReadRange(ctx, key, p, off, ifMatch)
+}
+func (c *cutBucket) Head(ctx context.Context, key string) (objstore.Attrs, error) {
+	if err := c.check("head", key); err != nil {
+		return objstore.Attrs{}, err
+	}
+	return c.Bucket.Head(ctx, key)
+}
+func (c *cutBucket) Put(ctx context.Context, key string, data []byte, cond objstore.Cond) (string, error) {
+	if err := c.check("put", key); err != nil {
+		return "", err
+	}
+	return c.Bucket.Put(ctx, key, data, cond)
+}
+func (c *cutBucket) Delete(ctx context.Context, key, ifMatch string) error {
+	if err := c.check("delete", key); err != nil {
+		return err
+	}
+	return c.Bucket.Delete(ctx, key, ifMatch)
+}
+func (c *cutBucket) List(ctx context.Context, prefix string, fn func(objstore.Object) error) error {
+	if err := c.check("list", prefix); err != nil {
+		return err
+	}
+	return c.Bucket.List(ctx, prefix, fn)
+}
+
+// objectServer starts a server whose store is b, seen through a cutBucket.
+func objectServer(t *testing.T, b objstore.Bucket, ttl time.Duration, opts ...func(*Export)) (*testServer, *cutBucket) {
+	t.Helper()
+	cb := &cutBucket{Bucket: b}
+	e := Export{Name: "root", Path: testImageURL}
+	for _, o := range opts {
+		o(&e)
+	}
+	s := startServer(t, Config{Exports: []Export{e},
+		Store: StoreConfig{LeaseTTL: ttl, Bucket: func(string) objstore.Bucket { return cb }}})
+	return s, cb
+}
+
+func TestObjectExportRead(t *testing.T) {
+	b := memStore(t)
+	s, _ := objectServer(t, b, 0, func(e *Export) { e.ReadOnly = true })
+	c := connectTest(t, s.addr, "root", true)
+	if c.info.Size != testSize {
+		t.Fatalf("size %d, want %d", c.info.Size, testSize)
+	}
+	for _, r := range []struct{ off, n int }{{0, 4096}, {100, 1}, {300 << 10, 200 << 10}, {testSize - 4096, 4096}, {1 << 20, 1 << 20}} {
+		if got := c.pread(uint64(r.off), uint32(r.n)); !bytes.Equal(got, pattern(r.off, r.n)) {
+			t.Errorf("read %d+%d differs from the object", r.off, r.n)
+		}
+	}
+	gets := b.Count("get")
+	c.pread(0, 4096)
+	c.pread(300<<10, 100<<10)
+	if b.Count("get") != gets {
+		t.Errorf("re-reads went to the store (%d GETs)", b.Count("get")-gets)
+	}
+	if st := s.CacheStats(); st.Hits == 0 || st.Misses == 0 {
+		t.Errorf("cache stats %+v", st)
+	}
+	if rp := c.do(nbd.CmdWrite, 0, 0, 4, []byte("nope")); rp.Errno != nbd.EPERM {
+		t.Errorf("write to a read-only object export: %v", nbd.Errno(rp.Errno))
+	}
+}
+
+// A cow client of server A flushes and A dies; server B (same store) serves the client's
+// overlay when it resumes it, after the lease of the dead server has run out.
+func TestObjectCowFailover(t *testing.T) {
+	b := memStore(t)
+	const ttl = time.Second
+	a, acut := objectServer(t, b, ttl, func(e *Export) { e.Cow = true })
+	bsrv, _ := objectServer(t, b, ttl, func(e *Export) { e.Cow = true })
+
+	ca, u := mustGoAs(t, a.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
+	ca.pwrite(8192, []byte("flushed on A"), 0)
+	ca.pwrite(3<<20, fill(200<<10, 'x'), 0)
+	flush(t, ca)
+	ca.pwrite(16384, []byte("unflushed"), 0)
+	// A dies: it can no longer reach the store (nor its client).
+	acut.cut()
+	ca.nc.Close()
+
+	// B refuses while A's lease may still be valid, naming the holder...
+	_, _, err := goAs(t, bsrv.addr, "127.0.0.1", "root", "pc1", u)
+	wantRefusal(t, err, nbd.RepErrPolicy, "held by server")
+	// ...and serves the overlay once the lease went unrenewed for its TTL.
+	var cb *testClient
+	deadline := time.Now().Add(10 * ttl)
+	for {
+		var info nbd.ExportInfo
+		cb, info, err = goAs(t, bsrv.addr, "127.0.0.1", "root", "pc1", u)
+		if err == nil {
+			if info.Overlay != u {
+				t.Fatalf("B served overlay %s, want %s", info.Overlay, u)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B never took over: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if d := cb.pread(8192, 12); string(d) != "flushed on A" {
+		t.Errorf("B reads %q where A flushed", d)
+	}
+	if d := cb.pread(3<<20, 200<<10); !bytes.Equal(d, fill(200<<10, 'x')) {
+		t.Errorf("B lost the flushed 200 KiB write")
+	}
+	if d := cb.pread(0, 8192); !bytes.Equal(d, pattern(0, 8192)) {
+		t.Errorf("B reads changed image blocks")
+	}
+	cb.pwrite(8192, []byte("written on B"), nbd.CmdFlagFUA)
+
+	// A comes back (its network heals): it lost the lease and must not write any more.
+	acut.heal()
+	waitFor(t, "A to notice its lost lease", func() bool { return strings.Contains(a.logs.String(), "taken over by another server") })
+	if d := cb.pread(8192, 12); string(d) != "written on B" {
+		t.Errorf("after A came back, B reads %q", d)
+	}
+}
+
+// A server cut off from the store stops acknowledging writes once its lease may have run
+// out (EIO), and acknowledges them again when the store answers and nobody took over.
+func TestObjectLeaseLapse(t *testing.T) {
+	b := memStore(t)
+	const ttl = time.Second
+	a, acut := objectServer(t, b, ttl, func(e *Export) { e.Cow = true })
+	c, _ := mustGoAs(t, a.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
+	c.pwrite(0, []byte("before"), 0)
+	flush(t, c)
+	acut.cut()
+	time.Sleep(ttl + ttl/5)
+	if rp := c.do(nbd.CmdWrite, 0, 4096, 5, []byte("lapse")); rp.Errno != nbd.EIO {
+		t.Errorf("write with a lapsed lease: %v, want EIO", nbd.Errno(rp.Errno))
+	}
+	if rp := c.do(nbd.CmdFlush, 0, 0, 0, nil); rp.Errno != nbd.EIO {
+		t.Errorf("FLUSH with a lapsed lease: %v, want EIO", nbd.Errno(rp.Errno))
+	}
+	acut.heal()
+	waitFor(t, "the lease renewed", func() bool {
+		return c.do(nbd.CmdWrite, 0, 4096, 5, []byte("again")).Errno == 0
+	})
+	flush(t, c)
+	if d := c.pread(0, 6); string(d) != "before" {
+		t.Errorf("reads %q", d)
+	}
+}
+
+// A read-write export of an object: one writer at a time across servers, its writes in
+// the store beside the image; the image object itself never changes.
+func TestObjectWritesOneWriter(t *testing.T) {
+	b := memStore(t)
+	const ttl = time.Second
+	a, _ := objectServer(t, b, ttl)
+	bsrv, _ := objectServer(t, b, ttl)
+	w := connectFrom(t, a.addr, "127.0.0.1", "root", false)
+	w.pwrite(4096, []byte("written via A"), 0)
+	flush(t, w)
+	if w.info.Overlay != (nbd.OverlayID{}) {
+		t.Errorf("a read-write export reports overlay %s", w.info.Overlay)
+	}
+	_, _, err := goFrom(t, bsrv.addr, "127.0.0.2", "root")
+	wantRefusal(t, err, nbd.RepErrPolicy, "in use read-write through another server")
+	w.disconnect()
+	// A released the lease at the disconnect: B takes the writer at once.
+	var w2 *testClient
+	waitFor(t, "B to accept the writer", func() bool {
+		c, _, err := goFrom(t, bsrv.addr, "127.0.0.2", "root")
+		w2 = c
+		return err == nil
+	})
+	if d := w2.pread(4096, 13); string(d) != "written via A" {
+		t.Errorf("B reads %q", d)
+	}
+	img, _, err := b.Get(context.Background(), "images/root.img")
+	if err != nil || !bytes.Equal(img, pattern(0, testSize)) {
+		t.Errorf("the image object changed (%v)", err)
+	}
+	if keys := b.Keys("images/root.img.nbdroot/writes/"); len(keys) != 3 {
+		t.Errorf("writes overlay objects: %q", keys)
+	}
+}
+
+// Overlays of an object export are listed, and removed, through the store.
+func TestObjectOverlayAdmin(t *testing.T) {
+	b := memStore(t)
+	s, _ := objectServer(t, b, time.Second, func(e *Export) { e.Cow = true })
+	c, u := mustGoAs(t, s.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
+	c.pwrite(0, []byte("x"), nbd.CmdFlagFUA)
+	list, err := s.Admin().List(context.Background())
+	if err != nil || len(list) != 1 || list[0].ID != u || !list[0].Attached || !strings.HasPrefix(list[0].Dir, "s3://fleet/images/root.img.nbdroot/overlays/root/id-pc1/") {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	if err := s.Admin().Remove(context.Background(), u, true); err != nil {
+		t.Fatal(err)
+	}
+	if keys := b.Keys("images/root.img.nbdroot/"); len(keys) != 0 {
+		t.Errorf("left behind: %q", keys)
+	}
+	_, _, err = goAs(t, s.addr, "127.0.0.1", "root", "pc1", u)
+	wantRefusal(t, err, nbd.RepErrNbdrootOverlayGone, u.String())
+	_ = ovstore.Writes
+}
