@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 )
 
 // Options are the settings of `nbdroot serve`, from its flags. Flags add to and override what
@@ -47,6 +48,15 @@ type Options struct {
 	// Metrics is a TCP address for an HTTP listener serving Prometheus metrics at
 	// /metrics and the server's Status at /status; empty: none.
 	Metrics string
+
+	// The object store of s3:// exports (StoreConfig): endpoint, region, profile and
+	// credentials file override the environment; CacheSize ("512M", "2G") bounds the block
+	// cache; LeaseTTL is the writers' lease time; VirtualHost asks for BUCKET.ENDPOINT
+	// requests.
+	S3Endpoint, S3Region, S3Profile, S3CredentialsFile string
+	S3CacheSize                                        string
+	S3LeaseTTL                                         time.Duration
+	S3VirtualHost                                      bool
 
 	// Log receives the server's log lines (one per connection and handshake outcome) and
 	// the "listening on ADDR" line for each listener.
@@ -121,14 +131,14 @@ func (o *Options) Load() (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !filepath.IsAbs(e.Path) {
+		if !filepath.IsAbs(e.Path) && !objstore.IsURL(e.Path) {
 			abs, err := filepath.Abs(e.Path)
 			if err != nil {
 				return nil, err
 			}
 			e.Path = abs
 		}
-		if e.CowDir != "" && !filepath.IsAbs(e.CowDir) {
+		if e.CowDir != "" && !filepath.IsAbs(e.CowDir) && !objstore.IsURL(e.CowDir) {
 			abs, err := filepath.Abs(e.CowDir)
 			if err != nil {
 				return nil, err
@@ -161,6 +171,18 @@ func (o *Options) Load() (*Plan, error) {
 	p.Config.OverlayGrace = o.OverlayGrace
 	if o.MaxClientConnections > 0 {
 		p.Config.MaxClientConnections = o.MaxClientConnections
+	}
+	p.Config.Store = StoreConfig{Config: objstore.Config{Endpoint: o.S3Endpoint, Region: o.S3Region, Profile: o.S3Profile,
+		CredentialsFile: o.S3CredentialsFile, VirtualHost: o.S3VirtualHost}, LeaseTTL: o.S3LeaseTTL}
+	if o.S3CacheSize != "" {
+		n, err := objstore.ParseSize(o.S3CacheSize)
+		if err != nil {
+			return nil, fmt.Errorf("--s3-cache: %w", err)
+		}
+		p.Config.Store.CacheSize = n
+	}
+	if o.S3LeaseTTL < 0 || o.S3LeaseTTL > 0 && o.S3LeaseTTL < time.Second {
+		return nil, fmt.Errorf("--s3-lease-ttl %v: want at least 1s", o.S3LeaseTTL)
 	}
 	p.Config.HandshakeTimeout = o.HandshakeTimeout
 	p.Config.DrainTimeout = o.DrainTimeout

@@ -32,6 +32,7 @@ honoured, and a SIGTERM answers every request in flight and flushes before exiti
   nbdroot serve --listen 127.0.0.1:10809 --export root=/srv/nbd/root.img
   nbdroot serve --export root=/srv/root.img,cow,cowdir=/var/lib/nbdroot/cow,allow=10.0.0.0/24
   nbdroot serve -C /etc/nbd-server/config          (an nbd-server configuration, unchanged)
+  nbdroot serve --export root=s3://images/debian.img,cow   (an image in object storage)
 
 Each listener prints "listening on ADDR" once it accepts connections (port 0 → a free port).
 systemd socket activation (LISTEN_FDS) replaces the listeners. SIGHUP re-reads the
@@ -57,6 +58,14 @@ configuration without dropping connections; SIGTERM or SIGINT shut down graceful
   rotational         tell clients the medium is rotational
   tls                clients must use TLS for this export
   timeout=DURATION   close connections idle this long
+
+Images in S3-compatible object storage (docs/store.md): PATH s3://BUCKET/KEY is read with
+ranged GETs through a memory cache (--s3-cache); overlays of cow exports and the writes of
+a read-write export live in the store beside it (KEY.nbdroot/), so any server sharing the
+store can serve any client after a failover; a lease in the store keeps two servers from
+serving one writer. The store is found the standard ways: AWS_ENDPOINT_URL_S3 or
+AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN,
+AWS_PROFILE and ~/.aws/{config,credentials}; the --s3-* flags override them.
 
 Network boot (opt-in; docs/netboot.md): --http serves each export's iPXE script at
 http://ADDR:PORT/EXPORT/boot.ipxe (/boot.ipxe for the default export) with the newest
@@ -94,6 +103,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	durationVar(fs, &o.OverlayGrace, "overlay-grace", false, fmt.Sprintf("keep a temporary cow overlay this long after its client's last connection closed (default %v)", nbdserver.DefaultOverlayGrace))
 	fs.StringVar(&o.Metrics, "metrics", "", "serve Prometheus metrics (/metrics) and the server status (/status) over HTTP at `ADDR:PORT`")
 	fs.BoolVar(&o.Strict, "strict", false, "refuse to start when an export's image is missing (default: log it, skip the export, serve the others, as nbd-server does)")
+	fs.StringVar(&o.S3Endpoint, "s3-endpoint", "", "object store `URL` for s3:// exports (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url, else AWS S3)")
+	fs.StringVar(&o.S3Region, "s3-region", "", "object store region (default: AWS_REGION, the profile's, else us-east-1)")
+	fs.StringVar(&o.S3Profile, "s3-profile", "", "`PROFILE` of ~/.aws/config and ~/.aws/credentials (default: AWS_PROFILE)")
+	fs.StringVar(&o.S3CredentialsFile, "s3-credentials", "", "shared credentials `FILE` (INI, as ~/.aws/credentials) instead of the default one")
+	fs.StringVar(&o.S3CacheSize, "s3-cache", "", "memory for the image block cache, e.g. 512M or 2G (default 512M)")
+	durationVar(fs, &o.S3LeaseTTL, "s3-lease-ttl", false, "how long a writer's lease outlives its server's last renewal: the failover wait after a server dies, and the longest store outage writes ride out (default 30s)")
+	fs.BoolVar(&o.S3VirtualHost, "s3-virtual-host", false, "address buckets as BUCKET.ENDPOINT with a custom endpoint (default: ENDPOINT/BUCKET)")
 	fs.StringVar(&o.User, "user", "", "switch to this user after listening")
 	fs.StringVar(&o.Group, "group", "", "switch to this group after listening")
 	var nb netboot.Config

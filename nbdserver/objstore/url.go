@@ -72,3 +72,32 @@ func (u URL) Join(elem ...string) URL {
 	}
 	return URL{Bucket: u.Bucket, Key: k}
 }
+
+// ParseSize parses a size in bytes with an optional binary suffix: K, M, G or T (also KiB,
+// MiB, GiB, TiB): "512M", "2GiB", "1048576".
+func ParseSize(s string) (int64, error) {
+	num := strings.TrimRight(s, "KMGTiBkmgtib")
+	suffix := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s[len(num):]), "B"), "I")
+	var shift uint
+	switch suffix {
+	case "":
+	case "K":
+		shift = 10
+	case "M":
+		shift = 20
+	case "G":
+		shift = 30
+	case "T":
+		shift = 40
+	default:
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional K, M, G or T", s)
+	}
+	var n int64
+	if _, err := fmt.Sscan(num, &n); err != nil || n < 0 || fmt.Sprint(n) != num {
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional K, M, G or T", s)
+	}
+	if n > (1<<62)>>shift {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return n << shift, nil
+}
