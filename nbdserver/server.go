@@ -48,7 +48,7 @@ type Server struct {
 	ovs      overlaySet
 	fleet    *fleetStats
 
-	stateDir         string    // Config.StateDir as New saw it
+	stateDir         string // Config.StateDir as New saw it
 	storeCfg         StoreConfig
 	objOnce          sync.Once
 	obj              *objState // the object store, once an object export needs it
