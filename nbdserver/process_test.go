@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nbdroot/nbdroot/nbd"
+	"github.com/nbdroot/nbdroot/nbdserver/objstore/weedtest"
 )
 
 // Tests in this file run the server as a separate process — the test binary re-executed
@@ -28,7 +29,9 @@ func TestMain(m *testing.M) {
 	if opts := os.Getenv("NBDSERVER_TEST_OPTIONS"); opts != "" {
 		os.Exit(serveMain(opts))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	weedtest.StopShared()
+	os.Exit(code)
 }
 
 // serveMain is what cmd/nbdroot/serve.go does, minus flag parsing.

@@ -3,9 +3,14 @@
 # fetches the test kernel (Debian linux-image-amd64) into the cache. Idempotent: a second run
 # does nothing but check.
 #
-#   scripts/deps.sh [packages|kernel|kernel-arm64|nbdtests|all]      (default: all)
+#   scripts/deps.sh [packages|kernel|kernel-arm64|nbdtests|weed|all]      (default: all)
 #
 # Environment: NBDROOT_CACHE (default ~/.cache/nbdroot).
+#
+# weed: SeaweedFS (Apache-2.0), the S3-compatible store the object-store tests start, built
+# from the Go module proxy into $NBDROOT_CACHE/bin/weed-VERSION (never into the tree).
+# `go install` of it fails (its go.mod has replace directives), so the module is
+# downloaded and built in a writable copy: some 6 CPU-minutes, once per version.
 set -euo pipefail
 
 cache=${NBDROOT_CACHE:-$HOME/.cache/nbdroot}
@@ -152,11 +157,34 @@ kernel_arm64() {
   echo "deps: arm64 kernel $ver in $dir" >&2
 }
 
+# The version nbdserver/objstore/weedtest.Version expects.
+weed_version=20261109003541
+weed_module=github.com/seaweedfs/seaweedfs@v0.0.0-$weed_version-7506e5f91cd6
+
+weed() {
+  local bin=$cache/bin/weed-$weed_version
+  if [[ -x $bin ]]; then return 0; fi
+  command -v go >/dev/null || { echo "deps: weed needs the Go toolchain" >&2; return 1; }
+  echo "deps: building SeaweedFS ($weed_module) into $bin — several minutes" >&2
+  local dir tmp
+  dir=$(go mod download -json "$weed_module" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -d $dir ]] || { echo "deps: go mod download $weed_module gave no directory" >&2; return 1; }
+  tmp=$(mktemp -d)
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
+  cp -r "$dir" "$tmp/src"
+  chmod -R u+w "$tmp/src"
+  (cd "$tmp/src" && go build -o "$tmp/weed" ./weed)
+  mkdir -p "$cache/bin"
+  mv "$tmp/weed" "$bin.tmp" && mv "$bin.tmp" "$bin"
+  echo "deps: SeaweedFS in $bin" >&2
+}
+
 case $what in
   packages) packages ;;
   kernel) kernel ;;
   kernel-arm64) kernel_arm64 ;;
   nbdtests) nbdtests ;;
-  all) packages; kernel; kernel_arm64; nbdtests ;;
-  *) echo "usage: $0 [packages|kernel|kernel-arm64|nbdtests|all]" >&2; exit 2 ;;
+  weed) weed ;;
+  all) packages; kernel; kernel_arm64; nbdtests; weed ;;
+  *) echo "usage: $0 [packages|kernel|kernel-arm64|nbdtests|weed|all]" >&2; exit 2 ;;
 esac
