@@ -35,6 +35,18 @@ var (
 		"Free space for overlays in an overlay directory (writes fail with EIO when it runs out).", []string{"dir"}, nil)
 	mConns = prometheus.NewDesc("nbdroot_connections",
 		"Open connections, handshaking ones included.", nil, nil)
+	mCacheLookups = prometheus.NewDesc("nbdroot_store_cache_lookups_total",
+		"Block lookups of reads of s3:// images: hit (in memory), join (on its way: another read's GET or read-ahead), miss (fetched).", []string{"result"}, nil)
+	mCacheFetched = prometheus.NewDesc("nbdroot_store_fetched_bytes_total",
+		"Bytes of s3:// images fetched from the store (ranged GETs).", nil, nil)
+	mCacheGets = prometheus.NewDesc("nbdroot_store_fetches_total",
+		"Ranged GETs of s3:// images.", nil, nil)
+	mCacheReadAhead = prometheus.NewDesc("nbdroot_store_readahead_blocks_total",
+		"Blocks of s3:// images read ahead.", nil, nil)
+	mCacheReadAheadUsed = prometheus.NewDesc("nbdroot_store_readahead_used_blocks_total",
+		"Blocks of s3:// images read ahead that a read then found in memory.", nil, nil)
+	mCacheBytes = prometheus.NewDesc("nbdroot_store_cache_bytes",
+		"Memory held by the block cache of s3:// images, and its bound (max).", []string{"what"}, nil)
 )
 
 // collector exposes a Server's counters to Prometheus.
@@ -45,7 +57,8 @@ var _ prometheus.Collector = collector{}
 // Describe implements prometheus.Collector.
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mClientConns, mClientConnsTotal, mClientReconnects, mClientRead,
-		mClientWritten, mClientLatency, mClientLast, mOverlayBytes, mOverlayDirFree, mConns} {
+		mClientWritten, mClientLatency, mClientLast, mOverlayBytes, mOverlayDirFree, mConns,
+		mCacheLookups, mCacheFetched, mCacheGets, mCacheReadAhead, mCacheReadAheadUsed, mCacheBytes} {
 		ch <- d
 	}
 }
@@ -103,6 +116,18 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(mConns, prometheus.GaugeValue, float64(conns))
+	if o := s.obj.Load(); o != nil {
+		st := o.cache.Stats()
+		ch <- prometheus.MustNewConstMetric(mCacheLookups, prometheus.CounterValue, float64(st.Hits), "hit")
+		ch <- prometheus.MustNewConstMetric(mCacheLookups, prometheus.CounterValue, float64(st.Joins), "join")
+		ch <- prometheus.MustNewConstMetric(mCacheLookups, prometheus.CounterValue, float64(st.Misses), "miss")
+		ch <- prometheus.MustNewConstMetric(mCacheFetched, prometheus.CounterValue, float64(st.FetchedBytes))
+		ch <- prometheus.MustNewConstMetric(mCacheGets, prometheus.CounterValue, float64(st.Fetches))
+		ch <- prometheus.MustNewConstMetric(mCacheReadAhead, prometheus.CounterValue, float64(st.ReadAhead))
+		ch <- prometheus.MustNewConstMetric(mCacheReadAheadUsed, prometheus.CounterValue, float64(st.ReadAheadUsed))
+		ch <- prometheus.MustNewConstMetric(mCacheBytes, prometheus.GaugeValue, float64(st.Bytes), "used")
+		ch <- prometheus.MustNewConstMetric(mCacheBytes, prometheus.GaugeValue, float64(st.MaxBytes), "max")
+	}
 }
 
 // MetricsHandler serves /metrics (Prometheus: the server's counters, Go runtime and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -116,6 +117,13 @@ func TestObjectExportRead(t *testing.T) {
 	}
 	if st := s.CacheStats(); st.Hits == 0 || st.Misses == 0 {
 		t.Errorf("cache stats %+v", st)
+	}
+	rec := httptest.NewRecorder()
+	s.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`nbdroot_store_cache_lookups_total{result="hit"}`, "nbdroot_store_fetched_bytes_total", `nbdroot_store_cache_bytes{what="max"} 5.36870912e+08`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 	if rp := c.do(nbd.CmdWrite, 0, 0, 4, []byte("nope")); rp.Errno != nbd.EPERM {
 		t.Errorf("write to a read-only object export: %v", nbd.Errno(rp.Errno))

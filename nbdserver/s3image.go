@@ -88,16 +88,16 @@ func (o *objState) endpoint() string {
 
 // objects returns the server's object store state, made on first use.
 func (s *Server) objects() *objState {
-	s.objOnce.Do(func() { s.obj = newObjState(s.storeCfg) })
-	return s.obj
+	s.objOnce.Do(func() { s.obj.Store(newObjState(s.storeCfg)) })
+	return s.obj.Load()
 }
 
 // CacheStats returns the counters of the image block cache (zero without object exports).
 func (s *Server) CacheStats() objstore.CacheStats {
-	if s.obj == nil {
-		return objstore.CacheStats{}
+	if o := s.obj.Load(); o != nil {
+		return o.cache.Stats()
 	}
-	return s.obj.cache.Stats()
+	return objstore.CacheStats{}
 }
 
 // objImage is the backend of an object image: read-only, through the block cache.
@@ -120,7 +120,7 @@ func (s *Server) openObjImage(u objstore.URL) (*objImage, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), objstore.DefaultTimeout)
 	defer cancel()
-	im, err := s.obj.cache.OpenImage(ctx, b, u.Key)
+	im, err := s.objects().cache.OpenImage(ctx, b, u.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +178,7 @@ func (s *Server) overlayStore(cfg *Export) (ovstore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ovstore.Objects{B: b, Prefix: u.Key, Leases: s.obj.leases, Logf: s.log.Printf}, nil
+	return &ovstore.Objects{B: b, Prefix: u.Key, Leases: s.objects().leases, Logf: s.log.Printf}, nil
 }
 
 // objectKeyLocked looks an image object up: its key (URL and current ETag) and, unless an

@@ -51,7 +51,7 @@ type Server struct {
 	stateDir         string // Config.StateDir as New saw it
 	storeCfg         StoreConfig
 	objOnce          sync.Once
-	obj              *objState // the object store, once an object export needs it
+	obj              atomic.Pointer[objState] // the object store, once an object export needs it
 	started          time.Time // temporary overlays found on disk get their grace period from here
 	stopHousekeeping func()
 }
