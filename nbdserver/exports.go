@@ -136,7 +136,7 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 		}
 		for _, img := range opened {
 			if img.refs == 0 {
-				img.fb.Close()
+				img.base().Close()
 				delete(s.images, img.key)
 			}
 		}

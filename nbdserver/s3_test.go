@@ -134,7 +134,7 @@ func TestObjectExportRead(t *testing.T) {
 // overlay when it resumes it, after the lease of the dead server has run out.
 func TestObjectCowFailover(t *testing.T) {
 	b := memStore(t)
-	const ttl = time.Second
+	const ttl = 3 * time.Second
 	a, acut := objectServer(t, b, ttl, func(e *Export) { e.Cow = true })
 	bsrv, _ := objectServer(t, b, ttl, func(e *Export) { e.Cow = true })
 
@@ -190,7 +190,7 @@ func TestObjectCowFailover(t *testing.T) {
 // out (EIO), and acknowledges them again when the store answers and nobody took over.
 func TestObjectLeaseLapse(t *testing.T) {
 	b := memStore(t)
-	const ttl = time.Second
+	const ttl = 2 * time.Second
 	a, acut := objectServer(t, b, ttl, func(e *Export) { e.Cow = true })
 	c, _ := mustGoAs(t, a.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
 	c.pwrite(0, []byte("before"), 0)
@@ -217,7 +217,7 @@ func TestObjectLeaseLapse(t *testing.T) {
 // the store beside the image; the image object itself never changes.
 func TestObjectWritesOneWriter(t *testing.T) {
 	b := memStore(t)
-	const ttl = time.Second
+	const ttl = 3 * time.Second
 	a, _ := objectServer(t, b, ttl)
 	bsrv, _ := objectServer(t, b, ttl)
 	w := connectFrom(t, a.addr, "127.0.0.1", "root", false)
@@ -267,4 +267,50 @@ func TestObjectOverlayAdmin(t *testing.T) {
 	_, _, err = goAs(t, s.addr, "127.0.0.1", "root", "pc1", u)
 	wantRefusal(t, err, nbd.RepErrNbdrootOverlayGone, u.String())
 	_ = ovstore.Writes
+}
+
+// A store that ignores conditional writes cannot hold leases: writable exports of it are
+// refused at start with a message saying why; read-only ones work.
+func TestObjectStoreWithoutConditionalWrites(t *testing.T) {
+	b := memStore(t)
+	b.IgnoreConditions = true
+	store := StoreConfig{Bucket: func(string) objstore.Bucket { return b }}
+	for _, opt := range []string{"", "cow"} {
+		spec := "root=" + testImageURL
+		if opt != "" {
+			spec += "," + opt
+		}
+		e, err := ParseExport(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = New(Config{Exports: []Export{e}, StateDir: t.TempDir(), Store: store})
+		if !errors.Is(err, objstore.ErrNoConditionalWrites) || !strings.Contains(err.Error(), `export "root"`) {
+			t.Errorf("%q: %v, want a refusal naming the export and ErrNoConditionalWrites", opt, err)
+		}
+	}
+	s := startServer(t, Config{Exports: []Export{{Name: "root", Path: testImageURL, ReadOnly: true}}, Store: store})
+	c := connectTest(t, s.addr, "root", false)
+	if got := c.pread(0, 4096); !bytes.Equal(got, pattern(0, 4096)) {
+		t.Error("read-only export of such a store")
+	}
+}
+
+// nbd-server's INI form takes s3:// in exportname and cowdir.
+func TestObjectExportINI(t *testing.T) {
+	sf, err := ParseServerFile(strings.NewReader("[generic]\n[root]\nexportname = s3://fleet/images/root.img\ncopyonwrite = true\ncowdir = s3://fleet/overlays\ncowpersistent = true\n"), "test.conf", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := sf.Exports[0]
+	if e.Path != testImageURL || !e.Cow || e.CowDir != "s3://fleet/overlays" || !e.CowPersistent {
+		t.Fatalf("export %+v", e)
+	}
+	b := memStore(t)
+	s := startServer(t, Config{Exports: sf.Exports, Store: StoreConfig{Bucket: func(string) objstore.Bucket { return b }}})
+	c, u := mustGoAs(t, s.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
+	c.pwrite(0, []byte("kept"), nbd.CmdFlagFUA)
+	if keys := b.Keys("overlays/overlays/root/id-pc1/" + u.String()); len(keys) != 3 {
+		t.Errorf("overlay objects: %q", keys)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,11 +46,12 @@ type objState struct {
 	cache   *objstore.Cache
 	leases  *objstore.Leases
 	buckets map[string]objstore.Bucket
+	checked map[string]error // conditional-write checks, by bucket and prefix
 }
 
 func newObjState(cfg StoreConfig) *objState {
 	return &objState{cfg: cfg, cache: objstore.NewCache(cfg.CacheSize, 0, 0),
-		leases: objstore.NewLeases(cfg.LeaseTTL), buckets: map[string]objstore.Bucket{}}
+		leases: objstore.NewLeases(cfg.LeaseTTL), buckets: map[string]objstore.Bucket{}, checked: map[string]error{}}
 }
 
 // bucket returns a bucket, connecting to the store the first time.
@@ -178,7 +180,32 @@ func (s *Server) overlayStore(cfg *Export) (ovstore.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.objects().checkConditional(b, u.Key); err != nil {
+		return nil, err
+	}
 	return &ovstore.Objects{B: b, Prefix: u.Key, Leases: s.objects().leases, Logf: s.log.Printf}, nil
+}
+
+// checkConditional verifies once per bucket and prefix that the store honours the
+// conditional writes overlays in it rely on.
+func (o *objState) checkConditional(b objstore.Bucket, prefix string) error {
+	k := b.Name() + "/" + prefix
+	o.mu.Lock()
+	err, done := o.checked[k]
+	o.mu.Unlock()
+	if done {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), objstore.DefaultTimeout)
+	defer cancel()
+	err = objstore.CheckConditionalWrites(ctx, b, strings.TrimSuffix(prefix, "/"))
+	if err != nil && !errors.Is(err, objstore.ErrNoConditionalWrites) {
+		return err // not an answer: check again next time
+	}
+	o.mu.Lock()
+	o.checked[k] = err
+	o.mu.Unlock()
+	return err
 }
 
 // objectKeyLocked looks an image object up: its key (URL and current ETag) and, unless an

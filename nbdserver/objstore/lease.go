@@ -356,3 +356,28 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ErrNoConditionalWrites says a store ignores the conditions of conditional writes.
+var ErrNoConditionalWrites = errors.New("the store does not honour conditional writes (If-None-Match: * and If-Match on PUT), " +
+	"which the leases and manifests of writable s3:// exports rely on: without them two servers could both believe they " +
+	"hold a writer. Serve its images read-only, or use a store that honours them (AWS S3, SeaweedFS, MinIO, Ceph RGW)")
+
+// CheckConditionalWrites verifies, with a probe object at prefix, that b honours
+// conditional writes: a PUT with If-None-Match: * over an existing object and one with
+// If-Match on a wrong ETag must both fail with 412.
+func CheckConditionalWrites(ctx context.Context, b Bucket, prefix string) error {
+	var r [8]byte
+	rand.Read(r[:])
+	key := prefix + "/.conditional-write-probe-" + hex.EncodeToString(r[:])
+	if _, err := b.Put(ctx, key, []byte("nbdroot probe\n"), Cond{}); err != nil {
+		return err
+	}
+	defer b.Delete(ctx, key, "")
+	if _, err := b.Put(ctx, key, []byte("overwritten\n"), Cond{IfNoneMatch: true}); !errors.Is(err, ErrPrecondition) {
+		return fmt.Errorf("%s: %w (a PUT with If-None-Match: * over an existing object gave %v)", URL{b.Name(), key}, ErrNoConditionalWrites, err)
+	}
+	if _, err := b.Put(ctx, key, []byte("overwritten\n"), Cond{IfMatch: `"00000000000000000000000000000000"`}); !errors.Is(err, ErrPrecondition) {
+		return fmt.Errorf("%s: %w (a PUT with If-Match on a wrong ETag gave %v)", URL{b.Name(), key}, ErrNoConditionalWrites, err)
+	}
+	return nil
+}

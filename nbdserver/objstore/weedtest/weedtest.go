@@ -158,6 +158,31 @@ func (w *Weed) NewBucket(t testing.TB) objstore.Bucket {
 	return w.Bucket(t, fmt.Sprintf("t%d-%d", os.Getpid(), bucketSeq.Add(1)))
 }
 
+// Launch starts a store whose files live under dir, for programs that are not tests (the
+// benchmarks); Kill stops it.
+func Launch(dir string) (*Weed, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return start(bin, dir)
+}
+
+// CreateBucket creates a bucket and returns it.
+func (w *Weed) CreateBucket(name string) (objstore.Bucket, error) {
+	st, err := w.connect()
+	if err != nil {
+		return nil, err
+	}
+	if err := st.CreateBucket(context.Background(), name); err != nil {
+		return nil, err
+	}
+	return st.Bucket(name), nil
+}
+
 func start(bin, dir string) (*Weed, error) {
 	ports, err := freePorts(8)
 	if err != nil {
@@ -296,14 +321,11 @@ func (w *Weed) Env() []string {
 // Bucket creates a bucket and returns it.
 func (w *Weed) Bucket(t testing.TB, name string) objstore.Bucket {
 	t.Helper()
-	st, err := w.connect()
+	b, err := w.CreateBucket(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.CreateBucket(context.Background(), name); err != nil {
-		t.Fatal(err)
-	}
-	return st.Bucket(name)
+	return b
 }
 
 // Kill stops the store at once (SIGKILL), as a crash or a pulled cable would.

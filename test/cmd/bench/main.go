@@ -40,12 +40,13 @@ func sections() []section {
 		{"boot", "### Boot: init phase", benchBoot},
 		{"initramfs", "### Initramfs build time", benchInitramfs},
 		{"tls", "### TLS", benchTLS},
+		{"store", "### Object store", benchStore},
 	}
 }
 
 func main() {
 	var e env
-	only := flag.String("only", "", "comma-separated sections to run (server, storm, luks, boot, initramfs, tls); default all")
+	only := flag.String("only", "", "comma-separated sections to run (server, storm, luks, boot, initramfs, tls, store); default all")
 	out := flag.String("out", "", "also write the tables to this file (e.g. docs/bench.md)")
 	flag.StringVar(&e.Build, "build", "build", "directory with the nbdroot binaries")
 	flag.StringVar(&e.Kernel, "kernel", os.Getenv("NBDROOT_KERNEL"), "test kernel directory")
