@@ -143,9 +143,9 @@ func TestObjectCowFailover(t *testing.T) {
 	ca.pwrite(3<<20, fill(200<<10, 'x'), 0)
 	flush(t, ca)
 	ca.pwrite(16384, []byte("unflushed"), 0)
-	// A dies: it can no longer reach the store (nor its client).
+	// A is cut off from the store; the client gives up on A and turns to B (a partition:
+	// A and its connection to the client live on).
 	acut.cut()
-	ca.nc.Close()
 
 	// B refuses while A's lease may still be valid, naming the holder...
 	_, _, err := goAs(t, bsrv.addr, "127.0.0.1", "root", "pc1", u)
@@ -178,9 +178,16 @@ func TestObjectCowFailover(t *testing.T) {
 	}
 	cb.pwrite(8192, []byte("written on B"), nbd.CmdFlagFUA)
 
-	// A comes back (its network heals): it lost the lease and must not write any more.
+	// A's network heals: its next renewal finds the lease taken over, and it fails what its
+	// old connection still sends (EIO) instead of writing beside B.
 	acut.heal()
 	waitFor(t, "A to notice its lost lease", func() bool { return strings.Contains(a.logs.String(), "taken over by another server") })
+	if rp := ca.do(nbd.CmdWrite, 0, 8192, 5, []byte("stale")); rp.Errno != nbd.EIO {
+		t.Errorf("write to A after it lost the lease: %v, want EIO", nbd.Errno(rp.Errno))
+	}
+	if rp := ca.do(nbd.CmdFlush, 0, 0, 0, nil); rp.Errno != nbd.EIO {
+		t.Errorf("FLUSH on A after it lost the lease: %v, want EIO", nbd.Errno(rp.Errno))
+	}
 	if d := cb.pread(8192, 12); string(d) != "written on B" {
 		t.Errorf("after A came back, B reads %q", d)
 	}

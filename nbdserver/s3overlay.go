@@ -48,6 +48,7 @@ type storeMedium struct {
 	logf     func(string, ...any)
 	desc     string
 	lostOnce sync.Once
+	done     chan struct{} // closed by close: ends watch
 }
 
 type chunkFetch struct {
@@ -82,14 +83,25 @@ func attachStoreOverlay(base cowBase, h *ovstore.Overlay, dir string, logf func(
 	nchunks := (size + man.ChunkSize - 1) / man.ChunkSize
 	m := &storeMedium{r: h.Remote, f: f, fd: int(f.Fd()), size: size, chunk: man.ChunkSize, nchunks: nchunks,
 		local: make([]atomic.Uint64, (nchunks+63)/64), dirty: make([]atomic.Uint64, (nchunks+63)/64),
-		fetching: map[int64]*chunkFetch{}, pending: map[int64]ovstore.ChunkRef{}, logf: logf,
+		fetching: map[int64]*chunkFetch{}, pending: map[int64]ovstore.ChunkRef{}, logf: logf, done: make(chan struct{}),
 		desc: fmt.Sprintf("export %q: %s overlay %s of client %s", h.Export, h.Kind, h.ID, h.Client)}
 	o, err := newOverlay(base, h, m, f, logf)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
+	go m.watch()
 	return o, nil
+}
+
+// watch logs the loss of the lease when it happens (a renewal found it taken over), not
+// only when the next request fails.
+func (m *storeMedium) watch() {
+	select {
+	case <-m.r.Lease.Lost():
+		m.check(true)
+	case <-m.done:
+	}
 }
 
 func testBit(b []atomic.Uint64, i int64) bool { return b[i>>6].Load()&(1<<(i&63)) != 0 }
@@ -335,7 +347,10 @@ func (m *storeMedium) persistBitmap(words []uint64) error {
 	return nil
 }
 
-func (m *storeMedium) close() error { return m.f.Close() }
+func (m *storeMedium) close() error {
+	close(m.done)
+	return m.f.Close()
+}
 
 // allocated is what the overlay takes in the store: its committed chunks.
 func (m *storeMedium) allocated() int64 {

@@ -202,7 +202,7 @@ func evict(path string) error {
 	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
-var uptimeRe = regexp.MustCompile(`\n(\d+\.\d+) \d+\.\d+\r?\n`)
+var uptimeRe = regexp.MustCompile(`(\d+\.\d+) \d+\.\d+\r?\n`)
 
 // bootDebianOnce boots the Debian root and returns the guest's uptime at its shell.
 func bootDebianOnce(r *vm.Runner, vmlinuz, initrd string, port int) (float64, error) {
