@@ -44,8 +44,9 @@ configuration without dropping connections; SIGTERM or SIGINT shut down graceful
                      never written. Overlays are files in --state-dir: a restart loses
                      nothing flushed, a reconnecting client resumes its own, a fresh boot
                      gets a new one; unused ones go after --overlay-grace
-  cowdir=DIR         persistent overlays in DIR: a client keeps its overlay across boots
-  cowtmp=DIR         temporary overlays in DIR instead of --state-dir
+  cowdir=DIR         persistent overlays in DIR (or s3://BUCKET/PREFIX): a client keeps
+                     its overlay across boots
+  cowtmp=DIR         temporary overlays in DIR (or s3://…) instead of --state-dir
   allow=CIDR         only these clients (repeat the option for more networks)
   default            the export for clients asking for the empty name
                      (a single export is the default anyway)
