@@ -176,8 +176,9 @@ func TestStoreCache(t *testing.T) {
 		c.pread(uint64(off), 64<<10)
 	}
 	after := s.CacheStats()
-	if after.Misses != before.Misses || after.Fetches != before.Fetches {
-		t.Errorf("second pass over a cached working set fetched: %+v -> %+v", before, after)
+	// (Read-ahead may go on fetching past the working set: that is not the working set.)
+	if after.Misses != before.Misses || after.Joins != before.Joins || after.Hits-before.Hits != 32 {
+		t.Errorf("second pass over a cached working set was not all hits: %+v -> %+v", before, after)
 	}
 }
 

@@ -52,7 +52,7 @@ type Server struct {
 	storeCfg         StoreConfig
 	objOnce          sync.Once
 	obj              atomic.Pointer[objState] // the object store, once an object export needs it
-	started          time.Time // temporary overlays found on disk get their grace period from here
+	started          time.Time                // temporary overlays found on disk get their grace period from here
 	stopHousekeeping func()
 }
 

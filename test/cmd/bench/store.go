@@ -83,7 +83,13 @@ func benchStore(ctx context.Context, e *env) (table string, err error) {
 		return "", err
 	}
 	start := time.Now()
-	if _, err := bucket.Put(ctx, "roots/bookworm.img", data, objstore.Cond{}); err != nil {
+	upCfg := w.Config()
+	upCfg.Timeout = 20 * time.Minute // one PUT of the whole image
+	up, err := objstore.Connect(ctx, upCfg)
+	if err != nil {
+		return "", err
+	}
+	if _, err := up.Bucket(bucket.Name()).Put(ctx, "roots/bookworm.img", data, objstore.Cond{}); err != nil {
 		return "", fmt.Errorf("upload the image: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "bench: store: uploaded %d MiB in %v\n", len(data)>>20, time.Since(start).Round(time.Second))
