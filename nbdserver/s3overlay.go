@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,8 @@ type storeMedium struct {
 	fmu      sync.Mutex
 	fetching map[int64]*chunkFetch
 
-	pending map[int64]ovstore.ChunkRef // uploaded, not yet committed (the engine's flushMu)
+	pending   map[int64]ovstore.ChunkRef // uploaded, not yet committed (the engine's flushMu)
+	committed []uint64                   // the bitmap of the last commit (the engine's flushMu)
 
 	logf     func(string, ...any)
 	desc     string
@@ -112,6 +114,7 @@ func (m *storeMedium) loadBitmap(words int) ([]uint64, error) {
 	if len(w) != words {
 		return nil, fmt.Errorf("manifest bitmap of %d words, want %d", len(w), words)
 	}
+	m.committed = slices.Clone(w)
 	return w, nil
 }
 
@@ -331,6 +334,14 @@ func (m *storeMedium) upload(c int64, mu *sync.Mutex) error {
 }
 
 func (m *storeMedium) persistBitmap(words []uint64) error {
+	if len(m.pending) == 0 && slices.Equal(words, m.committed) {
+		// Nothing new since the last commit: a FLUSH with nothing to flush costs no
+		// request (file systems flush often).
+		if err := m.r.Lease.Check(); err != nil {
+			return m.wrap(err)
+		}
+		return nil
+	}
 	refs := make([]ovstore.ChunkRef, 0, len(m.pending))
 	for _, r := range m.pending {
 		refs = append(refs, r)
@@ -344,6 +355,7 @@ func (m *storeMedium) persistBitmap(words []uint64) error {
 		return m.wrap(err)
 	}
 	clear(m.pending)
+	copy(m.committed, words)
 	return nil
 }
 

@@ -593,7 +593,7 @@ func (s *Objects) List() ([]Info, error) {
 	keys, err := s.overlayKeys(ctx)
 	var out []Info
 	for _, k := range keys {
-		out = append(out, s.info(ctx, k))
+		out = append(out, s.info(ctx, k, true))
 	}
 	return out, err
 }
@@ -614,7 +614,9 @@ func (s *Objects) overlayKeys(ctx context.Context) ([]string, error) {
 	return keys, errors.Join(errs...)
 }
 
-func (s *Objects) info(ctx context.Context, key string) Info {
+// info describes the overlay at key; the size (from its manifest, the largest object) only
+// when asked for.
+func (s *Objects) info(ctx context.Context, key string, size bool) Info {
 	in := Info{Dir: s.where(key)}
 	m, err := s.readMeta(ctx, key)
 	in.Meta = m
@@ -624,8 +626,10 @@ func (s *Objects) info(ctx context.Context, key string) Info {
 			in.ID = id
 		}
 	}
-	if man, _, err := s.readManifest(ctx, key); err == nil {
-		in.Allocated = int64(len(man.Chunks)) * man.ChunkSize
+	if size {
+		if man, _, err := s.readManifest(ctx, key); err == nil {
+			in.Allocated = int64(len(man.Chunks)) * man.ChunkSize
+		}
 	}
 	if rec, _, err := objstore.ReadLease(ctx, s.B, key+"/"+LeaseObject); err == nil {
 		in.LastUsed = rec.Renewed
@@ -698,7 +702,7 @@ func (s *Objects) Reap(now, notBefore time.Time, grace time.Duration) ([]Meta, e
 	var removed []Meta
 	errs := []error{err}
 	for _, k := range keys {
-		in := s.info(ctx, k)
+		in := s.info(ctx, k, false)
 		if in.Err != "" || in.Kind != Temporary || in.Attached {
 			continue
 		}
