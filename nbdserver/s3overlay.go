@@ -58,8 +58,8 @@ type chunkFetch struct {
 	err  error
 }
 
-// storeUploads bounds the chunk uploads of one FLUSH in flight.
-const storeUploads = 16
+// storeUploads bounds the pack uploads of one FLUSH in flight.
+const storeUploads = 4
 
 // attachStoreOverlay stages the store overlay h over base in a new file in dir.
 func attachStoreOverlay(base cowBase, h *ovstore.Overlay, dir string, logf func(string, ...any)) (*overlay, error) {
@@ -68,8 +68,9 @@ func attachStoreOverlay(base cowBase, h *ovstore.Overlay, dir string, logf func(
 		return nil, err
 	}
 	man := h.Remote.Manifest()
-	if man.Size != size || man.BlockSize != cowBlock {
-		return nil, fmt.Errorf("overlay %s: manifest for %d bytes in %d-byte blocks, the image has %d in %d", h.ID, man.Size, man.BlockSize, size, cowBlock)
+	if man.Size != size || man.BlockSize != cowBlock || man.ChunkSize != ovstore.ChunkSize {
+		return nil, fmt.Errorf("overlay %s: manifest for %d bytes in %d-byte blocks and %d-byte chunks; this server has an image of %d bytes, %d-byte blocks and %d-byte chunks",
+			h.ID, man.Size, man.BlockSize, man.ChunkSize, size, cowBlock, ovstore.ChunkSize)
 	}
 	f, err := os.CreateTemp(dir, "overlay-"+h.ID.String()+"-*")
 	if err != nil {
@@ -271,25 +272,32 @@ func (m *storeMedium) syncData() error {
 	if len(chunks) == 0 {
 		return nil
 	}
+	// One pack object per PackChunks dirty chunks, the packs uploaded in parallel.
+	var packs [][]int64
+	for len(chunks) > 0 {
+		n := min(len(chunks), ovstore.PackChunks)
+		packs, chunks = append(packs, chunks[:n]), chunks[n:]
+	}
 	var (
 		mu    sync.Mutex
 		first error
 		wg    sync.WaitGroup
 		next  atomic.Int64
 	)
-	for range min(storeUploads, len(chunks)) {
+	for range min(storeUploads, len(packs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				k := next.Add(1) - 1
-				if k >= int64(len(chunks)) {
+				if k >= int64(len(packs)) {
 					return
 				}
-				c := chunks[k]
-				err := m.retry(func() error { return m.upload(c, &mu) })
-				if err != nil {
-					setBit(m.dirty, c) // still to be uploaded
+				p := packs[k]
+				if err := m.retry(func() error { return m.upload(p, &mu) }); err != nil {
+					for _, c := range p {
+						setBit(m.dirty, c) // still to be uploaded
+					}
 					mu.Lock()
 					if first == nil {
 						first = err
@@ -303,32 +311,33 @@ func (m *storeMedium) syncData() error {
 	return m.wrap(first)
 }
 
-// upload stores chunk c from the staging file as a new version, pending until the next
-// commit.
-func (m *storeMedium) upload(c int64, mu *sync.Mutex) error {
-	off := c * m.chunk
-	n := min(m.chunk, m.size-off)
-	buf := getBuffer(int(n))
-	defer buf.release()
-	for got := 0; got < int(n); {
-		k, err := pread(m.fd, buf.b[got:], off+int64(got))
-		if err != nil {
-			return &BackendError{"read staged chunk", off, n, err}
+// upload stores chunks from the staging file as one pack, pending until the next commit.
+func (m *storeMedium) upload(chunks []int64, mu *sync.Mutex) error {
+	buf := make([]byte, int64(len(chunks))*m.chunk)
+	for k, c := range chunks {
+		off := c * m.chunk
+		p := buf[int64(k)*m.chunk:][:min(m.chunk, m.size-off)]
+		for got := 0; got < len(p); {
+			n, err := pread(m.fd, p[got:], off+int64(got))
+			if err != nil {
+				return &BackendError{"read staged chunk", off, int64(len(p)), err}
+			}
+			if n == 0 {
+				break // past the end of the staging file: zeroes (buf is fresh)
+			}
+			got += n
 		}
-		if k == 0 {
-			clear(buf.b[got:])
-			break
-		}
-		got += k
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), objstore.DefaultTimeout)
 	defer cancel()
-	ref, err := m.r.PutChunk(ctx, c, buf.b)
+	refs, err := m.r.PutChunks(ctx, chunks, buf)
 	if err != nil {
 		return err
 	}
 	mu.Lock()
-	m.pending[c] = ref
+	for _, r := range refs {
+		m.pending[r.Index] = r
+	}
 	mu.Unlock()
 	return nil
 }

@@ -27,14 +27,18 @@ import (
 //	PREFIX/overlays/EXPORT/CLIENT/ID/lease       which server holds it (objstore.Lease)
 //	PREFIX/overlays/EXPORT/CLIENT/ID/manifest    the committed state: bitmap and chunk table
 //	PREFIX/writes/ID/…                           the same for a read-write export's writes
-//	PREFIX/chunks/ID/CHUNK-EPOCH-SEQ             chunk objects: ChunkSize bytes of the overlay
+//	PREFIX/chunks/ID/EPOCH-SEQ                   pack objects: chunks of ChunkSize bytes
 //
 // An overlay exists exactly when its manifest does: creation writes meta.json and the
 // lease first and the manifest last (If-None-Match), removal deletes the manifest first.
 //
-// Chunk objects are immutable: each upload gets a key of its own (the chunk's index, the
-// writer's lease epoch and a sequence number), so a server that lost the lease can only
-// add garbage — it never changes an object a manifest refers to. The manifest is rewritten
+// The data goes up in pack objects: the chunks one FLUSH uploads, ChunkSize bytes each, up to
+// PackChunks of them per object — one PUT per FLUSH of scattered writes instead of one per
+// chunk (stores bill and throttle by request). The manifest names each chunk's pack and
+// place in it. Packs are immutable: each upload gets a key of its own (the writer's lease
+// epoch and a sequence number), so a server that lost the lease can only add garbage — it
+// never changes an object a manifest refers to. A pack is deleted once no chunk of the
+// committed manifest lies in it. The manifest is rewritten
 // on every FLUSH with If-Match on the ETag its holder last wrote; a new holder rewrites it
 // with its epoch before serving anything. So the order of a FLUSH — chunks, then the
 // manifest naming them — makes every acknowledged FLUSH durable in the store, and a
@@ -96,12 +100,22 @@ func ctxStore() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 2*time.Minute)
 }
 
-// ChunkRef names one stored version of a chunk.
+// PackChunks bounds the chunks of one pack object (8 MiB).
+const PackChunks = 64
+
+// ChunkRef names one stored version of a chunk: chunk Index is the Slot-th chunk of the
+// pack written with lease epoch Epoch as upload Seq.
 type ChunkRef struct {
 	Index int64  `json:"i"`
 	Epoch uint64 `json:"e"`
 	Seq   uint64 `json:"s"`
+	Slot  int    `json:"o,omitempty"`
 }
+
+// pack names the pack object a chunk lies in.
+type pack struct{ epoch, seq uint64 }
+
+func (c ChunkRef) pack() pack { return pack{c.Epoch, c.Seq} }
 
 // Manifest is the committed state of a store overlay.
 type Manifest struct {
@@ -171,6 +185,9 @@ func decodeManifest(data []byte) (*Manifest, error) {
 		if c.Index < 0 || c.Index >= nchunks {
 			return nil, fmt.Errorf("manifest: chunk %d outside the image", c.Index)
 		}
+		if c.Slot < 0 || c.Slot >= PackChunks {
+			return nil, fmt.Errorf("manifest: chunk %d in slot %d of a pack", c.Index, c.Slot)
+		}
 	}
 	return &m, nil
 }
@@ -230,28 +247,29 @@ func (r *Remote) Chunk(i int64) (ChunkRef, bool) {
 	return c, ok
 }
 
-func (r *Remote) chunkKey(c ChunkRef) string {
-	return fmt.Sprintf("%s%012x-%08x-%08x", r.s.chunkPrefix(r.id), c.Index, c.Epoch, c.Seq)
+func (r *Remote) packKey(p pack) string {
+	return fmt.Sprintf("%s%08x-%08x", r.s.chunkPrefix(r.id), p.epoch, p.seq)
 }
 
-func parseChunkKey(name string) (ChunkRef, bool) {
-	parts := strings.Split(name, "-")
-	if len(parts) != 3 {
-		return ChunkRef{}, false
+func (r *Remote) chunkKey(c ChunkRef) string { return r.packKey(c.pack()) }
+
+func parsePackKey(name string) (pack, bool) {
+	a, b, ok := strings.Cut(name, "-")
+	if !ok {
+		return pack{}, false
 	}
-	i, e1 := strconv.ParseInt(parts[0], 16, 64)
-	e, e2 := strconv.ParseUint(parts[1], 16, 64)
-	q, e3 := strconv.ParseUint(parts[2], 16, 64)
-	if e1 != nil || e2 != nil || e3 != nil {
-		return ChunkRef{}, false
+	e, e1 := strconv.ParseUint(a, 16, 64)
+	q, e2 := strconv.ParseUint(b, 16, 64)
+	if e1 != nil || e2 != nil {
+		return pack{}, false
 	}
-	return ChunkRef{Index: i, Epoch: e, Seq: q}, true
+	return pack{e, q}, true
 }
 
 // ReadChunk reads a stored chunk version into p (ChunkSize bytes, or less for the last
 // chunk of the image); the part p extends past the stored object reads as zeroes.
 func (r *Remote) ReadChunk(ctx context.Context, c ChunkRef, p []byte) error {
-	n, err := r.s.B.ReadRange(ctx, r.chunkKey(c), p, 0, "")
+	n, err := r.s.B.ReadRange(ctx, r.chunkKey(c), p, int64(c.Slot)*ChunkSize, "")
 	if err != nil {
 		return err
 	}
@@ -259,18 +277,26 @@ func (r *Remote) ReadChunk(ctx context.Context, c ChunkRef, p []byte) error {
 	return nil
 }
 
-// PutChunk stores data as a new version of chunk i, under a key no other upload uses,
-// and returns its reference; the manifest names it from the next Commit on. It fails
+// PutChunks stores new versions of chunks idx (at most PackChunks) as one pack object,
+// data holding ChunkSize bytes for each in order, under a key no other upload uses, and
+// returns their references; the manifest names them from the next Commit on. It fails
 // without a request once the lease is lost.
-func (r *Remote) PutChunk(ctx context.Context, i int64, data []byte) (ChunkRef, error) {
+func (r *Remote) PutChunks(ctx context.Context, idx []int64, data []byte) ([]ChunkRef, error) {
+	if len(idx) == 0 || len(idx) > PackChunks || int64(len(data)) != int64(len(idx))*ChunkSize {
+		return nil, fmt.Errorf("a pack of %d chunks in %d bytes", len(idx), len(data))
+	}
 	if err := r.Lease.Check(); err != nil {
-		return ChunkRef{}, err
+		return nil, err
 	}
-	c := ChunkRef{Index: i, Epoch: r.Lease.Epoch(), Seq: r.seq.Add(1)}
-	if _, err := r.s.B.Put(ctx, r.chunkKey(c), data, objstore.Cond{}); err != nil {
-		return ChunkRef{}, err
+	p := pack{r.Lease.Epoch(), r.seq.Add(1)}
+	if _, err := r.s.B.Put(ctx, r.packKey(p), data, objstore.Cond{}); err != nil {
+		return nil, err
 	}
-	return c, nil
+	refs := make([]ChunkRef, len(idx))
+	for k, i := range idx {
+		refs[k] = ChunkRef{Index: i, Epoch: p.epoch, Seq: p.seq, Slot: k}
+	}
+	return refs, nil
 }
 
 // ErrFenced says a manifest write found the manifest rewritten by another server: this
@@ -292,12 +318,20 @@ func (r *Remote) Commit(ctx context.Context, words []uint64, changed []ChunkRef)
 		chunks[k] = v
 	}
 	r.mu.Unlock()
-	var old []ChunkRef
+	var old []pack
 	for _, c := range changed {
-		if prev, ok := chunks[c.Index]; ok && prev != c {
-			old = append(old, prev)
+		if prev, ok := chunks[c.Index]; ok && prev.pack() != c.pack() {
+			old = append(old, prev.pack())
 		}
 		chunks[c.Index] = c
+	}
+	// A superseded version's pack goes only when none of its chunks is still named.
+	if len(old) > 0 {
+		live := map[pack]bool{}
+		for _, c := range chunks {
+			live[c.pack()] = true
+		}
+		old = slices.DeleteFunc(slices.Compact(sortedPacks(old)), func(p pack) bool { return live[p] })
 	}
 	next.Commit++
 	next.Bitmap = bitmapBytes(words)
@@ -323,8 +357,28 @@ func (r *Remote) Commit(ctx context.Context, words []uint64, changed []ChunkRef)
 	r.mu.Lock()
 	r.man, r.etag, r.chunks = &next, newTag, chunks
 	r.mu.Unlock()
-	r.s.deleteChunks(r, old)
+	r.s.deletePacks(r, old)
 	return nil
+}
+
+func sortedPacks(p []pack) []pack {
+	slices.SortFunc(p, func(a, b pack) int {
+		if a.epoch != b.epoch {
+			return cmpU(a.epoch, b.epoch)
+		}
+		return cmpU(a.seq, b.seq)
+	})
+	return p
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func sortedChunks(m map[int64]ChunkRef) []ChunkRef {
@@ -336,17 +390,17 @@ func sortedChunks(m map[int64]ChunkRef) []ChunkRef {
 	return out
 }
 
-// deleteChunks removes superseded chunk versions in the background (best effort: what is
-// left is removed when the overlay is next opened).
-func (s *Objects) deleteChunks(r *Remote, refs []ChunkRef) {
-	if len(refs) == 0 {
+// deletePacks removes packs no committed chunk lies in any more, in the background (best
+// effort: what is left is removed when the overlay is next opened).
+func (s *Objects) deletePacks(r *Remote, packs []pack) {
+	if len(packs) == 0 {
 		return
 	}
 	go func() {
 		ctx, cancel := ctxStore()
 		defer cancel()
-		for _, c := range refs {
-			s.B.Delete(ctx, r.chunkKey(c), "")
+		for _, p := range packs {
+			s.B.Delete(ctx, r.packKey(p), "")
 		}
 	}()
 }
@@ -517,21 +571,24 @@ func (s *Objects) Open(export string, c Client, id nbd.OverlayID) (*Overlay, err
 	}
 }
 
-// collectGarbage deletes the chunk objects of r that its manifest does not name and that
-// earlier holders wrote (uploads whose commit never came, versions whose deletion a crash
-// interrupted). Objects of the current epoch are left alone: they may be uploads of ours
+// collectGarbage deletes the packs of r that its manifest does not name and that earlier
+// holders wrote (uploads whose commit never came, packs whose deletion a crash
+// interrupted). Packs of the current epoch are left alone: they may be uploads of ours
 // that the next commit names.
 func (s *Objects) collectGarbage(r *Remote) {
 	ctx, cancel := ctxStore()
 	defer cancel()
 	epoch := r.Lease.Epoch()
+	live := map[pack]bool{}
+	r.mu.Lock()
+	for _, c := range r.chunks {
+		live[c.pack()] = true
+	}
+	r.mu.Unlock()
 	var dead []string
 	err := s.B.List(ctx, s.chunkPrefix(r.id), func(o objstore.Object) error {
-		c, ok := parseChunkKey(strings.TrimPrefix(o.Key, s.chunkPrefix(r.id)))
-		if !ok || c.Epoch >= epoch {
-			return nil
-		}
-		if cur, ok := r.Chunk(c.Index); ok && cur == c {
+		p, ok := parsePackKey(strings.TrimPrefix(o.Key, s.chunkPrefix(r.id)))
+		if !ok || p.epoch >= epoch || live[p] {
 			return nil
 		}
 		dead = append(dead, o.Key)

@@ -95,10 +95,21 @@ func TestObjectsFencing(t *testing.T) {
 	}
 	ra := o.Remote
 	words := make([]uint64, len(ra.Manifest().BitmapWords()))
-	c1, err := ra.PutChunk(ctx, 0, []byte("A's flushed chunk"))
-	if err != nil {
-		t.Fatal(err)
+	put := func(r *Remote, text string) ChunkRef {
+		t.Helper()
+		data := make([]byte, 2*ChunkSize)
+		copy(data, text)
+		copy(data[ChunkSize:], "chunk 5 of "+text)
+		refs, err := r.PutChunks(ctx, []int64{0, 5}, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if refs[1].Index != 5 || refs[1].Slot != 1 || refs[1].pack() != refs[0].pack() {
+			t.Fatalf("refs %+v", refs)
+		}
+		return refs[0]
 	}
+	c1 := put(ra, "A's flushed chunk")
 	words[0] = 1
 	if err := ra.Commit(ctx, words, []ChunkRef{c1}); err != nil {
 		t.Fatal(err)
@@ -121,10 +132,7 @@ func TestObjectsFencing(t *testing.T) {
 	if err := ra.Lease.Check(); err != nil {
 		t.Fatalf("A's lease should still look valid to A: %v", err)
 	}
-	c2, err := ra.PutChunk(ctx, 0, []byte("A's late chunk"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := put(ra, "A's late chunk")
 	if err := ra.Commit(ctx, words, []ChunkRef{c2}); !errors.Is(err, ErrFenced) {
 		t.Fatalf("A's commit after B opened the overlay: %v, want ErrFenced", err)
 	}
@@ -137,14 +145,14 @@ func TestObjectsFencing(t *testing.T) {
 	if err := rb.ReadChunk(ctx, got, p); err != nil || string(p) != "A's flushed chunk" {
 		t.Errorf("B reads %q %v", p, err)
 	}
+	if c5, ok := rb.Chunk(5); ok {
+		t.Errorf("B sees chunk 5 %+v, which A uploaded but never committed", c5)
+	}
 	if c2.Epoch >= rb.Lease.Epoch() || rb.chunkKey(c2) == rb.chunkKey(got) {
 		t.Errorf("A's late upload %+v could collide with B's epoch %d", c2, rb.Lease.Epoch())
 	}
-	// B's next commit supersedes chunk 0; the old version goes.
-	c3, err := rb.PutChunk(ctx, 0, []byte("B's chunk"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// B's next commit supersedes chunk 0; the old pack goes once nothing in it is named.
+	c3 := put(rb, "B's chunk")
 	if err := rb.Commit(ctx, words, []ChunkRef{c3}); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +160,21 @@ func TestObjectsFencing(t *testing.T) {
 		_, err := b.Head(ctx, rb.chunkKey(c1))
 		return errors.Is(err, objstore.ErrNotFound)
 	})
+	// A's late, never committed pack is garbage the next opener removes.
+	o.Close() // A lets go (its release finds the lease rewritten and leaves it alone)
+	ob.Close()
+	oc, err := a.Open("root", pc1, o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	waitUntil(t, func() bool {
+		_, err := b.Head(ctx, rb.chunkKey(c2))
+		return errors.Is(err, objstore.ErrNotFound)
+	})
+	if _, err := b.Head(ctx, rb.chunkKey(c3)); err != nil {
+		t.Errorf("the committed pack went: %v", err)
+	}
 }
 
 func waitUntil(t *testing.T, cond func() bool) {
