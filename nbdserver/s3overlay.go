@@ -15,11 +15,11 @@ import (
 	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
 
-// storeMedium keeps an overlay in an object store (package overlay's Remote: chunk objects
+// storeMedium keeps an overlay in an object store (package overlay's Remote: packs of chunks
 // and a manifest, under the overlay's lease). Chunks are staged in a local file the size of
 // the image, deleted when the overlay closes: a chunk the store has is fetched into it the
 // first time a read or a write touches it; every change marks its chunk dirty; FLUSH
-// uploads the dirty chunks (each as a new object) and then commits the manifest with the
+// uploads the dirty chunks (in new pack objects) and then commits the manifest with the
 // bitmap — the engine's order, data before bitmap, is the store's order, chunks before
 // manifest.
 //

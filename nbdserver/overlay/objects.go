@@ -53,7 +53,7 @@ const (
 	LeaseObject    = "lease"
 )
 
-// ChunkSize is the size of the chunk objects of store overlays: what one upload carries.
+// ChunkSize is the unit of store overlays' data: what a write marks dirty and a FLUSH uploads.
 // Small enough that a FLUSH after scattered 4 KiB writes uploads little more than was
 // written; large enough that a big sequential write is not thousands of requests.
 const ChunkSize = 128 << 10
@@ -126,7 +126,7 @@ type Manifest struct {
 	Epoch  uint64 `json:"epoch"`
 	Holder string `json:"holder"`
 	Commit uint64 `json:"commit"`
-	// Size is the image size, ChunkSize the chunk objects' size and BlockSize the unit of
+	// Size is the image size, ChunkSize the size of chunks and BlockSize the unit of
 	// the bitmap.
 	Size      int64 `json:"size"`
 	ChunkSize int64 `json:"chunk_size"`
