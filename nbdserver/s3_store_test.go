@@ -53,7 +53,8 @@ func retryGo(t *testing.T, limit time.Duration, try func() (*testClient, error))
 func TestStoreFailoverSIGKILL(t *testing.T) {
 	w := weedtest.Shared(t)
 	_, url := storeImage(t, w)
-	const ttl = 3 * time.Second
+	// Long enough that a loaded machine's scheduling cannot lapse a live holder's lease.
+	const ttl = 5 * time.Second
 	a := storeProc(t, w, ttl, "root="+url+",cow")
 	b := storeProc(t, w, ttl, "root="+url+",cow")
 
@@ -110,7 +111,8 @@ func TestStoreFailoverSIGKILL(t *testing.T) {
 func TestStoreLeaseContention(t *testing.T) {
 	w := weedtest.Shared(t)
 	bucket, url := storeImage(t, w)
-	const ttl = 3 * time.Second
+	// Long enough that a loaded machine's scheduling cannot lapse a live holder's lease.
+	const ttl = 5 * time.Second
 	a := storeProc(t, w, ttl, "root="+url)
 	b := storeProc(t, w, ttl, "root="+url)
 	wa := connectFrom(t, a.addr, "127.0.0.1", "root", false)
