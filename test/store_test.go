@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -37,19 +38,34 @@ func storeServerArgs(t *testing.T, w *weedtest.Weed, export string) []string {
 		"--s3-lease-ttl", storeLeaseTTL.String()}
 }
 
-// TestStoreFailover boots a client from a read-write export of an image in the object
-// store, served by two stateless servers (nbd_server=A,B); A is killed (SIGKILL) while the
-// root writes and verifies files; the keeper reconnects to B, which takes the writer's
-// lease over once A's has run out, and serves the writes A had flushed from the store.
-// The write-verify loop must see no I/O error and no checksum mismatch, and the kernel no
-// I/O error.
+// TestStoreFailover boots a client from an image in the object store, served by two
+// stateless servers (nbd_server=A,B); A is killed (SIGKILL) while the root writes and
+// verifies files; the keeper reconnects to B, which takes the writer's lease over once A's
+// has run out, and serves what A had flushed from the store. Both kinds of writable export:
+// a read-write export (one writer, keyed by address: its writes overlay in the store) and a
+// cow export (the client's identity, its overlay resumed by ID on B). The write-verify loop
+// must see no I/O error and no checksum mismatch, and the kernel no I/O error.
 func TestStoreFailover(t *testing.T) {
 	e := needEnv(t)
-	t.Parallel()
+	for _, tc := range []struct {
+		name, opts string
+		cow        bool
+	}{
+		{"read-write", "", false},
+		{"cow", ",cow", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			storeFailover(t, e, tc.opts, tc.cow)
+		})
+	}
+}
+
+func storeFailover(t *testing.T, e *vm.Env, opts string, cow bool) {
 	w := weedtest.Start(t)
 	url := uploadRoot(t, w, e.RootImage(t, vm.RootOptions{Init: checksumLoop(12)}))
-	a := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url)...)
-	b := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url)...)
+	a := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url+opts)...)
+	b := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url+opts)...)
 	v := vm.Start(t, vm.Options{
 		Kernel:   e.Vmlinuz(),
 		Initrd:   e.Initramfs(t, seedHooks),
@@ -57,7 +73,12 @@ func TestStoreFailover(t *testing.T) {
 		Forwards: map[int]int{10809: a.Port, 10810: b.Port},
 		Timeout:  bootTimeout + 3*time.Minute,
 	})
-	v.Expect(`keeper: pid \d+ keeps /dev/nbd0`, bootTimeout)
+	overlay := ""
+	if cow {
+		m := v.Expect(`nbd: client `+regexp.QuoteMeta(guestMAC)+` has overlay ([0-9a-f]{32}) on `, bootTimeout)
+		overlay = m[1]
+	}
+	v.Expect(keeperLine(`keeping /dev/nbd0 connected`), bootTimeout)
 	_, off := v.ExpectAfter(0, `KEEPER-ITER 3\b`, bootTimeout)
 	a.Kill()
 	killed := time.Now()
@@ -75,6 +96,9 @@ func TestStoreFailover(t *testing.T) {
 	}
 	if !strings.Contains(b.Log(), "held by server") {
 		t.Errorf("B never waited for A's lease; its log:\n%s", b.Log())
+	}
+	if cow && !strings.Contains(b.Log(), "client "+guestMAC+", resuming overlay "+overlay) {
+		t.Errorf("B did not resume the client's overlay %s; its log:\n%s", overlay, b.Log())
 	}
 	if err := v.Wait(60 * time.Second); err != nil {
 		t.Errorf("guest did not power off: %v", err)

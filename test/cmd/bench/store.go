@@ -372,7 +372,7 @@ func replay(ctx context.Context, addr, src string, tr *trace, size int64) (storm
 		return res, err
 	}
 	defer nc.Close()
-	if _, err := nbdclient.Handshake(nc, "root"); err != nil {
+	if _, err := nbdclient.Handshake(nc, nbdclient.DialOptions{Export: "root"}); err != nil {
 		return res, err
 	}
 	type pending struct {
