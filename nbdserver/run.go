@@ -181,8 +181,8 @@ func (o *Options) Load() (*Plan, error) {
 		}
 		p.Config.Store.CacheSize = n
 	}
-	if o.S3LeaseTTL < 0 || o.S3LeaseTTL > 0 && o.S3LeaseTTL < time.Second {
-		return nil, fmt.Errorf("--s3-lease-ttl %v: want at least 1s", o.S3LeaseTTL)
+	if o.S3LeaseTTL < 0 || o.S3LeaseTTL > 0 && o.S3LeaseTTL < time.Second || o.S3LeaseTTL > objstore.MaxLeaseTTL {
+		return nil, fmt.Errorf("--s3-lease-ttl %v: want 1s to %v", o.S3LeaseTTL, objstore.MaxLeaseTTL)
 	}
 	p.Config.HandshakeTimeout = o.HandshakeTimeout
 	p.Config.DrainTimeout = o.DrainTimeout

@@ -131,15 +131,35 @@ var (
 	ErrLeaseLapsed = errors.New("the lease could not be renewed in time (is the store reachable?)")
 )
 
+// MaxLeaseTTL bounds the lease time a record may carry. A record's TTL decides how long
+// other servers wait before taking a writer over, so a TTL that is not positive (or
+// overflows a time.Duration) would let anyone take over at once: such a record is refused.
+const MaxLeaseTTL = time.Hour
+
+// ParseLeaseRecord decodes and checks the content of a lease object.
+func ParseLeaseRecord(data []byte) (LeaseRecord, error) {
+	var r LeaseRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, fmt.Errorf("not a lease record: %w", err)
+	}
+	if r.TTL <= 0 || r.TTL > MaxLeaseTTL.Milliseconds() {
+		return r, fmt.Errorf("lease record with a TTL of %d ms, want 1 ms to %v", r.TTL, MaxLeaseTTL)
+	}
+	if r.Holder != "" && r.Epoch == 0 {
+		return r, fmt.Errorf("lease record held by %q in epoch 0", r.Holder)
+	}
+	return r, nil
+}
+
 // ReadLease returns the record of a lease object and its ETag.
 func ReadLease(ctx context.Context, b Bucket, key string) (LeaseRecord, string, error) {
-	var r LeaseRecord
 	data, a, err := b.Get(ctx, key)
 	if err != nil {
-		return r, "", err
+		return LeaseRecord{}, "", err
 	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return r, "", &OpError{Op: "get", URL: URL{b.Name(), key}, Err: fmt.Errorf("not a lease record: %w", err)}
+	r, err := ParseLeaseRecord(data)
+	if err != nil {
+		return r, "", &OpError{Op: "get", URL: URL{b.Name(), key}, Err: err}
 	}
 	return r, a.ETag, nil
 }

@@ -3,6 +3,7 @@ package objstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,4 +160,58 @@ func TestLeaseCheckBeforeRelease(t *testing.T) {
 	if err := l.Check(); err == nil {
 		t.Error("a released lease still checks valid")
 	}
+}
+
+func TestParseLeaseRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name, data string
+		ok         bool
+	}{
+		{"held", `{"holder":"a/01","epoch":3,"seq":9,"ttl_ms":30000,"renewed":"2026-12-04T23:00:00Z"}`, true},
+		{"released", `{"holder":"","epoch":3,"seq":10,"ttl_ms":30000}`, true},
+		{"not JSON", `lease`, false},
+		{"no TTL", `{"holder":"a/01","epoch":3}`, false},
+		{"negative TTL", `{"holder":"a/01","epoch":3,"ttl_ms":-1}`, false},
+		// As a time.Duration this overflows to a negative wait: an instant takeover.
+		{"huge TTL", `{"holder":"a/01","epoch":3,"ttl_ms":9223372036854775}`, false},
+		{"held in epoch 0", `{"holder":"a/01","epoch":0,"ttl_ms":30000}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseLeaseRecord([]byte(tc.data))
+			if (err == nil) != tc.ok {
+				t.Errorf("ParseLeaseRecord(%s): %v, want ok=%v", tc.data, err, tc.ok)
+			}
+		})
+	}
+}
+
+// A bad lease record is refused, never taken as "expired": Acquire fails with the reason
+// instead of taking the writer over.
+func TestAcquireBadRecord(t *testing.T) {
+	ctx := context.Background()
+	b := NewMem("b")
+	b.Put(ctx, "lease", []byte(`{"holder":"other/01","epoch":4,"ttl_ms":-5}`), Cond{})
+	if _, err := NewLeases(time.Second).Acquire(ctx, b, "lease", "pc1"); err == nil || !strings.Contains(err.Error(), "TTL") {
+		t.Errorf("acquire over a record with a negative TTL: %v, want a refusal naming the TTL", err)
+	}
+}
+
+// FuzzParseLeaseRecord feeds lease objects as a store could hold them: what parses is a
+// record whose wait is a real, bounded duration.
+func FuzzParseLeaseRecord(f *testing.F) {
+	f.Add([]byte(`{"holder":"a/01","server":"a","client":"52:54:00:12:34:56","epoch":3,"seq":9,"ttl_ms":30000,"renewed":"2026-12-04T23:00:00Z"}`))
+	f.Add([]byte(`{"holder":"","epoch":1,"seq":2,"ttl_ms":1000}`))
+	f.Add([]byte(`{"ttl_ms":1e30}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseLeaseRecord(data)
+		if err != nil {
+			return
+		}
+		if d := time.Duration(r.TTL) * time.Millisecond; d <= 0 || d > MaxLeaseTTL {
+			t.Fatalf("accepted a TTL of %d ms (%v)", r.TTL, d)
+		}
+		if r.Holder != "" && r.Epoch == 0 {
+			t.Fatalf("accepted a holder in epoch 0")
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -181,12 +182,29 @@ func decodeManifest(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest: bitmap of %d bytes for an image of %d bytes", len(m.Bitmap), m.Size)
 	}
 	nchunks := (m.Size + m.ChunkSize - 1) / m.ChunkSize
+	stored := make(map[int64]bool, len(m.Chunks))
 	for _, c := range m.Chunks {
 		if c.Index < 0 || c.Index >= nchunks {
 			return nil, fmt.Errorf("manifest: chunk %d outside the image", c.Index)
 		}
 		if c.Slot < 0 || c.Slot >= PackChunks {
 			return nil, fmt.Errorf("manifest: chunk %d in slot %d of a pack", c.Index, c.Slot)
+		}
+		if stored[c.Index] {
+			return nil, fmt.Errorf("manifest: chunk %d named twice", c.Index)
+		}
+		stored[c.Index] = true
+	}
+	// A block in the overlay lies in a stored chunk: a commit uploads a block's chunk
+	// before the manifest that sets its bit. A bit without a chunk would read as zeroes,
+	// a view nobody wrote.
+	for i, w := range m.BitmapWords() {
+		for w != 0 {
+			b := int64(i)*64 + int64(bits.TrailingZeros64(w))
+			w &= w - 1
+			if c := b * m.BlockSize / m.ChunkSize; !stored[c] {
+				return nil, fmt.Errorf("manifest: block %d is in the overlay but its chunk %d is not stored", b, c)
+			}
 		}
 	}
 	return &m, nil
@@ -247,12 +265,16 @@ func (r *Remote) Chunk(i int64) (ChunkRef, bool) {
 	return c, ok
 }
 
-func (r *Remote) packKey(p pack) string {
-	return fmt.Sprintf("%s%08x-%08x", r.s.chunkPrefix(r.id), p.epoch, p.seq)
-}
+func (r *Remote) packKey(p pack) string { return r.s.chunkPrefix(r.id) + p.name() }
+
+// name is the last element of a pack's key.
+func (p pack) name() string { return fmt.Sprintf("%08x-%08x", p.epoch, p.seq) }
 
 func (r *Remote) chunkKey(c ChunkRef) string { return r.packKey(c.pack()) }
 
+// parsePackKey reads the name of a pack object from a listing. Garbage collection deletes
+// what it parses, so only the exact form packKey writes is a pack: any other object under
+// the prefix (an upper-case or zero-padded variant, a stray upload) is left alone.
 func parsePackKey(name string) (pack, bool) {
 	a, b, ok := strings.Cut(name, "-")
 	if !ok {
@@ -263,17 +285,28 @@ func parsePackKey(name string) (pack, bool) {
 	if e1 != nil || e2 != nil {
 		return pack{}, false
 	}
-	return pack{e, q}, true
+	p := pack{e, q}
+	if p.name() != name {
+		return pack{}, false
+	}
+	return p, true
 }
 
+// ErrShortPack says a pack object holds fewer bytes than its manifest names: packs are
+// written whole (ChunkSize bytes per chunk), so it was truncated or replaced. Reading it as
+// zeroes would show the client a view it never wrote.
+var ErrShortPack = errors.New("pack object shorter than its chunks (truncated or replaced in the store)")
+
 // ReadChunk reads a stored chunk version into p (ChunkSize bytes, or less for the last
-// chunk of the image); the part p extends past the stored object reads as zeroes.
+// chunk of the image).
 func (r *Remote) ReadChunk(ctx context.Context, c ChunkRef, p []byte) error {
 	n, err := r.s.B.ReadRange(ctx, r.chunkKey(c), p, int64(c.Slot)*ChunkSize, "")
 	if err != nil {
 		return err
 	}
-	clear(p[n:])
+	if n < len(p) {
+		return fmt.Errorf("%s: chunk %d in slot %d: %d of %d bytes: %w", r.s.where(r.chunkKey(c)), c.Index, c.Slot, n, len(p), ErrShortPack)
+	}
 	return nil
 }
 
@@ -431,16 +464,13 @@ func (s *Objects) readManifest(ctx context.Context, key string) (*Manifest, stri
 }
 
 func (s *Objects) readMeta(ctx context.Context, key string) (Meta, error) {
-	var m Meta
 	data, _, err := s.B.Get(ctx, key+"/"+MetaFile)
 	if err != nil {
-		return m, err
+		return Meta{}, err
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
+	m, err := parseMeta(data)
+	if err != nil {
 		return m, fmt.Errorf("%s: %w", s.where(key+"/"+MetaFile), err)
-	}
-	if m.Version != MetaVersion {
-		return m, fmt.Errorf("%s: version %d, this nbdroot reads version %d", s.where(key+"/"+MetaFile), m.Version, MetaVersion)
 	}
 	return m, nil
 }

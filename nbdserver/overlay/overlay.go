@@ -535,16 +535,25 @@ func (s Local) Reap(now, notBefore time.Time, grace time.Duration) ([]Meta, erro
 }
 
 func readMeta(dir string) (Meta, error) {
-	var m Meta
 	b, err := os.ReadFile(filepath.Join(dir, MetaFile))
 	if err != nil {
-		return m, err
+		return Meta{}, err
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
+	m, err := parseMeta(b)
+	if err != nil {
 		return m, fmt.Errorf("%s: %w", filepath.Join(dir, MetaFile), err)
 	}
+	return m, nil
+}
+
+// parseMeta decodes a meta.json, from a directory or an object store.
+func parseMeta(data []byte) (Meta, error) {
+	var m Meta
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, err
+	}
 	if m.Version != MetaVersion {
-		return m, fmt.Errorf("%s: version %d, this nbdroot reads version %d", filepath.Join(dir, MetaFile), m.Version, MetaVersion)
+		return m, fmt.Errorf("version %d, this nbdroot reads version %d", m.Version, MetaVersion)
 	}
 	return m, nil
 }
