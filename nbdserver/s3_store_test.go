@@ -187,20 +187,23 @@ func TestStoreCache(t *testing.T) {
 // The store goes down under a running server: cached reads go on, the rest fail with EIO
 // and a log line naming the store; writes are acknowledged while the lease lasts, FLUSH
 // waits for the store, and once the lease can no longer be renewed both fail with EIO.
-// When the store is back (nobody took over), everything works again.
+// When the store is back (nobody took over), everything works again. The store goes down
+// behind a gate (weedtest.Gate): to the server that is a store whose connections are reset
+// and refused, as when its host or process dies, without waiting for a store to restart.
 func TestStoreDown(t *testing.T) {
-	w := weedtest.Start(t) // its own: this test kills it
+	w := weedtest.Shared(t)
 	_, url := storeImage(t, w)
+	g := w.Gate(t)
 	const ttl = 3 * time.Second
 	s := startServer(t, Config{Exports: []Export{{Name: "root", Path: url, Cow: true}},
-		Store: StoreConfig{Config: w.Config(), LeaseTTL: ttl}})
+		Store: StoreConfig{Config: g.Config(), LeaseTTL: ttl}})
 	c, _ := mustGoAs(t, s.addr, "127.0.0.1", "root", "pc1", nbd.OverlayID{})
 	c.pread(0, 64<<10)
 	c.pwrite(0, []byte("before the outage"), 0)
 	flush(t, c)
 
-	c.nc.SetDeadline(time.Now().Add(3 * time.Minute)) // the store's restart takes a while
-	w.Kill()
+	c.nc.SetDeadline(time.Now().Add(3 * time.Minute))
+	g.Close()
 	if got := c.pread(0, 17); string(got) != "before the outage" {
 		t.Errorf("staged overlay block: %q", got)
 	}
@@ -225,7 +228,7 @@ func TestStoreDown(t *testing.T) {
 		t.Errorf("write after the lease lapsed: %v, want EIO", nbd.Errno(rp.Errno))
 	}
 
-	w.Restart(t)
+	g.Open(t)
 	waitFor(t, "writes acknowledged again", func() bool {
 		return c.do(nbd.CmdWrite, 0, 4096, 5, []byte("again")).Errno == 0
 	})

@@ -47,6 +47,7 @@ func storeServerArgs(t *testing.T, w *weedtest.Weed, export string) []string {
 // must see no I/O error and no checksum mismatch, and the kernel no I/O error.
 func TestStoreFailover(t *testing.T) {
 	e := needEnv(t)
+	w := weedtest.Start(t) // one store, a bucket for each case: a start takes seconds
 	for _, tc := range []struct {
 		name, opts string
 		cow        bool
@@ -56,13 +57,12 @@ func TestStoreFailover(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			storeFailover(t, e, tc.opts, tc.cow)
+			storeFailover(t, e, w, tc.opts, tc.cow)
 		})
 	}
 }
 
-func storeFailover(t *testing.T, e *vm.Env, opts string, cow bool) {
-	w := weedtest.Start(t)
+func storeFailover(t *testing.T, e *vm.Env, w *weedtest.Weed, opts string, cow bool) {
 	url := uploadRoot(t, w, e.RootImage(t, vm.RootOptions{Init: checksumLoop(12)}))
 	a := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url+opts)...)
 	b := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url+opts)...)

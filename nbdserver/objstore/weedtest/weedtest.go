@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -64,7 +65,7 @@ type Weed struct {
 	Endpoint string
 	// CredentialsFile is an AWS shared credentials file holding the keys ([default]).
 	CredentialsFile string
-	// Dir holds the store's data; it survives Kill and Restart.
+	// Dir holds the store's data.
 	Dir string
 
 	bin  string
@@ -215,6 +216,8 @@ func start(bin, dir string) (*Weed, error) {
 		args: []string{"server",
 			"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-dir=" + data,
 			"-master.port=" + p(0), "-master.port.grpc=" + p(1), "-master.telemetry=false",
+			// One master: it leads at once instead of waiting for peers to bootstrap a cluster.
+			"-master.peers=none",
 			"-master.volumeSizeLimitMB=256", "-volume.max=64",
 			"-volume.port=" + p(2), "-volume.port.grpc=" + p(3),
 			"-filer", "-filer.port=" + p(4), "-filer.port.grpc=" + p(5), "-filer.localSocket=" + filepath.Join(dir, "filer.sock"),
@@ -340,17 +343,6 @@ func (w *Weed) Kill() {
 	<-done
 }
 
-// Restart starts the store again on the same ports and data after Kill.
-func (w *Weed) Restart(t testing.TB) {
-	t.Helper()
-	if err := w.start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.waitReady(90 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // freePorts returns n distinct free TCP ports on 127.0.0.1. weed needs explicit ports (its
 // gRPC ports default to the HTTP port + 10000, which may not exist); the ports are free
 // when returned, which leaves a small window in which another process could take one.
@@ -371,4 +363,126 @@ func freePorts(n int) ([]int, error) {
 		out = append(out, l.Addr().(*net.TCPAddr).Port)
 	}
 	return out, nil
+}
+
+// Gate is a TCP relay in front of a store's S3 API that a test closes and opens again:
+// what a server sees of a store that goes down (connections reset, new ones refused) and
+// comes back, without the seconds a store takes to start again. The store behind it keeps
+// its data either way.
+type Gate struct {
+	// Endpoint is the S3 API's URL through the gate.
+	Endpoint string
+
+	w      *Weed
+	addr   string // the gate's address, kept across Close and Open
+	target string // the store's host:port
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
+}
+
+// Gate opens a gate in front of w for t, closed when t ends.
+func (w *Weed) Gate(t testing.TB) *Gate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Gate{w: w, addr: ln.Addr().String(), target: strings.TrimPrefix(w.Endpoint, "http://"), conns: map[net.Conn]bool{}}
+	g.Endpoint = "http://" + g.addr
+	g.serve(ln)
+	t.Cleanup(g.Close)
+	return g
+}
+
+// Config is how a server reaches the store through the gate.
+func (g *Gate) Config() objstore.Config {
+	c := g.w.Config()
+	c.Endpoint = g.Endpoint
+	return c
+}
+
+// Close takes the store away: the gate stops listening (new connections are refused) and
+// resets every connection through it.
+func (g *Gate) Close() {
+	g.mu.Lock()
+	if g.ln != nil {
+		g.ln.Close()
+		g.ln = nil
+	}
+	for c := range g.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // a reset, as from a host whose store process died
+		}
+		c.Close()
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
+}
+
+// Open brings the store back on the same address.
+func (g *Gate) Open(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.serve(ln)
+}
+
+func (g *Gate) serve(ln net.Listener) {
+	g.mu.Lock()
+	g.ln = ln
+	g.mu.Unlock()
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				g.relay(c)
+			}()
+		}
+	}()
+}
+
+// relay copies between a client and the store until either side closes or Close resets
+// both.
+func (g *Gate) relay(c net.Conn) {
+	s, err := net.Dial("tcp", g.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	g.mu.Lock()
+	if g.ln == nil { // closed meanwhile
+		g.mu.Unlock()
+		c.Close()
+		s.Close()
+		return
+	}
+	g.conns[c], g.conns[s] = true, true
+	g.mu.Unlock()
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		dst.Close()
+		src.Close()
+		done <- struct{}{}
+	}
+	go pipe(s, c)
+	go pipe(c, s)
+	<-done
+	<-done
+	g.mu.Lock()
+	delete(g.conns, c)
+	delete(g.conns, s)
+	g.mu.Unlock()
 }
