@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -337,5 +339,34 @@ func TestObjectIdleFlush(t *testing.T) {
 	flush(t, c)
 	if n := b.Count("put") - puts; n > 1 { // a lease renewal may fall in between
 		t.Errorf("idle FLUSHes sent %d PUTs", n)
+	}
+}
+
+// A writable export of an object makes the state directory at the start (its overlays are
+// staged there, and the control socket in it lists the store's overlays); a read-only one
+// leaves no trace.
+func TestObjectExportStateDir(t *testing.T) {
+	b := memStore(t)
+	for _, tc := range []struct {
+		name string
+		e    Export
+		want bool
+	}{
+		{"cow", Export{Name: "root", Path: testImageURL, Cow: true}, true},
+		{"read-write", Export{Name: "root", Path: testImageURL}, true},
+		{"readonly", Export{Name: "root", Path: testImageURL, ReadOnly: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state := filepath.Join(t.TempDir(), "state")
+			s, err := New(Config{Exports: []Export{tc.e}, StateDir: state,
+				Store: StoreConfig{Bucket: func(string) objstore.Bucket { return b }}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := os.Stat(state); (err == nil) != tc.want {
+				t.Errorf("state directory after New: %v, want it made: %v", err, tc.want)
+			}
+		})
 	}
 }

@@ -12,10 +12,18 @@ import (
 
 // prepareStateLocked makes the state directory and the overlay directories of the cow
 // exports in cfgs, and records the latter in the state directory for `nbdroot overlays`.
+// Writable exports of objects need the state directory too: their overlays are staged
+// there, and `nbdroot overlays` reaches their overlays in the store through the control
+// socket in it.
 func (s *Server) prepareStateLocked(cfgs []Export) error {
 	var roots []string
+	need := false
 	for i := range cfgs {
+		if objstore.IsURL(cfgs[i].Path) && !cfgs[i].ReadOnly {
+			need = true
+		}
 		if cfgs[i].Cow {
+			need = true
 			root := s.overlayRoot(&cfgs[i])
 			if objstore.IsURL(root) {
 				continue // in the store: nothing to make here
@@ -26,11 +34,14 @@ func (s *Server) prepareStateLocked(cfgs []Export) error {
 			roots = append(roots, root)
 		}
 	}
-	if len(roots) == 0 {
+	if !need {
 		return nil
 	}
 	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
 		return &ConfigError{"state directory", fmt.Errorf("%w (copy-on-write exports need one; choose it with --state-dir)", err)}
+	}
+	if len(roots) == 0 {
+		return nil
 	}
 	if err := ovstore.RecordRoots(s.stateDir, roots); err != nil {
 		return &ConfigError{"state directory", err}
