@@ -63,7 +63,7 @@ func TestStoreFailover(t *testing.T) {
 }
 
 func storeFailover(t *testing.T, e *vm.Env, w *weedtest.Weed, opts string, cow bool) {
-	url := uploadRoot(t, w, e.RootImage(t, vm.RootOptions{Init: checksumLoop(12)}))
+	url := uploadRoot(t, w, e.RootImage(t, vm.RootOptions{Init: checksumLoop(8)}))
 	a := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url+opts)...)
 	b := e.StartServer(t, 0, storeServerArgs(t, w, "root="+url+opts)...)
 	v := vm.Start(t, vm.Options{
