@@ -109,7 +109,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.S3Profile, "s3-profile", "", "`PROFILE` of ~/.aws/config and ~/.aws/credentials (default: AWS_PROFILE)")
 	fs.StringVar(&o.S3CredentialsFile, "s3-credentials", "", "shared credentials `FILE` (INI, as ~/.aws/credentials) instead of the default one")
 	fs.StringVar(&o.S3CacheSize, "s3-cache", "", "memory for the image block cache, e.g. 512M or 2G (default 512M)")
-	durationVar(fs, &o.S3LeaseTTL, "s3-lease-ttl", false, "how long a writer's lease outlives its server's last renewal: the failover wait after a server dies, and the longest store outage writes ride out (default 30s)")
+	durationVar(fs, &o.S3LeaseTTL, "s3-lease-ttl", false, "how long a writer's lease outlives its server's last renewal: the failover wait after a server dies, and the longest store outage writes ride out (default 30s; 1s to 1h)")
 	fs.BoolVar(&o.S3VirtualHost, "s3-virtual-host", false, "address buckets as BUCKET.ENDPOINT with a custom endpoint (default: ENDPOINT/BUCKET)")
 	fs.StringVar(&o.User, "user", "", "switch to this user after listening")
 	fs.StringVar(&o.Group, "group", "", "switch to this group after listening")
