@@ -6,6 +6,8 @@ import (
 	"io"
 	"log"
 	"os"
+
+	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 )
 
 // LogFlags are the log.Logger flags of the server log: a date and time on every line, as
@@ -56,6 +58,12 @@ func (p *Plan) skipBroken(strict bool) ([]error, error) {
 	var skipped []error
 	kept := p.Config.Exports[:0:0]
 	for _, e := range p.Config.Exports {
+		if objstore.IsURL(e.Path) {
+			// An object is looked at when the server opens it (New): a missing one or
+			// an unreachable store refuses the start there, naming the export.
+			kept = append(kept, e)
+			continue
+		}
 		if _, err := os.Stat(e.Path); err != nil && !(errors.Is(err, os.ErrNotExist) && e.CreateSize > 0) {
 			serr := &SkippedError{e.Name, fmt.Errorf("image: %w", err)}
 			if strict {
