@@ -10,7 +10,10 @@
 # weed: SeaweedFS (Apache-2.0), the S3-compatible store the object-store tests start, built
 # from the Go module proxy into $NBDROOT_CACHE/bin/weed-VERSION (never into the tree).
 # `go install` of it fails (its go.mod has replace directives), so the module is
-# downloaded and built in a writable copy: some 6 CPU-minutes, once per version.
+# downloaded and built in a writable copy: about 7 CPU-minutes (406 s measured with an
+# empty build cache) and 2.2 GiB of memory, once per version; the binary is 157 MiB.
+# SeaweedFS has no Debian package, and its release binaries would be a download from
+# outside the package registries.
 set -euo pipefail
 
 cache=${NBDROOT_CACHE:-$HOME/.cache/nbdroot}
