@@ -43,12 +43,12 @@ import (
 // run in the bench process, beside the in-process server, on the same two CPUs as the
 // store.
 
-// stormTrace is the boot trace the storm replays.
-const stormTrace = "/work/shared/data/debian12-systemd-boot.trace"
+// storeTrace is the boot trace the storm replays.
+const storeTrace = "/work/shared/data/debian12-systemd-boot.trace"
 
 const (
-	stormClients = 50
-	stormStagger = 100 * time.Millisecond
+	storeClients = 50
+	storeStagger = 100 * time.Millisecond
 )
 
 func benchStore(ctx context.Context, e *env) (table string, err error) {
@@ -125,7 +125,7 @@ func benchStore(ctx context.Context, e *env) (table string, err error) {
 		}
 	}
 
-	trace, err := loadTrace(stormTrace)
+	trace, err := loadTrace(storeTrace)
 	if err != nil {
 		return "", err
 	}
@@ -152,7 +152,7 @@ func benchStore(ctx context.Context, e *env) (table string, err error) {
 				cfg.Exports = []nbdserver.Export{{Name: "root", Path: url, Cow: true, CowDir: fmt.Sprintf("s3://bench/bench-overlays/storm-%d", round)}}
 				cfg.Store = nbdserver.StoreConfig{Config: w.Config()}
 			}
-			res, err := storm(ctx, cfg, trace, size)
+			res, err := storeStorm(ctx, cfg, trace, size)
 			if err != nil {
 				return "", fmt.Errorf("storm on the %s: %w", where, err)
 			}
@@ -181,7 +181,7 @@ func benchStore(ctx context.Context, e *env) (table string, err error) {
 	}
 	fmt.Fprintf(&b, "\nStorm: %d clients replaying a Debian 12 systemd boot (%d reads, %d writes, a FLUSH at the end; original timing, "+
 		"clients starting %v apart), each on its own cow overlay, one in-process server; latency from request to reply as the client sees it:\n\n",
-		stormClients, trace.reads, trace.writes, stormStagger)
+		storeClients, trace.reads, trace.writes, storeStagger)
 	fmt.Fprintf(&b, "| image | read p50 | read p99 | read max | write p99 | FLUSH p99 | errors | block cache hit rate | GETs | fetched | load avg after |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range storms {
 		hit, gets, fetched := "", "", ""
@@ -308,8 +308,8 @@ func pct(x []time.Duration, p int) time.Duration {
 	return s[min(max(i-1, 0), len(s)-1)]
 }
 
-// storm serves cfg in-process and replays the trace from stormClients clients.
-func storm(ctx context.Context, cfg nbdserver.Config, tr *trace, size int64) (stormResult, error) {
+// storeStorm serves cfg in-process and replays the trace from storeClients clients.
+func storeStorm(ctx context.Context, cfg nbdserver.Config, tr *trace, size int64) (stormResult, error) {
 	srv, err := nbdserver.New(cfg)
 	if err != nil {
 		return stormResult{}, err
@@ -332,12 +332,12 @@ func storm(ctx context.Context, cfg nbdserver.Config, tr *trace, size int64) (st
 		wg  sync.WaitGroup
 	)
 	start := time.Now()
-	for i := range stormClients {
+	for i := range storeClients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			select {
-			case <-time.After(time.Duration(i) * stormStagger):
+			case <-time.After(time.Duration(i) * storeStagger):
 			case <-ctx.Done():
 				return
 			}
