@@ -44,6 +44,11 @@ func retryGo(t *testing.T, limit time.Duration, try func() (*testClient, error))
 		if err == nil || time.Now().After(deadline) {
 			return c, err
 		}
+		if c != nil {
+			// A refused connection still takes one of the client's connection slots
+			// (DefaultMaxClientConnections) until it is closed.
+			c.nc.Close()
+		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -167,6 +167,7 @@ func TestObjectCowFailover(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("B never took over: %v", err)
 		}
+		cb.nc.Close() // a refused connection still holds one of pc1's connection slots
 		time.Sleep(100 * time.Millisecond)
 	}
 	if d := cb.pread(8192, 12); string(d) != "flushed on A" {
@@ -242,8 +243,12 @@ func TestObjectWritesOneWriter(t *testing.T) {
 	var w2 *testClient
 	waitFor(t, "B to accept the writer", func() bool {
 		c, _, err := goFrom(t, bsrv.addr, "127.0.0.2", "root")
+		if err != nil {
+			c.nc.Close() // refused: give its connection slot back
+			return false
+		}
 		w2 = c
-		return err == nil
+		return true
 	})
 	if d := w2.pread(4096, 13); string(d) != "written via A" {
 		t.Errorf("B reads %q", d)
