@@ -53,6 +53,27 @@ func (r *optionReader) refuse(code int, name, format string, args ...any) {
 	r.refused = append(r.refused, Refusal{Option: code, Name: name, Reason: fmt.Sprintf(format, args...)})
 }
 
+// searchList reads a domain search list option (DHCPv4 119, RFC 3397; DHCPv6 24, RFC 3646:
+// both RFC 1035 labels with compression): its valid names, each bad one refused by name.
+func (r *optionReader) searchList(code int, b []byte) []string {
+	labels, err := rfc1035label.FromBytes(b)
+	if err != nil {
+		r.refuse(code, "domain search list", "not a list of domain names (%v)", err)
+		return nil
+	}
+	var out []string
+	for _, d := range labels.Labels {
+		switch d = strings.TrimSuffix(d, "."); {
+		case d == "":
+		case validDomain(d):
+			out = append(out, d)
+		default:
+			r.refuse(code, "domain search list", "%q is not a valid domain name", d)
+		}
+	}
+	return out
+}
+
 // raw returns the option's bytes, nil when absent.
 func (r *optionReader) raw(code int) []byte { return r.o.Get(dhcpv4.GenericOptionCode(code)) }
 
@@ -237,20 +258,7 @@ func leaseFrom(ack *dhcpv4.DHCPv4) *Lease {
 		l.Gateway = gws[0]
 	}
 	if b := r.raw(optDomainSearch); b != nil {
-		labels, err := rfc1035label.FromBytes(b)
-		if err != nil {
-			r.refuse(optDomainSearch, "domain search list", "not a list of domain names (%v)", err)
-		} else {
-			for _, d := range labels.Labels {
-				switch d = strings.TrimSuffix(d, "."); {
-				case d == "":
-				case validDomain(d):
-					l.Search = append(l.Search, d)
-				default:
-					r.refuse(optDomainSearch, "domain search list", "%q is not a valid domain name", d)
-				}
-			}
-		}
+		l.Search = append(l.Search, r.searchList(optDomainSearch, b)...)
 	}
 	if l.NextServer != nil && l.NextServer.IsUnspecified() {
 		l.NextServer = nil

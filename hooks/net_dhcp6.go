@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
-	"github.com/insomniacslk/dhcp/rfc1035label"
 	"github.com/mdlayher/ndp"
 )
 
@@ -37,20 +36,7 @@ func config6(reply *dhcpv6.Message, l *Lease) {
 		}
 	}
 	if raw := raw6(reply, opt6Search); raw != nil {
-		labels, err := rfc1035label.FromBytes(raw)
-		if err != nil {
-			r.refuse(opt6Search, "domain search list", "not a list of domain names (%v)", err)
-		} else {
-			for _, d := range labels.Labels {
-				switch d = strings.TrimSuffix(d, "."); {
-				case d == "":
-				case validDomain(d):
-					l.Search = append(l.Search, d)
-				default:
-					r.refuse(opt6Search, "domain search list", "%q is not a valid domain name", d)
-				}
-			}
-		}
+		l.Search = append(l.Search, r.searchList(opt6Search, raw)...)
 	}
 	if raw := raw6(reply, opt6BootFileURL); raw != nil {
 		// RFC 5970 section 3.1: a URL, not NUL-terminated; padding is dropped, a NUL
