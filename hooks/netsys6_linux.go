@@ -83,6 +83,24 @@ func listenRA(ifc *net.Interface) (*ndp.Conn, error) {
 	return c, nil
 }
 
+// pollRA is one step of waiting for a router advertisement on c: while none came (ra is
+// nil), a router solicitation every rtrSolicitationInterval (tracked in *solicited); then up
+// to 100 ms for an advertisement on ifc. It returns the newest advertisement seen.
+func pollRA(c *ndp.Conn, ifc *net.Interface, ra *ndp.RouterAdvertisement, solicited *time.Time) *ndp.RouterAdvertisement {
+	if ra == nil && time.Since(*solicited) >= rtrSolicitationInterval {
+		*solicited = time.Now()
+		c.WriteTo(&ndp.RouterSolicitation{}, nil, netip.IPv6LinkLocalAllRouters())
+	}
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	msg, cm, _, err := c.ReadFrom()
+	if err == nil {
+		if adv, ok := msg.(*ndp.RouterAdvertisement); ok && (cm == nil || cm.IfIndex == ifc.Index) {
+			return adv
+		}
+	}
+	return ra
+}
+
 // waitRouterRoutes waits for a router advertisement on c, soliciting one while none came,
 // and then until the kernel has the routes it gives.
 func waitRouterRoutes(ctx context.Context, c *ndp.Conn, ifc *net.Interface) error {
@@ -102,17 +120,7 @@ func waitRouterRoutes(ctx context.Context, c *ndp.Conn, ifc *net.Interface) erro
 			return fmt.Errorf("the kernel did not take the routes of the router advertisement on %s (%s; is net.ipv6.conf.%s.accept_ra on?): %w",
 				ifc.Name, describeRA(ra), ifc.Name, err)
 		}
-		if ra == nil && time.Since(solicited) >= rtrSolicitationInterval {
-			solicited = time.Now()
-			c.WriteTo(&ndp.RouterSolicitation{}, nil, netip.IPv6LinkLocalAllRouters())
-		}
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		msg, cm, _, err := c.ReadFrom()
-		if err == nil {
-			if adv, ok := msg.(*ndp.RouterAdvertisement); ok && (cm == nil || cm.IfIndex == ifc.Index) {
-				ra = adv
-			}
-		}
+		ra = pollRA(c, ifc, ra, &solicited)
 	}
 }
 
@@ -224,17 +232,7 @@ func (n linuxNet) Autoconf6(ctx context.Context, name string, req DHCPRequest) (
 			}
 			return nil, fmt.Errorf("no address from the router's prefixes (%s): %w", describeRA(ra), err)
 		}
-		if ra == nil && time.Since(solicited) >= rtrSolicitationInterval {
-			solicited = time.Now()
-			c.WriteTo(&ndp.RouterSolicitation{}, nil, netip.IPv6LinkLocalAllRouters())
-		}
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		msg, cm, _, err := c.ReadFrom()
-		if err == nil {
-			if adv, ok := msg.(*ndp.RouterAdvertisement); ok && (cm == nil || cm.IfIndex == ifc.Index) {
-				ra = adv
-			}
-		}
+		ra = pollRA(c, ifc, ra, &solicited)
 		if ra == nil {
 			continue
 		}
