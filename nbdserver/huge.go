@@ -21,17 +21,7 @@ const hugeChunk = 4 << 20
 // writeHuge stores a WRITE longer than nbd.MaxPayload, reading its payload chunk by chunk.
 // Once a chunk fails, the rest of the payload is read and dropped and the error is replied.
 func (t *tx) writeHuge(r nbd.Request) error {
-	var errno uint32
-	var msg string
-	switch {
-	case r.Flags&^nbd.CmdFlagFUA != 0:
-		errno, msg = nbd.EINVAL, "unsupported flags for WRITE"
-	case t.readOnly:
-		errno, msg = nbd.EPERM, "export is read-only"
-	case !t.inBounds(r):
-		errno, msg = nbd.ENOSPC, "WRITE beyond the end of the export"
-	}
-	if errno != 0 {
+	if errno, msg := t.checkWrite(r); errno != 0 {
 		if err := t.skip(int(r.Length)); err != nil {
 			return err
 		}

@@ -435,23 +435,27 @@ func (t *tx) appendBig(b []byte, rel releaser) {
 	t.rel = append(t.rel, rel)
 }
 
+// checkWrite is why a WRITE is refused before its payload is read (0 when it is not):
+// flags it may not carry, a read-only export, a range past the end.
+func (t *tx) checkWrite(r nbd.Request) (errno uint32, msg string) {
+	switch {
+	case r.Flags&^nbd.CmdFlagFUA != 0:
+		return nbd.EINVAL, "unsupported flags for WRITE"
+	case t.readOnly:
+		return nbd.EPERM, "export is read-only"
+	case !t.inBounds(r):
+		return nbd.ENOSPC, "WRITE beyond the end of the export"
+	}
+	return 0, ""
+}
+
 func (t *tx) write(r nbd.Request) error {
 	t.stats.writes++
 	if r.Length > nbd.MaxPayload {
 		return t.writeHuge(r)
 	}
 	n := int(r.Length)
-	var errno uint32
-	var msg string
-	switch {
-	case r.Flags&^nbd.CmdFlagFUA != 0:
-		errno, msg = nbd.EINVAL, "unsupported flags for WRITE"
-	case t.readOnly:
-		errno, msg = nbd.EPERM, "export is read-only"
-	case !t.inBounds(r):
-		errno, msg = nbd.ENOSPC, "WRITE beyond the end of the export"
-	}
-	if errno != 0 {
+	if errno, msg := t.checkWrite(r); errno != 0 {
 		if err := t.skip(n); err != nil {
 			return err
 		}
