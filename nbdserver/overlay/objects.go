@@ -486,16 +486,8 @@ func storeErr(err error) error {
 
 // Create makes a new, empty overlay for m and returns it held.
 func (s *Objects) Create(m Meta, _ func(dir string) error) (*Overlay, error) {
-	if m.ID.IsZero() {
-		id, err := NewID()
-		if err != nil {
-			return nil, err
-		}
-		m.ID = id
-	}
-	m.Version = MetaVersion
-	if m.Created.IsZero() {
-		m.Created = time.Now().UTC().Round(time.Millisecond)
+	if err := m.complete(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := ctxStore()
 	defer cancel()

@@ -223,22 +223,31 @@ func (o *Overlay) Close() error {
 	return err
 }
 
-// Create makes a new overlay for m (m.ID is chosen when zero) and returns it open. populate
-// creates the data and bitmap files in the directory it is given; the overlay appears under
-// its ID only once populate succeeded and everything (meta.json, populate's files, the
-// directories) is on stable storage, so a crash never leaves a half-made overlay behind
-// under a name a client could resume.
-func (s Local) Create(m Meta, populate func(dir string) error) (*Overlay, error) {
+// complete fills what a new overlay's Meta leaves zero: a fresh ID, the creation time; and
+// sets the current format version.
+func (m *Meta) complete() error {
 	if m.ID.IsZero() {
 		id, err := NewID()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m.ID = id
 	}
 	m.Version = MetaVersion
 	if m.Created.IsZero() {
 		m.Created = time.Now().UTC().Round(time.Millisecond)
+	}
+	return nil
+}
+
+// Create makes a new overlay for m (m.ID is chosen when zero) and returns it open. populate
+// creates the data and bitmap files in the directory it is given; the overlay appears under
+// its ID only once populate succeeded and everything (meta.json, populate's files, the
+// directories) is on stable storage, so a crash never leaves a half-made overlay behind
+// under a name a client could resume.
+func (s Local) Create(m Meta, populate func(dir string) error) (*Overlay, error) {
+	if err := m.complete(); err != nil {
+		return nil, err
 	}
 	parent := s.ClientDir(m.Export, m.Client)
 	tmp := filepath.Join(parent, newPrefix+m.ID.String())
