@@ -285,6 +285,20 @@ func KeeperMain() int {
 	return 0
 }
 
+// openKernelEvents opens the nbd netlink family and a listener for its link notices.
+func openKernelEvents() (*Kernel, *LinkEvents, error) {
+	k, err := OpenKernel()
+	if err != nil {
+		return nil, nil, err
+	}
+	ev, err := OpenLinkEvents()
+	if err != nil {
+		k.Close()
+		return nil, nil, err
+	}
+	return k, ev, nil
+}
+
 // keeperKernel is the kernel side of a keeper and the device's index: the netlink family
 // and its link notices; or, when the keeper attaches the device itself (Legacy through the
 // ioctl interface, Netlink for relayed TLS connections), that device, with the sockets it
@@ -292,13 +306,8 @@ func KeeperMain() int {
 func keeperKernel(spec KeeperSpec, log *kmsgLog, relays *Relays) (DeviceKernel, LinkSource, int, error) {
 	t := spec.Target
 	if spec.Legacy == nil && spec.Netlink == nil {
-		k, err := OpenKernel()
+		k, ev, err := openKernelEvents()
 		if err != nil {
-			return nil, nil, 0, err
-		}
-		ev, err := OpenLinkEvents()
-		if err != nil {
-			k.Close()
 			return nil, nil, 0, err
 		}
 		return k, ev, t.Index, nil
@@ -323,14 +332,9 @@ func keeperKernel(spec KeeperSpec, log *kmsgLog, relays *Relays) (DeviceKernel, 
 		}
 		return sess, sess, t.Index, nil
 	}
-	k, err := OpenKernel()
-	if err != nil {
-		return nil, nil, 0, err
-	}
 	// Listening before the connect: a connection that dies at once is not missed.
-	ev, err := OpenLinkEvents()
+	k, ev, err := openKernelEvents()
 	if err != nil {
-		k.Close()
 		return nil, nil, 0, err
 	}
 	idx, err := k.Connect(*spec.Netlink, files)
