@@ -194,7 +194,9 @@ func TestSpliceToFile(t *testing.T) {
 			if (werr != nil) != tt.wantWErr {
 				t.Fatalf("write error = %v, want one: %v", werr, tt.wantWErr)
 			}
-			if waits == 0 {
+			// A file that takes no writes ends the call at its first failed write, which
+			// may come before any wait: the first piece can be in the socket already.
+			if waits == 0 && !tt.wantWErr {
 				t.Error("onWait never called, though the client was slow")
 			}
 			if tt.wantWErr {
