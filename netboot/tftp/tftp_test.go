@@ -302,6 +302,12 @@ func TestBlockWrap(t *testing.T) {
 			expect = 1
 			continue
 		}
+		if op == opDATA && blk == expect-1 && len(got) > 0 {
+			// The server's retransmission of the block acknowledged last (our ACK was
+			// late on a loaded machine): a client ignores it without answering, as RFC
+			// 1350's fix of the Sorcerer's Apprentice bug asks.
+			continue
+		}
 		if op != opDATA || blk != expect {
 			t.Fatalf("got op %d block %d, want DATA %d", op, blk, expect)
 		}
