@@ -24,7 +24,7 @@ func HandoffFile(iface string) string { return "/run/nbdroot/net-" + iface + ".h
 //   - systemd-networkd: its lease file /run/systemd/netif/leases/IFINDEX, written when it
 //     holds a DHCPv4 lease for the link;
 //   - NetworkManager: its lease file NAME-UUID-IFACE.lease (internal client or dhclient) in
-//     /run/NetworkManager, or one in /var/lib/NetworkManager written during this boot — new
+//     /run/NetworkManager (not the one the init seeds, NMSeedLeaseHeader), or one in /var/lib/NetworkManager written during this boot — new
 //     or changed since the Renewer first saw the booted root (the root's image may carry
 //     stale ones);
 //   - ifupdown and other DHCP clients: the pid file of a running dhclient (ifupdown's
@@ -51,6 +51,12 @@ type stamp struct {
 	mod  time.Time
 	size int64
 }
+
+// NMSeedLeaseHeader starts the NetworkManager lease file the init writes in
+// /run/NetworkManager (hooks, nmFiles) so that NetworkManager asks for the root's address
+// again. Managers does not take such a file for NetworkManager's own lease: NetworkManager
+// rewrites the file without this line once the server has acknowledged its request.
+const NMSeedLeaseHeader = "# written by nbdroot-init: the initramfs's lease, not yet renewed by NetworkManager\n"
 
 // nmStateDir is NetworkManager's persistent state directory (NMSTATEDIR); nmRunDir its
 // runtime directory (NMRUNDIR), which it prefers for lease files when one exists there.
@@ -86,8 +92,10 @@ func (m *Managers) Detect() (Owner, bool) {
 	if f := "run/systemd/netif/leases/" + strconv.Itoa(index); exists(root, f) {
 		return Owner{Manager: "systemd-networkd", Evidence: "/" + f, Address: envAddress(root, f)}, true
 	}
-	if files := nmLeaseFiles(root, nmRunDir, name); len(files) > 0 {
-		return Owner{Manager: "NetworkManager", Evidence: "/" + files[0], Address: leaseAddress(root, files[0])}, true
+	for _, p := range nmLeaseFiles(root, nmRunDir, name) {
+		if b, err := fs.ReadFile(root, p); err == nil && !bytes.HasPrefix(b, []byte(NMSeedLeaseHeader)) {
+			return Owner{Manager: "NetworkManager", Evidence: "/" + p, Address: leaseAddress(root, p)}, true
+		}
 	}
 	for _, p := range nmLeaseFiles(root, nmStateDir, name) {
 		if st, ok := stampOf(root, p); ok && st != m.baseline[p] {
