@@ -61,6 +61,7 @@ type fakeFiles struct {
 	mu       sync.Mutex
 	calls    []string
 	files    map[string]string
+	perms    map[string]os.FileMode
 	mounts   []fakeMount
 	mountErr func(source, target, fstype string) error
 }
@@ -104,8 +105,10 @@ func (f *fakeFiles) WriteFile(path string, data []byte, perm os.FileMode) error 
 	defer f.mu.Unlock()
 	if f.files == nil {
 		f.files = map[string]string{}
+		f.perms = map[string]os.FileMode{}
 	}
 	f.files[path] = string(data)
+	f.perms[path] = perm
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -801,7 +803,8 @@ func primaryLink(p *bootparam.Plan, links []*link) *link {
 
 // writeNetFiles records the configuration: /etc/resolv.conf for the initramfs itself (the
 // nbd hook's resolver reads it), a copy in /run/nbdroot/resolv.conf for the root, and per
-// interface /run/net-IFACE.conf (klibc form) and /run/nbdroot/net-IFACE.env (ours).
+// interface /run/net-IFACE.conf (klibc form), /run/nbdroot/net-IFACE.env (ours) and, for a
+// DHCPv4 interface, NetworkManager's runtime files (nmFiles).
 func writeNetFiles(s *State, links []*link, primary *link) error {
 	var errs []error
 	write := func(path, content string) {
@@ -824,6 +827,18 @@ func writeNetFiles(s *State, links []*link, primary *link) error {
 			write("/run/net-"+l.nc.Interface+".conf", klibcConf(l))
 		}
 		write("/run/nbdroot/net-"+l.nc.Interface+".env", envConf(l, l == primary))
+		for _, f := range nmFiles(l) {
+			if err := s.Sys.Files.MkdirAll(path.Dir(f.path), 0o755); err != nil {
+				errs = append(errs, err)
+			}
+			perm := os.FileMode(0o644)
+			if f.private {
+				perm = 0o600
+			}
+			if err := s.Sys.Files.WriteFile(f.path, []byte(f.content), perm); err != nil {
+				errs = append(errs, fmt.Errorf("write %s: %w", f.path, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

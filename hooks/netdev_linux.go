@@ -53,7 +53,7 @@ func (linuxNet) CreateLink(d Netdev) (NIC, error) {
 	if err != nil {
 		return NIC{}, fmt.Errorf("find %s: %w", d.Name, err)
 	}
-	return NIC{Name: d.Name, MAC: l.Attrs().HardwareAddr.String()}, nil
+	return NIC{Name: d.Name, MAC: l.Attrs().HardwareAddr.String(), Index: l.Attrs().Index}, nil
 }
 
 // addLink adds l; with takeOver, an existing link of the same kind without ports is used

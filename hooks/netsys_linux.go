@@ -37,7 +37,7 @@ func (n linuxNet) NICs() ([]NIC, error) {
 		if a.EncapType != "ether" || len(a.HardwareAddr) != 6 || (l.Type() != "device" && !(n.veths && l.Type() == "veth")) {
 			continue
 		}
-		nics = append(nics, NIC{Name: a.Name, MAC: a.HardwareAddr.String(), Carrier: a.RawFlags&unix.IFF_LOWER_UP != 0})
+		nics = append(nics, NIC{Name: a.Name, MAC: a.HardwareAddr.String(), Carrier: a.RawFlags&unix.IFF_LOWER_UP != 0, Index: a.Index})
 	}
 	return nics, nil
 }

@@ -130,6 +130,9 @@ type NIC struct {
 	Name    string
 	MAC     string // lower case, colon separated
 	Carrier bool
+	// Index is the kernel's interface index (0 when unknown): NetworkManager's runtime
+	// state names a device by it (nmFiles).
+	Index int
 }
 
 // DHCPRequest is what the net hook asks of a DHCP server.
