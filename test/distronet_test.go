@@ -39,17 +39,30 @@ MACAddress=` + macA + `
 Name=eth0
 `
 
+// addrWatch records the IPv4 address changes of the root from before any network manager
+// starts, in /run/addrwatch.log.
+const addrWatch = `[Unit]
+Description=Record IPv4 address changes (nbdroot test)
+DefaultDependencies=no
+Before=NetworkManager.service systemd-networkd.service network-pre.target
+
+[Service]
+ExecStart=/bin/sh -c 'exec ip -4 monitor address >/run/addrwatch.log 2>&1'
+`
+
 // TestDistroLeaseHandoff boots Debian 12 roots with each network manager over a lab network
 // with 30-second leases until the lease is renewed after the manager started: the address
 // and the read-write root stay, the lease is renewed all along, and by whom docs/network.md
-// says — the keeper until systemd-networkd holds its own lease, then networkd; with
-// ifupdown, which is not told about the boot NIC (the configuration for a root on the
-// network), the keeper for good. Each root powers off cleanly: nothing takes the link down
-// under the root at shutdown. (NetworkManager 1.42 of Debian 12 leaves the externally
-// configured NIC alone and never leases: docs/network.md says so, and the keeper renews.)
+// says — the keeper until systemd-networkd or NetworkManager holds its own lease, then the
+// manager; with ifupdown, which is not told about the boot NIC (the configuration for a root
+// on the network), the keeper for good. Each root powers off cleanly: nothing takes the link
+// down under the root at shutdown. NetworkManager (1.42) is given nothing: it assumes the
+// connection the init describes in /run/NetworkManager, asks for the same address, and its
+// journal, its device list and a record of every address change show it.
 //
-// A boot costs minutes of CI: `make test-distro` runs systemd-networkd's (Debian's default
-// for a minimal root); NBDROOT_DISTRO_HANDOFF=all runs ifupdown's too.
+// A boot costs minutes of CI: `make test-distro` runs the hand-offs to systemd-networkd
+// (Debian's default for a minimal root) and NetworkManager; NBDROOT_DISTRO_HANDOFF=all runs
+// ifupdown's too.
 func TestDistroLeaseHandoff(t *testing.T) {
 	e := needDistro(t)
 	const suite = "bookworm"
@@ -60,6 +73,14 @@ func TestDistroLeaseHandoff(t *testing.T) {
 		// handover is the manager the keeper hands the lease to; "" for none.
 		handover string
 		evidence string // a regexp of the hand-off's evidence
+		// show is a shell command whose output the root must match with want and must not
+		// match with forbid (regexps).
+		show         string
+		want, forbid []string
+		// rebooting: once the init has its lease, every request asks for its address again
+		// (RFC 2131 section 3.2 INIT-REBOOT, or a renewal) with the init's vendor class:
+		// nothing discovers another.
+		rebooting bool
 	}{
 		{name: "systemd-networkd", handover: "systemd-networkd", evidence: `/run/systemd/netif/leases/\d+`,
 			files: map[string]string{
@@ -68,6 +89,21 @@ func TestDistroLeaseHandoff(t *testing.T) {
 				// Enabled the way `systemctl enable` would, without a symlink in the image.
 				"etc/systemd/system/multi-user.target.d/networkd.conf": "[Unit]\nWants=systemd-networkd.service\n",
 			}},
+		// Nothing configured: the init's runtime files make NetworkManager assume the boot
+		// NIC's connection (docs/network.md). addrwatch records every address change from
+		// before NetworkManager starts: the root's address is never deleted.
+		{name: "NetworkManager", packages: []string{"network-manager"}, handover: "NetworkManager",
+			evidence: `/run/NetworkManager/internal-[0-9a-f-]{36}-eth0\.lease`,
+			files: map[string]string{
+				"etc/systemd/network/10-boot.link":                      networkdLink,
+				"etc/systemd/system/addrwatch.service":                  addrWatch,
+				"etc/systemd/system/multi-user.target.d/addrwatch.conf": "[Unit]\nWants=addrwatch.service\n",
+			},
+			show: "journalctl -b -u NetworkManager --no-pager | grep -E 'assume|dhcp4 \\(eth0\\)'; nmcli --colors no -t -f DEVICE,STATE,CONNECTION device; cat /run/addrwatch.log",
+			want: []string{`assume: will attempt to assume matching connection 'nbdroot-eth0' \([0-9a-f-]+\) \(indicated\)`,
+				`eth0:connected:nbdroot-eth0`, `dhcp4 \(eth0\): state changed new lease, address=10\.77\.0\.100`},
+			forbid:    []string{`(?m)^Deleted.*10\.77\.0\.100`},
+			rebooting: true},
 		// No stanza for the boot NIC: "iface eth0 inet manual" is not enough, its ifdown
 		// at shutdown sets the link down under the root and the poweroff hangs.
 		{name: "ifupdown", packages: []string{"ifupdown", "isc-dhcp-client"},
@@ -78,8 +114,8 @@ func TestDistroLeaseHandoff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.handover != "systemd-networkd" && os.Getenv("NBDROOT_DISTRO_HANDOFF") != "all" {
-				t.Skip("ifupdown's hand-off runs with NBDROOT_DISTRO_HANDOFF=all")
+			if tt.handover == "" && os.Getenv("NBDROOT_DISTRO_HANDOFF") != "all" {
+				t.Skip(tt.name + "'s hand-off runs with NBDROOT_DISTRO_HANDOFF=all")
 			}
 			t.Parallel()
 			netlab.Need(t)
@@ -101,6 +137,7 @@ func TestDistroLeaseHandoff(t *testing.T) {
 				MemoryMB: 1024, Timeout: distroTimeout + 5*time.Minute,
 			})
 			v.Expect(`keeper: renews the DHCP lease of eth0 \(10\.77\.0\.100/24, 30s\)`, bootTimeout)
+			leased := time.Now()
 			v.Expect(vm.DebianShellPrompt, distroTimeout)
 			var handed time.Time
 			if tt.handover != "" {
@@ -138,6 +175,27 @@ func TestDistroLeaseHandoff(t *testing.T) {
 				t.Errorf("the keeper stopped renewing without a manager to hand over to:\n%s", out)
 			}
 			t.Logf("hand-off at %v; the keeper's DHCP log:\n%s", handed.Format(time.TimeOnly), out)
+			if tt.rebooting {
+				for _, r := range dhcp.Requests() {
+					if r.At.After(leased) && (r.Type != dhcpv4.MessageTypeRequest || !(r.RequestedIP.Equal(net.IPv4(10, 77, 0, 100)) || r.ClientIP.Equal(net.IPv4(10, 77, 0, 100))) || r.Class != "nbdroot") {
+						t.Errorf("after the init's lease, %v; the server saw %v", r, dhcp.Requests())
+					}
+				}
+			}
+			if tt.show != "" {
+				out := shell(t, v, tt.show, time.Minute)
+				for _, want := range tt.want {
+					if !regexp.MustCompile(want).MatchString(out) {
+						t.Errorf("%s does not show %q:\n%s", tt.show, want, out)
+					}
+				}
+				for _, bad := range tt.forbid {
+					if regexp.MustCompile(bad).MatchString(out) {
+						t.Errorf("%s shows %q:\n%s", tt.show, bad, out)
+					}
+				}
+				t.Logf("%s:\n%s", tt.show, out)
+			}
 			v.Send("poweroff\n")
 			if err := v.Wait(2 * time.Minute); err != nil {
 				t.Errorf("guest did not power off: %v", err)
