@@ -37,7 +37,9 @@ const (
 // The configuration is left in place for the real root (the seed's NETWORK_PERSIST):
 // nothing is ever flushed or set down, and every interface's configuration is written to
 // /run/net-IFACE.conf (klibc ipconfig's form, read by Debian's initramfs-tools and ifupdown)
-// and /run/nbdroot/net-IFACE.env, which switch_root carries into the root with /run.
+// and /run/nbdroot/net-IFACE.env, which switch_root carries into the root with /run; a DHCPv4
+// interface gets NetworkManager's runtime files too, so that a root's NetworkManager takes
+// its lease over (nmFiles).
 type Net struct {
 	// WaitNIC bounds the wait for a NIC to appear; default DefaultWaitNIC.
 	WaitNIC time.Duration
