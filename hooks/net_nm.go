@@ -48,6 +48,7 @@ func nmFiles(l *link) []nmFile {
 	}
 	iface := l.nc.Interface
 	uuid := nmUUID(iface, l.nc.MAC)
+	name := keyfileValue(iface) // a Linux interface name may hold a backslash
 	var profile strings.Builder
 	fmt.Fprintf(&profile, `# written by nbdroot-init: %s carries the root; NetworkManager assumes it (devices/%d) and renews its DHCPv4 lease
 [connection]
@@ -61,9 +62,9 @@ method=auto
 dhcp-client-id=mac
 dhcp-timeout=2147483647
 dhcp-vendor-class-identifier=%s
-`, iface, l.nic.Index, iface, uuid, iface, VendorClass)
+`, name, l.nic.Index, name, uuid, name, VendorClass)
 	if h := l.lease.SentHostname; h != "" {
-		fmt.Fprintf(&profile, "dhcp-hostname=%s\n", h)
+		fmt.Fprintf(&profile, "dhcp-hostname=%s\n", keyfileValue(h))
 	}
 	// IPv6 stays as the kernel (or the init's ip=…6) has it.
 	profile.WriteString("\n[ipv6]\nmethod=ignore\n")
@@ -84,4 +85,27 @@ func nmUUID(iface, mac string) string {
 	u[6] = u[6]&0x0f | 0x50 // version 5
 	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// keyfileValue escapes a string for a GLib key file value (g_key_file_parse_value_as_string
+// reads \\, \n, \t, \r and a leading \s back): NetworkManager's keyfiles are GLib key files.
+func keyfileValue(v string) string {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c == '\r':
+			b.WriteString(`\r`)
+		case c == ' ' && i == 0:
+			b.WriteString(`\s`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }

@@ -106,3 +106,21 @@ func TestNetWritesNetworkManagerFiles(t *testing.T) {
 		t.Errorf("NetworkManager files and modes (-want +got):\n%s", diff)
 	}
 }
+
+// TestKeyfileValue: what GLib's key file parser reads back as escapes is escaped.
+func TestKeyfileValue(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"plain", "eth0", "eth0"},
+		{"backslash", `eth\0`, `eth\\0`},
+		{"control characters", "a\nb\tc\rd", `a\nb\tc\rd`},
+		{"leading space", " x y", `\sx y`},
+		{"not UTF-8", "\xff", "\xff"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := keyfileValue(tt.in); got != tt.want {
+				t.Errorf("keyfileValue(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
