@@ -478,12 +478,13 @@ func (k *Keeper) repair(ctx context.Context, why string) error {
 func (k *Keeper) fail(oe *OverlayError) {
 	t := k.Target
 	k.failed = true
+	// The state first: whoever reads the log line finds the state saying it too.
+	k.setState(func(st *KeeperState) { st.State, st.Since, st.LastError = "failed", time.Now(), oe.Error() })
 	k.logf(LevelErr, "%s: no server serves client %s the disk this device was attached with (%s) any more (last: %s): failing I/O on /dev/%s with EIO rather than attaching another view; what was written to it since it was attached is lost to this machine: reboot it",
 		k.dev(), clientName(t.Identity), overlayPhrase(t.Overlay), BackendID(oe.Server, t.Export), k.dev())
 	if err := k.Kernel.Disconnect(t.Index); err != nil && !errors.Is(err, ErrNotConfigured) {
 		k.logf(LevelErr, "%s: %v: I/O fails only once the dead-connection timeout (%s) expires", k.dev(), err, t.DeadConnTimeout)
 	}
-	k.setState(func(st *KeeperState) { st.State, st.Since, st.LastError = "failed", time.Now(), oe.Error() })
 }
 
 // reconnect negotiates fresh connections with addr, as an attach does, and hands them to
