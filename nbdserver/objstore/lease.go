@@ -353,12 +353,17 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	l.released = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	// The record and its ETag once the renewals have stopped: one in flight a moment ago
+	// has changed both, and a release with the older ETag would fail its condition and
+	// leave the lease held until its TTL ran out.
+	l.mu.Lock()
 	lost := l.lost
 	next := l.rec
 	etag := l.etag
 	l.mu.Unlock()
-	close(l.stop)
-	<-l.done
 	l.ls.mu.Lock()
 	if l.ls.held[l.url] == l {
 		delete(l.ls.held, l.url)

@@ -215,3 +215,60 @@ func FuzzParseLeaseRecord(f *testing.F) {
 		}
 	})
 }
+
+// heldPuts is a bucket whose PUTs of one key wait, once armed, until released: a renewal
+// caught in flight.
+type heldPuts struct {
+	Bucket
+	key      string
+	armed    chan struct{} // closed by the test: the next PUT of key waits
+	inFlight chan struct{} // closed when that PUT waits
+	proceed  chan struct{} // closed by the test: it goes on
+	once     sync.Once
+}
+
+func (h *heldPuts) Put(ctx context.Context, key string, data []byte, c Cond) (string, error) {
+	select {
+	case <-h.armed:
+		if key == h.key {
+			waited := false
+			h.once.Do(func() { waited = true; close(h.inFlight) })
+			if waited {
+				<-h.proceed
+			}
+		}
+	default:
+	}
+	return h.Bucket.Put(ctx, key, data, c)
+}
+
+// A release while a renewal is in flight: the release must use the ETag that renewal
+// produces, or its conditional PUT fails and the lease stays held for a whole TTL — the
+// next server is refused a writer that nobody holds.
+func TestLeaseReleaseDuringRenewal(t *testing.T) {
+	ctx := context.Background()
+	b := &heldPuts{Bucket: NewMem("leases"), key: "k", armed: make(chan struct{}), inFlight: make(chan struct{}), proceed: make(chan struct{})}
+	l, err := NewLeases(300*time.Millisecond).Acquire(ctx, b, "k", "pc1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(b.armed)
+	select {
+	case <-b.inFlight:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no renewal within 5 s")
+	}
+	released := make(chan error, 1)
+	go func() { released <- l.Release(ctx) }()
+	// Release has started (and, before the fix, taken the ETag the renewal is replacing).
+	time.Sleep(50 * time.Millisecond)
+	close(b.proceed)
+	if err := <-released; err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	l2, err := NewLeases(time.Hour).Acquire(ctx, b, "k", "pc2")
+	if err != nil {
+		t.Fatalf("acquire after a release during a renewal: %v", err)
+	}
+	l2.Release(ctx)
+}
