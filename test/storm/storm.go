@@ -1,7 +1,7 @@
 // Package storm simulates boot storms: many NBD clients booting from one server at once,
-// each replaying the reads of a recorded boot (a Trace, in the format of nbdkit's log
-// filter) over a connection of its own, and measures what they see — how long the storm
-// takes and the latency of every read.
+// each replaying the reads (with Config.Writes, the writes too) of a recorded boot (a
+// Trace, in the format of nbdkit's log filter) over a connection of its own, and measures
+// what they see — how long the storm takes and the latency of every request.
 //
 // A replayed client behaves like a client booted by our initramfs: the handshake of
 // nbdclient.Handshake (the code the init uses: its identity, then NBD_OPT_GO; servers that
@@ -40,9 +40,15 @@ type Config struct {
 	Export string
 	// Clients is the number of simulated clients, each with one connection.
 	Clients int
-	// Trace is what each client replays (its reads; writes and other requests are left
-	// out: the image is shared and read-only).
+	// Trace is what each client replays: its reads; writes and other requests are left
+	// out, since the image is shared and read-only, unless Writes is set.
 	Trace *Trace
+	// Writes replays the trace's writes too, with pseudo-random data, in the bursts where
+	// the trace sent them (Trace.BurstsWithWrites), and ends each client's replay with a
+	// FLUSH, as the boot of a writable root does. The export must give each client a disk
+	// of its own (a cow export: an overlay per client). Checking (Check) cannot be combined
+	// with it: a client's own writes change what it reads back.
+	Writes bool
 	// Scale multiplies the think time between bursts: 1 replays the boot's own pace, 0
 	// sends each burst as soon as the previous one is answered — the server-bound storm,
 	// where the server alone decides how long it lasts.
@@ -78,11 +84,15 @@ type Result struct {
 	Wall time.Duration
 	// Latencies holds every read's time from request to the last byte of its reply, sorted.
 	Latencies []time.Duration
+	// WriteLatencies and FlushLatencies hold the times from request to reply of the writes
+	// and final FLUSHes of a replay with Config.Writes, sorted.
+	WriteLatencies, FlushLatencies []time.Duration
 	// Boots holds each completed client's replay time (first read to last reply), sorted.
 	Boots []time.Duration
-	// Reads and Bytes count the reads answered and the data received.
-	Reads int
-	Bytes int64
+	// Reads and Bytes count the reads answered and the data received; Writes the writes.
+	Reads  int
+	Bytes  int64
+	Writes int
 }
 
 // Percentile returns the p-th percentile (0 < p ≤ 100) of sorted durations, nearest rank.
@@ -118,7 +128,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Trace == nil {
 		return nil, errors.New("storm: no trace")
 	}
+	if cfg.Writes && cfg.Check != nil && cfg.CheckClients > 0 {
+		return nil, errors.New("storm: Check with Writes: a client's own writes change what it reads")
+	}
 	bursts := cfg.Trace.Bursts(cfg.BurstGap)
+	if cfg.Writes {
+		bursts = cfg.Trace.BurstsWithWrites(cfg.BurstGap)
+	}
 	if len(bursts) == 0 {
 		return nil, fmt.Errorf("storm: %s: %w", cfg.Trace.Name, ErrNoReads)
 	}
@@ -126,10 +142,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if dial == nil {
 		dial = TCP(cfg.Addr)
 	}
-	maxBurst := 0
+	maxBurst, maxWrite := 0, 0
 	for _, b := range bursts {
-		maxBurst = max(maxBurst, len(b.Reads))
+		maxBurst = max(maxBurst, len(b.Reads)+len(b.Writes))
+		for _, w := range b.Writes {
+			maxWrite = max(maxWrite, int(w.Length))
+		}
 	}
+	// What every write sends: the clients only read it.
+	payload := make([]byte, (maxWrite+7)&^7)
+	fillBlock(payload, 1)
 
 	var (
 		mu  sync.Mutex
@@ -203,7 +225,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				fail(fmt.Errorf("client %d: %w", i, ctx.Err()))
 				return
 			}
-			cl := &client{conn: c, bursts: bursts, scale: cfg.Scale, maxBurst: maxBurst}
+			cl := &client{conn: c, bursts: bursts, scale: cfg.Scale, maxBurst: maxBurst, payload: payload, flush: cfg.Writes}
 			if i < cfg.CheckClients {
 				cl.check = cfg.Check
 			}
@@ -217,6 +239,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			disconnect(c)
 			mu.Lock()
 			res.Latencies = append(res.Latencies, cl.lat...)
+			res.WriteLatencies = append(res.WriteLatencies, cl.wlat...)
+			res.FlushLatencies = append(res.FlushLatencies, cl.flat...)
+			res.Writes += len(cl.wlat)
 			res.Boots = append(res.Boots, end.Sub(began))
 			res.Reads += len(cl.lat)
 			res.Bytes += cl.bytes
@@ -231,6 +256,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Wall = lastEnd.Sub(start)
 	}
 	slices.Sort(res.Latencies)
+	slices.Sort(res.WriteLatencies)
+	slices.Sort(res.FlushLatencies)
 	slices.Sort(res.Boots)
 	return res, nil
 }
@@ -334,9 +361,12 @@ type client struct {
 	scale    float64
 	maxBurst int
 	check    io.ReaderAt
+	payload  []byte // the data of writes
+	flush    bool   // end with a FLUSH
 
-	lat   []time.Duration
-	bytes int64
+	lat        []time.Duration // reads
+	wlat, flat []time.Duration // writes, the FLUSH
+	bytes      int64
 }
 
 func (cl *client) replay(ctx context.Context) error {
@@ -347,19 +377,27 @@ func (cl *client) replay(ctx context.Context) error {
 	var data, want []byte
 	var hdr [nbd.SimpleReplySize]byte
 	for bi, b := range cl.bursts {
+		// Handles: reads 0…len(Reads)-1, then the writes.
 		req = req[:0]
 		for i, op := range b.Reads {
 			req = nbd.AppendRequest(req, nbd.Request{Type: nbd.CmdRead, Handle: uint64(i), Offset: op.Offset, Length: op.Length})
 			done[i] = false
 		}
+		for i, op := range b.Writes {
+			h := len(b.Reads) + i
+			req = nbd.AppendRequest(req, nbd.Request{Type: nbd.CmdWrite, Handle: uint64(h), Offset: op.Offset, Length: op.Length})
+			req = append(req, cl.payload[:op.Length]...)
+			done[h] = false
+		}
+		inFlight := len(b.Reads) + len(b.Writes)
 		now := time.Now()
 		if _, err := cl.conn.Write(req); err != nil {
 			return fmt.Errorf("burst %d: send: %w", bi, err)
 		}
-		for i := range b.Reads {
+		for i := range inFlight {
 			sent[i] = now
 		}
-		for range b.Reads {
+		for range inFlight {
 			if _, err := io.ReadFull(br, hdr[:]); err != nil {
 				return fmt.Errorf("burst %d: reply: %w", bi, err)
 			}
@@ -368,10 +406,18 @@ func (cl *client) replay(ctx context.Context) error {
 				return fmt.Errorf("burst %d: %w", bi, err)
 			}
 			i := int(r.Handle)
-			if r.Handle >= uint64(len(b.Reads)) || done[i] {
+			if r.Handle >= uint64(inFlight) || done[i] {
 				return fmt.Errorf("burst %d: reply with unexpected handle %d", bi, r.Handle)
 			}
 			done[i] = true
+			if i >= len(b.Reads) {
+				op := b.Writes[i-len(b.Reads)]
+				if r.Error != 0 {
+					return fmt.Errorf("WRITE %#x+%#x: %w", op.Offset, op.Length, nbd.Errno(r.Error))
+				}
+				cl.wlat = append(cl.wlat, time.Since(sent[i]))
+				continue
+			}
 			op := b.Reads[i]
 			if r.Error != 0 {
 				return fmt.Errorf("READ %#x+%#x: %w", op.Offset, op.Length, nbd.Errno(r.Error))
@@ -410,6 +456,23 @@ func (cl *client) replay(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
+	}
+	if cl.flush {
+		t0 := time.Now()
+		if _, err := cl.conn.Write(nbd.AppendRequest(nil, nbd.Request{Type: nbd.CmdFlush})); err != nil {
+			return fmt.Errorf("FLUSH: send: %w", err)
+		}
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return fmt.Errorf("FLUSH: reply: %w", err)
+		}
+		r, err := nbd.ParseSimpleReply(hdr[:])
+		if err != nil {
+			return fmt.Errorf("FLUSH: %w", err)
+		}
+		if r.Error != 0 {
+			return fmt.Errorf("FLUSH: %w", nbd.Errno(r.Error))
+		}
+		cl.flat = append(cl.flat, time.Since(t0))
 	}
 	return nil
 }

@@ -126,6 +126,16 @@ func TestBursts(t *testing.T) {
 	if n := len(tr.Bursts(time.Hour)); n != 1 {
 		t.Errorf("with a 1 h gap: %d bursts, want 1", n)
 	}
+	// With writes, the write 40 µs after the second read joins its burst, and the third
+	// read, 100 µs after the write, starts a new one.
+	got = ""
+	for _, b := range tr.BurstsWithWrites(0) {
+		got += fmt.Sprintf("[%d reads %d writes, think %v]", len(b.Reads), len(b.Writes), b.Think)
+	}
+	want = "[2 reads 1 writes, think 100µs][1 reads 0 writes, think 2ms][1 reads 0 writes, think 0s]"
+	if got != want {
+		t.Errorf("bursts with writes %s, want %s", got, want)
+	}
 }
 
 func TestPercentile(t *testing.T) {
@@ -223,6 +233,69 @@ func TestReplay(t *testing.T) {
 	}
 	if res.Wall <= 0 || res.P(50) <= 0 || res.P(50) > res.P(99) || res.P(99) > res.Max() || res.Boots[clients-1] > res.Wall {
 		t.Errorf("inconsistent result: wall %v, p50 %v, p99 %v, max %v, boots %v", res.Wall, res.P(50), res.P(99), res.Max(), res.Boots)
+	}
+}
+
+// TestReplayWrites replays the recorded boot's writes too against a cow export (an overlay
+// per client): every write and each client's final FLUSH is answered and timed; a
+// read-only export fails every client at its first write.
+func TestReplayWrites(t *testing.T) {
+	tr, img := loadBoot(t)
+	srv, err := nbdserver.New(nbdserver.Config{
+		Exports:  []nbdserver.Export{{Name: "root", Path: img, Cow: true}, {Name: "ro", Path: img, ReadOnly: true}},
+		StateDir: t.TempDir(),
+		Logger:   log.New(testWriter{t}, "", 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(context.Background(), ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	const clients = 3
+	res, err := Run(context.Background(), Config{Addr: addr, Export: "root", Clients: clients, Trace: tr, Writes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 0 {
+		t.Fatalf("%d clients failed: %v", res.Failed, res.Errors)
+	}
+	writes := 0
+	for _, op := range tr.Ops {
+		if op.Type == "Write" && op.Length > 0 {
+			writes++
+		}
+	}
+	if writes == 0 {
+		t.Fatal("the recorded boot has no writes")
+	}
+	if res.Reads != clients*len(tr.Reads()) || res.Writes != clients*writes || len(res.WriteLatencies) != res.Writes || len(res.FlushLatencies) != clients {
+		t.Errorf("%d reads, %d writes (%d timed), %d FLUSHes; want %d reads, %d writes, %d FLUSHes",
+			res.Reads, res.Writes, len(res.WriteLatencies), len(res.FlushLatencies), clients*len(tr.Reads()), clients*writes, clients)
+	}
+	if Percentile(res.WriteLatencies, 50) <= 0 || Percentile(res.FlushLatencies, 100) <= 0 {
+		t.Errorf("write p50 %v, FLUSH max %v: not timed", Percentile(res.WriteLatencies, 50), Percentile(res.FlushLatencies, 100))
+	}
+
+	res, err = Run(context.Background(), Config{Addr: addr, Export: "ro", Clients: 2, Trace: tr, Writes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 2 || !strings.Contains(res.Errors[0].Error(), "WRITE") {
+		t.Errorf("writes to a read-only export: failed %d, errors %v; want both clients failed at a WRITE", res.Failed, res.Errors)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := Run(context.Background(), Config{Addr: addr, Export: "root", Clients: 1, Trace: tr, Writes: true, Check: f, CheckClients: 1}); err == nil {
+		t.Error("Check with Writes was accepted")
 	}
 }
 

@@ -197,6 +197,9 @@ func (t *Trace) End() uint64 {
 // Burst is a run of reads the client had in flight together, and the think time after it.
 type Burst struct {
 	Reads []Op
+	// Writes are the writes sent with the reads, in bursts from BurstsWithWrites; Bursts
+	// leaves them out.
+	Writes []Op
 	// Think is the time from the burst's last request to the next burst's first in the
 	// trace: what the client did (computing, and waiting for this burst's replies) before
 	// it asked for more.
@@ -210,21 +213,37 @@ const DefaultBurstGap = 100 * time.Microsecond
 
 // Bursts groups the trace's reads: a read less than gap (0: DefaultBurstGap) after the
 // previous one joins its burst.
-func (t *Trace) Bursts(gap time.Duration) []Burst {
+func (t *Trace) Bursts(gap time.Duration) []Burst { return t.bursts(gap, false) }
+
+// BurstsWithWrites groups the trace's reads and writes as Bursts groups its reads: a
+// request less than gap after the previous one joins its burst, whichever kind either is.
+// A replay of a writable root's boot sends them (Config.Writes).
+func (t *Trace) BurstsWithWrites(gap time.Duration) []Burst { return t.bursts(gap, true) }
+
+func (t *Trace) bursts(gap time.Duration, writes bool) []Burst {
 	if gap <= 0 {
 		gap = DefaultBurstGap
 	}
+	var ops []Op
+	for _, op := range t.Ops {
+		if op.Length > 0 && (op.Type == "Read" || writes && op.Type == "Write") {
+			ops = append(ops, op)
+		}
+	}
 	var bs []Burst
-	reads := t.Reads()
-	for i, op := range reads {
-		if i == 0 || op.At-reads[i-1].At >= gap {
+	for i, op := range ops {
+		if i == 0 || op.At-ops[i-1].At >= gap {
 			if n := len(bs); n > 0 {
-				bs[n-1].Think = op.At - reads[i-1].At
+				bs[n-1].Think = op.At - ops[i-1].At
 			}
 			bs = append(bs, Burst{})
 		}
 		b := &bs[len(bs)-1]
-		b.Reads = append(b.Reads, op)
+		if op.Type == "Write" {
+			b.Writes = append(b.Writes, op)
+		} else {
+			b.Reads = append(b.Reads, op)
+		}
 	}
 	return bs
 }
