@@ -53,10 +53,12 @@ func main() {
 	flag.BoolVar(&e.Quick, "quick", false, "small sizes, one repetition (smoke test)")
 	flag.IntVar(&bootCPUs, "cpus", 1, "virtual CPUs of the boot benchmark's guest")
 	icount := flag.String("icount", "shift=0,sleep=on", "QEMU -icount setting of the boot guests (\"\" for none): guest time counts executed instructions (1 ns each) plus real time spent idle, so the host's load does not blur the comparison")
-	flag.StringVar(&stormTrace, "storm-trace", stormTrace, "storm section: the boot trace to replay (test/storm/testdata has others)")
+	flag.StringVar(&stormTrace, "storm-trace", stormTrace, "storm and store sections: the boot trace to replay (test/storm/testdata has others)")
 	flag.StringVar(&stormClients, "storm-clients", "", "storm section: comma-separated client counts (default 50,200,1000)")
 	flag.IntVar(&stormRounds, "storm-rounds", 3, "storm section: rounds per client count with -storm-clients")
 	flag.StringVar(&stormParts, "storm-parts", stormParts, "storm section: parts to run (table, idle, fairness)")
+	flag.IntVar(&storeClients, "store-clients", storeClients, "store section: clients of the storm")
+	flag.StringVar(&storeParts, "store-parts", storeParts, "store section: parts to run (boots, storm)")
 	bulkClient := flag.String("bulk-client", "", "internal: run the storm section's bulk copy against this address")
 	var bulk storm.Bulk
 	var bulkID int
