@@ -51,20 +51,30 @@ func (e *SkippedError) Error() string {
 func (e *SkippedError) Unwrap() error { return e.Err }
 
 // skipBroken leaves out the exports whose image is missing or cannot be looked at, as
-// nbd-server does: one broken export must not take the others down. It returns them, each
-// a *SkippedError. With strict, the first one is an error instead, and so is a
-// configuration with no export left.
+// nbd-server does: one broken export must not take the others down. Files are stat'ed;
+// objects (s3://) are looked up in the store (HEAD), so a missing object, a missing
+// bucket or a store unreachable at the start skips the export like a missing file. It
+// returns them, each a *SkippedError. With strict, the first one is an error instead, and
+// so is a configuration with no export left. A store that cannot even be configured
+// (credentials file, region) is an error: it is no fact about one export.
 func (p *Plan) skipBroken(strict bool) ([]error, error) {
 	var skipped []error
+	var objs *objState // for the first object export: one connection for them all
 	kept := p.Config.Exports[:0:0]
 	for _, e := range p.Config.Exports {
+		var err error
 		if objstore.IsURL(e.Path) {
-			// An object is looked at when the server opens it (New): a missing one or
-			// an unreachable store refuses the start there, naming the export.
-			kept = append(kept, e)
-			continue
+			if objs == nil {
+				objs = newObjState(p.Config.Store)
+			}
+			var oe *objstore.OpError
+			if _, _, err = objs.headImage(e.Path); err != nil && !errors.As(err, &oe) {
+				return nil, &ConfigError{fmt.Sprintf("export %q", e.Name), err}
+			}
+		} else if _, serr := os.Stat(e.Path); serr != nil && !(errors.Is(serr, os.ErrNotExist) && e.CreateSize > 0) {
+			err = serr
 		}
-		if _, err := os.Stat(e.Path); err != nil && !(errors.Is(err, os.ErrNotExist) && e.CreateSize > 0) {
+		if err != nil {
 			serr := &SkippedError{e.Name, fmt.Errorf("image: %w", err)}
 			if strict {
 				return nil, fmt.Errorf("%w (--strict)", serr)

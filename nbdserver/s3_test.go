@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -373,5 +376,141 @@ func TestObjectExportStateDir(t *testing.T) {
 				t.Errorf("state directory after New: %v, want it made: %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// An object export whose image object is missing, or whose store cannot be reached at the
+// start, is skipped as a missing image file is (Run logs each skipped export): the others
+// are served; with strict nothing starts, nor without an export left. A store that cannot
+// even be configured is no fact about one export and refuses the start.
+func TestSkipBrokenObjectExports(t *testing.T) {
+	file := makeImage(t, testSize)
+	const missing = "s3://fleet/images/missing.img"
+	down := errors.New("connection refused (test: the store is down)")
+	for _, tt := range []struct {
+		name    string
+		exports []string
+		down    bool   // every request to the store fails
+		creds   string // a credentials file instead of the in-memory bucket
+		strict  bool
+		kept    []string
+		skipped []string // names of skipped exports, in order
+		wantErr string   // an error instead
+		isErr   error
+	}{
+		{name: "missing object", exports: []string{"gone=" + missing, "root=" + testImageURL + ",cow", "file=" + file},
+			kept: []string{"root", "file"}, skipped: []string{"gone"}, isErr: objstore.ErrNotFound},
+		{name: "store down", exports: []string{"gone=" + missing, "root=" + testImageURL, "file=" + file}, down: true,
+			kept: []string{"file"}, skipped: []string{"gone", "root"}, isErr: down},
+		{name: "strict", exports: []string{"root=" + testImageURL, "gone=" + missing, "file=" + file}, strict: true,
+			wantErr: `export "gone": image: head ` + missing + ": no such object (--strict)", isErr: objstore.ErrNotFound},
+		{name: "nothing left", exports: []string{"gone=" + missing}, wantErr: "no export can be served", isErr: objstore.ErrNotFound},
+		{name: "store down, nothing left", exports: []string{"root=" + testImageURL}, down: true, wantErr: "no export can be served", isErr: down},
+		{name: "store not configurable", exports: []string{"root=" + testImageURL, "file=" + file},
+			creds: filepath.Join(t.TempDir(), "no-such-credentials"), wantErr: `export "root": credentials file: `, isErr: os.ErrNotExist},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := memStore(t)
+			if tt.down {
+				b.Fail = func(op, key string) error { return down }
+			}
+			p := &Plan{}
+			for _, spec := range tt.exports {
+				e, err := ParseExport(spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.Config.Exports = append(p.Config.Exports, e)
+			}
+			p.Config.Store = StoreConfig{Bucket: func(string) objstore.Bucket { return b }}
+			if tt.creds != "" {
+				p.Config.Store = StoreConfig{Config: objstore.Config{CredentialsFile: tt.creds, Endpoint: "http://127.0.0.1:1"}}
+			}
+			skipped, err := p.skipBroken(tt.strict)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, tt.isErr) {
+					t.Fatalf("skipBroken: %v; want an error containing %q, and %v", err, tt.wantErr, tt.isErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names, kept []string
+			for _, err := range skipped {
+				var se *SkippedError
+				if !errors.As(err, &se) || !errors.Is(err, tt.isErr) {
+					t.Errorf("skipped: %v; want a *SkippedError and %v", err, tt.isErr)
+					continue
+				}
+				names = append(names, se.Export)
+			}
+			for _, e := range p.Config.Exports {
+				kept = append(kept, e.Name)
+			}
+			if fmt.Sprint(names) != fmt.Sprint(tt.skipped) || fmt.Sprint(kept) != fmt.Sprint(tt.kept) {
+				t.Fatalf("skipped %v, kept %v; want skipped %v, kept %v", names, kept, tt.skipped, tt.kept)
+			}
+			if !strings.Contains(skipped[0].Error(), `export "gone": image: head `+missing+": ") {
+				t.Errorf("skipped: %q; want the export and the object named", skipped[0])
+			}
+			// What is left starts and serves (the store is back for it, if it was down).
+			b.Fail = nil
+			s := startServer(t, p.Config)
+			for _, name := range tt.kept {
+				c := connectTest(t, s.addr, name, false)
+				if got := c.pread(0, 4096); !bytes.Equal(got, pattern(0, 4096)) {
+					t.Errorf("export %q beside the skipped ones serves wrong data", name)
+				}
+				c.disconnect()
+			}
+		})
+	}
+}
+
+// nbdroot serve with an s3:// export on a store that does not answer (nothing listens at
+// the endpoint) logs the export and the object, skips it and serves the file beside it.
+func TestRunUnreachableStore(t *testing.T) {
+	dir := t.TempDir()
+	img := makeImage(t, testSize)
+	creds := filepath.Join(dir, "credentials")
+	if err := os.WriteFile(creds, []byte("[default]\naws_access_key_id = test\naws_secret_access_key = test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := "http://" + ln.Addr().String()
+	ln.Close() // a port nothing listens on: connections are refused
+	o := Options{Exports: []string{"store=" + testImageURL, "root=" + img}, Listen: []string{"127.0.0.1:0"}, StateDir: dir,
+		S3Endpoint: endpoint, S3Region: "us-east-1", S3CredentialsFile: creds}
+	var stderr syncBuffer
+	o.Log = &stderr
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, o, nil) }()
+	var addr string
+	waitFor(t, "the listening line", func() bool {
+		_, a, ok := strings.Cut(stderr.String(), "listening on ")
+		addr, _, _ = strings.Cut(a, "\n")
+		return ok && strings.HasSuffix(a, "\n")
+	})
+	c := connectTest(t, addr, "root", false)
+	if got := c.pread(0, 16); !bytes.Equal(got, pattern(0, 16)) {
+		t.Error("the export beside the skipped one serves wrong data")
+	}
+	c.disconnect()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if log := stderr.String(); !strings.Contains(log, `export "store": image: head `+testImageURL+": ") || !strings.Contains(log, "skipped, serving the others") {
+		t.Errorf("log does not name the skipped export and its object:\n%s", log)
+	}
+
+	o.Strict, o.Log = true, io.Discard
+	if err := Run(context.Background(), o, nil); err == nil || !strings.Contains(err.Error(), `export "store": image: head `+testImageURL) || !strings.Contains(err.Error(), "--strict") {
+		t.Errorf("Run --strict: %v; want a refusal naming the export and its object", err)
 	}
 }

@@ -211,17 +211,7 @@ func (o *objState) checkConditional(b objstore.Bucket, prefix string) error {
 // objectKeyLocked looks an image object up: its key (URL and current ETag) and, unless an
 // image with that key is open already, the image opened.
 func (s *Server) objectKeyLocked(path string) (fileKey, *objImage, error) {
-	u, err := objstore.ParseURL(path, false)
-	if err != nil {
-		return fileKey{}, nil, err
-	}
-	b, err := s.objects().bucket(u.Bucket)
-	if err != nil {
-		return fileKey{}, nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), objstore.DefaultTimeout)
-	defer cancel()
-	a, err := b.Head(ctx, u.Key)
+	u, a, err := s.objects().headImage(path)
 	if err != nil {
 		return fileKey{}, nil, err
 	}
@@ -234,6 +224,24 @@ func (s *Server) objectKeyLocked(path string) (fileKey, *objImage, error) {
 		return fileKey{}, nil, err
 	}
 	return fileKey{obj: u.String() + " " + ob.im.ETag()}, ob, nil
+}
+
+// headImage looks an image object up (HEAD): its URL and attributes. An error from the
+// store about the object — missing, or the store unreachable or refusing — is an
+// *objstore.OpError; others are the store's configuration (Connect).
+func (o *objState) headImage(path string) (objstore.URL, objstore.Attrs, error) {
+	u, err := objstore.ParseURL(path, false)
+	if err != nil {
+		return u, objstore.Attrs{}, err
+	}
+	b, err := o.bucket(u.Bucket)
+	if err != nil {
+		return u, objstore.Attrs{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), objstore.DefaultTimeout)
+	defer cancel()
+	a, err := b.Head(ctx, u.Key)
+	return u, a, err
 }
 
 // objectOverlayRoot is the default overlay location of an object export: beside the image.
