@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"sync"
 
 	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 )
@@ -58,17 +59,14 @@ func (e *SkippedError) Unwrap() error { return e.Err }
 // so is a configuration with no export left. A store that cannot even be configured
 // (credentials file, region) is an error: it is no fact about one export.
 func (p *Plan) skipBroken(strict bool) ([]error, error) {
+	objErrs := p.headObjects()
 	var skipped []error
-	var objs *objState // for the first object export: one connection for them all
 	kept := p.Config.Exports[:0:0]
-	for _, e := range p.Config.Exports {
+	for i, e := range p.Config.Exports {
 		var err error
 		if objstore.IsURL(e.Path) {
-			if objs == nil {
-				objs = newObjState(p.Config.Store)
-			}
 			var oe *objstore.OpError
-			if _, _, err = objs.headImage(e.Path); err != nil && !errors.As(err, &oe) {
+			if err = objErrs[i]; err != nil && !errors.As(err, &oe) {
 				return nil, &ConfigError{fmt.Sprintf("export %q", e.Name), err}
 			}
 		} else if _, serr := os.Stat(e.Path); serr != nil && !(errors.Is(serr, os.ErrNotExist) && e.CreateSize > 0) {
@@ -89,4 +87,28 @@ func (p *Plan) skipBroken(strict bool) ([]error, error) {
 	}
 	p.Config.Exports = kept
 	return skipped, nil
+}
+
+// headObjects looks up the image objects of the exports (HEAD), at once: a store that
+// does not answer makes each lookup wait for its timeout, and the start should wait for
+// one timeout, not one per export. The result holds an error, or nil, by export index.
+func (p *Plan) headObjects() []error {
+	errs := make([]error, len(p.Config.Exports))
+	var objs *objState // one connection for all
+	var wg sync.WaitGroup
+	for i, e := range p.Config.Exports {
+		if !objstore.IsURL(e.Path) {
+			continue
+		}
+		if objs == nil {
+			objs = newObjState(p.Config.Store)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, errs[i] = objs.headImage(e.Path)
+		}()
+	}
+	wg.Wait()
+	return errs
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -512,5 +513,38 @@ func TestRunUnreachableStore(t *testing.T) {
 	o.Strict, o.Log = true, io.Discard
 	if err := Run(context.Background(), o, nil); err == nil || !strings.Contains(err.Error(), `export "store": image: head `+testImageURL) || !strings.Contains(err.Error(), "--strict") {
 		t.Errorf("Run --strict: %v; want a refusal naming the export and its object", err)
+	}
+}
+
+// The image objects are looked up at once: with a store that does not answer, the start
+// waits for one lookup's timeout, not one per export. Here each HEAD waits until every
+// export's HEAD has arrived, which lookups one after another never get to.
+func TestSkipBrokenLooksUpObjectsAtOnce(t *testing.T) {
+	b := memStore(t)
+	const n = 4
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	all := make(chan struct{})
+	go func() { arrived.Wait(); close(all) }()
+	b.Fail = func(op, key string) error {
+		if op != "head" {
+			return nil
+		}
+		arrived.Done()
+		select {
+		case <-all:
+			return nil
+		case <-time.After(5 * time.Second):
+			return errors.New("the other lookups did not come")
+		}
+	}
+	p := &Plan{}
+	for i := range n {
+		p.Config.Exports = append(p.Config.Exports, Export{Name: fmt.Sprintf("root%d", i), Path: testImageURL, ReadOnly: true})
+	}
+	p.Config.Store = StoreConfig{Bucket: func(string) objstore.Bucket { return b }}
+	skipped, err := p.skipBroken(false)
+	if err != nil || len(skipped) != 0 || len(p.Config.Exports) != n {
+		t.Fatalf("skipBroken: %v, skipped %v, kept %d of %d", err, skipped, len(p.Config.Exports), n)
 	}
 }
