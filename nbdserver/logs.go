@@ -89,6 +89,20 @@ func (p *Plan) skipBroken(strict bool) ([]error, error) {
 	return skipped, nil
 }
 
+// storeUnanswered returns the first of skipped whose image object could not be looked up
+// for another reason than its absence: the store did not answer, or refused. A reload
+// keeps the current configuration then — an outage of the store must not take away
+// exports clients use — where the start, with nothing to keep, skips the export.
+func storeUnanswered(skipped []error) error {
+	for _, err := range skipped {
+		var oe *objstore.OpError
+		if errors.As(err, &oe) && !errors.Is(err, objstore.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
 // headObjects looks up the image objects of the exports (HEAD), at once: a store that
 // does not answer makes each lookup wait for its timeout, and the start should wait for
 // one timeout, not one per export. The result holds an error, or nil, by export index.

@@ -440,6 +440,9 @@ loop:
 				skipped, err = np.skipBroken(o.Strict)
 			}
 			if err == nil {
+				err = storeUnanswered(skipped)
+			}
+			if err == nil {
 				for _, err := range skipped {
 					logger.Printf("%v: skipped, serving the others", err)
 				}

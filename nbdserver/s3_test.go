@@ -490,7 +490,8 @@ func TestRunUnreachableStore(t *testing.T) {
 	o.Log = &stderr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, o, nil) }()
+	reload := make(chan struct{})
+	go func() { done <- Run(ctx, o, reload) }()
 	var addr string
 	waitFor(t, "the listening line", func() bool {
 		_, a, ok := strings.Cut(stderr.String(), "listening on ")
@@ -502,6 +503,16 @@ func TestRunUnreachableStore(t *testing.T) {
 		t.Error("the export beside the skipped one serves wrong data")
 	}
 	c.disconnect()
+	// A reload while the store does not answer keeps the configuration being served: an
+	// outage must not take exports away (here none was served from the store; the
+	// decision is the same).
+	reload <- struct{}{}
+	waitFor(t, "the reload's outcome", func() bool {
+		return strings.Contains(stderr.String(), "reload failed") || strings.Contains(stderr.String(), "configuration reloaded")
+	})
+	if log := stderr.String(); !strings.Contains(log, `reload failed, keeping the current configuration: export "store": image: head `+testImageURL) {
+		t.Errorf("reload with the store down:\n%s", log)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
