@@ -418,5 +418,6 @@ func FuzzParseTrace(f *testing.F) {
 			}
 		}
 		tr.Bursts(0)
+		tr.BurstsWithWrites(0)
 	})
 }
