@@ -113,6 +113,9 @@ type Export struct {
 	// creates the file and points Path at it; a Server given such an export directly
 	// refuses it.
 	Temporary bool
+	// Tree serves Path as a directory of 4096-byte block files, one per block written,
+	// CreateSize bytes in all (nbd-server "treefiles"; treefiles.go).
+	Tree bool
 }
 
 // DefaultExport is the export clients asking for the empty name get: the one marked
@@ -233,6 +236,9 @@ func (c *Config) Validate() error {
 		}
 		if !filepath.IsAbs(e.Path) && !objstore.IsURL(e.Path) {
 			return &ConfigError{where, fmt.Errorf("path %q is not absolute", e.Path)}
+		}
+		if err := validateTreeExport(e); err != nil {
+			return &ConfigError{where, err}
 		}
 		if e.Temporary && e.CreateSize <= 0 {
 			return &ConfigError{where, errors.New("temporary needs filesize, the size of the image to create")}

@@ -26,8 +26,9 @@ type fileKey struct {
 type image struct {
 	key  fileKey
 	path string
-	fb   *fileBackend // a file or block device; nil for an object
+	fb   *fileBackend // a file or block device; nil for an object or a tree
 	ob   *objImage    // an object (never written); nil for a file
+	tb   *treeBackend // a tree of block files (treefiles.go); nil otherwise
 	refs int          // configured exports plus open sessions
 
 	// The exclusive-writer lock: the client holding the image read-write (by identity, or
@@ -45,19 +46,24 @@ func (img *image) base() cowBase {
 	if img.ob != nil {
 		return img.ob
 	}
+	if img.tb != nil {
+		return img.tb
+	}
 	return img.fb
 }
 
 func (img *image) size() int64 { return img.base().Size() }
 
 // readOnly says whether the image is open read-only (objects always are).
-func (img *image) readOnly() bool { return img.ob != nil || img.fb.readOnly }
+func (img *image) readOnly() bool {
+	return img.ob != nil || img.tb != nil && img.tb.readOnly || img.fb != nil && img.fb.readOnly
+}
 
 func (img *image) flush() error {
 	if img.readOnly() {
 		return nil
 	}
-	return img.fb.Flush()
+	return img.base().Flush()
 }
 
 func (img *image) close() error {
@@ -65,7 +71,7 @@ func (img *image) close() error {
 		return img.ob.Close()
 	}
 	ferr := img.flush()
-	cerr := img.fb.Close()
+	cerr := img.base().Close()
 	if ferr != nil {
 		return fmt.Errorf("%s: %w", img.path, ferr)
 	}
@@ -157,6 +163,12 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 				undo()
 				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
 			}
+		} else if cfg.Tree {
+			var err error
+			if key, err = treeKey(&cfg); err != nil {
+				undo()
+				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
+			}
 		} else {
 			st, err := statOrCreate(&cfg)
 			if err != nil {
@@ -179,23 +191,28 @@ func (s *Server) buildExportsLocked(cfgs []Export) (map[string]*export, *export,
 			s.images[key] = img
 			opened = append(opened, img)
 		}
-		if img != nil && img.ob == nil && imageWritable(&cfg) && img.fb.readOnly {
+		if img != nil && img.ob == nil && imageWritable(&cfg) && img.readOnly() {
 			undo()
 			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
 				fmt.Errorf("%s is open read-only for connected clients; it can become writable once they disconnect", cfg.Path)}
 		}
-		if img != nil && img.ob == nil && !imageWritable(&cfg) && !img.fb.readOnly && img.writerConns > 0 {
+		if img != nil && img.ob == nil && !imageWritable(&cfg) && !img.readOnly() && img.writerConns > 0 {
 			undo()
 			return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name),
 				fmt.Errorf("%s is being written by %s; it cannot be re-exported read-only or copy-on-write until that client disconnects", cfg.Path, img.writerName)}
 		}
 		if img == nil {
-			fb, err := openFile(cfg.Path, !imageWritable(&cfg), false)
+			img = &image{key: key, path: cfg.Path}
+			var err error
+			if cfg.Tree {
+				img.tb, err = openTree(cfg.Path, cfg.CreateSize, !imageWritable(&cfg))
+			} else {
+				img.fb, err = openFile(cfg.Path, !imageWritable(&cfg), false)
+			}
 			if err != nil {
 				undo()
 				return nil, nil, &ConfigError{fmt.Sprintf("export %q", cfg.Name), err}
 			}
-			img = &image{key: key, path: cfg.Path, fb: fb}
 			s.images[key] = img
 			opened = append(opened, img)
 		}

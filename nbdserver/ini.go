@@ -358,7 +358,7 @@ func exportFromINI(s iniSection, readFile func(string) ([]byte, error)) (Export,
 		return Export{}, nil, &INIError{s.file, k.line, fmt.Errorf("[%s] %w", s.name, err)}
 	}
 	var authfile string
-	var authLine int
+	var authLine, treeLine int
 	for _, k := range s.keys {
 		var err error
 		var on bool
@@ -427,7 +427,10 @@ func exportFromINI(s iniSection, readFile func(string) ([]byte, error)) (Export,
 			}
 		case "temporary":
 			e.Temporary, err = iniBool(k)
-		case "multifile", "treefiles", "sdp", "waitfile", "prerun", "postrun":
+		case "treefiles":
+			e.Tree, err = iniBool(k)
+			treeLine = k.line
+		case "multifile", "sdp", "waitfile", "prerun", "postrun":
 			if k.key == "prerun" || k.key == "postrun" || k.key == "waitfile" {
 				if strings.TrimSpace(k.val) == "" {
 					continue
@@ -447,6 +450,9 @@ func exportFromINI(s iniSection, readFile func(string) ([]byte, error)) (Export,
 	}
 	if e.Path == "" {
 		return Export{}, nil, &INIError{s.file, s.line, fmt.Errorf("[%s] has no exportname", s.name)}
+	}
+	if err := validateTreeExport(&e); err != nil {
+		return Export{}, nil, &INIError{s.file, treeLine, fmt.Errorf("[%s] %w", s.name, err)}
 	}
 	if e.CowDir != "" && !e.Cow {
 		warns = append(warns, "cowdir ignored: copyonwrite is off")

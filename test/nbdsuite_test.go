@@ -15,7 +15,6 @@ import (
 // The nbd project's own protocol suite (tests/run in NetworkBlockDevice/nbd): each test that
 // exercises a server runs nbd-tester-client against `nbdroot serve` with the configuration
 // tests/run gives nbd-server. Not run here, and why (docs/server.md "nbd's test suite"):
-//   - tree, rotree: treefiles (an image split into 4 KiB files) is not supported;
 //   - inetd: nbd-server -d serving one client on standard input (we take systemd socket
 //     activation instead);
 //   - connstatus, nlconnect, persist: tests of nbd-client against a mocked netlink, no server;
@@ -67,6 +66,9 @@ func TestNBDSuite(t *testing.T) {
 		{name: "list", generic: "\tlistenaddr = 127.0.0.1\n\tallowlist = true\n", export: "[export1]\n\texportname = IMG\n\treadonly = true\n", runs: [][]string{{"-N", "export1"}}},
 		{name: "rowrite", generic: "\tlistenaddr = 127.0.0.1\n", export: "[export1]\n\texportname = IMG\n\treadonly = true\n", runs: [][]string{{"-N", "export1", "-w", "-F"}}},
 		{name: "unix", generic: "\tunixsock = DIR/unix.sock\n\tlistenaddr = 127.0.0.1\n", export: "[export1]\n\texportname = IMG\n", runs: [][]string{{"-N", "export1", "-u", "DIR/unix.sock"}}},
+		{name: "tree", export: "[export1]\n\texportname = DIR/nbd.tree\n\ttreefiles = true\n\tfilesize = 4194304\n", runs: [][]string{{"-N", "export1", "-w"}}},
+		{name: "rotree", export: "[export1]\n\texportname = DIR/nbd.tree\n\ttreefiles = true\n\tfilesize = 4194304\n\treadonly = true\n",
+			runs: [][]string{{"-N", "export1", "-w", "-F"}}},
 		{name: "handshake", export: "[export1]\n\texportname = IMG\n", runs: [][]string{{"-h", "-N", "export1"}}},
 		{name: "tls", generic: tls, export: "[export1]\n\texportname = IMG\n" + integrity, runs: [][]string{cat([]string{"-N", "export1", "-i"}, trace("integrity-test.tr"), clientCert)}},
 		{name: "tlshuge", generic: tls, export: "[export1]\n\texportname = IMG\n" + integrity, runs: [][]string{cat([]string{"-N", "export1", "-i"}, trace("integrityhuge-test.tr"), clientCert, []string{"-H", "localhost"})}},
