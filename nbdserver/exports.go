@@ -100,6 +100,9 @@ func (e *export) writable() bool { return !e.cfg.ReadOnly }
 func (e *export) describe() string {
 	var parts []string
 	parts = append(parts, e.cfg.Path, fmt.Sprintf("%d bytes", e.img.size()))
+	if e.img.tb != nil {
+		parts = append(parts, "treefiles (a file per 4 KiB block)")
+	}
 	switch {
 	case e.objectWrites():
 		parts = append(parts, "read-write, one writer at a time (by a lease in the store, across servers), writes in "+e.root+"/writes")
