@@ -68,8 +68,6 @@ func validateTreeExport(e *Export) error {
 		return errors.New("treefiles needs filesize, the size of the export (a tree has no size of its own)")
 	case e.Temporary:
 		return errors.New("treefiles and temporary do not mix: a temporary image is one unlinked file")
-	case e.Cow:
-		return errors.New("treefiles with copyonwrite is not supported")
 	}
 	return nil
 }

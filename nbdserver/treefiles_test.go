@@ -365,8 +365,8 @@ func TestTreeWriteErrors(t *testing.T) {
 	}
 }
 
-// A tree export's configuration: what nbd-server's treefiles needs, and the combinations
-// refused with the treefiles line named.
+// A tree export's configuration: what nbd-server's treefiles needs (copyonwrite is
+// allowed, as there), and the combinations refused with the treefiles line named.
 func TestTreeServerFile(t *testing.T) {
 	for _, tt := range []struct {
 		name, text string
@@ -377,7 +377,8 @@ func TestTreeServerFile(t *testing.T) {
 			want: Export{Name: "export1", Path: "/tmp/nbd.tree", Tree: true, CreateSize: 4194304}},
 		{name: "treefiles false", text: "[generic]\n[a]\nexportname = /a\ntreefiles = false\n", want: Export{Name: "a", Path: "/a"}},
 		{name: "no filesize", text: "[generic]\n[a]\nexportname = /t\ntreefiles = true\n", wantErr: "cfg:4: [a] treefiles needs filesize"},
-		{name: "copyonwrite", text: "[generic]\n[a]\nexportname = /t\ncopyonwrite = true\ntreefiles = true\nfilesize = 4096\n", wantErr: "cfg:5: [a] treefiles with copyonwrite"},
+		{name: "copyonwrite", text: "[generic]\n[a]\nexportname = /t\ncopyonwrite = true\ntreefiles = true\nfilesize = 4096\n",
+			want: Export{Name: "a", Path: "/t", Tree: true, Cow: true, CreateSize: 4096}},
 		{name: "temporary", text: "[generic]\n[a]\nexportname = /t\ntreefiles = true\nfilesize = 4096\ntemporary = true\n", wantErr: "cfg:4: [a] treefiles and temporary"},
 		{name: "object", text: "[generic]\n[a]\nexportname = s3://b/k\ntreefiles = true\nfilesize = 4096\n", wantErr: "cfg:4: [a] treefiles: the tree is a local directory"},
 	} {
@@ -392,7 +393,7 @@ func TestTreeServerFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := sf.Exports[0]; got.Name != tt.want.Name || got.Path != tt.want.Path || got.Tree != tt.want.Tree || got.CreateSize != tt.want.CreateSize {
+			if got := sf.Exports[0]; got.Name != tt.want.Name || got.Path != tt.want.Path || got.Tree != tt.want.Tree || got.Cow != tt.want.Cow || got.CreateSize != tt.want.CreateSize {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -506,5 +507,37 @@ func TestTreeCrashSIGKILL(t *testing.T) {
 	}
 	if len(durable) == 0 {
 		t.Fatal("no write was made durable: the test proved nothing")
+	}
+}
+
+// A copy-on-write tree export (allowed by nbd-server too): each client's writes go to its
+// overlay over the tree, which is never written.
+func TestTreeCow(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "tree")
+	seed := openTestTree(t, root, 4<<20, false)
+	if err := seed.WriteAt(bytes.Repeat([]byte{9}, 2*treeBlock), treeBlock, false); err != nil {
+		t.Fatal(err)
+	}
+	seed.Close()
+	before := filesUnder(t, root)
+	ts := startServer(t, Config{Exports: []Export{{Name: "t", Path: root, Tree: true, CreateSize: 4 << 20, Cow: true}}})
+	c := connectTest(t, ts.addr, "t", false)
+	c.pwrite(treeBlock+10, []byte("overlay"), 0)
+	c.pwrite(3<<20, []byte("new block"), 0)
+	want := bytes.Repeat([]byte{9}, 2*treeBlock)
+	copy(want[10:], "overlay")
+	if got := c.pread(treeBlock, 2*treeBlock); !bytes.Equal(got, want) {
+		t.Error("the overlay over the tree reads wrong")
+	}
+	if got := c.pread(3<<20, 9); string(got) != "new block" {
+		t.Errorf("a block written to the overlay reads %q", got)
+	}
+	c.disconnect()
+	if after := filesUnder(t, root); !slices.Equal(after, before) {
+		t.Errorf("a copy-on-write client changed the tree: files %q, were %q", after, before)
+	}
+	data, _ := os.ReadFile(treeBlockPath(root, 1, 1))
+	if !bytes.Equal(data, bytes.Repeat([]byte{9}, treeBlock)) {
+		t.Error("a copy-on-write client changed a block file")
 	}
 }
