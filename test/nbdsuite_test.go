@@ -69,6 +69,11 @@ func TestNBDSuite(t *testing.T) {
 		{name: "tree", export: "[export1]\n\texportname = DIR/nbd.tree\n\ttreefiles = true\n\tfilesize = 4194304\n", runs: [][]string{{"-N", "export1", "-w"}}},
 		{name: "rotree", export: "[export1]\n\texportname = DIR/nbd.tree\n\ttreefiles = true\n\tfilesize = 4194304\n\treadonly = true\n",
 			runs: [][]string{{"-N", "export1", "-w", "-F"}}},
+		// Ours, not in tests/run: the integrity trace (reads checked against what was
+		// written, flushes and FUA) on a tree export, where tree only checks that writes
+		// are answered.
+		{name: "treeintegrity", export: "[export1]\n\texportname = DIR/nbd.tree\n\ttreefiles = true\n\tflush = true\n\tfua = true\n\tfilesize = 52428800\n",
+			runs: [][]string{cat([]string{"-N", "export1", "-i"}, trace("integrity-test.tr"))}},
 		{name: "handshake", export: "[export1]\n\texportname = IMG\n", runs: [][]string{{"-h", "-N", "export1"}}},
 		{name: "tls", generic: tls, export: "[export1]\n\texportname = IMG\n" + integrity, runs: [][]string{cat([]string{"-N", "export1", "-i"}, trace("integrity-test.tr"), clientCert)}},
 		{name: "tlshuge", generic: tls, export: "[export1]\n\texportname = IMG\n" + integrity, runs: [][]string{cat([]string{"-N", "export1", "-i"}, trace("integrityhuge-test.tr"), clientCert, []string{"-H", "localhost"})}},
