@@ -78,7 +78,7 @@ func validateTreeExport(e *Export) error {
 func treeKey(e *Export) (fileKey, error) {
 	root := filepath.Clean(e.Path)
 	if imageWritable(e) {
-		if _, err := mkdirsSynced(root); err != nil {
+		if err := mkdirsSynced(root); err != nil {
 			return fileKey{}, fmt.Errorf("treefiles: %w", err)
 		}
 	}
@@ -97,29 +97,29 @@ func treeKey(e *Export) (fileKey, error) {
 }
 
 // mkdirsSynced creates dir and its missing parents, then syncs the parent of each one it
-// created so they survive a crash; it returns how many it created.
-func mkdirsSynced(dir string) (int, error) {
+// created so they survive a crash.
+func mkdirsSynced(dir string) error {
 	var missing []string
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); err == nil {
 			break
 		} else if !errors.Is(err, fs.ErrNotExist) || d == filepath.Dir(d) {
-			return 0, err
+			return err
 		}
 		missing = append(missing, d)
 	}
 	if len(missing) == 0 {
-		return 0, nil
+		return nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return 0, err
+		return err
 	}
 	for _, d := range missing {
 		if err := syncDir(filepath.Dir(d)); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	return len(missing), nil
+	return nil
 }
 
 func syncDir(dir string) error {
