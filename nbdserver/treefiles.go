@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/nbdroot/nbdroot/nbd"
 	"github.com/nbdroot/nbdroot/nbdserver/objstore"
 )
@@ -24,6 +26,7 @@ const (
 	treeBlock      = 1 << treeBlockShift // TREEPAGESIZE
 	treeDirSize    = 1024                // TREEDIRSIZE: files (or directories) per directory
 	treeStripes    = 64
+	treeSyncers    = 16 // syncs a FLUSH runs at once
 	// treeMaxDirty bounds the blocks written since the last FLUSH that the backend
 	// remembers to sync; past it a write syncs them itself.
 	treeMaxDirty = 1 << 16
@@ -373,27 +376,29 @@ func (b *treeBackend) Flush() error {
 	return nil
 }
 
+// syncAll syncs the files and directories, several at once: a file system commits its
+// journal for many syncs together, which makes a FLUSH after many small writes several
+// times faster than syncing one file after another.
 func (b *treeBackend) syncAll(files map[int64]struct{}, dirs map[string]struct{}) error {
+	var g errgroup.Group
+	g.SetLimit(treeSyncers)
 	for blk := range files {
-		f, err := os.Open(treeBlockPath(b.root, b.levels, blk))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // unlinked since (zeroed): its directory is on the list
-		}
-		if err != nil {
-			return err
-		}
-		err = b.syncFile(f)
-		f.Close()
-		if err != nil {
-			return err
-		}
+		g.Go(func() error {
+			f, err := os.Open(treeBlockPath(b.root, b.levels, blk))
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // unlinked since (zeroed): its directory is on the list
+			}
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return b.syncFile(f)
+		})
 	}
 	for d := range dirs {
-		if err := b.syncDirectory(d); err != nil {
-			return err
-		}
+		g.Go(func() error { return b.syncDirectory(d) })
 	}
-	return nil
+	return g.Wait()
 }
 
 // Trim removes the files of the blocks the range covers whole, as nbd-server does.
