@@ -30,9 +30,6 @@ const (
 	// treeMaxDirty bounds the blocks written since the last FLUSH that the backend
 	// remembers to sync; past it a write syncs them itself.
 	treeMaxDirty = 1 << 16
-	// treeExtentsMax bounds the blocks one block-status request looks at (one stat each);
-	// proto.md lets a reply cover less than was asked.
-	treeExtentsMax = 8192
 )
 
 // treeLevels is how many TREE directories lie above each block file of an export of size
@@ -500,23 +497,29 @@ func (b *treeBackend) zeroBlock(blk, boff, bn int64, noHole, fast bool) error {
 }
 
 // Extents reports blocks without a file as holes that read as zeroes, and the others as
-// data, looking at no more than treeExtentsMax blocks.
+// data. It lists each directory of block files once (1024 blocks) rather than looking
+// at every block.
 func (b *treeBackend) Extents(off, length int64, fn func(int64, uint32) bool) error {
 	var runLen int64
 	var runFlags uint32
-	seen := 0
+	var dir string            // the directory listed last
+	var names map[string]bool // its entries
 	err := eachBlock(off, length, func(blk, boff, bn, pos int64) error {
-		if seen == treeExtentsMax {
-			return errStop
+		path := treeBlockPath(b.root, b.levels, blk)
+		d, name := filepath.Split(path)
+		if d != dir || names == nil {
+			ents, err := os.ReadDir(d)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return &BackendError{"block status", off + pos, bn, err}
+			}
+			dir, names = d, make(map[string]bool, len(ents))
+			for _, e := range ents {
+				names[e.Name()] = true
+			}
 		}
-		seen++
 		flags := uint32(0)
-		_, err := os.Stat(treeBlockPath(b.root, b.levels, blk))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
+		if !names[name] {
 			flags = nbd.StateHole | nbd.StateZero
-		case err != nil:
-			return &BackendError{"block status", off + pos, bn, err}
 		}
 		if runLen > 0 && flags != runFlags {
 			if !fn(runLen, runFlags) {

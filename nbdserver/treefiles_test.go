@@ -541,3 +541,28 @@ func TestTreeCow(t *testing.T) {
 		t.Error("a copy-on-write client changed a block file")
 	}
 }
+
+// Block status covers the whole range asked for, across directories of block files (an
+// overlay over the tree relies on that), in extents that alternate.
+func TestTreeExtentsCover(t *testing.T) {
+	const size = 12 << 20
+	b := openTestTree(t, filepath.Join(t.TempDir(), "tree"), size, false)
+	for _, off := range []int64{0, 1500 * treeBlock, 1501 * treeBlock, size - 1} {
+		if err := b.WriteAt([]byte{1}, off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hole := nbd.StateHole | nbd.StateZero
+	type extent struct {
+		n     int64
+		flags uint32
+	}
+	var got []extent
+	if err := b.Extents(0, size, func(n int64, f uint32) bool { got = append(got, extent{n, f}); return true }); err != nil {
+		t.Fatal(err)
+	}
+	want := []extent{{treeBlock, 0}, {1499 * treeBlock, hole}, {2 * treeBlock, 0}, {size - 1502*treeBlock - treeBlock, hole}, {treeBlock, 0}}
+	if !slices.Equal(got, want) {
+		t.Errorf("extents %v, want %v", got, want)
+	}
+}
