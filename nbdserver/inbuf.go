@@ -18,8 +18,8 @@ type source interface {
 type lazySource interface {
 	source
 	// readWhenReady waits until there is something to read (data, the end of the stream,
-	// an error or the read deadline), then reads into the buffer get returns.
-	readWhenReady(get func() []byte) (int, error)
+	// an error or the read deadline), then reads into the buffer get(want) returns.
+	readWhenReady(want int, get func(want int) []byte) (int, error)
 }
 
 // readerSource is a source for connections that cannot be asked without waiting (TLS):
@@ -50,10 +50,20 @@ type inbuf struct {
 	// payload spliced from the socket, only the next request header is read into the
 	// buffer, so that a following large payload stays in the socket to be spliced too.
 	limit int
+	// bufForFn is in.bufFor, made once: a closure made for every wait would be garbage.
+	bufForFn func(int) []byte
 }
 
 func newInbuf(src source, size int, onWait func() error) *inbuf {
-	return &inbuf{src: src, size: size, onWait: onWait}
+	in := &inbuf{src: src, size: size, onWait: onWait}
+	in.bufForFn = in.bufFor
+	return in
+}
+
+// bufFor takes the buffer back after a wait without it and returns room for want bytes.
+func (in *inbuf) bufFor(want int) []byte {
+	in.have()
+	return in.b[:min(want, len(in.b))]
 }
 
 // inbufStart is the buffer's size until a request needs more: 16 KiB holds hundreds of
@@ -131,10 +141,7 @@ func (in *inbuf) fill() error {
 			// Nothing buffered: wait without the buffer, which may be a while.
 			want := end - in.w
 			in.release()
-			n, err = ls.readWhenReady(func() []byte {
-				in.have()
-				return in.b[:min(want, len(in.b))]
-			})
+			n, err = ls.readWhenReady(want, in.bufForFn)
 		} else {
 			n, err = in.src.read(in.b[in.w:end], true)
 		}

@@ -164,9 +164,9 @@ type lazyScript struct {
 	heldInWait []bool
 }
 
-func (s *lazyScript) readWhenReady(get func() []byte) (int, error) {
+func (s *lazyScript) readWhenReady(want int, get func(int) []byte) (int, error) {
 	s.heldInWait = append(s.heldInWait, s.in.buf != nil)
-	return s.read(get(), true)
+	return s.read(get(want), true)
 }
 
 // An idle connection holds no input buffer: it is given back before every wait with

@@ -24,6 +24,34 @@ import (
 // Calls on a non-blocking socket return at once, so holding the P through them is safe.
 type rawSocket struct {
 	rc syscall.RawConn
+	// in and out hold the arguments and results of the call in progress on each side —
+	// reads are made by the connection reader only, writes by the reply writer only — and
+	// inFn, peekFn and outFn are the functions RawConn.Read and Write run, made once per
+	// socket. Closures capturing a call's arguments and results escape through the
+	// RawConn interface and would be allocated on every call: several per request on a
+	// client that waits for each reply, garbage that sets off collections, and every
+	// collection starts mark workers on up to all of the server's Ps (run.go: more than
+	// the CPUs), which delay the requests of the moment.
+	in, out             rawCall
+	inFn, peekFn, outFn func(fd uintptr) bool
+}
+
+// rawCall is one raw system call on a socket: its arguments, whether to wait for the
+// socket, and its results.
+type rawCall struct {
+	trap  uintptr
+	args  [5]uintptr // after the descriptor
+	wait  bool
+	n     int
+	errno syscall.Errno
+	// readWhenReady's: whether the socket was asked yet, the buffer's size and getter,
+	// and the buffer once got.
+	asked bool
+	want  int
+	get   func(int) []byte
+	p     []byte
+	// writev's iovecs.
+	iov []iovec
 }
 
 // newRawSocket returns nil when c is not a plain socket (TLS, pipes in tests).
@@ -37,7 +65,9 @@ func newRawSocket(c net.Conn) *rawSocket {
 	if err != nil {
 		return nil
 	}
-	return &rawSocket{rc: rc}
+	s := &rawSocket{rc: rc}
+	s.inFn, s.peekFn, s.outFn = s.callIn, s.peekThenRead, s.callOut
+	return s
 }
 
 // read implements source.
@@ -53,44 +83,15 @@ func (s *rawSocket) read(p []byte, wait bool) (int, error) {
 }
 
 // readWhenReady implements lazySource: it asks the socket whether it has anything with a
-// one-byte MSG_PEEK, waits through the poller if not, and only then takes the buffer and
-// reads — as many system calls as read with wait, and no buffer held while waiting.
-func (s *rawSocket) readWhenReady(get func() []byte) (int, error) {
-	var p []byte
-	var n int
-	var errno syscall.Errno
-	asked := false
-	err := s.rc.Read(func(fd uintptr) bool {
-		if !asked {
-			asked = true
-			var one byte
-			for {
-				_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&one)), 1,
-					syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-				if e == syscall.EINTR {
-					continue
-				}
-				if e == syscall.EAGAIN {
-					return false // wait until readable, then read below
-				}
-				break // data, the end of the stream or an error: the read tells which
-			}
-		}
-		if p == nil {
-			p = get()
-		}
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			n, errno = int(r), e
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			return true
-		}
-	})
+// one-byte MSG_PEEK, waits through the poller if not, and only then takes the buffer
+// (get(want)) and reads — as many system calls as read with wait, and no buffer held
+// while waiting.
+func (s *rawSocket) readWhenReady(want int, get func(int) []byte) (int, error) {
+	c := &s.in
+	c.asked, c.want, c.get, c.p = false, want, get, nil
+	err := s.rc.Read(s.peekFn)
+	n, errno := c.n, c.errno
+	c.get, c.p = nil, nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -102,25 +103,48 @@ func (s *rawSocket) readWhenReady(get func() []byte) (int, error) {
 	return n, nil
 }
 
+// peekThenRead is readWhenReady's function for RawConn.Read.
+func (s *rawSocket) peekThenRead(fd uintptr) bool {
+	c := &s.in
+	if !c.asked {
+		c.asked = true
+		var one byte
+		for {
+			_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&one)), 1,
+				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+			if e == syscall.EINTR {
+				continue
+			}
+			if e == syscall.EAGAIN {
+				return false // wait until readable, then read below
+			}
+			break // data, the end of the stream or an error: the read tells which
+		}
+	}
+	if c.p == nil {
+		c.p = c.get(c.want)
+	}
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.p[0])), uintptr(len(c.p)))
+		c.n, c.errno = int(r), e
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		return true
+	}
+}
+
 // take makes a raw system call that takes data from the socket (its descriptor is the
 // first argument, a2…a6 the others). Without wait, an empty socket is errWouldBlock;
 // with it, the call waits for data through the runtime's poller and is made again.
 func (s *rawSocket) take(name string, wait bool, trap, a2, a3, a4, a5, a6 uintptr) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall6(trap, fd, a2, a3, a4, a5, a6)
-			n, errno = int(r), e
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return !wait // false: wait until readable and call again
-			}
-			return true
-		}
-	})
+	c := &s.in
+	c.trap, c.args, c.wait = trap, [5]uintptr{a2, a3, a4, a5, a6}, wait
+	err := s.rc.Read(s.inFn)
+	n, errno := c.n, c.errno
 	switch {
 	case err != nil:
 		return 0, err // deadline, closed
@@ -132,46 +156,58 @@ func (s *rawSocket) take(name string, wait bool, trap, a2, a3, a4, a5, a6 uintpt
 	return n, nil
 }
 
+// callIn is take's function for RawConn.Read.
+func (s *rawSocket) callIn(fd uintptr) bool {
+	c := &s.in
+	for {
+		r, _, e := syscall.RawSyscall6(c.trap, fd, c.args[0], c.args[1], c.args[2], c.args[3], c.args[4])
+		c.n, c.errno = int(r), e
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return !c.wait // false: wait until readable and call again
+		}
+		return true
+	}
+}
+
 // writev writes all of bufs, waiting for room in the socket as needed. iov is scratch
 // space for the iovecs, returned (grown) for reuse.
 func (s *rawSocket) writev(bufs [][]byte, iov []iovec) ([]iovec, error) {
+	c := &s.out
+	c.iov = iov
+	err := s.writevAll(bufs)
+	iov, c.iov = c.iov, nil
+	return iov, err
+}
+
+func (s *rawSocket) writevAll(bufs [][]byte) error {
+	c := &s.out
 	for len(bufs) > 0 {
-		iov = iov[:0]
+		c.iov = c.iov[:0]
 		for _, b := range bufs {
 			if len(b) == 0 {
 				continue
 			}
-			if len(iov) == maxIovecs {
+			if len(c.iov) == maxIovecs {
 				break
 			}
 			v := unix.Iovec{Base: &b[0]}
 			v.SetLen(len(b))
-			iov = append(iov, v)
+			c.iov = append(c.iov, v)
 		}
-		if len(iov) == 0 {
-			return iov, nil
+		if len(c.iov) == 0 {
+			return nil
 		}
-		var n int
-		var errno syscall.Errno
-		err := s.rc.Write(func(fd uintptr) bool {
-			for {
-				r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-				n, errno = int(r), e
-				switch e {
-				case syscall.EINTR:
-					continue
-				case syscall.EAGAIN:
-					return false // wait until writable
-				}
-				return true
-			}
-		})
-		clear(iov) // drop the pointers into buffers about to be recycled
+		err := s.rc.Write(s.outFn)
+		clear(c.iov) // drop the pointers into buffers about to be recycled
+		n, errno := c.n, c.errno
 		if err != nil {
-			return iov, err
+			return err
 		}
 		if errno != 0 {
-			return iov, os.NewSyscallError("writev", errno)
+			return os.NewSyscallError("writev", errno)
 		}
 		for n > 0 {
 			if n >= len(bufs[0]) {
@@ -186,7 +222,23 @@ func (s *rawSocket) writev(bufs [][]byte, iov []iovec) ([]iovec, error) {
 			bufs = bufs[1:]
 		}
 	}
-	return iov, nil
+	return nil
+}
+
+// callOut is writev's function for RawConn.Write.
+func (s *rawSocket) callOut(fd uintptr) bool {
+	c := &s.out
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&c.iov[0])), uintptr(len(c.iov)))
+		c.n, c.errno = int(r), e
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait until writable
+		}
+		return true
+	}
 }
 
 // iovec is struct iovec of readv/writev.

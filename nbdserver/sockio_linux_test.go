@@ -229,3 +229,48 @@ func TestSpliceToFile(t *testing.T) {
 		})
 	}
 }
+
+// The raw socket's reads and writes allocate nothing: a connection makes several per
+// request, and their garbage would set off collections in the middle of a boot storm.
+func TestRawSocketAllocatesNothing(t *testing.T) {
+	sc, cc := tcpPair(t)
+	rs := newRawSocket(sc)
+	in := newInbuf(rs, 4096, func() error { return nil })
+	defer in.release()
+	msg := []byte("0123456789abcdef")
+	buf := make([]byte, len(msg))
+	bufs := [][]byte{msg[:8], msg[8:]}
+	iov := make([]iovec, 0, 4)
+	var err error
+	for _, tc := range []struct {
+		name string
+		op   func()
+	}{
+		{"read", func() {
+			cc.Write(msg)
+			for n, k := 0, 0; n < len(buf) && err == nil; n += k {
+				k, err = rs.read(buf[n:], true)
+			}
+		}},
+		{"readWhenReady", func() {
+			cc.Write(msg)
+			_, err = in.peek(len(msg))
+			in.discard(len(msg))
+		}},
+		{"writev", func() {
+			iov, err = rs.writev(bufs, iov)
+			if err == nil {
+				_, err = io.ReadFull(cc, buf)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if n := testing.AllocsPerRun(50, tc.op); n != 0 {
+				t.Errorf("%v allocations per call, want 0", n)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
