@@ -32,6 +32,11 @@ type KeeperSpec struct {
 	Relays []*ktls.State `json:"relays,omitempty"`
 	// Sockets is how many sockets the keeper inherits (set by StartKeeper).
 	Sockets int `json:"sockets,omitempty"`
+	// Kmsg says the keeper inherits /dev/kmsg, opened by its parent, as the descriptor after
+	// its sockets (set by LaunchKeeper): the init's /dev moves to the new root at
+	// switch_root, and a keeper slow to start (a loaded machine, its lowered priority)
+	// would find no /dev/kmsg to open — and no way to say so.
+	Kmsg bool `json:"kmsg,omitempty"`
 	// Probe names the device to read from once at start (see Keeper.Probe): set by the
 	// init, whose device was attached a while before the keeper started.
 	Probe string `json:"probe,omitempty"`

@@ -74,6 +74,13 @@ func LaunchKeeper(spec KeeperSpec, o KeeperStart) (*KeeperProcess, error) {
 	cmd := exec.Command(exe, o.Args...)
 	cmd.Args[0] = KeeperArgv0
 	cmd.ExtraFiles = append([]*os.File{specR, readyW}, o.Socks...)
+	if kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+		// The keeper's log, opened while /dev is still where the keeper looks (see
+		// KeeperSpec.Kmsg); without it the keeper opens its own.
+		defer kmsg.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, kmsg)
+		spec.Kmsg = true
+	}
 	// Async preemption signals would interrupt NBD_DO_IT in the ioctl mode; the keeper has
 	// nothing to preempt anyway.
 	cmd.Env = []string{"GODEBUG=asyncpreemptoff=1", keeperEnv}
@@ -201,9 +208,9 @@ func KeeperMain() int {
 	// cannot be ignored, and systemd does not send it to '@' processes.
 	signal.Ignore(unix.SIGTERM, unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGPIPE,
 		unix.SIGUSR1, unix.SIGUSR2, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
-	kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY|unix.O_CLOEXEC, 0)
+	kmsg, err := keeperKmsg(spec)
 	if err != nil {
-		return fail(fmt.Errorf("open /dev/kmsg: %w", err))
+		return fail(err)
 	}
 	log := &kmsgLog{w: kmsg, pid: os.Getpid()}
 	// The keeper must run when memory is short and the root is unreachable: never chosen
@@ -297,6 +304,25 @@ func openKernelEvents() (*Kernel, *LinkEvents, error) {
 		return nil, nil, err
 	}
 	return k, ev, nil
+}
+
+// keeperKmsg is the keeper's kernel log: the descriptor its parent handed over after the
+// sockets, or /dev/kmsg opened now.
+func keeperKmsg(spec KeeperSpec) (*os.File, error) {
+	if spec.Kmsg {
+		fd := keeperSockFD + spec.Sockets
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+			return nil, fmt.Errorf("descriptor %d is not the /dev/kmsg the configuration promises", fd)
+		}
+		unix.CloseOnExec(fd)
+		return os.NewFile(uintptr(fd), "/dev/kmsg"), nil
+	}
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/kmsg: %w", err)
+	}
+	return f, nil
 }
 
 // keeperKernel is the kernel side of a keeper and the device's index: the netlink family
