@@ -13,6 +13,8 @@ import (
 
 	"github.com/nbdroot/nbdroot/nbd"
 	"github.com/nbdroot/nbdroot/nbdserver/objstore"
+
+	ovstore "github.com/nbdroot/nbdroot/nbdserver/overlay"
 )
 
 // Tree exports (nbd-server(5) "treefiles"): the image is a directory tree of 4096-byte
@@ -78,7 +80,7 @@ func validateTreeExport(e *Export) error {
 func treeKey(e *Export) (fileKey, error) {
 	root := filepath.Clean(e.Path)
 	if imageWritable(e) {
-		if err := mkdirsSynced(root); err != nil {
+		if err := ovstore.MkdirAllSynced("", root); err != nil {
 			return fileKey{}, fmt.Errorf("treefiles: %w", err)
 		}
 	}
@@ -94,44 +96,6 @@ func treeKey(e *Export) (fileKey, error) {
 	k := keyOf(st)
 	k.obj = fmt.Sprintf("tree:%d", e.CreateSize)
 	return k, nil
-}
-
-// mkdirsSynced creates dir and its missing parents, then syncs the parent of each one it
-// created so they survive a crash.
-func mkdirsSynced(dir string) error {
-	var missing []string
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil {
-			break
-		} else if !errors.Is(err, fs.ErrNotExist) || d == filepath.Dir(d) {
-			return err
-		}
-		missing = append(missing, d)
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	for _, d := range missing {
-		if err := syncDir(filepath.Dir(d)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // treeBackend serves a tree export. Requests on one block are serialised by a stripe lock
@@ -172,7 +136,7 @@ func openTree(root string, size int64, readOnly bool) (*treeBackend, error) {
 		root: root, levels: treeLevels(size), size: size, readOnly: readOnly,
 		files: map[int64]struct{}{}, dirs: map[string]struct{}{},
 		syncFile:      func(f *os.File) error { return fdatasync(int(f.Fd())) },
-		syncDirectory: syncDir,
+		syncDirectory: ovstore.SyncDir,
 	}
 	d, err := os.Open(root)
 	switch {

@@ -252,7 +252,7 @@ func (s Local) Create(m Meta, populate func(dir string) error) (*Overlay, error)
 	parent := s.ClientDir(m.Export, m.Client)
 	tmp := filepath.Join(parent, newPrefix+m.ID.String())
 	for try := 0; ; try++ {
-		if err := mkdirAllSynced(s.Root, parent); err != nil {
+		if err := MkdirAllSynced(s.Root, parent); err != nil {
 			return nil, err
 		}
 		err := os.Mkdir(tmp, 0o700)
@@ -287,14 +287,14 @@ func (s Local) Create(m Meta, populate func(dir string) error) (*Overlay, error)
 			return fail(err)
 		}
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := SyncDir(tmp); err != nil {
 		return fail(err)
 	}
 	final := filepath.Join(parent, m.ID.String())
 	if err := os.Rename(tmp, final); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := SyncDir(parent); err != nil {
 		// The overlay exists but its name may not survive a crash: do not hand it out.
 		os.RemoveAll(final)
 		lock.Close()
@@ -491,7 +491,7 @@ func (s Local) Remove(dir string) error {
 		return err
 	}
 	// Once the rename is durable no crash can bring the overlay back.
-	if err := syncDir(parent); err != nil {
+	if err := SyncDir(parent); err != nil {
 		return err
 	}
 	if err := os.RemoveAll(gone); err != nil {
@@ -592,13 +592,16 @@ func safeChar(c byte) bool {
 		c == '.' || c == '_' || c == ':' || c == '-'
 }
 
-// mkdirAllSynced creates dir and its missing parents up to root and makes their names
-// durable (each new directory's parent is fsynced).
-func mkdirAllSynced(root, dir string) error {
+// MkdirAllSynced creates dir and its missing parents (up to root, when root is not "")
+// and makes their names durable: each new directory's parent is fsynced. It is the one
+// place the server makes directories that must survive a crash (overlays, tree exports).
+func MkdirAllSynced(root, dir string) error {
 	var missing []string
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); err == nil {
 			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
 		}
 		missing = append(missing, d)
 		if d == root || d == filepath.Dir(d) {
@@ -612,7 +615,7 @@ func mkdirAllSynced(root, dir string) error {
 		return err
 	}
 	for _, d := range missing {
-		if err := syncDir(filepath.Dir(d)); err != nil {
+		if err := SyncDir(filepath.Dir(d)); err != nil {
 			return err
 		}
 	}
@@ -635,7 +638,8 @@ func writeFileSynced(path string, b []byte) error {
 	return f.Close()
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, making the names in it durable.
+func SyncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
