@@ -4,7 +4,6 @@ package test
 
 import (
 	"net"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -60,9 +59,7 @@ ExecStart=/bin/sh -c 'exec ip -4 monitor address >/run/addrwatch.log 2>&1'
 // connection the init describes in /run/NetworkManager, asks for the same address, and its
 // journal, its device list and a record of every address change show it.
 //
-// A boot costs minutes of CI: `make test-distro` runs the hand-offs to systemd-networkd
-// (Debian's default for a minimal root) and NetworkManager; NBDROOT_DISTRO_HANDOFF=all runs
-// ifupdown's too.
+// `make test-distro` runs all three, side by side.
 func TestDistroLeaseHandoff(t *testing.T) {
 	e := needDistro(t)
 	const suite = "bookworm"
@@ -114,9 +111,6 @@ func TestDistroLeaseHandoff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.handover == "" && os.Getenv("NBDROOT_DISTRO_HANDOFF") != "all" {
-				t.Skip(tt.name + "'s hand-off runs with NBDROOT_DISTRO_HANDOFF=all")
-			}
 			t.Parallel()
 			netlab.Need(t)
 			lab := netlab.New(t)
