@@ -158,32 +158,7 @@ func startNBDServer(t *testing.T, root, ro string) peer {
 		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// nbd-server -d serves one client and exits; as a daemon it serves many and writes
-		// its pid, which the cleanup signals.
-		out, err := exec.Command(bin, "-C", cfg, "-p", pidfile).CombinedOutput()
-		if err != nil {
-			t.Fatalf("nbd-server: %v\n%s", err, out)
-		}
-		var pid int
-		for i := 0; i < 200 && pid == 0; i++ {
-			b, _ := os.ReadFile(pidfile)
-			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-			if pid == 0 {
-				time.Sleep(25 * time.Millisecond)
-			}
-		}
-		if pid == 0 {
-			return false
-		}
-		exited := make(chan struct{})
-		go func() {
-			for syscall.Kill(pid, 0) == nil {
-				time.Sleep(50 * time.Millisecond)
-			}
-			close(exited)
-		}()
-		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
-		return waitListening(t, port, exited)
+		return startNBDServerDaemon(t, bin, cfg, pidfile, port)
 	})
 	return peer{name: "nbd-server", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), multiConn: true, strictNames: true, flush: true}
 }
@@ -549,4 +524,35 @@ func writeBlock(t *testing.T, c *Conn, off uint64, b []byte) {
 	if err != nil || r.Handle != 0x4321 || r.Error != 0 {
 		t.Fatalf("write reply %+v, %v", r, err)
 	}
+}
+
+// startNBDServerDaemon runs nbd-server with the configuration file cfg as a daemon (nbd-server
+// -d serves one client and exits; as a daemon it serves many and writes its pid, which the
+// cleanup signals) and reports whether it listens on port.
+func startNBDServerDaemon(t *testing.T, bin, cfg, pidfile string, port int) bool {
+	t.Helper()
+	out, err := exec.Command(bin, "-C", cfg, "-p", pidfile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nbd-server: %v\n%s", err, out)
+	}
+	var pid int
+	for i := 0; i < 200 && pid == 0; i++ {
+		b, _ := os.ReadFile(pidfile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		if pid == 0 {
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
+	if pid == 0 {
+		return false
+	}
+	exited := make(chan struct{})
+	go func() {
+		for syscall.Kill(pid, 0) == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+		close(exited)
+	}()
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
+	return waitListening(t, port, exited)
 }

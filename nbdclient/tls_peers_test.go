@@ -11,11 +11,9 @@ import (
 	"log"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -51,30 +49,7 @@ func startNBDServerTLS(t *testing.T, p *pki.Set, root string, extra string) tlsP
 		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command(bin, "-C", cfg, "-p", pidfile).CombinedOutput()
-		if err != nil {
-			t.Fatalf("nbd-server: %v\n%s", err, out)
-		}
-		var pid int
-		for i := 0; i < 200 && pid == 0; i++ {
-			b, _ := os.ReadFile(pidfile)
-			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-			if pid == 0 {
-				time.Sleep(25 * time.Millisecond)
-			}
-		}
-		if pid == 0 {
-			return false
-		}
-		exited := make(chan struct{})
-		go func() {
-			for syscall.Kill(pid, 0) == nil {
-				time.Sleep(50 * time.Millisecond)
-			}
-			close(exited)
-		}()
-		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
-		return waitListening(t, port, exited)
+		return startNBDServerDaemon(t, bin, cfg, pidfile, port)
 	})
 	return tlsPeer{name: "nbd-server", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 }
