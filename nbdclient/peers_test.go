@@ -197,15 +197,7 @@ func startNbdrootServe(t *testing.T, root, ro string) peer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); srv.Close(); <-done })
-	return peer{name: "nbdroot serve", addr: ln.Addr().String(), multiConn: true, strictNames: true, blockSizes: true, flush: true}
+	return peer{name: "nbdroot serve", addr: serveInProcess(t, srv), multiConn: true, strictNames: true, blockSizes: true, flush: true}
 }
 
 // readBlock sends one simple NBD_CMD_READ on a negotiated connection and returns the data:
@@ -555,4 +547,18 @@ func startNBDServerDaemon(t *testing.T, bin, cfg, pidfile string, port int) bool
 	}()
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGTERM) })
 	return waitListening(t, port, exited)
+}
+
+// serveInProcess serves srv on a loopback port until the test ends and returns its address.
+func serveInProcess(t *testing.T, srv *nbdserver.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); srv.Close(); <-done })
+	return ln.Addr().String()
 }

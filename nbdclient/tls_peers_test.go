@@ -76,15 +76,7 @@ func startNbdrootServeTLS(t *testing.T, p *pki.Set, root string, mode nbdserver.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); srv.Close(); <-done })
-	return tlsPeer{name: "nbdroot serve", addr: ln.Addr().String()}
+	return tlsPeer{name: "nbdroot serve", addr: serveInProcess(t, srv)}
 }
 
 // clientTLS is the client's side of a PKI: its CA, certificate and key.
@@ -244,13 +236,5 @@ func startServeWithCert(t *testing.T, p *pki.Set, root string, cert *pki.Cert) t
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); srv.Close(); <-done })
-	return tlsPeer{name: "nbdroot serve", addr: ln.Addr().String()}
+	return tlsPeer{name: "nbdroot serve", addr: serveInProcess(t, srv)}
 }
